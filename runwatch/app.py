@@ -1,0 +1,108 @@
+"""The ASGI application: /graphql (with the GraphiQL console), the REST shims, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+from tortoise.contrib.starlette import RegisterTortoise
+
+from runwatch import __version__
+from runwatch.auth import Authenticator, AuthMiddleware
+from runwatch.db import tortoise_config
+from runwatch.resolvers.telemetry import TelemetryOptions
+from runwatch.rest_shim import warehouse
+from runwatch.schema import build_schema
+from runwatch.schema.context import Context, Loaders
+from runwatch.services.workers import run_workers
+from runwatch.settings import Settings
+
+
+class RunwatchGraphQL(GraphQL):
+    def __init__(self, *args: Any, options: TelemetryOptions, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options = options
+
+    async def get_context(self, request: Any, response: Any = None) -> Context:
+        caller = request.state.caller
+        return Context(
+            caller=caller,
+            options=self.options,
+            loaders=Loaders(caller=caller, options=self.options),
+            request=request,
+            response=response,
+        )
+
+
+def telemetry_options(settings: Settings) -> TelemetryOptions:
+    return TelemetryOptions(
+        orphan_window=timedelta(seconds=settings.orphan_window_seconds),
+        error_streak=settings.error_streak,
+        recent_errors_limit=settings.recent_errors_limit,
+    )
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: "Not found.", 405: f'Method "{request.method}" not allowed.'}
+    return JSONResponse(
+        {"detail": messages.get(exc.status_code, exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": "Internal server error."}, status_code=500)
+
+
+def create_app(settings: Settings | None = None, *, run_background: bool | None = None) -> Starlette:
+    """Build the application. `run_background` overrides `settings.workers_in_serve`."""
+    settings = settings or Settings.from_env()
+    options = telemetry_options(settings)
+    background = settings.workers_in_serve if run_background is None else run_background
+    graphql = RunwatchGraphQL(
+        build_schema(),
+        options=options,
+        graphql_ide="graphiql" if settings.graphiql else None,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+            stop = asyncio.Event()
+            worker = asyncio.create_task(run_workers(settings, stop)) if background else None
+            try:
+                yield
+            finally:
+                stop.set()
+                if worker is not None:
+                    await worker
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        *warehouse.routes(options),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(AuthMiddleware, authenticator=Authenticator(settings.token_cache_seconds))
+        ],
+        exception_handlers={HTTPException: http_error, 500: server_error},
+    )

@@ -1,0 +1,75 @@
+"""Authentication: plain ASGI middleware turns a bearer token into a `Caller` once per request.
+
+Authorization (scopes, tenancy) is the resolvers' job. Not `BaseHTTPMiddleware`: it would break
+the context variables Tortoise relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.tokens import authenticate
+
+MAX_CACHED_TOKENS = 10_000
+
+
+class Authenticator:
+    """Token -> Caller, remembered for `ttl` seconds per process (0 disables the cache).
+
+    The cache is keyed by a hash of the token (the token itself is not kept) and holds only
+    successful look-ups, so unknown tokens cannot fill it. A revoked token stops working on
+    every replica within `ttl` seconds.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._cache: dict[str, tuple[Caller, float]] = {}
+
+    async def __call__(self, token: str) -> Caller | None:
+        if self.ttl <= 0:
+            return await authenticate(token)
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        caller = await authenticate(token)
+        if caller is None:
+            self._cache.pop(key, None)
+            return None
+        if len(self._cache) >= MAX_CACHED_TOKENS:
+            self._cache.clear()
+        self._cache[key] = (caller, now + self.ttl)
+        return caller
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() in {"bearer", "token"} and token.strip():
+                return token.strip()
+            return ""
+    return None
+
+
+class AuthMiddleware:
+    """Sets `scope["state"]["caller"]` (a Caller or None) and `["auth_failed"]` (a token was
+    sent but is not valid)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in {"http", "websocket"}:
+            state = scope.setdefault("state", {})
+            token = bearer_token(scope["headers"])
+            caller = await self.authenticator(token) if token else None
+            state["caller"] = caller
+            state["auth_failed"] = token is not None and caller is None
+        await self.app(scope, receive, send)

@@ -1,0 +1,173 @@
+"""`runwatch serve | worker | migrate | org create | token create | token revoke`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tortoise import Tortoise
+
+from runwatch.db import apply_migrations, tortoise_config
+from runwatch.resolvers.errors import DomainError, InvalidInput
+from runwatch.settings import Settings, SettingsError
+
+
+async def _with_orm(settings: Settings, work: Callable[[], Awaitable[Any]]) -> Any:
+    await Tortoise.init(config=tortoise_config(settings.database_url))
+    try:
+        return await work()
+    finally:
+        await Tortoise.close_connections()
+
+
+def _describe_db(settings: Settings) -> str:
+    url = settings.database_url
+    if settings.is_sqlite:
+        return "SQLite file " + url.split("://", 1)[1].split("?", 1)[0]
+    return "PostgreSQL " + url.split("@")[-1].split("?", 1)[0]
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    """On an empty database: a default organisation and an admin token (returned once)."""
+    from runwatch.resolvers.organisations import create_organisation, organisation_count
+    from runwatch.resolvers.tokens import create_token
+
+    if await organisation_count():
+        return None
+    org = await create_organisation(name="default")
+    issued = await create_token(organisation_id=org.id, scopes="admin", name="bootstrap admin")
+    return issued.token
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = asyncio.run(apply_migrations(settings.database_url))
+    print(f"{_describe_db(settings)}: " + (
+        f"applied {', '.join(applied)}" if applied else "already up to date"))
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from runwatch.app import create_app
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    applied = asyncio.run(apply_migrations(settings.database_url))
+    if applied:
+        print(f"Applied migrations: {', '.join(applied)}")
+    token = asyncio.run(_with_orm(settings, lambda: _bootstrap(settings)))
+    base = f"http://{'localhost' if host in {'127.0.0.1', '0.0.0.0', '::'} else host}:{port}"
+    print(f"runwatch {_describe_db(settings)}")
+    print(f"GraphiQL console: {base}/graphql")
+    if token:
+        print("Created organisation 1 ('default') and an admin token (shown only this once):")
+        print(f"  {token}")
+        print("In GraphiQL, open Headers and add:")
+        print(f'  {{"Authorization": "Bearer {token}"}}')
+    else:
+        print("Send a token as 'Authorization: Bearer <token>'; make one with:")
+        print("  runwatch token create --org 1 --scope read,write,report")
+    sys.stdout.flush()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.services.workers import run_workers
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"runwatch worker on {_describe_db(settings)}", flush=True)
+        await _with_orm(settings, lambda: run_workers(settings, stop))
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_org_create(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.organisations import create_organisation
+
+    org = asyncio.run(_with_orm(settings, lambda: create_organisation(name=args.name)))
+    print(org.id)
+    return 0
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.tokens import create_token
+
+    issued = asyncio.run(_with_orm(settings, lambda: create_token(
+        organisation_id=args.org, scopes=args.scope, name=args.name)))
+    print(f"token {issued.id} for organisation {issued.organisation_id}, scopes "
+          f"{','.join(sorted(issued.scopes))}; it is shown only once:")
+    print(issued.token)
+    return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.tokens import revoke_token
+
+    token_id = int(args.token) if args.token.isdigit() else None
+    revoked = asyncio.run(_with_orm(settings, lambda: revoke_token(
+        token_id=token_id, token=None if token_id is not None else args.token)))
+    print(f"revoked token {revoked}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runwatch",
+        description="runwatch: the system of record for data-pipeline runs. "
+        "Configured by environment variables (DATABASE_URL, RUNWATCH_*).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="apply migrations and serve the API (and workers)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("worker", help="run the background workers only").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+
+    org = sub.add_parser("org", help="organisations").add_subparsers(dest="org_cmd", required=True)
+    org_create = org.add_parser("create", help="create an organisation; prints its id")
+    org_create.add_argument("name")
+    org_create.set_defaults(func=cmd_org_create)
+
+    token = sub.add_parser("token", help="service tokens").add_subparsers(
+        dest="token_cmd", required=True)
+    create = token.add_parser("create", help="create a token; prints it once, last line")
+    create.add_argument("--org", type=int, required=True, help="organisation id")
+    create.add_argument("--scope", required=True, help="read,write,report,admin (comma list)")
+    create.add_argument("--name", default="token")
+    create.set_defaults(func=cmd_token_create)
+    revoke = token.add_parser("revoke", help="revoke a token by id or by the token itself")
+    revoke.add_argument("token")
+    revoke.set_defaults(func=cmd_token_revoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.func(settings, args)
+    except SettingsError as exc:
+        print(f"runwatch: {exc}", file=sys.stderr)
+        return 2
+    except InvalidInput as exc:
+        print(f"runwatch: {exc.message}", file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        print(f"runwatch: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

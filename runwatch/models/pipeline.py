@@ -1,0 +1,51 @@
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Pipeline(Model):
+    """What runs. A connection's delivery pipeline has `connection` set.
+
+    `consecutive_failures` and `last_delivery_at` are roll-ups written in the same transaction as
+    each run outcome, so that telemetry never scans run history for them.
+    """
+
+    id = fields.IntField(primary_key=True)
+    organisation = fields.ForeignKeyField(
+        "models.Organisation", related_name="pipelines", on_delete=fields.CASCADE
+    )
+    connection = fields.ForeignKeyField(
+        "models.Connection", related_name="pipelines", null=True, on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=200)
+    kind = fields.CharField(max_length=30, default="delivery")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    consecutive_failures = fields.IntField(default=0)
+    last_delivery_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "pipeline"
+        indexes = (("organisation_id", "id"),)
+
+
+class PipelineHourlyStats(Model):
+    """Outcomes of a pipeline's runs, summed per UTC hour of the run's finish time.
+
+    Written in the run report's transaction (an upsert that adds), read by telemetry: a 7-day
+    window reads at most 169 rows per pipeline whatever the history size.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    pipeline = fields.ForeignKeyField(
+        "models.Pipeline", related_name="hourly_stats", on_delete=fields.CASCADE
+    )
+    hour = fields.DatetimeField()
+    runs_succeeded = fields.IntField(default=0)
+    runs_failed = fields.IntField(default=0)
+    events_total = fields.BigIntField(default=0)
+    events_evaluations = fields.BigIntField(default=0)
+    events_custom = fields.BigIntField(default=0)
+    dlq_batches = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "pipeline_hourly_stats"
+        unique_together = (("pipeline", "hour"),)

@@ -1,0 +1,49 @@
+"""Who is calling: an organisation and the scopes its token carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from runwatch.resolvers.errors import PermissionDenied
+
+
+class Scope(StrEnum):
+    READ = "read"  # frontends: connections, pipelines, runs, telemetry
+    WRITE = "write"  # people and services that manage connections and pipelines
+    REPORT = "report"  # loaders and recurring tasks: start runs, report outcomes
+    ADMIN = "admin"  # everything, including tokens
+
+
+ALL_SCOPES = frozenset(Scope)
+
+
+def parse_scopes(raw: str) -> frozenset[Scope]:
+    """Parse `read,report`; raises ValueError naming the unknown scope."""
+    scopes = set()
+    for part in raw.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            scopes.add(Scope(part))
+        except ValueError:
+            known = ", ".join(sorted(s.value for s in Scope))
+            raise ValueError(f"unknown scope {part!r} (known: {known})") from None
+    if not scopes:
+        raise ValueError("at least one scope is needed")
+    return frozenset(scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    organisation_id: int
+    scopes: frozenset[Scope]
+    token_id: int | None = None
+
+    def has(self, scope: Scope) -> bool:
+        return Scope.ADMIN in self.scopes or scope in self.scopes
+
+    def require(self, scope: Scope) -> None:
+        if not self.has(scope):
+            raise PermissionDenied(f"This action needs the {scope.value!r} scope.")

@@ -1,0 +1,167 @@
+"""Warehouse connections. Creating one also creates its delivery pipeline."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from runwatch.models import Connection, Pipeline
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.pagination import Page, paginate
+
+WAREHOUSE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
+# Setting names that hold credentials. runwatch never stores secrets: they belong in the
+# loader's secret store, and a response must never be able to leak one.
+SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?$|secret|private[_-]?key|token|api[_-]?key|credential|access[_-]?key",
+    re.IGNORECASE,
+)
+MAX_SETTINGS_BYTES = 16_384
+UNSET: Any = object()
+
+
+def _validate_name(name: Any, errors: dict[str, list[str]]) -> str:
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["This field is required and may not be blank."]
+        return ""
+    if len(name.strip()) > 200:
+        errors["name"] = ["Ensure this field has no more than 200 characters."]
+    return name.strip()
+
+
+def _validate_type(value: Any, errors: dict[str, list[str]]) -> str:
+    if not isinstance(value, str) or not WAREHOUSE_TYPE.match(value.strip().lower()):
+        errors["type"] = [
+            "A warehouse type is required: a lower-case identifier such as "
+            "'snowflake', 'bigquery', 'redshift' or 'postgres'."
+        ]
+        return ""
+    return value.strip().lower()
+
+
+def _secret_keys(value: Any, path: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if SECRET_KEY.search(str(key)):
+                found.append(here)
+            found.extend(_secret_keys(inner, here))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found.extend(_secret_keys(inner, f"{path}[{index}]"))
+    return found
+
+
+def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str, Any]:
+    if not isinstance(settings, dict):
+        errors["settings"] = ["Expected an object of non-secret settings."]
+        return {}
+    for key in _secret_keys(settings):
+        errors[key] = [
+            "runwatch does not store secrets; keep credentials in the loader's secret store "
+            "and send only non-secret settings."
+        ]
+    if len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
+        errors["settings"] = [f"Settings are limited to {MAX_SETTINGS_BYTES} bytes of JSON."]
+    return settings
+
+
+async def get_connection(*, caller: Caller, connection_id: int) -> Connection:
+    caller.require(Scope.READ)
+    row = await Connection.filter(id=connection_id, organisation_id=caller.organisation_id).first()
+    if row is None:
+        raise NotFound("connection", connection_id)
+    return row
+
+
+async def list_connections(
+    *, caller: Caller, first: int | None = None, after: str | None = None,
+    warehouse_type: str | None = None, name_contains: str | None = None,
+) -> Page[Connection]:
+    caller.require(Scope.READ)
+    query = Connection.filter(organisation_id=caller.organisation_id)
+    if warehouse_type:
+        query = query.filter(warehouse_type=warehouse_type.lower())
+    if name_contains:
+        query = query.filter(name__icontains=name_contains)
+    return await paginate(query, first=first, after=after, newest_first=False)
+
+
+async def create_connection(
+    *, caller: Caller, name: Any, warehouse_type: Any, settings: Any = None
+) -> Connection:
+    caller.require(Scope.WRITE)
+    errors: dict[str, list[str]] = {}
+    name = _validate_name(name, errors)
+    warehouse_type = _validate_type(warehouse_type, errors)
+    settings = _validate_settings({} if settings is None else settings, errors)
+    if errors:
+        raise InvalidInput(errors)
+    try:
+        async with in_transaction():
+            connection = await Connection.create(
+                organisation_id=caller.organisation_id,
+                name=name,
+                warehouse_type=warehouse_type,
+                settings=settings,
+            )
+            await Pipeline.create(
+                organisation_id=caller.organisation_id,
+                connection_id=connection.id,
+                name=f"{name} delivery",
+                kind="delivery",
+            )
+    except IntegrityError:
+        raise InvalidInput.one("name", "A connection with this name already exists.") from None
+    return connection
+
+
+async def update_connection(
+    *, caller: Caller, connection_id: int, name: Any = UNSET, warehouse_type: Any = UNSET,
+    settings: Any = UNSET,
+) -> Connection:
+    caller.require(Scope.WRITE)
+    connection = await Connection.filter(
+        id=connection_id, organisation_id=caller.organisation_id
+    ).first()
+    if connection is None:
+        raise NotFound("connection", connection_id)
+    errors: dict[str, list[str]] = {}
+    changed: list[str] = []
+    if name is not UNSET:
+        connection.name = _validate_name(name, errors)
+        changed.append("name")
+    if warehouse_type is not UNSET:
+        connection.warehouse_type = _validate_type(warehouse_type, errors)
+        changed.append("warehouse_type")
+    if settings is not UNSET:
+        connection.settings = _validate_settings(settings, errors)
+        changed.append("settings")
+    if errors:
+        raise InvalidInput(errors)
+    if changed:
+        try:
+            await connection.save(update_fields=[*changed, "updated_at"])
+        except IntegrityError:
+            raise InvalidInput.one("name", "A connection with this name already exists.") from None
+    return connection
+
+
+async def pipelines_by_connection(
+    *, caller: Caller, connection_ids: list[int]
+) -> dict[int, list[Pipeline]]:
+    """The pipelines of each connection (one query), for telemetry and the GraphQL loaders."""
+    caller.require(Scope.READ)
+    result: dict[int, list[Pipeline]] = {cid: [] for cid in connection_ids}
+    rows = await Pipeline.filter(
+        organisation_id=caller.organisation_id, connection_id__in=connection_ids
+    ).order_by("id")
+    for row in rows:
+        result[row.connection_id].append(row)  # type: ignore[index]
+    return result

@@ -1,0 +1,98 @@
+"""Roll-ups written in the same transaction as a run's outcome.
+
+Telemetry reads these instead of run history: per pipeline per UTC hour of the finish time
+(`pipeline_hourly_stats`), and on the pipeline itself the streak of failed outcomes and the last
+time events were delivered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from runwatch.models import RunStatus
+from runwatch.resolvers import sql
+
+FAILED_STATUSES = (RunStatus.FAILED, RunStatus.TIMED_OUT)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    pipeline_id: int
+    status: RunStatus
+    finished_at: datetime
+    events: int = 0
+    evaluations: int = 0
+    custom_events: int = 0
+    dlq_batches: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+
+_UPSERT_HOURLY = """
+INSERT INTO pipeline_hourly_stats
+    (pipeline_id, hour, runs_succeeded, runs_failed, events_total, events_evaluations,
+     events_custom, dlq_batches)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (pipeline_id, hour) DO UPDATE SET
+    runs_succeeded = pipeline_hourly_stats.runs_succeeded + excluded.runs_succeeded,
+    runs_failed = pipeline_hourly_stats.runs_failed + excluded.runs_failed,
+    events_total = pipeline_hourly_stats.events_total + excluded.events_total,
+    events_evaluations = pipeline_hourly_stats.events_evaluations + excluded.events_evaluations,
+    events_custom = pipeline_hourly_stats.events_custom + excluded.events_custom,
+    dlq_batches = pipeline_hourly_stats.dlq_batches + excluded.dlq_batches
+"""
+
+_PIPELINE_FAILED = "UPDATE pipeline SET consecutive_failures = consecutive_failures + 1"
+_PIPELINE_SUCCEEDED = "UPDATE pipeline SET consecutive_failures = 0"
+_LAST_DELIVERY = (
+    ", last_delivery_at = CASE WHEN last_delivery_at IS NULL OR last_delivery_at < ? "
+    "THEN ? ELSE last_delivery_at END"
+)
+
+
+async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
+    """Add one terminal run to the roll-ups. Call inside the transaction that made it terminal.
+
+    A cancelled run counts neither as a success nor as a failure (it delivered nothing on
+    purpose), but its events, if any, still count.
+    """
+    succeeded = int(outcome.status == RunStatus.SUCCEEDED)
+    await sql.execute(
+        _UPSERT_HOURLY,
+        [
+            outcome.pipeline_id,
+            floor_hour(outcome.finished_at),
+            succeeded,
+            int(outcome.failed),
+            outcome.events,
+            outcome.evaluations,
+            outcome.custom_events,
+            outcome.dlq_batches,
+        ],
+        conn,
+    )
+    if outcome.failed:
+        statement, params = _PIPELINE_FAILED, []
+    elif succeeded:
+        statement, params = _PIPELINE_SUCCEEDED, []
+    elif outcome.events <= 0:
+        return
+    else:
+        statement, params = "UPDATE pipeline SET id = id", []
+    if outcome.events > 0:
+        statement += _LAST_DELIVERY
+        params += [outcome.finished_at, outcome.finished_at]
+    await sql.execute(f"{statement} WHERE id = ?", [*params, outcome.pipeline_id], conn)

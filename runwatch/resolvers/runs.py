@@ -1,0 +1,241 @@
+"""Runs: starting them, reporting their outcome, reading them back.
+
+One state machine for every surface: `pending -> running -> succeeded | failed | cancelled |
+timed_out`. A terminal run never changes again; replaying the report that made it terminal is a
+no-op, a different report is a conflict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+
+from tortoise.transactions import in_transaction
+
+from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Pipeline, Run, RunStatus
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
+from runwatch.resolvers.pagination import Page, paginate
+from runwatch.resolvers.rollups import Outcome, record_outcome, utcnow
+
+BIGINT_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+# A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_ERROR_CHARS = 4000
+
+
+def truncate_message(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Keep an over-long message storable, saying visibly how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} …[truncated {len(text) - limit} characters]"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a loader reports when a run completes."""
+
+    completed_at: datetime
+    events_delivered: int
+    batches_dlq: int = 0
+    error: str | None = None
+    evaluations: int | None = None
+    custom_events: int | None = None
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus.FAILED if self.error or self.batches_dlq > 0 else RunStatus.SUCCEEDED
+
+
+def _check_count(errors: dict[str, list[str]], name: str, value: int | None, maximum: int) -> None:
+    if value is None:
+        return
+    if value < 0:
+        errors.setdefault(name, []).append("Ensure this value is greater than or equal to 0.")
+    elif value > maximum:
+        errors.setdefault(name, []).append(f"Ensure this value is less than or equal to {maximum}.")
+
+
+def normalise_report(report: RunReport, *, started_at: datetime | None, now: datetime) -> RunReport:
+    """Validate a report against the run it completes; returns the report as it will be stored."""
+    errors: dict[str, list[str]] = {}
+    _check_count(errors, "events_delivered", report.events_delivered, BIGINT_MAX)
+    _check_count(errors, "batches_dlq", report.batches_dlq, INT_MAX)
+    _check_count(errors, "evaluations", report.evaluations, BIGINT_MAX)
+    _check_count(errors, "custom_events", report.custom_events, BIGINT_MAX)
+    completed_at = report.completed_at.astimezone(UTC)
+    if started_at is not None and completed_at < started_at:
+        errors.setdefault("completed_at", []).append(
+            f"The run started at {started_at.isoformat()}; it cannot complete before that."
+        )
+    if completed_at > now + CLOCK_SKEW:
+        errors.setdefault("completed_at", []).append(
+            "completed_at is in the future (more than 5 minutes ahead of the server's clock)."
+        )
+    if not errors and (report.evaluations is not None or report.custom_events is not None):
+        typed = (report.evaluations or 0) + (report.custom_events or 0)
+        if typed > report.events_delivered:
+            errors["events_delivered"] = [
+                f"evaluations + custom_events ({typed}) exceed events_delivered "
+                f"({report.events_delivered}); per-type counts must add up to at most the total."
+            ]
+    if errors:
+        raise InvalidInput(errors)
+    error = report.error.strip() if report.error else None
+    return RunReport(
+        completed_at=completed_at,
+        events_delivered=report.events_delivered,
+        batches_dlq=report.batches_dlq,
+        error=truncate_message(error) if error else None,
+        evaluations=report.evaluations,
+        custom_events=report.custom_events,
+    )
+
+
+def _stored_report(run: Run) -> RunReport:
+    return RunReport(
+        completed_at=run.finished_at,  # type: ignore[arg-type]
+        events_delivered=run.events_delivered or 0,
+        batches_dlq=run.dlq_batches or 0,
+        error=run.error,
+        evaluations=run.events_evaluations,
+        custom_events=run.events_custom,
+    )
+
+
+def _same_report(run: Run, report: RunReport) -> bool:
+    if run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED) or run.finished_at is None:
+        return False
+    stored = _stored_report(run)
+    return all(getattr(stored, f.name) == getattr(report, f.name) for f in fields(RunReport))
+
+
+async def _find_run(caller: Caller, run_id: int, connection_id: int | None) -> Run:
+    query = Run.filter(id=run_id, organisation_id=caller.organisation_id)
+    if connection_id is not None:
+        query = query.filter(pipeline__connection_id=connection_id)
+    run = await query.first()
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+async def report_run(
+    *, caller: Caller, run_id: int, report: RunReport, connection_id: int | None = None,
+    now: datetime | None = None,
+) -> tuple[Run, bool]:
+    """Record a run's completion. Returns the run and whether this call changed it.
+
+    Idempotent: the identical report again returns (run, False); a different report for a
+    completed run raises Conflict. Concurrent reports race on a conditional UPDATE, so exactly
+    one of them changes the run and adds to the roll-ups.
+    """
+    caller.require(Scope.REPORT)
+    run = await _find_run(caller, run_id, connection_id)
+    report = normalise_report(report, started_at=run.started_at, now=now or utcnow())
+    if run.status in OPEN_STATUSES:
+        status = report.status
+        async with in_transaction() as conn:
+            values = {
+                "status": status,
+                "finished_at": report.completed_at,
+                "events_delivered": report.events_delivered,
+                "events_evaluations": report.evaluations,
+                "events_custom": report.custom_events,
+                "dlq_batches": report.batches_dlq,
+                "error": report.error,
+                "updated_at": utcnow(),
+            }
+            changed = await Run.filter(id=run.id, status__in=OPEN_STATUSES).update(**values)
+            if changed:
+                await record_outcome(
+                    conn,
+                    Outcome(
+                        pipeline_id=run.pipeline_id,  # type: ignore[attr-defined]
+                        status=status,
+                        finished_at=report.completed_at,
+                        events=report.events_delivered,
+                        evaluations=report.evaluations or 0,
+                        custom_events=report.custom_events or 0,
+                        dlq_batches=report.batches_dlq,
+                    ),
+                )
+        if changed:
+            for name, value in values.items():
+                setattr(run, name, value)
+            return run, True
+        await run.refresh_from_db()  # another report won the race; judge ours against it
+    if _same_report(run, report):
+        return run, False
+    when = run.finished_at.isoformat() if run.finished_at else "earlier"
+    raise Conflict(
+        f"Run {run.id} already completed ({run.status.value} at {when}); "
+        "a different report cannot replace it."
+    )
+
+
+async def start_run(
+    *, caller: Caller, connection_id: int | None = None, pipeline_id: int | None = None,
+    started_at: datetime | None = None, now: datetime | None = None,
+) -> Run:
+    """Pre-create a running run (what the recurring task does before invoking the loader)."""
+    caller.require(Scope.REPORT)
+    now = now or utcnow()
+    started_at = (started_at or now).astimezone(UTC)
+    if started_at > now + CLOCK_SKEW:
+        raise InvalidInput.one("started_at", "started_at is in the future.")
+    query = Pipeline.filter(organisation_id=caller.organisation_id)
+    if pipeline_id is not None:
+        query = query.filter(id=pipeline_id)
+    if connection_id is not None:
+        query = query.filter(connection_id=connection_id, kind="delivery")
+    pipeline = await query.order_by("id").first() if (pipeline_id or connection_id) else None
+    if pipeline is None:
+        kind, ident = ("pipeline", pipeline_id) if pipeline_id is not None else (
+            "connection", connection_id)
+        raise NotFound(kind, ident)
+    return await Run.create(
+        organisation_id=caller.organisation_id,
+        pipeline_id=pipeline.id,
+        status=RunStatus.RUNNING,
+        started_at=started_at,
+    )
+
+
+async def get_run(*, caller: Caller, run_id: int) -> Run:
+    caller.require(Scope.READ)
+    return await _find_run(caller, run_id, None)
+
+
+async def list_runs(
+    *, caller: Caller, first: int | None = None, after: str | None = None,
+    pipeline_id: int | None = None, connection_id: int | None = None,
+    statuses: list[RunStatus] | None = None, started_after: datetime | None = None,
+    started_before: datetime | None = None,
+) -> Page[Run]:
+    """Runs newest first, filtered; keyset pagination keeps deep pages cheap."""
+    caller.require(Scope.READ)
+    query = Run.filter(organisation_id=caller.organisation_id)
+    if pipeline_id is not None:
+        query = query.filter(pipeline_id=pipeline_id)
+    if connection_id is not None:
+        query = query.filter(pipeline__connection_id=connection_id)
+    if statuses:
+        query = query.filter(status__in=statuses)
+    if started_after is not None:
+        query = query.filter(started_at__gte=started_after)
+    if started_before is not None:
+        query = query.filter(started_at__lt=started_before)
+    return await paginate(query, first=first, after=after, newest_first=True)
+
+
+__all__ = [
+    "OPEN_STATUSES",
+    "TERMINAL_STATUSES",
+    "RunReport",
+    "get_run",
+    "list_runs",
+    "report_run",
+    "start_run",
+]

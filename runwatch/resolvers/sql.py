@@ -1,0 +1,57 @@
+"""Portable raw SQL for the few statements the ORM cannot express (additive upserts,
+windowed aggregates). Write `?` placeholders; asyncpg gets `$1..$n`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+_QMARK = re.compile(r"\?")
+
+
+def client() -> BaseDBAsyncClient:
+    return connections.get("default")
+
+
+def is_postgres(conn: BaseDBAsyncClient) -> bool:
+    return conn.capabilities.dialect == "postgres"
+
+
+def render(conn: BaseDBAsyncClient, sql: str) -> str:
+    if not is_postgres(conn):
+        return sql
+    counter = iter(range(1, 10_000))
+    return _QMARK.sub(lambda _: f"${next(counter)}", sql)
+
+
+def placeholders(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+async def fetch(
+    sql: str, params: Sequence[Any] = (), conn: BaseDBAsyncClient | None = None
+) -> list[dict[str, Any]]:
+    conn = conn or client()
+    return await conn.execute_query_dict(render(conn, sql), list(params))
+
+
+async def execute(
+    sql: str, params: Sequence[Any] = (), conn: BaseDBAsyncClient | None = None
+) -> int:
+    conn = conn or client()
+    rowcount, _ = await conn.execute_query(render(conn, sql), list(params))
+    return rowcount
+
+
+def as_datetime(value: Any) -> Any:
+    """Datetimes come back as `datetime` from asyncpg and as ISO text from SQLite."""
+    from datetime import UTC, datetime
+
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

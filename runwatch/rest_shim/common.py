@@ -1,0 +1,133 @@
+"""What the shims share: caller extraction, JSON bodies, timestamps, error translation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BadRequest(Exception):
+    """A body the shim cannot even hand to a resolver; `body` is the contract's error shape."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(str(body))
+        self.body = body
+
+
+def caller_of(request: Request) -> Caller:
+    caller = request.state.caller
+    if caller is None:
+        if request.state.auth_failed:
+            raise Unauthenticated("Invalid token.")
+        raise Unauthenticated()
+    return caller
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest({"detail": f"JSON parse error - {exc}"}) from None
+    if not isinstance(body, dict):
+        raise BadRequest({"non_field_errors": [
+            f"Invalid data. Expected a dictionary, but got {type(body).__name__}."
+        ]})
+    return body
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z`, seconds precision unless the time has a fraction."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+DATETIME_HELP = (
+    "Datetime has wrong format. Use one of these formats instead: "
+    "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]."
+)
+
+
+def parse_datetime(value: Any, name: str, errors: dict[str, list[str]]) -> datetime | None:
+    """ISO 8601; a time without an offset is taken as UTC."""
+    if not isinstance(value, str) or "T" not in value.upper() and " " not in value:
+        errors[name] = [DATETIME_HELP]
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        errors[name] = [DATETIME_HELP]
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def parse_int(value: Any, name: str, errors: dict[str, list[str]]) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors[name] = ["A valid integer is required."]
+        return None
+    return value
+
+
+def parse_pk(raw: str) -> int:
+    """A path id; anything but a positive integer is simply not found."""
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound("object", raw)
+    return int(raw)
+
+
+def detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def drf_errors(handler: Handler) -> Handler:
+    """Translate domain errors to the warehouse contract's DRF-style responses."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return JSONResponse(exc.body, status_code=400)
+        except InvalidInput as exc:
+            return JSONResponse(exc.fields, status_code=400)
+        except NotFound:
+            return detail(404, "Not found.")
+        except Conflict as exc:
+            return detail(409, exc.message)
+        except Unauthenticated as exc:
+            return detail(401, exc.message, {"WWW-Authenticate": 'Bearer realm="runwatch"'})
+        except PermissionDenied as exc:
+            return detail(403, exc.message)
+
+    return wrapped
+
+
+def routes_with_optional_slash(path: str, endpoint: Handler, methods: list[str]) -> list[Route]:
+    """The same endpoint with and without the trailing slash (no redirects: a redirected PATCH
+    is fragile in many HTTP clients)."""
+    bare = path.rstrip("/")
+    return [
+        Route(bare + "/", endpoint, methods=methods),
+        Route(bare, endpoint, methods=methods),
+    ]

@@ -1,0 +1,110 @@
+"""Connection queries and mutations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from runwatch.resolvers import connections as connections_api
+from runwatch.schema.context import Info
+from runwatch.schema.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    as_data,
+    or_error,
+    or_none,
+    parse_id,
+)
+from runwatch.schema.types import Connection, ConnectionPage
+
+
+@strawberry.input
+class CreateConnectionInput:
+    name: str
+    warehouse_type: str
+    settings: JSON | None = strawberry.field(
+        default=None, description="Non-secret settings; credentials are refused."
+    )
+
+
+@strawberry.input
+class UpdateConnectionInput:
+    id: strawberry.ID
+    name: str | None = strawberry.UNSET
+    warehouse_type: str | None = strawberry.UNSET
+    settings: JSON | None = strawberry.UNSET
+
+
+@strawberry.type
+class ConnectionSuccess:
+    connection: Connection
+
+
+CreateConnectionResult = Annotated[
+    ConnectionSuccess | InvalidInputError | PermissionDeniedError,
+    strawberry.union("CreateConnectionResult"),
+]
+UpdateConnectionResult = Annotated[
+    ConnectionSuccess | NotFoundError | InvalidInputError | PermissionDeniedError,
+    strawberry.union("UpdateConnectionResult"),
+]
+
+
+def _given(value: object) -> object:
+    return connections_api.UNSET if value is strawberry.UNSET else value
+
+
+@strawberry.type
+class ConnectionQuery:
+    @strawberry.field(description="One connection by the id its REST URL uses.")
+    async def connection(self, info: Info, id: strawberry.ID) -> Connection | None:
+        caller = info.context.require_caller()
+        row = await or_none(lambda: connections_api.get_connection(
+            caller=caller, connection_id=parse_id(id, "connection")))
+        return Connection.of(row) if row else None
+
+    @strawberry.field(description="The organisation's connections, oldest first.")
+    async def connections(
+        self, info: Info, first: int | None = None, after: str | None = None,
+        warehouse_type: str | None = None, name_contains: str | None = None,
+    ) -> ConnectionPage:  # type: ignore[valid-type]
+        caller = info.context.require_caller()
+        page = await or_error(lambda: connections_api.list_connections(
+            caller=caller, first=first, after=after, warehouse_type=warehouse_type,
+            name_contains=name_contains))
+        return ConnectionPage.of(page)  # type: ignore[attr-defined]
+
+
+@strawberry.type
+class ConnectionMutation:
+    @strawberry.mutation(description="Create a connection and its delivery pipeline.")
+    async def create_connection(
+        self, info: Info, input: CreateConnectionInput
+    ) -> CreateConnectionResult:
+        caller = info.context.require_caller()
+
+        async def call() -> ConnectionSuccess:
+            row = await connections_api.create_connection(
+                caller=caller, name=input.name, warehouse_type=input.warehouse_type,
+                settings=input.settings)
+            return ConnectionSuccess(connection=Connection.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a connection's name, type or settings.")
+    async def update_connection(
+        self, info: Info, input: UpdateConnectionInput
+    ) -> UpdateConnectionResult:
+        caller = info.context.require_caller()
+
+        async def call() -> ConnectionSuccess:
+            row = await connections_api.update_connection(
+                caller=caller, connection_id=parse_id(input.id, "connection"),
+                name=_given(input.name), warehouse_type=_given(input.warehouse_type),
+                settings=_given(input.settings))
+            return ConnectionSuccess(connection=Connection.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]

@@ -1,0 +1,92 @@
+"""The typed per-request context. DataLoaders live here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+from strawberry.dataloader import DataLoader
+
+from runwatch.models import Connection, Pipeline
+from runwatch.resolvers import telemetry as telemetry_api
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.errors import Unauthenticated
+from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions
+
+
+@dataclass
+class Loaders:
+    caller: Caller | None
+    options: TelemetryOptions
+    connection: DataLoader[int, Connection | None] = field(init=False)
+    pipeline: DataLoader[int, Pipeline | None] = field(init=False)
+    pipelines_of_connection: DataLoader[int, list[Pipeline]] = field(init=False)
+    connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
+    pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.connection = DataLoader(self._connections)
+        self.pipeline = DataLoader(self._pipelines)
+        self.pipelines_of_connection = DataLoader(self._pipelines_of_connections)
+        self.connection_telemetry = DataLoader(self._connection_telemetry)
+        self.pipeline_telemetry = DataLoader(self._pipeline_telemetry)
+
+    def _org(self) -> int:
+        if self.caller is None:
+            raise Unauthenticated()
+        self.caller.require(Scope.READ)
+        return self.caller.organisation_id
+
+    async def _connections(self, ids: list[int]) -> list[Connection | None]:
+        rows = {c.id: c for c in await Connection.filter(organisation_id=self._org(), id__in=ids)}
+        return [rows.get(i) for i in ids]
+
+    async def _pipelines(self, ids: list[int]) -> list[Pipeline | None]:
+        rows = {p.id: p for p in await Pipeline.filter(organisation_id=self._org(), id__in=ids)}
+        for p in rows.values():
+            self.pipeline.prime(p.id, p)
+        return [rows.get(i) for i in ids]
+
+    async def _pipelines_of_connections(self, ids: list[int]) -> list[list[Pipeline]]:
+        grouped: dict[int, list[Pipeline]] = {i: [] for i in ids}
+        for p in await Pipeline.filter(
+            organisation_id=self._org(), connection_id__in=ids
+        ).order_by("id"):
+            grouped[p.connection_id].append(p)  # type: ignore[attr-defined]
+            self.pipeline.prime(p.id, p)
+        return [grouped[i] for i in ids]
+
+    async def _connection_telemetry(self, ids: list[int]) -> list[Telemetry | None]:
+        self._org()
+        found = await telemetry_api.telemetry_of_connections(
+            caller=self.caller, connection_ids=ids, options=self.options  # type: ignore[arg-type]
+        )
+        return [found.get(i) for i in ids]
+
+    async def _pipeline_telemetry(self, ids: list[int]) -> list[Telemetry | None]:
+        pipelines = [p for p in await self.pipeline.load_many(ids) if p is not None]
+        found = await telemetry_api.telemetry_of_pipelines(
+            caller=self.caller, pipelines=pipelines, options=self.options  # type: ignore[arg-type]
+        )
+        return [found.get(i) for i in ids]
+
+
+@dataclass
+class Context:
+    caller: Caller | None
+    options: TelemetryOptions
+    loaders: Loaders
+    request: Any = None
+    response: Any = None
+
+    def require_caller(self) -> Caller:
+        if self.caller is None:
+            raise Unauthenticated(
+                "Authentication required: send 'Authorization: Bearer <token>' "
+                "(create one with `runwatch token create`)."
+            )
+        return self.caller
+
+
+Info = strawberry.Info[Context, None]

@@ -1,0 +1,120 @@
+"""Expected failures are data: mutation results are unions of a success type and these."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+
+from runwatch.resolvers.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+T = TypeVar("T")
+
+
+@strawberry.interface(description="Every expected failure has a human-readable message.")
+class Error:
+    message: str
+
+
+@strawberry.type
+class NotFoundError(Error):
+    kind: str
+    id: str
+
+
+@strawberry.type
+class FieldError:
+    field: str
+    messages: list[str]
+
+
+@strawberry.type
+class InvalidInputError(Error):
+    field_errors: list[FieldError]
+
+
+@strawberry.type
+class ConflictError(Error):
+    pass
+
+
+@strawberry.type
+class PermissionDeniedError(Error):
+    pass
+
+
+def error_data(exc: DomainError) -> Error:
+    """The union member for an expected failure of a mutation."""
+    if isinstance(exc, NotFound):
+        return NotFoundError(message=exc.message, kind=exc.kind, id=str(exc.object_id))
+    if isinstance(exc, InvalidInput):
+        return InvalidInputError(
+            message=exc.message,
+            field_errors=[FieldError(field=k, messages=v) for k, v in exc.fields.items()],
+        )
+    if isinstance(exc, Conflict):
+        return ConflictError(message=exc.message)
+    if isinstance(exc, PermissionDenied):
+        return PermissionDeniedError(message=exc.message)
+    raise exc  # Unauthenticated and anything unexpected are errors, not data
+
+
+CODES = {
+    Unauthenticated: "UNAUTHENTICATED",
+    PermissionDenied: "FORBIDDEN",
+    InvalidInput: "BAD_USER_INPUT",
+    Conflict: "CONFLICT",
+    NotFound: "NOT_FOUND",
+}
+
+
+def graphql_error(exc: DomainError) -> GraphQLError:
+    code = next((c for kind, c in CODES.items() if isinstance(exc, kind)), "BAD_REQUEST")
+    extensions: dict[str, Any] = {"code": code}
+    if isinstance(exc, InvalidInput):
+        extensions["fieldErrors"] = exc.fields
+    return GraphQLError(exc.message, extensions=extensions)
+
+
+async def as_data(call: Callable[[], Awaitable[T]]) -> T | Error:
+    """Run a mutation's resolver call, turning expected failures into union members."""
+    try:
+        return await call()
+    except Unauthenticated as exc:
+        raise graphql_error(exc) from None
+    except DomainError as exc:
+        return error_data(exc)
+
+
+async def or_none(call: Callable[[], Awaitable[T]]) -> T | None:
+    """Run a query's resolver call: not found is null, other failures are GraphQL errors."""
+    try:
+        return await call()
+    except NotFound:
+        return None
+    except DomainError as exc:
+        raise graphql_error(exc) from None
+
+
+async def or_error(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except DomainError as exc:
+        raise graphql_error(exc) from None
+
+
+def parse_id(raw: strawberry.ID | str, kind: str) -> int:
+    """GraphQL ids are the same integers the REST URLs use."""
+    text = str(raw)
+    if not text.isdigit() or len(text) > 18:
+        raise NotFound(kind, text)
+    return int(text)

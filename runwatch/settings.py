@@ -1,0 +1,104 @@
+"""Settings: the only module that reads the environment.
+
+Every knob has a default that makes `runwatch serve` usable on a fresh machine: a SQLite file in
+the working directory, the GraphiQL console on, background workers running inside the server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+DEFAULT_DATABASE_URL = "sqlite://runwatch.db"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class SettingsError(ValueError):
+    """A setting has a value runwatch cannot use; the message names the variable."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URL spellings people paste and hand Tortoise the one it understands.
+
+    `postgres://`, `postgresql://` and `postgresql+asyncpg://` all mean asyncpg; SQLite URLs get
+    a busy timeout so that concurrent writers wait for the lock instead of failing at once.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+asyncpg", "asyncpg"}:
+        return urlunsplit(("asyncpg", parts.netloc, parts.path, parts.query, parts.fragment))
+    if scheme == "sqlite":
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("busy_timeout", str(SQLITE_BUSY_TIMEOUT_MS))
+        # urlsplit keeps "sqlite://runwatch.db" as netloc="runwatch.db"; rebuild it verbatim.
+        base = url.split("?", 1)[0]
+        return f"{base}?{urlencode(query)}"
+    raise SettingsError(
+        f"DATABASE_URL scheme {parts.scheme!r} is not supported: use sqlite://PATH or "
+        "postgres://USER@HOST:PORT/DB"
+    )
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = normalise_database_url(DEFAULT_DATABASE_URL)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # A run started and never completed past this window is orphaned (failed for telemetry).
+    orphan_window_seconds: int = 2 * 60 * 60
+    # How often the in-process reaper looks for orphaned runs; 0 disables it in this process.
+    reaper_interval_seconds: int = 30
+    # Whether `runwatch serve` runs the background workers itself (the embedded default).
+    workers_in_serve: bool = True
+    # How long an authenticated token is remembered by one process. Revocation takes at most
+    # this long to reach every replica.
+    token_cache_seconds: int = 10
+    graphiql: bool = True
+    # Number of most recent outcomes that must all have failed for status `error`.
+    error_streak: int = 3
+    recent_errors_limit: int = 10
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            database_url=normalise_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+            host=env.get("RUNWATCH_HOST", "127.0.0.1"),
+            port=_int(env, "RUNWATCH_PORT", 8000, minimum=1),
+            orphan_window_seconds=_int(env, "RUNWATCH_ORPHAN_WINDOW_SECONDS", 7200, minimum=60),
+            reaper_interval_seconds=_int(env, "RUNWATCH_REAPER_INTERVAL_SECONDS", 30),
+            workers_in_serve=_bool(env, "RUNWATCH_WORKERS_IN_SERVE", True),
+            token_cache_seconds=_int(env, "RUNWATCH_TOKEN_CACHE_SECONDS", 10),
+            graphiql=_bool(env, "RUNWATCH_GRAPHIQL", True),
+            error_streak=_int(env, "RUNWATCH_ERROR_STREAK", 3, minimum=1),
+            recent_errors_limit=_int(env, "RUNWATCH_RECENT_ERRORS_LIMIT", 10, minimum=1),
+        )

@@ -1,0 +1,155 @@
+"""Test fixtures: the real app on a real database, SQLite or PostgreSQL.
+
+`RUNWATCH_TEST_DB=sqlite` (default) or `postgres` picks the database for the whole run;
+`make test` runs the suite once on each. PostgreSQL comes from `RUNWATCH_TEST_POSTGRES_URL`
+(default postgres://postgres@127.0.0.1:5432/postgres); each run creates and drops its own
+database. When PostgreSQL is not reachable the run stops with an error saying so: it never
+passes silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from tortoise import connections
+
+from runwatch.app import create_app
+from runwatch.db import apply_migrations
+from runwatch.resolvers.organisations import create_organisation
+from runwatch.resolvers.tokens import create_token
+from runwatch.settings import Settings, normalise_database_url
+
+DIALECT = os.environ.get("RUNWATCH_TEST_DB", "sqlite").lower()
+ADMIN_PG_URL = os.environ.get(
+    "RUNWATCH_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+)
+TABLES = ["run", "pipeline_hourly_stats", "pipeline", "connection", "service_token",
+          "organisation"]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = ADMIN_PG_URL.rsplit("/", 1)[0] if DIALECT == "postgres" else "a temporary file"
+    return f"runwatch database: {DIALECT} ({where})"
+
+
+async def _create_pg_database() -> tuple[str, str]:
+    name = f"runwatch_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = await asyncpg.connect(ADMIN_PG_URL.replace("asyncpg://", "postgres://"), timeout=5)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {ADMIN_PG_URL} ({exc}). Start it, set "
+            "RUNWATCH_TEST_POSTGRES_URL, or run with RUNWATCH_TEST_DB=sqlite.",
+            returncode=3,
+        )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = ADMIN_PG_URL.rsplit("/", 1)[0]
+    return name, normalise_database_url(f"{base}/{name}")
+
+
+async def _drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(ADMIN_PG_URL.replace("asyncpg://", "postgres://"), timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    if DIALECT == "postgres":
+        name, url = await _create_pg_database()
+        await apply_migrations(url)
+        yield url
+        await _drop_pg_database(name)
+    elif DIALECT == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = normalise_database_url(f"sqlite://{tmp}/runwatch-test.db")
+            await apply_migrations(url)
+            yield url
+    else:
+        pytest.exit(f"RUNWATCH_TEST_DB must be sqlite or postgres, not {DIALECT!r}", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return replace(
+        Settings(),
+        database_url=database_url,
+        token_cache_seconds=0,
+        workers_in_serve=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[object]:
+    application = create_app(settings)
+    async with LifespanManager(application) as manager:
+        yield manager.app
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://runwatch.test") as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+async def clean_database(app) -> AsyncIterator[None]:
+    yield
+    conn = connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    else:
+        await conn.execute_script(
+            "".join(f"DELETE FROM {t};" for t in TABLES) + "DELETE FROM sqlite_sequence;"
+        )
+
+
+@dataclass
+class Tenant:
+    """An organisation with one token per scope set, ready to call the API."""
+
+    org_id: int
+    tokens: dict[str, str]
+
+    def headers(self, scopes: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[scopes]}"}
+
+    @property
+    def prefix(self) -> str:
+        return f"/api/v1/organisations/{self.org_id}/integrations/warehouse-connections"
+
+
+SCOPE_SETS = ("admin", "read", "report", "write", "read,write,report")
+
+
+async def make_tenant(name: str) -> Tenant:
+    org = await create_organisation(name=name)
+    tokens = {}
+    for scopes in SCOPE_SETS:
+        tokens[scopes] = (await create_token(organisation_id=org.id, scopes=scopes)).token
+    return Tenant(org_id=org.id, tokens=tokens)
+
+
+@pytest.fixture
+async def tenant(app) -> Tenant:
+    return await make_tenant("org-a")
+
+
+@pytest.fixture
+async def other_tenant(app) -> Tenant:
+    return await make_tenant("org-b")
