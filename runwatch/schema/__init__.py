@@ -10,8 +10,13 @@ from strawberry.schema.config import StrawberryConfig
 
 from runwatch.resolvers.errors import DomainError
 from runwatch.schema.connection import ConnectionMutation, ConnectionQuery
-from runwatch.schema.errors import ConflictError, InvalidInputError, NotFoundError
-from runwatch.schema.errors import PermissionDeniedError
+from runwatch.schema.errors import (
+    ConflictError,
+    DomainErrorCodes,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from runwatch.schema.pipeline import PipelineQuery
 from runwatch.schema.run import RunMutation, RunQuery
 from runwatch.schema.types import BIGINT_SCALAR, BigInt
@@ -33,14 +38,21 @@ def _is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError | DomainError)
 
 
+class RunwatchSchema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None) -> None:  # type: ignore[no-untyped-def]
+        """Log only unexpected errors; a domain failure is the caller's business, not ours."""
+        super().process_errors([e for e in errors if _is_unexpected(e)], execution_context)
+
+
 def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(
+    return RunwatchSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
         extensions=[
             lambda: MaskErrors(should_mask_error=_is_unexpected),
+            DomainErrorCodes,
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
         ],

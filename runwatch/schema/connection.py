@@ -14,7 +14,6 @@ from runwatch.schema.errors import (
     NotFoundError,
     PermissionDeniedError,
     as_data,
-    or_error,
     or_none,
     parse_id,
 )
@@ -72,9 +71,9 @@ class ConnectionQuery:
         warehouse_type: str | None = None, name_contains: str | None = None,
     ) -> ConnectionPage:  # type: ignore[valid-type]
         caller = info.context.require_caller()
-        page = await or_error(lambda: connections_api.list_connections(
+        page = await connections_api.list_connections(
             caller=caller, first=first, after=after, warehouse_type=warehouse_type,
-            name_contains=name_contains))
+            name_contains=name_contains)
         return ConnectionPage.of(page)  # type: ignore[attr-defined]
 
 

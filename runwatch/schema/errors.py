@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 
 from runwatch.resolvers.errors import (
     Conflict,
@@ -77,20 +78,41 @@ CODES = {
 }
 
 
-def graphql_error(exc: DomainError) -> GraphQLError:
+def graphql_error(exc: DomainError, located: GraphQLError | None = None) -> GraphQLError:
+    """A GraphQL error for a domain failure, with `extensions.code` for clients to branch on."""
     code = next((c for kind, c in CODES.items() if isinstance(exc, kind)), "BAD_REQUEST")
     extensions: dict[str, Any] = {"code": code}
     if isinstance(exc, InvalidInput):
         extensions["fieldErrors"] = exc.fields
-    return GraphQLError(exc.message, extensions=extensions)
+    if located is None:
+        return GraphQLError(exc.message, extensions=extensions, original_error=exc)
+    return GraphQLError(
+        exc.message, nodes=located.nodes, source=located.source, positions=located.positions,
+        path=located.path, original_error=exc, extensions=extensions,
+    )
+
+
+class DomainErrorCodes(SchemaExtension):
+    """Gives every domain failure that reached the top level its `extensions.code`."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        result.errors = [
+            graphql_error(e.original_error, e) if isinstance(e.original_error, DomainError)
+            else e
+            for e in result.errors
+        ]
 
 
 async def as_data(call: Callable[[], Awaitable[T]]) -> T | Error:
     """Run a mutation's resolver call, turning expected failures into union members."""
     try:
         return await call()
-    except Unauthenticated as exc:
-        raise graphql_error(exc) from None
+    except Unauthenticated:
+        raise
     except DomainError as exc:
         return error_data(exc)
 
@@ -101,15 +123,6 @@ async def or_none(call: Callable[[], Awaitable[T]]) -> T | None:
         return await call()
     except NotFound:
         return None
-    except DomainError as exc:
-        raise graphql_error(exc) from None
-
-
-async def or_error(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except DomainError as exc:
-        raise graphql_error(exc) from None
 
 
 def parse_id(raw: strawberry.ID | str, kind: str) -> int:

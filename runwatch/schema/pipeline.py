@@ -6,7 +6,7 @@ import strawberry
 
 from runwatch.resolvers import pipelines as pipelines_api
 from runwatch.schema.context import Info
-from runwatch.schema.errors import or_error, or_none, parse_id
+from runwatch.schema.errors import or_none, parse_id
 from runwatch.schema.types import Pipeline, PipelinePage
 
 
@@ -32,5 +32,5 @@ class PipelineQuery:
                 connection_id=None if connection_id is None
                 else parse_id(connection_id, "connection"))
 
-        page = await or_error(call)
+        page = await call()
         return PipelinePage.of(page)  # type: ignore[attr-defined]

@@ -17,7 +17,6 @@ from runwatch.schema.errors import (
     NotFoundError,
     PermissionDeniedError,
     as_data,
-    or_error,
     or_none,
     parse_id,
 )
@@ -90,7 +89,7 @@ class RunQuery:
                 statuses=[RunStatusModel(s.value) for s in status] if status else None,
                 started_after=started_after, started_before=started_before)
 
-        return RunPage.of(await or_error(call))  # type: ignore[attr-defined]
+        return RunPage.of(await call())  # type: ignore[attr-defined]
 
 
 @strawberry.type

@@ -18,7 +18,6 @@ from runwatch.resolvers.pagination import Page, encode_cursor
 from runwatch.resolvers.telemetry import EventCounts as EventCountsData
 from runwatch.resolvers.telemetry import Telemetry as TelemetryData
 from runwatch.schema.context import Info
-from runwatch.schema.errors import or_error
 
 N = TypeVar("N")
 
@@ -128,11 +127,11 @@ async def _runs_page(
     pipeline_id: int | None = None, connection_id: int | None = None,
 ) -> RunPage:
     caller = info.context.require_caller()
-    page = await or_error(lambda: runs_api.list_runs(
+    page = await runs_api.list_runs(
         caller=caller, first=first, after=after, pipeline_id=pipeline_id,
         connection_id=connection_id,
         statuses=[RunStatusModel(s.value) for s in status] if status else None,
-    ))
+    )
     return RunPage.of(page)
 
 
