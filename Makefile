@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install serve test test-sqlite test-postgres bench schema clean
+.PHONY: install serve test test-sqlite test-postgres bench schema migrations clean
 
 $(BIN)/runwatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ schema: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+migrations: install
+	$(BIN)/tortoise -c runwatch.db.TORTOISE_ORM makemigrations

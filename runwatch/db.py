@@ -39,3 +39,23 @@ async def apply_migrations(database_url: str) -> list[str]:
     finally:
         await Tortoise.close_connections()
     return applied
+
+
+async def unmigrated_model_changes() -> list[str]:
+    """Operations `tortoise makemigrations` would write now; empty when migrations match models.
+
+    Uses a private in-memory context, so it never touches a real database.
+    """
+    from tortoise.context import TortoiseContext
+    from tortoise.migrations.autodetector import MigrationAutodetector
+
+    config = tortoise_config("sqlite://:memory:")
+    async with TortoiseContext() as ctx:
+        await ctx.init(config=config)
+        writers = await MigrationAutodetector(ctx.apps, config["apps"]).changes()
+    return [f"{w.app_label}: {op.describe() if hasattr(op, 'describe') else op!r}"
+            for w in writers for op in w.operations]
+
+
+# For Tortoise's own CLI: `tortoise -c runwatch.db.TORTOISE_ORM makemigrations` (`make migrations`).
+TORTOISE_ORM = tortoise_config("sqlite://:memory:")
