@@ -124,8 +124,10 @@ async def create_connection(
 
 async def update_connection(
     *, caller: Caller, connection_id: int, name: Any = UNSET, warehouse_type: Any = UNSET,
-    settings: Any = UNSET,
+    settings: Any = UNSET, settings_patch: Any = UNSET,
 ) -> Connection:
+    """Change a connection. `settings` replaces the settings; `settings_patch` merges into them
+    (a key set to null is removed), which is what a REST PATCH of top-level keys means."""
     caller.require(Scope.WRITE)
     connection = await Connection.filter(
         id=connection_id, organisation_id=caller.organisation_id
@@ -140,6 +142,9 @@ async def update_connection(
     if warehouse_type is not UNSET:
         connection.warehouse_type = _validate_type(warehouse_type, errors)
         changed.append("warehouse_type")
+    if settings_patch is not UNSET and isinstance(settings_patch, dict):
+        merged = {**connection.settings, **settings_patch}
+        settings = {k: v for k, v in merged.items() if v is not None}
     if settings is not UNSET:
         connection.settings = _validate_settings(settings, errors)
         changed.append("settings")
@@ -152,16 +157,3 @@ async def update_connection(
             raise InvalidInput.one("name", "A connection with this name already exists.") from None
     return connection
 
-
-async def pipelines_by_connection(
-    *, caller: Caller, connection_ids: list[int]
-) -> dict[int, list[Pipeline]]:
-    """The pipelines of each connection (one query), for telemetry and the GraphQL loaders."""
-    caller.require(Scope.READ)
-    result: dict[int, list[Pipeline]] = {cid: [] for cid in connection_ids}
-    rows = await Pipeline.filter(
-        organisation_id=caller.organisation_id, connection_id__in=connection_ids
-    ).order_by("id")
-    for row in rows:
-        result[row.connection_id].append(row)  # type: ignore[index]
-    return result

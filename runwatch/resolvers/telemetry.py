@@ -67,7 +67,7 @@ class RecentError:
 @dataclass
 class Telemetry:
     status: str = Status.IDLE
-    status_reason: str = "no runs reported yet"
+    status_reason: str = "no runs reported in the last 7 days"
     last_delivery_at: datetime | None = None
     events_last_24h: EventCounts = field(default_factory=EventCounts)
     events_last_7d: EventCounts = field(default_factory=EventCounts)
@@ -260,16 +260,17 @@ def decide_status(t: Telemetry, options: TelemetryOptions) -> tuple[str, str]:
             f"and none succeeded{latest}"
         )
     if failed:
+        latest_outcome = (
+            "the latest run succeeded" if t.streak == 0
+            else f"the latest {_plural(t.streak, 'run')} failed"
+        )
         return Status.DEGRADED, (
-            f"{_plural(failed, 'failed run')} in the last 24 hours; "
-            f"{_plural(succeeded, 'run')} succeeded since{latest}"
-            if t.streak == 0
-            else f"{_plural(failed, 'failed run')} in the last 24 hours, "
-            f"the latest {_plural(t.streak, 'run')} failed{latest}"
+            f"{_plural(failed, 'failed run')} and {_plural(succeeded, 'successful run')} "
+            f"in the last 24 hours; {latest_outcome}{latest}"
         )
     if t.events_last_24h.total == 0:
         if not t.ever_ran and t.last_delivery_at is None:
-            return Status.IDLE, "no runs reported yet"
+            return Status.IDLE, "no runs reported in the last 7 days"
         return Status.IDLE, "no events delivered in the last 24 hours"
     return Status.ACTIVE, (
         f"{t.events_last_24h.total:,} events delivered in the last 24 hours, no failures"

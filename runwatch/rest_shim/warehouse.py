@@ -19,6 +19,7 @@ from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller
 from runwatch.resolvers.errors import NotFound
+from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.resolvers.runs import RunReport
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions, connection_telemetry
 from runwatch.rest_shim.common import (
@@ -88,7 +89,7 @@ async def list_connections(request: Request) -> Response:
     caller = scoped_caller(request)
     page = await connections_api.list_connections(
         caller=caller,
-        first=_int_query(request, "limit", 100),
+        first=min(_int_query(request, "limit", 100), MAX_PAGE_SIZE) or 1,
         after=request.query_params.get("cursor"),
     )
     next_url = None
@@ -134,7 +135,7 @@ async def patch_connection(request: Request) -> Response:
         changes["warehouse_type"] = body["type"]
     settings_keys = {k: v for k, v in body.items() if k not in {"name", "type"}}
     if settings_keys:
-        changes["settings"] = _connection_input(settings_keys)["settings"]
+        changes["settings_patch"] = _connection_input(settings_keys)["settings"]
     connection = await connections_api.update_connection(
         caller=caller, connection_id=parse_pk(request.path_params["id"]), **changes
     )
