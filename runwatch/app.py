@@ -70,7 +70,9 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "Internal server error."}, status_code=500)
 
 
-def create_app(settings: Settings | None = None, *, run_background: bool | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None, *, run_background: bool | None = None
+) -> Starlette:
     """Build the application. `run_background` overrides `settings.workers_in_serve`."""
     settings = settings or Settings.from_env()
     options = telemetry_options(settings)

@@ -114,7 +114,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from runwatch.resolvers.tokens import revoke_token
 
-    token_id = int(args.token) if args.token.isdigit() else None
+    token_id = int(args.token) if args.token.isascii() and args.token.isdigit() else None
     revoked = asyncio.run(_with_orm(settings, lambda: revoke_token(
         token_id=token_id, token=None if token_id is not None else args.token)))
     print(f"revoked token {revoked}")

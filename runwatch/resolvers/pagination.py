@@ -6,8 +6,10 @@ import base64
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tortoise import fields
 from tortoise.queryset import QuerySet
 
+from runwatch.models import BIGINT_ID_MAX, INT_ID_MAX
 from runwatch.resolvers.errors import InvalidInput
 
 T = TypeVar("T")
@@ -37,7 +39,10 @@ def decode_cursor(cursor: str) -> int:
         kind, _, raw = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
         if kind != "id":
             raise ValueError
-        return int(raw)
+        pk = int(raw)
+        if not 0 <= pk <= BIGINT_ID_MAX:
+            raise ValueError
+        return pk
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput.one("after", "not a cursor returned by this API") from None
 
@@ -49,7 +54,9 @@ async def paginate(
     if size < 1 or size > MAX_PAGE_SIZE:
         raise InvalidInput.one("first", f"must be between 1 and {MAX_PAGE_SIZE}")
     if after is not None:
-        pk = decode_cursor(after)
+        # Clamp to what the id column holds, so a crafted cursor cannot overflow a parameter.
+        wide = isinstance(query.model._meta.pk, fields.BigIntField)
+        pk = min(decode_cursor(after), BIGINT_ID_MAX if wide else INT_ID_MAX)
         query = query.filter(id__lt=pk) if newest_first else query.filter(id__gt=pk)
     rows = await query.order_by("-id" if newest_first else "id").limit(size + 1)
     return Page(items=list(rows[:size]), has_next_page=len(rows) > size)

@@ -1,6 +1,6 @@
 """Telemetry: rolling 24 h / 7 d windows, status and recent errors.
 
-Reads a fixed number of queries for any number of connections or pipelines, and never scans run
+Reads one SQL statement for any number of connections or pipelines, and never scans run
 history: full hours come from `pipeline_hourly_stats`; the partial hour at each window's start
 comes from the runs that finished in it (an index range); orphaned runs the reaper has not
 turned into `timed_out` yet, and the newest errors, come from index ranges too.
@@ -19,7 +19,7 @@ orphaned (started, never completed within the orphan window).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -110,136 +110,141 @@ def orphan_message(started_at: datetime, window: timedelta) -> str:
     )
 
 
-async def telemetry_for(
-    groups: dict[Hashable, Sequence[Pipeline]], *, now: datetime, options: TelemetryOptions
-) -> dict[Hashable, Telemetry]:
-    """Telemetry for each group of pipelines (a connection's pipelines, or one pipeline)."""
-    result = {key: Telemetry() for key in groups}
-    owner: dict[int, list[Hashable]] = {}
-    for key, pipelines in groups.items():
-        for pipeline in pipelines:
-            owner.setdefault(pipeline.id, []).append(key)
-            t = result[key]
-            t.streak = max(t.streak, pipeline.consecutive_failures)
-            if pipeline.last_delivery_at and (
-                t.last_delivery_at is None or pipeline.last_delivery_at > t.last_delivery_at
-            ):
-                t.last_delivery_at = pipeline.last_delivery_at
-    ids = sorted(owner)
-    if not ids:
-        return result
+# One statement, one round trip: the pipelines selected, then one branch per source, all with
+# the same columns (kind, pipeline_id, connection_id, n1..n10, t1, msg, run_id, status).
+_TELEMETRY_SQL = """
+WITH p AS (
+  SELECT id, connection_id, consecutive_failures, last_delivery_at FROM pipeline
+  WHERE organisation_id = ? AND {selector}
+)
+SELECT 'p' AS kind, id AS pipeline_id, connection_id, consecutive_failures AS n1, NULL AS n2,
+       NULL AS n3, NULL AS n4, NULL AS n5, NULL AS n6, NULL AS n7, NULL AS n8, NULL AS n9,
+       NULL AS n10, last_delivery_at AS t1, CAST(NULL AS TEXT) AS msg,
+       CAST(NULL AS BIGINT) AS run_id, CAST(NULL AS TEXT) AS status
+FROM p
+UNION ALL
+SELECT 'h', pipeline_id, NULL,
+       SUM(events_total), SUM(events_evaluations), SUM(events_custom),
+       SUM(CASE WHEN hour >= ? THEN events_total ELSE 0 END),
+       SUM(CASE WHEN hour >= ? THEN events_evaluations ELSE 0 END),
+       SUM(CASE WHEN hour >= ? THEN events_custom ELSE 0 END),
+       SUM(CASE WHEN hour >= ? THEN runs_failed ELSE 0 END),
+       SUM(CASE WHEN hour >= ? THEN runs_succeeded ELSE 0 END),
+       SUM(CASE WHEN hour >= ? THEN dlq_batches ELSE 0 END),
+       SUM(runs_failed + runs_succeeded), NULL, NULL, NULL, NULL
+FROM pipeline_hourly_stats
+WHERE pipeline_id IN (SELECT id FROM p) AND hour >= ?
+GROUP BY pipeline_id
+UNION ALL
+SELECT 'e', pipeline_id, NULL, events_delivered, events_evaluations, events_custom, dlq_batches,
+       NULL, NULL, NULL, NULL, NULL, NULL, finished_at, NULL, id, status
+FROM run
+WHERE pipeline_id IN (SELECT id FROM p) AND status IN ({terminal})
+  AND ((finished_at >= ? AND finished_at < ?) OR (finished_at >= ? AND finished_at < ?))
+UNION ALL
+SELECT 'o', pipeline_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       started_at, NULL, id, status
+FROM run
+WHERE pipeline_id IN (SELECT id FROM p) AND status IN (?, ?) AND started_at < ?
+  AND started_at >= ?
+UNION ALL
+SELECT 'r', pipeline_id, NULL, NULL, NULL, NULL, dlq_batches, NULL, NULL, NULL, NULL, NULL, NULL,
+       finished_at, error, id, status
+FROM (
+  SELECT id, pipeline_id, finished_at, error, dlq_batches, status,
+         ROW_NUMBER() OVER (PARTITION BY pipeline_id ORDER BY finished_at DESC, id DESC) AS pos
+  FROM run
+  WHERE pipeline_id IN (SELECT id FROM p) AND status IN (?, ?) AND finished_at >= ?
+) ranked
+WHERE pos <= ?
+"""
 
-    def each(pipeline_id: int):
-        return (result[key] for key in owner.get(int(pipeline_id), ()))
 
+def _int(value: object) -> int:
+    return int(value or 0)  # SUM() is numeric on PostgreSQL, text-free int on SQLite
+
+
+async def _telemetry(
+    *, organisation_id: int, selector: str, selector_params: Sequence[object],
+    group_of: str, now: datetime, options: TelemetryOptions,
+) -> dict[int, Telemetry]:
+    """Telemetry grouped by `group_of` ("connection_id" or "pipeline_id") in one query."""
     b24, b7 = now - DAY, now - WEEK
     s24, s7 = ceil_hour(b24), ceil_hour(b7)
-    marks = sql.placeholders(len(ids))
-
-    # 1. Whole hours of both windows from the roll-up.
-    for row in await sql.fetch(
-        f"""
-        SELECT pipeline_id,
-          SUM(events_total) AS e7, SUM(events_evaluations) AS v7, SUM(events_custom) AS c7,
-          SUM(CASE WHEN hour >= ? THEN events_total ELSE 0 END) AS e24,
-          SUM(CASE WHEN hour >= ? THEN events_evaluations ELSE 0 END) AS v24,
-          SUM(CASE WHEN hour >= ? THEN events_custom ELSE 0 END) AS c24,
-          SUM(CASE WHEN hour >= ? THEN runs_failed ELSE 0 END) AS f24,
-          SUM(CASE WHEN hour >= ? THEN runs_succeeded ELSE 0 END) AS s24,
-          SUM(CASE WHEN hour >= ? THEN dlq_batches ELSE 0 END) AS d24,
-          SUM(runs_failed + runs_succeeded) AS n7
-        FROM pipeline_hourly_stats
-        WHERE pipeline_id IN ({marks}) AND hour >= ?
-        GROUP BY pipeline_id
-        """,
-        [s24] * 6 + ids + [s7],
-    ):
-        for t in each(row["pipeline_id"]):
-            t.events_last_7d.add(row["e7"], row["v7"], row["c7"])
-            t.events_last_24h.add(row["e24"], row["v24"], row["c24"])
-            t.failed_deliveries_last_24h += int(row["f24"] or 0)
-            t.succeeded_runs_last_24h += int(row["s24"] or 0)
-            t.dlq_batches_last_24h += int(row["d24"] or 0)
-            t.ever_ran = t.ever_ran or bool(row["n7"])
-
-    # 2. The partial hour at the start of each window, from the runs finished in it.
-    if b24 < s24 or b7 < s7:
-        for row in await sql.fetch(
-            f"""
-            SELECT pipeline_id, finished_at, status, events_delivered, events_evaluations,
-                   events_custom, dlq_batches
-            FROM run
-            WHERE pipeline_id IN ({marks}) AND status IN ({sql.placeholders(len(TERMINAL))})
-              AND ((finished_at >= ? AND finished_at < ?) OR (finished_at >= ? AND finished_at < ?))
-            """,
-            [*ids, *TERMINAL, b24, s24, b7, s7],
-        ):
-            finished_at = sql.as_datetime(row["finished_at"])
-            for t in each(row["pipeline_id"]):
-                counts = (row["events_delivered"], row["events_evaluations"], row["events_custom"])
-                t.ever_ran = True
-                if b7 <= finished_at < s7:
-                    t.events_last_7d.add(*counts)
-                if b24 <= finished_at < s24:
-                    t.events_last_24h.add(*counts)
-                    t.dlq_batches_last_24h += int(row["dlq_batches"] or 0)
-                    if row["status"] in FAILED:
-                        t.failed_deliveries_last_24h += 1
-                    elif row["status"] == RunStatus.SUCCEEDED.value:
-                        t.succeeded_runs_last_24h += 1
-
-    # 3. Orphans the reaper has not timed out yet: open runs past the window.
     window = options.orphan_window
-    errors: dict[Hashable, list[RecentError]] = {key: [] for key in groups}
-    for row in await sql.fetch(
-        f"""
-        SELECT id, pipeline_id, started_at FROM run
-        WHERE pipeline_id IN ({marks}) AND status IN (?, ?) AND started_at < ? AND started_at >= ?
-        ORDER BY started_at DESC
-        """,
-        [*ids, *OPEN, now - window, b7 - window],
-    ):
-        started_at = sql.as_datetime(row["started_at"])
-        deadline = started_at + window
-        for key in owner[int(row["pipeline_id"])]:
-            t = result[key]
-            t.ever_ran = True
+    statement = _TELEMETRY_SQL.format(
+        selector=selector, terminal=sql.placeholders(len(TERMINAL))
+    )
+    params = [
+        organisation_id, *selector_params,
+        *[s24] * 6, s7,
+        *TERMINAL, b24, s24, b7, s7,
+        *OPEN, now - window, b7 - window,
+        *FAILED, b7, options.recent_errors_limit,
+    ]
+    rows = await sql.fetch(statement, params)
+
+    result: dict[int, Telemetry] = {}
+    group: dict[int, int] = {}  # pipeline id -> group key
+    errors: dict[int, list[RecentError]] = {}
+    for row in rows:  # first pass: the pipelines and their groups
+        if row["kind"] == "p":
+            key = int(row[group_of])
+            group[int(row["pipeline_id"])] = key
+            t = result.setdefault(key, Telemetry())
+            errors.setdefault(key, [])
+            t.streak = max(t.streak, _int(row["n1"]))
+            last = sql.as_datetime(row["t1"])
+            if last is not None and (t.last_delivery_at is None or last > t.last_delivery_at):
+                t.last_delivery_at = last
+    for row in rows:  # second pass: what the branches found for them
+        kind = row["kind"]
+        if kind == "p":
+            continue
+        pipeline_id = int(row["pipeline_id"])
+        key = group[pipeline_id]
+        t = result[key]
+        t.ever_ran = True
+        if kind == "h":
+            t.events_last_7d.add(row["n1"], row["n2"], row["n3"])
+            t.events_last_24h.add(row["n4"], row["n5"], row["n6"])
+            t.failed_deliveries_last_24h += _int(row["n7"])
+            t.succeeded_runs_last_24h += _int(row["n8"])
+            t.dlq_batches_last_24h += _int(row["n9"])
+            t.ever_ran = bool(_int(row["n10"])) or t.ever_ran
+        elif kind == "e":  # the partial hour at the start of each window
+            finished_at = sql.as_datetime(row["t1"])
+            counts = (row["n1"], row["n2"], row["n3"])
+            if b7 <= finished_at < s7:
+                t.events_last_7d.add(*counts)
+            if b24 <= finished_at < s24:
+                t.events_last_24h.add(*counts)
+                t.dlq_batches_last_24h += _int(row["n4"])
+                if row["status"] in FAILED:
+                    t.failed_deliveries_last_24h += 1
+                elif row["status"] == RunStatus.SUCCEEDED.value:
+                    t.succeeded_runs_last_24h += 1
+        elif kind == "o":  # orphans the reaper has not timed out yet
+            started_at = sql.as_datetime(row["t1"])
+            deadline = started_at + window
             t.streak += 1
             if deadline >= b24:
                 t.failed_deliveries_last_24h += 1
             errors[key].append(RecentError(
-                occurred_at=deadline,
-                message=orphan_message(started_at, window),
-                run_id=int(row["id"]),
-                pipeline_id=int(row["pipeline_id"]),
+                occurred_at=deadline, message=orphan_message(started_at, window),
+                run_id=int(row["run_id"]), pipeline_id=pipeline_id,
             ))
-
-    # 4. The newest failed runs of the last 7 days, per pipeline.
-    limit = options.recent_errors_limit
-    for row in await sql.fetch(
-        f"""
-        SELECT id, pipeline_id, finished_at, error, dlq_batches FROM (
-          SELECT id, pipeline_id, finished_at, error, dlq_batches,
-                 ROW_NUMBER() OVER (PARTITION BY pipeline_id ORDER BY finished_at DESC, id DESC)
-                   AS position
-          FROM run
-          WHERE pipeline_id IN ({marks}) AND status IN (?, ?) AND finished_at >= ?
-        ) ranked WHERE position <= ?
-        """,
-        [*ids, *FAILED, b7, limit],
-    ):
-        for key in owner[int(row["pipeline_id"])]:
+        elif kind == "r":
             errors[key].append(RecentError(
-                occurred_at=sql.as_datetime(row["finished_at"]),
-                message=_error_message(row),
-                run_id=int(row["id"]),
-                pipeline_id=int(row["pipeline_id"]),
+                occurred_at=sql.as_datetime(row["t1"]),
+                message=_error_message(
+                    {"error": row["msg"], "dlq_batches": row["n4"], "id": row["run_id"]}),
+                run_id=int(row["run_id"]), pipeline_id=pipeline_id,
             ))
-
     for key, t in result.items():
         t.recent_errors = sorted(
             errors[key], key=lambda e: (e.occurred_at, e.run_id), reverse=True
-        )[:limit]
+        )[: options.recent_errors_limit]
         t.status, t.status_reason = decide_status(t, options)
     return result
 
@@ -281,41 +286,46 @@ async def telemetry_of_connections(
     *, caller: Caller, connection_ids: Sequence[int], options: TelemetryOptions,
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
-    """Telemetry per connection of the caller's organisation; foreign ids are left out."""
-
+    """Telemetry per connection of the caller's organisation (one query); foreign ids are
+    left out."""
     caller.require(Scope.READ)
-    pipelines = await Pipeline.filter(
-        organisation_id=caller.organisation_id, connection_id__in=list(connection_ids)
+    ids = sorted(set(connection_ids))
+    if not ids:
+        return {}
+    found = await _telemetry(
+        organisation_id=caller.organisation_id,
+        selector=f"connection_id IN ({sql.placeholders(len(ids))})",
+        selector_params=ids, group_of="connection_id", now=now or utcnow(), options=options,
     )
-    groups: dict[Hashable, list[Pipeline]] = {}
-    for pipeline in pipelines:
-        groups.setdefault(pipeline.connection_id, []).append(pipeline)  # type: ignore[attr-defined]
-    missing = [cid for cid in connection_ids if cid not in groups]
+    missing = [cid for cid in ids if cid not in found]
     if missing:  # a connection without pipelines still has (empty) telemetry
         for cid in await Connection.filter(
             organisation_id=caller.organisation_id, id__in=missing
         ).values_list("id", flat=True):
-            groups[cid] = []
-    return await telemetry_for(groups, now=now or utcnow(), options=options)  # type: ignore[return-value]
+            found[cid] = Telemetry()
+            found[cid].status, found[cid].status_reason = decide_status(found[cid], options)
+    return found
 
 
 async def telemetry_of_pipelines(
-    *, caller: Caller, pipelines: Sequence[Pipeline], options: TelemetryOptions,
+    *, caller: Caller, pipelines: Sequence[Pipeline | int], options: TelemetryOptions,
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
-    """Telemetry per pipeline; the pipelines were already loaded for this caller."""
-
+    """Telemetry per pipeline (models or ids) of the caller's organisation, in one query."""
     caller.require(Scope.READ)
-    groups: dict[Hashable, list[Pipeline]] = {
-        p.id: [p] for p in pipelines if p.organisation_id == caller.organisation_id  # type: ignore[attr-defined]
-    }
-    return await telemetry_for(groups, now=now or utcnow(), options=options)  # type: ignore[return-value]
+    ids = sorted({p if isinstance(p, int) else p.id for p in pipelines})
+    if not ids:
+        return {}
+    return await _telemetry(
+        organisation_id=caller.organisation_id,
+        selector=f"id IN ({sql.placeholders(len(ids))})",
+        selector_params=ids, group_of="pipeline_id", now=now or utcnow(), options=options,
+    )
 
 
 async def connection_telemetry(
     *, caller: Caller, connection_id: int, options: TelemetryOptions, now: datetime | None = None
 ) -> Telemetry:
-
     found = await telemetry_of_connections(
         caller=caller, connection_ids=[connection_id], options=options, now=now
     )

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runwatch.models import INT_ID_MAX
 from runwatch.resolvers.caller import Caller
 from runwatch.resolvers.errors import (
     Conflict,
@@ -72,7 +73,7 @@ DATETIME_HELP = (
 
 def parse_datetime(value: Any, name: str, errors: dict[str, list[str]]) -> datetime | None:
     """ISO 8601; a time without an offset is taken as UTC."""
-    if not isinstance(value, str) or "T" not in value.upper() and " " not in value:
+    if not isinstance(value, str) or ("T" not in value.upper() and " " not in value):
         errors[name] = [DATETIME_HELP]
         return None
     try:
@@ -90,9 +91,9 @@ def parse_int(value: Any, name: str, errors: dict[str, list[str]]) -> int | None
     return value
 
 
-def parse_pk(raw: str) -> int:
-    """A path id; anything but a positive integer is simply not found."""
-    if not raw.isdigit() or len(raw) > 18:
+def parse_pk(raw: str, maximum: int = INT_ID_MAX) -> int:
+    """A path id; anything but an integer the id column can hold is simply not found."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= maximum:
         raise NotFound("object", raw)
     return int(raw)
 

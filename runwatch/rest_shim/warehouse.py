@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from runwatch.models import Connection
+from runwatch.models import BIGINT_ID_MAX, Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller
@@ -102,7 +102,7 @@ def _int_query(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest({name: ["A valid integer is required."]})
     return int(raw)
 
@@ -190,7 +190,7 @@ def parse_report(body: dict[str, Any]) -> RunReport:
 async def report_run(request: Request) -> Response:
     caller = scoped_caller(request)
     connection_id = parse_pk(request.path_params["id"])
-    run_id = parse_pk(request.path_params["run_id"])
+    run_id = parse_pk(request.path_params["run_id"], BIGINT_ID_MAX)
     report = parse_report(await json_body(request))
     await runs_api.report_run(
         caller=caller, run_id=run_id, report=report, connection_id=connection_id

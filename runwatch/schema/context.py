@@ -65,9 +65,9 @@ class Loaders:
         return [found.get(i) for i in ids]
 
     async def _pipeline_telemetry(self, ids: list[int]) -> list[Telemetry | None]:
-        pipelines = [p for p in await self.pipeline.load_many(ids) if p is not None]
+        self._org()
         found = await telemetry_api.telemetry_of_pipelines(
-            caller=self.caller, pipelines=pipelines, options=self.options  # type: ignore[arg-type]
+            caller=self.caller, pipelines=ids, options=self.options  # type: ignore[arg-type]
         )
         return [found.get(i) for i in ids]
 

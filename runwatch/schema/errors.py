@@ -9,6 +9,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from runwatch.models import BIGINT_ID_MAX, INT_ID_MAX
 from runwatch.resolvers.errors import (
     Conflict,
     DomainError,
@@ -126,8 +127,9 @@ async def or_none(call: Callable[[], Awaitable[T]]) -> T | None:
 
 
 def parse_id(raw: strawberry.ID | str, kind: str) -> int:
-    """GraphQL ids are the same integers the REST URLs use."""
+    """GraphQL ids are the same integers the REST URLs use; anything else is not found."""
     text = str(raw)
-    if not text.isdigit() or len(text) > 18:
+    maximum = BIGINT_ID_MAX if kind == "run" else INT_ID_MAX
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= maximum:
         raise NotFound(kind, text)
     return int(text)

@@ -7,6 +7,7 @@ deployments; all coordination goes through the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -29,7 +30,5 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
                 log.info("timed out %d orphaned run(s)", reaped)
         except Exception:  # a failed pass is retried on the next tick, never fatal
             log.exception("reaper pass failed; retrying in %ss", settings.reaper_interval_seconds)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.reaper_interval_seconds)
-        except TimeoutError:
-            pass
