@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise.transactions import in_transaction
 
 from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Pipeline, Run, RunStatus
+from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
@@ -57,18 +58,23 @@ def _check_count(errors: dict[str, list[str]], name: str, value: int | None, max
         errors.setdefault(name, []).append(f"Ensure this value is less than or equal to {maximum}.")
 
 
-def normalise_report(report: RunReport, *, started_at: datetime | None, now: datetime) -> RunReport:
-    """Validate a report against the run it completes; returns the report as it will be stored."""
+def check_started(report: RunReport, started_at: datetime | None) -> None:
+    """A run cannot complete before it started."""
+    if started_at is not None and report.completed_at < started_at:
+        raise InvalidInput.one(
+            "completed_at",
+            f"The run started at {started_at.isoformat()}; it cannot complete before that.",
+        )
+
+
+def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
+    """Validate a report on its own; returns the report as it will be stored."""
     errors: dict[str, list[str]] = {}
     _check_count(errors, "events_delivered", report.events_delivered, BIGINT_MAX)
     _check_count(errors, "batches_dlq", report.batches_dlq, INT_MAX)
     _check_count(errors, "evaluations", report.evaluations, BIGINT_MAX)
     _check_count(errors, "custom_events", report.custom_events, BIGINT_MAX)
     completed_at = report.completed_at.astimezone(UTC)
-    if started_at is not None and completed_at < started_at:
-        errors.setdefault("completed_at", []).append(
-            f"The run started at {started_at.isoformat()}; it cannot complete before that."
-        )
     if completed_at > now + CLOCK_SKEW:
         errors.setdefault("completed_at", []).append(
             "completed_at is in the future (more than 5 minutes ahead of the server's clock)."
@@ -121,6 +127,46 @@ async def _find_run(caller: Caller, run_id: int, connection_id: int | None) -> R
     return run
 
 
+_COMPLETE = """
+UPDATE run SET status = ?, finished_at = ?, events_delivered = ?, events_evaluations = ?,
+               events_custom = ?, dlq_batches = ?, error = ?, updated_at = ?
+WHERE id = ? AND organisation_id = ? AND status IN (?, ?)
+  AND (started_at IS NULL OR started_at <= ?){connection}
+RETURNING *
+"""
+_OF_CONNECTION = " AND pipeline_id IN (SELECT id FROM pipeline WHERE connection_id = ?)"
+
+
+async def _complete(
+    caller: Caller, run_id: int, connection_id: int | None, report: RunReport
+) -> Run | None:
+    """The happy path in one conditional UPDATE: the run if this call completed it, else None
+    (unknown, foreign, already completed, or completing before its start)."""
+    statement = _COMPLETE.format(connection=_OF_CONNECTION if connection_id is not None else "")
+    params: list[object] = [
+        report.status.value, report.completed_at, report.events_delivered, report.evaluations,
+        report.custom_events, report.batches_dlq, report.error, utcnow(),
+        run_id, caller.organisation_id, *(s.value for s in OPEN_STATUSES), report.completed_at,
+    ]
+    if connection_id is not None:
+        params.append(connection_id)
+    async with in_transaction() as conn:
+        rows = await sql.fetch(statement, params, conn)
+        if not rows:
+            return None
+        run = Run._init_from_db(**rows[0])
+        await record_outcome(conn, Outcome(
+            pipeline_id=run.pipeline_id,  # type: ignore[attr-defined]
+            status=report.status,
+            finished_at=report.completed_at,
+            events=report.events_delivered,
+            evaluations=report.evaluations or 0,
+            custom_events=report.custom_events or 0,
+            dlq_batches=report.batches_dlq,
+        ))
+    return run
+
+
 async def report_run(
     *, caller: Caller, run_id: int, report: RunReport, connection_id: int | None = None,
     now: datetime | None = None,
@@ -128,46 +174,21 @@ async def report_run(
     """Record a run's completion. Returns the run and whether this call changed it.
 
     Idempotent: the identical report again returns (run, False); a different report for a
-    completed run raises Conflict. Concurrent reports race on a conditional UPDATE, so exactly
-    one of them changes the run and adds to the roll-ups.
+    completed run raises Conflict. Concurrent reports race on one conditional UPDATE, so
+    exactly one of them changes the run and adds to the roll-ups. Only when that UPDATE
+    changes nothing is the run read, to say why.
     """
     caller.require(Scope.REPORT)
+    report = normalise_report(report, now=now or utcnow())
+    completed = await _complete(caller, run_id, connection_id, report)
+    if completed is not None:
+        return completed, True
     run = await _find_run(caller, run_id, connection_id)
-    report = normalise_report(report, started_at=run.started_at, now=now or utcnow())
-    if run.status in OPEN_STATUSES:
-        status = report.status
-        async with in_transaction() as conn:
-            values = {
-                "status": status,
-                "finished_at": report.completed_at,
-                "events_delivered": report.events_delivered,
-                "events_evaluations": report.evaluations,
-                "events_custom": report.custom_events,
-                "dlq_batches": report.batches_dlq,
-                "error": report.error,
-                "updated_at": utcnow(),
-            }
-            changed = await Run.filter(id=run.id, status__in=OPEN_STATUSES).update(**values)
-            if changed:
-                await record_outcome(
-                    conn,
-                    Outcome(
-                        pipeline_id=run.pipeline_id,  # type: ignore[attr-defined]
-                        status=status,
-                        finished_at=report.completed_at,
-                        events=report.events_delivered,
-                        evaluations=report.evaluations or 0,
-                        custom_events=report.custom_events or 0,
-                        dlq_batches=report.batches_dlq,
-                    ),
-                )
-        if changed:
-            for name, value in values.items():
-                setattr(run, name, value)
-            return run, True
-        await run.refresh_from_db()  # another report won the race; judge ours against it
+    check_started(report, run.started_at)
     if _same_report(run, report):
         return run, False
+    if run.status in OPEN_STATUSES:  # not reachable by the rules above; refuse rather than guess
+        raise Conflict(f"Run {run.id} could not be completed; retry the report.")
     when = run.finished_at.isoformat() if run.finished_at else "earlier"
     raise Conflict(
         f"Run {run.id} already completed ({run.status.value} at {when}); "
