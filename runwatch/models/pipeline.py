@@ -5,8 +5,9 @@ from tortoise.models import Model
 class Pipeline(Model):
     """What runs. A connection's delivery pipeline has `connection` set.
 
-    `consecutive_failures` and `last_delivery_at` are roll-ups written in the same transaction as
-    each run outcome, so that telemetry never scans run history for them.
+    `last_success_at` and `last_delivery_at` are roll-ups written in the same transaction as
+    each run outcome (each only moves forward), so that telemetry never scans run history for
+    them: the failure streak is the failed runs finished after `last_success_at`.
     """
 
     id = fields.IntField(primary_key=True)
@@ -19,7 +20,7 @@ class Pipeline(Model):
     name = fields.CharField(max_length=200)
     kind = fields.CharField(max_length=30, default="delivery")
     created_at = fields.DatetimeField(auto_now_add=True)
-    consecutive_failures = fields.IntField(default=0)
+    last_success_at = fields.DatetimeField(null=True)
     last_delivery_at = fields.DatetimeField(null=True)
 
     class Meta:

@@ -1,8 +1,8 @@
 """Roll-ups written in the same transaction as a run's outcome.
 
 Telemetry reads these instead of run history: per pipeline per UTC hour of the finish time
-(`pipeline_hourly_stats`), and on the pipeline itself the streak of failed outcomes and the last
-time events were delivered.
+(`pipeline_hourly_stats`), and on the pipeline itself the last success and the last time events
+were delivered.
 """
 
 from __future__ import annotations
@@ -55,12 +55,9 @@ ON CONFLICT (pipeline_id, hour) DO UPDATE SET
     dlq_batches = pipeline_hourly_stats.dlq_batches + excluded.dlq_batches
 """
 
-_PIPELINE_FAILED = "UPDATE pipeline SET consecutive_failures = consecutive_failures + 1"
-_PIPELINE_SUCCEEDED = "UPDATE pipeline SET consecutive_failures = 0"
-_LAST_DELIVERY = (
-    ", last_delivery_at = CASE WHEN last_delivery_at IS NULL OR last_delivery_at < ? "
-    "THEN ? ELSE last_delivery_at END"
-)
+# Each roll-up on the pipeline only moves forward in time, so late or concurrent reports
+# cannot move it back.
+_ADVANCE = "{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? ELSE {column} END"
 
 
 async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
@@ -69,13 +66,13 @@ async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
     A cancelled run counts neither as a success nor as a failure (it delivered nothing on
     purpose), but its events, if any, still count.
     """
-    succeeded = int(outcome.status == RunStatus.SUCCEEDED)
+    succeeded = outcome.status == RunStatus.SUCCEEDED
     await sql.execute(
         _UPSERT_HOURLY,
         [
             outcome.pipeline_id,
             floor_hour(outcome.finished_at),
-            succeeded,
+            int(succeeded),
             int(outcome.failed),
             outcome.events,
             outcome.evaluations,
@@ -84,15 +81,13 @@ async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
         ],
         conn,
     )
-    if outcome.failed:
-        statement, params = _PIPELINE_FAILED, []
-    elif succeeded:
-        statement, params = _PIPELINE_SUCCEEDED, []
-    elif outcome.events <= 0:
+    columns = (["last_success_at"] if succeeded else []) + (
+        ["last_delivery_at"] if outcome.events > 0 else [])
+    if not columns:
         return
-    else:
-        statement, params = "UPDATE pipeline SET id = id", []
-    if outcome.events > 0:
-        statement += _LAST_DELIVERY
-        params += [outcome.finished_at, outcome.finished_at]
-    await sql.execute(f"{statement} WHERE id = ?", [*params, outcome.pipeline_id], conn)
+    assignments = ", ".join(_ADVANCE.format(column=c) for c in columns)
+    await sql.execute(
+        f"UPDATE pipeline SET {assignments} WHERE id = ?",
+        [*[outcome.finished_at] * (2 * len(columns)), outcome.pipeline_id],
+        conn,
+    )

@@ -14,7 +14,9 @@ Status rule (also in the README), evaluated in order:
 4. `active`: events were delivered in the last 24 h and nothing failed.
 
 A run *failed* when it reported an error, sent batches to the dead-letter queue, or was
-orphaned (started, never completed within the orphan window).
+orphaned (started, never completed within the orphan window). Outcomes are ordered by when they
+happened (a run's finish time, an orphan's deadline), not by when they were reported: the streak
+is the failed runs that finished after the pipeline's last success.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from runwatch.resolvers.rollups import floor_hour, utcnow
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
+# The failure streak is counted up to this many runs (bounded work for a long outage).
+STREAK_CAP = 100
 TERMINAL = tuple(s.value for s in (
     RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT))
 FAILED = (RunStatus.FAILED.value, RunStatus.TIMED_OUT.value)
@@ -111,16 +115,21 @@ def orphan_message(started_at: datetime, window: timedelta) -> str:
 
 
 # One statement, one round trip: the pipelines selected, then one branch per source, all with
-# the same columns (kind, pipeline_id, connection_id, n1..n10, t1, msg, run_id, status).
+# the same columns (kind, pipeline_id, connection_id, n1..n10, t1, t2, msg, run_id, status).
 _TELEMETRY_SQL = """
 WITH p AS (
-  SELECT id, connection_id, consecutive_failures, last_delivery_at FROM pipeline
+  SELECT id, connection_id, last_success_at, last_delivery_at FROM pipeline
   WHERE organisation_id = ? AND {selector}
 )
-SELECT 'p' AS kind, id AS pipeline_id, connection_id, consecutive_failures AS n1, NULL AS n2,
-       NULL AS n3, NULL AS n4, NULL AS n5, NULL AS n6, NULL AS n7, NULL AS n8, NULL AS n9,
-       NULL AS n10, last_delivery_at AS t1, CAST(NULL AS TEXT) AS msg,
-       CAST(NULL AS BIGINT) AS run_id, CAST(NULL AS TEXT) AS status
+SELECT 'p' AS kind, id AS pipeline_id, connection_id,
+       (SELECT COUNT(*) FROM (
+          SELECT 1 FROM run f
+          WHERE f.pipeline_id = p.id AND f.status IN (?, ?)
+            AND (p.last_success_at IS NULL OR f.finished_at > p.last_success_at)
+          LIMIT ?) streak) AS n1,
+       NULL AS n2, NULL AS n3, NULL AS n4, NULL AS n5, NULL AS n6, NULL AS n7, NULL AS n8,
+       NULL AS n9, NULL AS n10, last_delivery_at AS t1, last_success_at AS t2,
+       CAST(NULL AS TEXT) AS msg, CAST(NULL AS BIGINT) AS run_id, CAST(NULL AS TEXT) AS status
 FROM p
 UNION ALL
 SELECT 'h', pipeline_id, NULL,
@@ -131,25 +140,25 @@ SELECT 'h', pipeline_id, NULL,
        SUM(CASE WHEN hour >= ? THEN runs_failed ELSE 0 END),
        SUM(CASE WHEN hour >= ? THEN runs_succeeded ELSE 0 END),
        SUM(CASE WHEN hour >= ? THEN dlq_batches ELSE 0 END),
-       SUM(runs_failed + runs_succeeded), NULL, NULL, NULL, NULL
+       SUM(runs_failed + runs_succeeded), NULL, NULL, NULL, NULL, NULL
 FROM pipeline_hourly_stats
 WHERE pipeline_id IN (SELECT id FROM p) AND hour >= ?
 GROUP BY pipeline_id
 UNION ALL
 SELECT 'e', pipeline_id, NULL, events_delivered, events_evaluations, events_custom, dlq_batches,
-       NULL, NULL, NULL, NULL, NULL, NULL, finished_at, NULL, id, status
+       NULL, NULL, NULL, NULL, NULL, NULL, finished_at, NULL, NULL, id, status
 FROM run
 WHERE pipeline_id IN (SELECT id FROM p) AND status IN ({terminal})
   AND ((finished_at >= ? AND finished_at < ?) OR (finished_at >= ? AND finished_at < ?))
 UNION ALL
 SELECT 'o', pipeline_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       started_at, NULL, id, status
+       started_at, NULL, NULL, id, status
 FROM run
 WHERE pipeline_id IN (SELECT id FROM p) AND status IN (?, ?) AND started_at < ?
   AND started_at >= ?
 UNION ALL
 SELECT 'r', pipeline_id, NULL, NULL, NULL, NULL, dlq_batches, NULL, NULL, NULL, NULL, NULL, NULL,
-       finished_at, error, id, status
+       finished_at, NULL, error, id, status
 FROM (
   SELECT id, pipeline_id, finished_at, error, dlq_batches, status,
          ROW_NUMBER() OVER (PARTITION BY pipeline_id ORDER BY finished_at DESC, id DESC) AS pos
@@ -177,6 +186,7 @@ async def _telemetry(
     )
     params = [
         organisation_id, *selector_params,
+        *FAILED, STREAK_CAP,
         *[s24] * 6, s7,
         *TERMINAL, b24, s24, b7, s7,
         *OPEN, now - window, b7 - window,
@@ -186,6 +196,7 @@ async def _telemetry(
 
     result: dict[int, Telemetry] = {}
     group: dict[int, int] = {}  # pipeline id -> group key
+    last_success: dict[int, datetime | None] = {}
     errors: dict[int, list[RecentError]] = {}
     for row in rows:  # first pass: the pipelines and their groups
         if row["kind"] == "p":
@@ -194,6 +205,7 @@ async def _telemetry(
             t = result.setdefault(key, Telemetry())
             errors.setdefault(key, [])
             t.streak = max(t.streak, _int(row["n1"]))
+            last_success[int(row["pipeline_id"])] = sql.as_datetime(row["t2"])
             last = sql.as_datetime(row["t1"])
             if last is not None and (t.last_delivery_at is None or last > t.last_delivery_at):
                 t.last_delivery_at = last
@@ -227,7 +239,9 @@ async def _telemetry(
         elif kind == "o":  # orphans the reaper has not timed out yet
             started_at = sql.as_datetime(row["t1"])
             deadline = started_at + window
-            t.streak += 1
+            succeeded_at = last_success[pipeline_id]
+            if succeeded_at is None or deadline > succeeded_at:
+                t.streak += 1
             if deadline >= b24:
                 t.failed_deliveries_last_24h += 1
             errors[key].append(RecentError(
@@ -258,7 +272,8 @@ def decide_status(t: Telemetry, options: TelemetryOptions) -> tuple[str, str]:
     failed, succeeded = t.failed_deliveries_last_24h, t.succeeded_runs_last_24h
     latest = f" (latest: {t.recent_errors[0].message})" if t.recent_errors else ""
     if t.streak >= options.error_streak:
-        return Status.ERROR, f"the last {_plural(t.streak, 'run')} all failed{latest}"
+        runs = _plural(t.streak, "run") if t.streak < STREAK_CAP else f"{STREAK_CAP}+ runs"
+        return Status.ERROR, f"the last {runs} all failed{latest}"
     if failed and not succeeded:
         return Status.ERROR, (
             f"not delivering: {_plural(failed, 'run')} failed in the last 24 hours "

@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
                 ('name', fields.CharField(max_length=200)),
                 ('kind', fields.CharField(default='delivery', max_length=30)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
-                ('consecutive_failures', fields.IntField(default=0)),
+                ('last_success_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('last_delivery_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'pipeline', 'app': 'models', 'indexes': [Index(fields=['organisation_id', 'id'])], 'pk_attr': 'id', 'table_description': "What runs. A connection's delivery pipeline has `connection` set."},
