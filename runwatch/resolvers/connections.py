@@ -36,7 +36,7 @@ def _validate_name(name: Any, errors: dict[str, list[str]]) -> str:
 
 def _validate_type(value: Any, errors: dict[str, list[str]]) -> str:
     if not isinstance(value, str) or not WAREHOUSE_TYPE.match(value.strip().lower()):
-        errors["type"] = [
+        errors["warehouse_type"] = [
             "A warehouse type is required: a lower-case identifier such as "
             "'snowflake', 'bigquery', 'redshift' or 'postgres'."
         ]
@@ -63,7 +63,7 @@ def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str,
         errors["settings"] = ["Expected an object of non-secret settings."]
         return {}
     for key in _secret_keys(settings):
-        errors[key] = [
+        errors[f"settings.{key}"] = [
             "runwatch does not store secrets; keep credentials in the loader's secret store "
             "and send only non-secret settings."
         ]

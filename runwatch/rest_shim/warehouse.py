@@ -18,7 +18,7 @@ from runwatch.models import BIGINT_ID_MAX, Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller
-from runwatch.resolvers.errors import NotFound
+from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.resolvers.runs import RunReport
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions, connection_telemetry
@@ -75,6 +75,17 @@ def telemetry_json(t: Telemetry) -> dict[str, Any]:
     }
 
 
+def wire_field(name: str) -> str:
+    """Domain field names -> this contract's: settings are top-level keys, `type` is the type."""
+    if name.startswith("settings."):
+        return name.removeprefix("settings.")
+    return {"warehouse_type": "type"}.get(name, name)
+
+
+def in_wire_names(exc: InvalidInput) -> InvalidInput:
+    return InvalidInput({wire_field(k): v for k, v in exc.fields.items()})
+
+
 def _connection_input(body: dict[str, Any]) -> dict[str, Any]:
     """`{"name", "type", ...settings}`: every other top-level key is a non-secret setting."""
     errors = {key: ["This field is read-only."] for key in body if key in RESERVED_CONNECTION_KEYS}
@@ -111,7 +122,12 @@ def _int_query(request: Request, name: str, default: int) -> int:
 async def create_connection(request: Request) -> Response:
     caller = scoped_caller(request)
     body = await json_body(request)
-    connection = await connections_api.create_connection(caller=caller, **_connection_input(body))
+    try:
+        connection = await connections_api.create_connection(
+            caller=caller, **_connection_input(body)
+        )
+    except InvalidInput as exc:
+        raise in_wire_names(exc) from None
     return JSONResponse(connection_json(connection), status_code=201)
 
 
@@ -136,9 +152,12 @@ async def patch_connection(request: Request) -> Response:
     settings_keys = {k: v for k, v in body.items() if k not in {"name", "type"}}
     if settings_keys:
         changes["settings_patch"] = _connection_input(settings_keys)["settings"]
-    connection = await connections_api.update_connection(
-        caller=caller, connection_id=parse_pk(request.path_params["id"]), **changes
-    )
+    try:
+        connection = await connections_api.update_connection(
+            caller=caller, connection_id=parse_pk(request.path_params["id"]), **changes
+        )
+    except InvalidInput as exc:
+        raise in_wire_names(exc) from None
     return JSONResponse(connection_json(connection))
 
 

@@ -54,6 +54,14 @@ class PermissionDeniedError(Error):
     pass
 
 
+def graphql_field_name(name: str) -> str:
+    """Domain field names are snake_case; GraphQL input fields are camelCase. Only the first
+    segment is converted: `settings.private_key` names a key the client chose."""
+    head, dot, rest = name.partition(".")
+    first, *others = head.split("_")
+    return first + "".join(part.capitalize() for part in others) + dot + rest
+
+
 def error_data(exc: DomainError) -> Error:
     """The union member for an expected failure of a mutation."""
     if isinstance(exc, NotFound):
@@ -61,7 +69,9 @@ def error_data(exc: DomainError) -> Error:
     if isinstance(exc, InvalidInput):
         return InvalidInputError(
             message=exc.message,
-            field_errors=[FieldError(field=k, messages=v) for k, v in exc.fields.items()],
+            field_errors=[
+                FieldError(field=graphql_field_name(k), messages=v) for k, v in exc.fields.items()
+            ],
         )
     if isinstance(exc, Conflict):
         return ConflictError(message=exc.message)
@@ -84,7 +94,7 @@ def graphql_error(exc: DomainError, located: GraphQLError | None = None) -> Grap
     code = next((c for kind, c in CODES.items() if isinstance(exc, kind)), "BAD_REQUEST")
     extensions: dict[str, Any] = {"code": code}
     if isinstance(exc, InvalidInput):
-        extensions["fieldErrors"] = exc.fields
+        extensions["fieldErrors"] = {graphql_field_name(k): v for k, v in exc.fields.items()}
     if located is None:
         return GraphQLError(exc.message, extensions=extensions, original_error=exc)
     return GraphQLError(
@@ -124,6 +134,17 @@ async def or_none(call: Callable[[], Awaitable[T]]) -> T | None:
         return await call()
     except NotFound:
         return None
+
+
+def filter_id(raw: strawberry.ID | str | None, kind: str) -> int | None:
+    """An id used as a filter: one no row can have filters everything out (an empty list, the
+    same answer as for an id that does not exist)."""
+    if raw is None:
+        return None
+    try:
+        return parse_id(raw, kind)
+    except NotFound:
+        return 0
 
 
 def parse_id(raw: strawberry.ID | str, kind: str) -> int:

@@ -6,7 +6,7 @@ import strawberry
 
 from runwatch.resolvers import pipelines as pipelines_api
 from runwatch.schema.context import Info
-from runwatch.schema.errors import or_none, parse_id
+from runwatch.schema.errors import filter_id, or_none, parse_id
 from runwatch.schema.types import Pipeline, PipelinePage
 
 
@@ -29,8 +29,7 @@ class PipelineQuery:
         async def call():
             return await pipelines_api.list_pipelines(
                 caller=caller, first=first, after=after, kind=kind,
-                connection_id=None if connection_id is None
-                else parse_id(connection_id, "connection"))
+                connection_id=filter_id(connection_id, "connection"))
 
         page = await call()
         return PipelinePage.of(page)  # type: ignore[attr-defined]

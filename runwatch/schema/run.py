@@ -17,6 +17,7 @@ from runwatch.schema.errors import (
     NotFoundError,
     PermissionDeniedError,
     as_data,
+    filter_id,
     or_none,
     parse_id,
 )
@@ -83,9 +84,8 @@ class RunQuery:
         async def call():
             return await runs_api.list_runs(
                 caller=caller, first=first, after=after,
-                pipeline_id=None if pipeline_id is None else parse_id(pipeline_id, "pipeline"),
-                connection_id=None if connection_id is None
-                else parse_id(connection_id, "connection"),
+                pipeline_id=filter_id(pipeline_id, "pipeline"),
+                connection_id=filter_id(connection_id, "connection"),
                 statuses=[RunStatusModel(s.value) for s in status] if status else None,
                 started_after=started_after, started_before=started_before)
 
