@@ -9,7 +9,6 @@ passes silently.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 import uuid
@@ -45,7 +44,7 @@ async def _create_pg_database() -> tuple[str, str]:
     name = f"runwatch_test_{uuid.uuid4().hex[:10]}"
     try:
         conn = await asyncpg.connect(ADMIN_PG_URL.replace("asyncpg://", "postgres://"), timeout=5)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         pytest.exit(
             f"PostgreSQL is not reachable at {ADMIN_PG_URL} ({exc}). Start it, set "
             "RUNWATCH_TEST_POSTGRES_URL, or run with RUNWATCH_TEST_DB=sqlite.",

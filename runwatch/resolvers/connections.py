@@ -23,6 +23,7 @@ SECRET_KEY = re.compile(
 )
 MAX_SETTINGS_BYTES = 16_384
 UNSET: Any = object()
+NUL_MESSAGE = "Null characters are not allowed."
 
 
 def _validate_name(name: Any, errors: dict[str, list[str]]) -> str:
@@ -31,6 +32,8 @@ def _validate_name(name: Any, errors: dict[str, list[str]]) -> str:
         return ""
     if len(name.strip()) > 200:
         errors["name"] = ["Ensure this field has no more than 200 characters."]
+    elif "\x00" in name:
+        errors["name"] = [NUL_MESSAGE]
     return name.strip()
 
 
@@ -42,6 +45,21 @@ def _validate_type(value: Any, errors: dict[str, list[str]]) -> str:
         ]
         return ""
     return value.strip().lower()
+
+
+def _nul_paths(value: Any, path: str = "") -> list[str]:
+    """Where NUL characters hide in a JSON value (PostgreSQL cannot store them)."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            found.extend([here] if "\x00" in str(key) else _nul_paths(inner, here))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found.extend(_nul_paths(inner, f"{path}[{index}]"))
+    return found
 
 
 def _secret_keys(value: Any, path: str = "") -> list[str]:
@@ -67,6 +85,8 @@ def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str,
             "runwatch does not store secrets; keep credentials in the loader's secret store "
             "and send only non-secret settings."
         ]
+    for key in _nul_paths(settings):
+        errors[f"settings.{key}"] = [NUL_MESSAGE]
     if len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         errors["settings"] = [f"Settings are limited to {MAX_SETTINGS_BYTES} bytes of JSON."]
     return settings

@@ -88,7 +88,8 @@ def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
             ]
     if errors:
         raise InvalidInput(errors)
-    error = report.error.strip() if report.error else None
+    # PostgreSQL text cannot hold NUL; keep the message, visibly, rather than refuse the report.
+    error = report.error.replace("\x00", "\ufffd").strip() if report.error else None
     return RunReport(
         completed_at=completed_at,
         events_delivered=report.events_delivered,

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runwatch.models import INT_ID_MAX
-from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import (
     Conflict,
     InvalidInput,
@@ -32,12 +32,17 @@ class BadRequest(Exception):
         self.body = body
 
 
-def caller_of(request: Request) -> Caller:
+def caller_of(request: Request, scope: Scope | None = None) -> Caller:
+    """The authenticated caller. A route that needs a scope says so here, before it reads the
+    body, so that a caller without it learns nothing from validation errors (the resolver
+    checks the scope again: authorization stays in the domain)."""
     caller = request.state.caller
     if caller is None:
         if request.state.auth_failed:
             raise Unauthenticated("Invalid token.")
         raise Unauthenticated()
+    if scope is not None:
+        caller.require(scope)
     return caller
 
 
@@ -47,8 +52,9 @@ async def json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest({"detail": f"JSON parse error - {exc}"}) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest({"detail": f"JSON parse error - {reason}"}) from None
     if not isinstance(body, dict):
         raise BadRequest({"non_field_errors": [
             f"Invalid data. Expected a dictionary, but got {type(body).__name__}."
@@ -78,10 +84,10 @@ def parse_datetime(value: Any, name: str, errors: dict[str, list[str]]) -> datet
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # not ISO 8601, or outside what UTC can represent
         errors[name] = [DATETIME_HELP]
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def parse_int(value: Any, name: str, errors: dict[str, list[str]]) -> int | None:
@@ -124,11 +130,15 @@ def drf_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def routes_with_optional_slash(path: str, endpoint: Handler, methods: list[str]) -> list[Route]:
-    """The same endpoint with and without the trailing slash (no redirects: a redirected PATCH
-    is fragile in many HTTP clients)."""
+def routes_with_optional_slash(path: str, **handlers: Handler) -> list[Route]:
+    """One route per path for all its methods (so a 405 lists every allowed method in `Allow`),
+    with and without the trailing slash (no redirects: a redirected PATCH is fragile in many
+    HTTP clients). `handlers` maps a method name to its handler: `GET=…, POST=…`."""
+    by_method = {method.upper(): handler for method, handler in handlers.items()}
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await by_method[method](request)
+
     bare = path.rstrip("/")
-    return [
-        Route(bare + "/", endpoint, methods=methods),
-        Route(bare, endpoint, methods=methods),
-    ]
+    return [Route(p, endpoint, methods=list(by_method)) for p in (bare + "/", bare)]

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 from runwatch.models import BIGINT_ID_MAX, Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
-from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.resolvers.runs import RunReport
@@ -40,9 +40,10 @@ REPORT_FIELDS = {"completed_at", "events_delivered", "batches_dlq", "error", "ev
 RESERVED_CONNECTION_KEYS = {"id", "created_at", "updated_at", "organisation", "settings"}
 
 
-def scoped_caller(request: Request) -> Caller:
-    """The caller, who must belong to the organisation in the URL (else: not found)."""
-    caller = caller_of(request)
+def scoped_caller(request: Request, scope: Scope) -> Caller:
+    """The caller, who must belong to the organisation in the URL (else: not found) and hold
+    the route's scope."""
+    caller = caller_of(request, scope)
     if parse_pk(request.path_params["organisation_pk"]) != caller.organisation_id:
         raise NotFound("organisation", request.path_params["organisation_pk"])
     return caller
@@ -79,7 +80,7 @@ def wire_field(name: str) -> str:
     """Domain field names -> this contract's: settings are top-level keys, `type` is the type."""
     if name.startswith("settings."):
         return name.removeprefix("settings.")
-    return {"warehouse_type": "type"}.get(name, name)
+    return {"warehouse_type": "type", "after": "cursor", "first": "limit"}.get(name, name)
 
 
 def in_wire_names(exc: InvalidInput) -> InvalidInput:
@@ -97,12 +98,15 @@ def _connection_input(body: dict[str, Any]) -> dict[str, Any]:
 
 @drf_errors
 async def list_connections(request: Request) -> Response:
-    caller = scoped_caller(request)
-    page = await connections_api.list_connections(
-        caller=caller,
-        first=min(_int_query(request, "limit", 100), MAX_PAGE_SIZE) or 1,
-        after=request.query_params.get("cursor"),
-    )
+    caller = scoped_caller(request, Scope.READ)
+    try:
+        page = await connections_api.list_connections(
+            caller=caller,
+            first=min(_int_query(request, "limit", 100), MAX_PAGE_SIZE) or 1,
+            after=request.query_params.get("cursor"),
+        )
+    except InvalidInput as exc:
+        raise in_wire_names(exc) from None
     next_url = None
     if page.has_next_page and page.end_cursor:
         next_url = str(request.url.include_query_params(cursor=page.end_cursor))
@@ -120,7 +124,7 @@ def _int_query(request: Request, name: str, default: int) -> int:
 
 @drf_errors
 async def create_connection(request: Request) -> Response:
-    caller = scoped_caller(request)
+    caller = scoped_caller(request, Scope.WRITE)
     body = await json_body(request)
     try:
         connection = await connections_api.create_connection(
@@ -133,7 +137,7 @@ async def create_connection(request: Request) -> Response:
 
 @drf_errors
 async def get_connection(request: Request) -> Response:
-    caller = scoped_caller(request)
+    caller = scoped_caller(request, Scope.READ)
     connection = await connections_api.get_connection(
         caller=caller, connection_id=parse_pk(request.path_params["id"])
     )
@@ -142,7 +146,7 @@ async def get_connection(request: Request) -> Response:
 
 @drf_errors
 async def patch_connection(request: Request) -> Response:
-    caller = scoped_caller(request)
+    caller = scoped_caller(request, Scope.WRITE)
     body = await json_body(request)
     changes: dict[str, Any] = {}
     if "name" in body:
@@ -163,7 +167,7 @@ async def patch_connection(request: Request) -> Response:
 
 @drf_errors
 async def start_run(request: Request) -> Response:
-    caller = scoped_caller(request)
+    caller = scoped_caller(request, Scope.REPORT)
     body = await json_body(request)
     errors: dict[str, list[str]] = {k: ["Unknown field."] for k in body if k != "started_at"}
     started_at = None
@@ -207,7 +211,7 @@ def parse_report(body: dict[str, Any]) -> RunReport:
 
 @drf_errors
 async def report_run(request: Request) -> Response:
-    caller = scoped_caller(request)
+    caller = scoped_caller(request, Scope.REPORT)
     connection_id = parse_pk(request.path_params["id"])
     run_id = parse_pk(request.path_params["run_id"], BIGINT_ID_MAX)
     report = parse_report(await json_body(request))
@@ -220,7 +224,7 @@ async def report_run(request: Request) -> Response:
 def routes(options: TelemetryOptions) -> list[BaseRoute]:
     @drf_errors
     async def telemetry(request: Request) -> Response:
-        caller = scoped_caller(request)
+        caller = scoped_caller(request, Scope.READ)
         t = await connection_telemetry(
             caller=caller, connection_id=parse_pk(request.path_params["id"]), options=options
         )
@@ -228,11 +232,9 @@ def routes(options: TelemetryOptions) -> list[BaseRoute]:
 
     one = PREFIX + "/{id}/"
     return [
-        *routes_with_optional_slash(PREFIX + "/", list_connections, ["GET"]),
-        *routes_with_optional_slash(PREFIX + "/", create_connection, ["POST"]),
-        *routes_with_optional_slash(one, get_connection, ["GET"]),
-        *routes_with_optional_slash(one, patch_connection, ["PATCH"]),
-        *routes_with_optional_slash(one + "metrics/", start_run, ["POST"]),
-        *routes_with_optional_slash(one + "metrics/{run_id}/", report_run, ["PATCH"]),
-        *routes_with_optional_slash(one + "telemetry/", telemetry, ["GET"]),
+        *routes_with_optional_slash(PREFIX + "/", GET=list_connections, POST=create_connection),
+        *routes_with_optional_slash(one, GET=get_connection, PATCH=patch_connection),
+        *routes_with_optional_slash(one + "metrics/", POST=start_run),
+        *routes_with_optional_slash(one + "metrics/{run_id}/", PATCH=report_run),
+        *routes_with_optional_slash(one + "telemetry/", GET=telemetry),
     ]
