@@ -27,7 +27,8 @@ async def create_connection(
 
 
 async def start_run(
-    client: httpx.AsyncClient, tenant: Tenant, connection_id: int, started_at: datetime | None = None
+    client: httpx.AsyncClient, tenant: Tenant, connection_id: int,
+    started_at: datetime | None = None,
 ) -> int:
     body = {"started_at": iso(started_at)} if started_at else {}
     r = await client.post(
