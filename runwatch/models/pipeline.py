@@ -25,7 +25,7 @@ class Pipeline(Model):
 
     class Meta:
         table = "pipeline"
-        indexes = (("organisation_id", "id"),)
+        indexes = (("connection_id", "organisation_id"),)
 
 
 class PipelineHourlyStats(Model):

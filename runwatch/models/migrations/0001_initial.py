@@ -47,7 +47,7 @@ class Migration(migrations.Migration):
                 ('last_success_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('last_delivery_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'pipeline', 'app': 'models', 'indexes': [Index(fields=['organisation_id', 'id'])], 'pk_attr': 'id', 'table_description': "What runs. A connection's delivery pipeline has `connection` set."},
+            options={'table': 'pipeline', 'app': 'models', 'indexes': [Index(fields=['connection_id', 'organisation_id'])], 'pk_attr': 'id', 'table_description': "What runs. A connection's delivery pipeline has `connection` set."},
             bases=['Model'],
         ),
         ops.CreateModel(
