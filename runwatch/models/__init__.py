@@ -6,13 +6,14 @@ from runwatch.models.organisation import Organisation, ServiceToken
 from runwatch.models.pipeline import Pipeline, PipelineHourlyStats
 from runwatch.models.run import OPEN_STATUSES, TERMINAL_STATUSES, Run, RunStatus
 
-# Largest ids the id columns hold: runs and roll-ups use BIGINT, everything else INTEGER.
-INT_ID_MAX = 2**31 - 1
-BIGINT_ID_MAX = 2**63 - 1
+# Largest values of INTEGER and BIGINT columns (ids of runs and roll-ups are BIGINT, other ids
+# INTEGER; counts are checked against these before they reach the database).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 __all__ = [
-    "BIGINT_ID_MAX",
-    "INT_ID_MAX",
+    "INT32_MAX",
+    "INT64_MAX",
     "OPEN_STATUSES",
     "TERMINAL_STATUSES",
     "Connection",

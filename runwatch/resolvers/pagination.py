@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 from tortoise import fields
 from tortoise.queryset import QuerySet
 
-from runwatch.models import BIGINT_ID_MAX, INT_ID_MAX
+from runwatch.models import INT32_MAX, INT64_MAX
 from runwatch.resolvers.errors import InvalidInput
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ def decode_cursor(cursor: str) -> int:
         if kind != "id":
             raise ValueError
         pk = int(raw)
-        if not 0 <= pk <= BIGINT_ID_MAX:
+        if not 0 <= pk <= INT64_MAX:
             raise ValueError
         return pk
     except (ValueError, UnicodeDecodeError):
@@ -56,7 +56,7 @@ async def paginate(
     if after is not None:
         # Clamp to what the id column holds, so a crafted cursor cannot overflow a parameter.
         wide = isinstance(query.model._meta.pk, fields.BigIntField)
-        pk = min(decode_cursor(after), BIGINT_ID_MAX if wide else INT_ID_MAX)
+        pk = min(decode_cursor(after), INT64_MAX if wide else INT32_MAX)
         query = query.filter(id__lt=pk) if newest_first else query.filter(id__gt=pk)
     rows = await query.order_by("-id" if newest_first else "id").limit(size + 1)
     return Page(items=list(rows[:size]), has_next_page=len(rows) > size)

@@ -12,15 +12,21 @@ from datetime import UTC, datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
-from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Pipeline, Run, RunStatus
+from runwatch.models import (
+    INT32_MAX,
+    INT64_MAX,
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    Pipeline,
+    Run,
+    RunStatus,
+)
 from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
 from runwatch.resolvers.rollups import Outcome, record_outcome, utcnow
 
-BIGINT_MAX = 2**63 - 1
-INT_MAX = 2**31 - 1
 # A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_ERROR_CHARS = 4000
@@ -70,10 +76,10 @@ def check_started(report: RunReport, started_at: datetime | None) -> None:
 def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
     """Validate a report on its own; returns the report as it will be stored."""
     errors: dict[str, list[str]] = {}
-    _check_count(errors, "events_delivered", report.events_delivered, BIGINT_MAX)
-    _check_count(errors, "batches_dlq", report.batches_dlq, INT_MAX)
-    _check_count(errors, "evaluations", report.evaluations, BIGINT_MAX)
-    _check_count(errors, "custom_events", report.custom_events, BIGINT_MAX)
+    _check_count(errors, "events_delivered", report.events_delivered, INT64_MAX)
+    _check_count(errors, "batches_dlq", report.batches_dlq, INT32_MAX)
+    _check_count(errors, "evaluations", report.evaluations, INT64_MAX)
+    _check_count(errors, "custom_events", report.custom_events, INT64_MAX)
     completed_at = report.completed_at.astimezone(UTC)
     if completed_at > now + CLOCK_SKEW:
         errors.setdefault("completed_at", []).append(

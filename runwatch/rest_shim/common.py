@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runwatch.models import INT_ID_MAX
+from runwatch.models import INT32_MAX
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import (
     Conflict,
@@ -97,7 +97,7 @@ def parse_int(value: Any, name: str, errors: dict[str, list[str]]) -> int | None
     return value
 
 
-def parse_pk(raw: str, maximum: int = INT_ID_MAX) -> int:
+def parse_pk(raw: str, maximum: int = INT32_MAX) -> int:
     """A path id; anything but an integer the id column can hold is simply not found."""
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= maximum:
         raise NotFound("object", raw)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from runwatch.models import BIGINT_ID_MAX, Connection
+from runwatch.models import INT64_MAX, Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller, Scope
@@ -213,7 +213,7 @@ def parse_report(body: dict[str, Any]) -> RunReport:
 async def report_run(request: Request) -> Response:
     caller = scoped_caller(request, Scope.REPORT)
     connection_id = parse_pk(request.path_params["id"])
-    run_id = parse_pk(request.path_params["run_id"], BIGINT_ID_MAX)
+    run_id = parse_pk(request.path_params["run_id"], INT64_MAX)
     report = parse_report(await json_body(request))
     await runs_api.report_run(
         caller=caller, run_id=run_id, report=report, connection_id=connection_id

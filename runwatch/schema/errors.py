@@ -9,7 +9,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from runwatch.models import BIGINT_ID_MAX, INT_ID_MAX
+from runwatch.models import INT32_MAX, INT64_MAX
 from runwatch.resolvers.errors import (
     Conflict,
     DomainError,
@@ -150,7 +150,7 @@ def filter_id(raw: strawberry.ID | str | None, kind: str) -> int | None:
 def parse_id(raw: strawberry.ID | str, kind: str) -> int:
     """GraphQL ids are the same integers the REST URLs use; anything else is not found."""
     text = str(raw)
-    maximum = BIGINT_ID_MAX if kind == "run" else INT_ID_MAX
+    maximum = INT64_MAX if kind == "run" else INT32_MAX
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= maximum:
         raise NotFound(kind, text)
     return int(text)
