@@ -60,7 +60,9 @@ class Run(Model):
     class Meta:
         table = "run"
         indexes = (
-            ("pipeline_id", "started_at"),
-            ("pipeline_id", "status", "finished_at"),
-            ("status", "started_at"),
+            ("pipeline_id", "status", "finished_at"),  # telemetry: edges, failures, streak
+            ("pipeline_id", "status", "started_at"),  # telemetry: open runs past their window
+            ("status", "started_at"),  # the reaper
+            ("pipeline_id", "id"),  # a pipeline's runs, newest first
+            ("organisation_id", "id"),  # an organisation's runs, newest first
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from runwatch.models import Connection, Pipeline, RunStatus
 from runwatch.resolvers import sql
@@ -35,6 +35,8 @@ DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
 # The failure streak is counted up to this many runs (bounded work for a long outage).
 STREAK_CAP = 100
+# Before any run: stands in for "no success yet" so that the streak's range stays sargable.
+BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 TERMINAL = tuple(s.value for s in (
     RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT))
 FAILED = (RunStatus.FAILED.value, RunStatus.TIMED_OUT.value)
@@ -125,7 +127,7 @@ SELECT 'p' AS kind, id AS pipeline_id, connection_id,
        (SELECT COUNT(*) FROM (
           SELECT 1 FROM run f
           WHERE f.pipeline_id = p.id AND f.status IN (?, ?)
-            AND (p.last_success_at IS NULL OR f.finished_at > p.last_success_at)
+            AND f.finished_at > COALESCE(p.last_success_at, ?)
           LIMIT ?) streak) AS n1,
        NULL AS n2, NULL AS n3, NULL AS n4, NULL AS n5, NULL AS n6, NULL AS n7, NULL AS n8,
        NULL AS n9, NULL AS n10, last_delivery_at AS t1, last_success_at AS t2,
@@ -149,7 +151,13 @@ SELECT 'e', pipeline_id, NULL, events_delivered, events_evaluations, events_cust
        NULL, NULL, NULL, NULL, NULL, NULL, finished_at, NULL, NULL, id, status
 FROM run
 WHERE pipeline_id IN (SELECT id FROM p) AND status IN ({terminal})
-  AND ((finished_at >= ? AND finished_at < ?) OR (finished_at >= ? AND finished_at < ?))
+  AND finished_at >= ? AND finished_at < ?
+UNION ALL
+SELECT 'e', pipeline_id, NULL, events_delivered, events_evaluations, events_custom, dlq_batches,
+       NULL, NULL, NULL, NULL, NULL, NULL, finished_at, NULL, NULL, id, status
+FROM run
+WHERE pipeline_id IN (SELECT id FROM p) AND status IN ({terminal})
+  AND finished_at >= ? AND finished_at < ?
 UNION ALL
 SELECT 'o', pipeline_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        started_at, NULL, NULL, id, status
@@ -186,9 +194,9 @@ async def _telemetry(
     )
     params = [
         organisation_id, *selector_params,
-        *FAILED, STREAK_CAP,
+        *FAILED, BEGINNING, STREAK_CAP,
         *[s24] * 6, s7,
-        *TERMINAL, b24, s24, b7, s7,
+        *TERMINAL, b24, s24, *TERMINAL, b7, s7,
         *OPEN, now - window, b7 - window,
         *FAILED, b7, options.recent_errors_limit,
     ]

@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
                 ('bytes', fields.BigIntField(null=True)),
                 ('error', fields.TextField(null=True, unique=False)),
             ],
-            options={'table': 'run', 'app': 'models', 'indexes': [Index(fields=['pipeline_id', 'started_at']), Index(fields=['pipeline_id', 'status', 'finished_at']), Index(fields=['status', 'started_at'])], 'pk_attr': 'id', 'table_description': 'One execution of a pipeline, with the typed metrics every contract maps onto.'},
+            options={'table': 'run', 'app': 'models', 'indexes': [Index(fields=['pipeline_id', 'status', 'finished_at']), Index(fields=['pipeline_id', 'status', 'started_at']), Index(fields=['status', 'started_at']), Index(fields=['pipeline_id', 'id']), Index(fields=['organisation_id', 'id'])], 'pk_attr': 'id', 'table_description': 'One execution of a pipeline, with the typed metrics every contract maps onto.'},
             bases=['Model'],
         ),
         ops.CreateModel(
