@@ -20,7 +20,7 @@ from tortoise.contrib.starlette import RegisterTortoise
 from runwatch import __version__
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
-from runwatch.resolvers.telemetry import TelemetryOptions
+from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
 from runwatch.rest_shim import warehouse
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
@@ -49,6 +49,7 @@ def telemetry_options(settings: Settings) -> TelemetryOptions:
         orphan_window=timedelta(seconds=settings.orphan_window_seconds),
         error_streak=settings.error_streak,
         recent_errors_limit=settings.recent_errors_limit,
+        cache=TelemetryCache() if settings.telemetry_cache else None,
     )
 
 

@@ -79,6 +79,8 @@ class Settings:
     # this long to reach every replica.
     token_cache_seconds: int = 10
     graphiql: bool = True
+    # Memoise computed telemetry per process, validated by pipeline revisions on every read.
+    telemetry_cache: bool = True
     # Number of most recent outcomes that must all have failed for status `error`.
     error_streak: int = 3
     recent_errors_limit: int = 10
@@ -99,6 +101,7 @@ class Settings:
             workers_in_serve=_bool(env, "RUNWATCH_WORKERS_IN_SERVE", True),
             token_cache_seconds=_int(env, "RUNWATCH_TOKEN_CACHE_SECONDS", 10),
             graphiql=_bool(env, "RUNWATCH_GRAPHIQL", True),
+            telemetry_cache=_bool(env, "RUNWATCH_TELEMETRY_CACHE", True),
             error_streak=_int(env, "RUNWATCH_ERROR_STREAK", 3, minimum=1),
             recent_errors_limit=_int(env, "RUNWATCH_RECENT_ERRORS_LIMIT", 10, minimum=1),
         )

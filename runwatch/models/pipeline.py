@@ -21,6 +21,9 @@ class Pipeline(Model):
     kind = fields.CharField(max_length=30, default="delivery")
     created_at = fields.DatetimeField(auto_now_add=True)
     last_success_at = fields.DatetimeField(null=True)
+    # Bumped by every change that can alter this pipeline's telemetry (a run started, an
+    # outcome recorded): cached telemetry is valid while the revisions it was computed from are.
+    revision = fields.BigIntField(default=0)
     last_delivery_at = fields.DatetimeField(null=True)
 
     class Meta:

@@ -1,8 +1,8 @@
 """Roll-ups written in the same transaction as a run's outcome.
 
 Telemetry reads these instead of run history: per pipeline per UTC hour of the finish time
-(`pipeline_hourly_stats`), and on the pipeline itself the last success and the last time events
-were delivered.
+(`pipeline_hourly_stats`), and on the pipeline itself the last success, the last time events
+were delivered, and a revision that validates cached telemetry.
 """
 
 from __future__ import annotations
@@ -83,11 +83,15 @@ async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
     )
     columns = (["last_success_at"] if succeeded else []) + (
         ["last_delivery_at"] if outcome.events > 0 else [])
-    if not columns:
-        return
-    assignments = ", ".join(_ADVANCE.format(column=c) for c in columns)
+    assignments = "".join(", " + _ADVANCE.format(column=c) for c in columns)
     await sql.execute(
-        f"UPDATE pipeline SET {assignments} WHERE id = ?",
+        f"UPDATE pipeline SET revision = revision + 1{assignments} WHERE id = ?",
         [*[outcome.finished_at] * (2 * len(columns)), outcome.pipeline_id],
         conn,
     )
+
+
+async def touch_pipeline(conn: BaseDBAsyncClient, pipeline_id: int) -> None:
+    """Mark a pipeline's telemetry as changed (e.g. a run started: it may already be orphaned)."""
+    await sql.execute("UPDATE pipeline SET revision = revision + 1 WHERE id = ?", [pipeline_id],
+                      conn)

@@ -25,7 +25,7 @@ from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
-from runwatch.resolvers.rollups import Outcome, record_outcome, utcnow
+from runwatch.resolvers.rollups import Outcome, record_outcome, touch_pipeline, utcnow
 
 # A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -223,12 +223,16 @@ async def start_run(
         kind, ident = ("pipeline", pipeline_id) if pipeline_id is not None else (
             "connection", connection_id)
         raise NotFound(kind, ident)
-    return await Run.create(
-        organisation_id=caller.organisation_id,
-        pipeline_id=pipeline.id,
-        status=RunStatus.RUNNING,
-        started_at=started_at,
-    )
+    async with in_transaction() as conn:
+        run = await Run.create(
+            organisation_id=caller.organisation_id,
+            pipeline_id=pipeline.id,
+            status=RunStatus.RUNNING,
+            started_at=started_at,
+            using_db=conn,
+        )
+        await touch_pipeline(conn, pipeline.id)
+    return run
 
 
 async def get_run(*, caller: Caller, run_id: int) -> Run:

@@ -1,9 +1,10 @@
 """Telemetry: rolling 24 h / 7 d windows, status and recent errors.
 
-Reads one SQL statement for any number of connections or pipelines, and never scans run
-history: full hours come from `pipeline_hourly_stats`; the partial hour at each window's start
-comes from the runs that finished in it (an index range); orphaned runs the reaper has not
-turned into `timed_out` yet, and the newest errors, come from index ranges too.
+Reads one SQL statement for any number of connections or pipelines (after a look-up of
+revisions when a `TelemetryCache` is in use), and never scans run history: full hours come from
+`pipeline_hourly_stats`; the partial hour at each window's start comes from the runs that
+finished in it (an index range); orphaned runs the reaper has not turned into `timed_out` yet,
+and the newest errors, come from index ranges too.
 
 Status rule (also in the README), evaluated in order:
 
@@ -21,6 +22,7 @@ is the failed runs that finished after the pipeline's last success.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -86,11 +88,45 @@ class Telemetry:
     ever_ran: bool = False
 
 
+# (pipeline id, created_at, revision) of every pipeline of a key: created_at tells a pipeline
+# from an earlier one that had the same id (ids are not reused, but restores and truncations do).
+Fingerprint = tuple[tuple[int, str, int], ...]
+
+
+class TelemetryCache:
+    """A per-process memo of computed telemetry, validated on every read.
+
+    An entry is used only while the revisions of the pipelines it was computed from are
+    unchanged (every started run and every recorded outcome bumps its pipeline's revision, in
+    the same transaction) and within the same wall-clock second (the windows slide with time).
+    So a read never misses a recorded change, and windows advance with a one-second grain; a
+    replica holds nothing another replica needs. Bounded: least recently used entries go first.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, tuple[Fingerprint, int, Telemetry]] = OrderedDict()
+
+    def get(self, key: tuple, fingerprint: Fingerprint, second: int) -> Telemetry | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != fingerprint or entry[1] != second:
+            return None
+        self._entries.move_to_end(key)
+        return entry[2]
+
+    def put(self, key: tuple, fingerprint: Fingerprint, second: int, value: Telemetry) -> None:
+        self._entries[key] = (fingerprint, second, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class TelemetryOptions:
     orphan_window: timedelta = timedelta(hours=2)
     error_streak: int = 3
     recent_errors_limit: int = 10
+    cache: TelemetryCache | None = field(default=None, compare=False)
 
 
 def ceil_hour(moment: datetime) -> datetime:
@@ -305,22 +341,69 @@ def decide_status(t: Telemetry, options: TelemetryOptions) -> tuple[str, str]:
     )
 
 
+async def _telemetry_by(
+    *, organisation_id: int, group_of: str, keys: Sequence[int], now: datetime,
+    options: TelemetryOptions,
+) -> dict[int, Telemetry]:
+    """Telemetry per key (connection or pipeline id); keys without pipelines are left out.
+
+    Without a cache: one statement. With one: a look-up of the pipelines' revisions, then the
+    statement only for the keys whose cached telemetry is not valid any more.
+    """
+    column = "connection_id" if group_of == "connection_id" else "id"
+    ids = sorted(set(keys))
+    if not ids:
+        return {}
+    cache = options.cache
+    if cache is None:
+        return await _telemetry(
+            organisation_id=organisation_id,
+            selector=f"{column} IN ({sql.placeholders(len(ids))})",
+            selector_params=ids, group_of=group_of, now=now, options=options,
+        )
+    revisions: dict[int, list[tuple[int, str, int]]] = {}
+    for row in await sql.fetch(
+        f"SELECT id, connection_id, created_at, revision FROM pipeline "
+        f"WHERE organisation_id = ? AND {column} IN ({sql.placeholders(len(ids))})",
+        [organisation_id, *ids],
+    ):
+        key = int(row["connection_id"] if group_of == "connection_id" else row["id"])
+        revisions.setdefault(key, []).append(
+            (int(row["id"]), str(row["created_at"]), int(row["revision"]))
+        )
+    second = int(now.timestamp())
+    found: dict[int, Telemetry] = {}
+    stale: dict[int, Fingerprint] = {}
+    for key, pairs in revisions.items():
+        fingerprint = tuple(sorted(pairs))
+        hit = cache.get((organisation_id, group_of, key), fingerprint, second)
+        if hit is None:
+            stale[key] = fingerprint
+        else:
+            found[key] = hit
+    if stale:
+        fresh = await _telemetry(
+            organisation_id=organisation_id,
+            selector=f"{column} IN ({sql.placeholders(len(stale))})",
+            selector_params=sorted(stale), group_of=group_of, now=now, options=options,
+        )
+        for key, value in fresh.items():
+            cache.put((organisation_id, group_of, key), stale[key], second, value)
+            found[key] = value
+    return found
+
+
 async def telemetry_of_connections(
     *, caller: Caller, connection_ids: Sequence[int], options: TelemetryOptions,
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
-    """Telemetry per connection of the caller's organisation (one query); foreign ids are
-    left out."""
+    """Telemetry per connection of the caller's organisation; foreign ids are left out."""
     caller.require(Scope.READ)
-    ids = sorted(set(connection_ids))
-    if not ids:
-        return {}
-    found = await _telemetry(
-        organisation_id=caller.organisation_id,
-        selector=f"connection_id IN ({sql.placeholders(len(ids))})",
-        selector_params=ids, group_of="connection_id", now=now or utcnow(), options=options,
+    found = await _telemetry_by(
+        organisation_id=caller.organisation_id, group_of="connection_id",
+        keys=connection_ids, now=now or utcnow(), options=options,
     )
-    missing = [cid for cid in ids if cid not in found]
+    missing = [cid for cid in set(connection_ids) if cid not in found]
     if missing:  # a connection without pipelines still has (empty) telemetry
         for cid in await Connection.filter(
             organisation_id=caller.organisation_id, id__in=missing
@@ -334,15 +417,12 @@ async def telemetry_of_pipelines(
     *, caller: Caller, pipelines: Sequence[Pipeline | int], options: TelemetryOptions,
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
-    """Telemetry per pipeline (models or ids) of the caller's organisation, in one query."""
+    """Telemetry per pipeline (models or ids) of the caller's organisation."""
     caller.require(Scope.READ)
-    ids = sorted({p if isinstance(p, int) else p.id for p in pipelines})
-    if not ids:
-        return {}
-    return await _telemetry(
-        organisation_id=caller.organisation_id,
-        selector=f"id IN ({sql.placeholders(len(ids))})",
-        selector_params=ids, group_of="pipeline_id", now=now or utcnow(), options=options,
+    return await _telemetry_by(
+        organisation_id=caller.organisation_id, group_of="pipeline_id",
+        keys=[p if isinstance(p, int) else p.id for p in pipelines], now=now or utcnow(),
+        options=options,
     )
 
 

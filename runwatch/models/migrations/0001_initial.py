@@ -45,6 +45,7 @@ class Migration(migrations.Migration):
                 ('kind', fields.CharField(default='delivery', max_length=30)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('last_success_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('revision', fields.BigIntField(default=0)),
                 ('last_delivery_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'pipeline', 'app': 'models', 'indexes': [Index(fields=['connection_id', 'organisation_id'])], 'pk_attr': 'id', 'table_description': "What runs. A connection's delivery pipeline has `connection` set."},
