@@ -1,0 +1,1 @@
+"""runwatch's benchmark harness: `python -m bench` (`make bench`). See bench/README.md."""
