@@ -23,6 +23,8 @@ from tortoise import connections
 
 from runwatch.app import create_app
 from runwatch.db import apply_migrations
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.connections import create_connection
 from runwatch.resolvers.organisations import create_organisation
 from runwatch.resolvers.tokens import create_token
 from runwatch.settings import Settings, normalise_database_url
@@ -152,3 +154,18 @@ async def tenant(app) -> Tenant:
 @pytest.fixture
 async def other_tenant(app) -> Tenant:
     return await make_tenant("org-b")
+
+
+@pytest.fixture
+def caller(tenant: Tenant) -> Caller:
+    """An admin caller of `tenant`, for tests that call the resolvers directly."""
+    return Caller(organisation_id=tenant.org_id, scopes=frozenset({Scope.ADMIN}))
+
+
+@pytest.fixture
+async def cid(caller: Caller) -> int:
+    """A warehouse connection of `tenant` (with its delivery pipeline)."""
+    connection = await create_connection(
+        caller=caller, name="warehouse", warehouse_type="snowflake"
+    )
+    return connection.id

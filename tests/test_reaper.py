@@ -20,19 +20,6 @@ HOUR = timedelta(hours=1)
 WINDOW = timedelta(hours=2)
 
 
-@pytest.fixture
-def caller(tenant) -> Caller:
-    return Caller(organisation_id=tenant.org_id, scopes=frozenset({Scope.ADMIN}))
-
-
-@pytest.fixture
-async def cid(caller) -> int:
-    connection = await create_connection(
-        caller=caller, name="warehouse", warehouse_type="snowflake"
-    )
-    return connection.id
-
-
 async def orphans(caller: Caller, cid: int, n: int) -> list[Run]:
     """n runs started 3h, 4h, … ago (all past the 2 h window), never reported."""
     return [

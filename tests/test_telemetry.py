@@ -24,7 +24,6 @@ import pytest
 
 from runwatch.models import Pipeline, Run, RunStatus
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.connections import create_connection
 from runwatch.resolvers.rollups import floor_hour
 from runwatch.resolvers.runs import RunReport, report_run, start_run
 from runwatch.resolvers.telemetry import (
@@ -50,19 +49,6 @@ STATUSES = {"active", "degraded", "error", "idle"}
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-@pytest.fixture
-def caller(tenant) -> Caller:
-    return Caller(organisation_id=tenant.org_id, scopes=frozenset({Scope.ADMIN}))
-
-
-@pytest.fixture
-async def cid(caller) -> int:
-    connection = await create_connection(
-        caller=caller, name="warehouse", warehouse_type="snowflake"
-    )
-    return connection.id
 
 
 async def finished(

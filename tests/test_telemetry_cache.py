@@ -30,11 +30,6 @@ WINDOW = timedelta(hours=2)
 
 
 @pytest.fixture
-def caller(tenant) -> Caller:
-    return Caller(organisation_id=tenant.org_id, scopes=frozenset({Scope.ADMIN}))
-
-
-@pytest.fixture
 def options() -> TelemetryOptions:
     return TelemetryOptions(cache=TelemetryCache())
 

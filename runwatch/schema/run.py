@@ -7,7 +7,6 @@ from typing import Annotated
 
 import strawberry
 
-from runwatch.models import RunStatus as RunStatusModel
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.errors import InvalidInput
 from runwatch.schema.context import Info
@@ -86,7 +85,7 @@ class RunQuery:
                 caller=caller, first=first, after=after,
                 pipeline_id=filter_id(pipeline_id, "pipeline"),
                 connection_id=filter_id(connection_id, "connection"),
-                statuses=[RunStatusModel(s.value) for s in status] if status else None,
+                statuses=status or None,
                 started_after=started_after, started_before=started_before)
 
         return RunPage.of(await call())  # type: ignore[attr-defined]

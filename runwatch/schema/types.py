@@ -41,14 +41,9 @@ BIGINT_SCALAR = strawberry.scalar(
 )
 
 
-@strawberry.enum(description="The one run state machine: pending -> running -> terminal.")
-class RunStatus(Enum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
+RunStatus = strawberry.enum(
+    RunStatusModel, description="The one run state machine: pending -> running -> terminal."
+)
 
 
 @strawberry.enum(description="Delivery status; the rule is documented in the README.")
@@ -130,7 +125,7 @@ async def _runs_page(
     page = await runs_api.list_runs(
         caller=caller, first=first, after=after, pipeline_id=pipeline_id,
         connection_id=connection_id,
-        statuses=[RunStatusModel(s.value) for s in status] if status else None,
+        statuses=status or None,
     )
     return RunPage.of(page)
 
@@ -234,7 +229,7 @@ class Run:
                                   custom_events=m.events_custom or 0,
                                   total=m.events_delivered or 0)
         return Run(
-            id=strawberry.ID(str(m.id)), status=RunStatus(m.status.value),
+            id=strawberry.ID(str(m.id)), status=m.status,
             created_at=m.created_at, updated_at=m.updated_at, started_at=m.started_at,
             finished_at=m.finished_at, events_delivered=m.events_delivered,
             events_by_type=by_type, dlq_batches=m.dlq_batches, rows_total=m.rows_total,
