@@ -44,8 +44,6 @@ class Loaders:
 
     async def _pipelines(self, ids: list[int]) -> list[Pipeline | None]:
         rows = {p.id: p for p in await Pipeline.filter(organisation_id=self._org(), id__in=ids)}
-        for p in rows.values():
-            self.pipeline.prime(p.id, p)
         return [rows.get(i) for i in ids]
 
     async def _pipelines_of_connections(self, ids: list[int]) -> list[list[Pipeline]]:
