@@ -31,16 +31,18 @@ def _describe_db(settings: Settings) -> str:
     return "PostgreSQL " + url.split("@")[-1].split("?", 1)[0]
 
 
-async def _bootstrap(settings: Settings) -> str | None:
-    """On an empty database: a default organisation and an admin token (returned once)."""
+async def _bootstrap(settings: Settings) -> tuple[int, str] | None:
+    """On an empty *embedded* database: a default organisation and an admin token, returned
+    once (organisation id, token). A PostgreSQL deployment is never given a token it did not
+    ask for: its operators create organisations and tokens with the CLI."""
     from runwatch.resolvers.organisations import create_organisation, organisation_count
     from runwatch.resolvers.tokens import create_token
 
-    if await organisation_count():
+    if not settings.is_sqlite or await organisation_count():
         return None
     org = await create_organisation(name="default")
     issued = await create_token(organisation_id=org.id, scopes="admin", name="bootstrap admin")
-    return issued.token
+    return org.id, issued.token
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -60,18 +62,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     applied = asyncio.run(apply_migrations(settings.database_url))
     if applied:
         print(f"Applied migrations: {', '.join(applied)}")
-    token = asyncio.run(_with_orm(settings, lambda: _bootstrap(settings)))
+    bootstrapped = asyncio.run(_with_orm(settings, lambda: _bootstrap(settings)))
     base = f"http://{'localhost' if host in {'127.0.0.1', '0.0.0.0', '::'} else host}:{port}"
     print(f"runwatch {_describe_db(settings)}")
-    print(f"GraphiQL console: {base}/graphql")
-    if token:
-        print("Created organisation 1 ('default') and an admin token (shown only this once):")
+    if settings.graphiql:
+        print(f"GraphiQL console: {base}/graphql")
+    else:
+        print(f"GraphQL API: {base}/graphql (console off: RUNWATCH_GRAPHIQL=0)")
+    if bootstrapped:
+        org_id, token = bootstrapped
+        print(f"Created organisation {org_id} ('default') and an admin token "
+              "(shown only this once):")
         print(f"  {token}")
         print("In GraphiQL, open Headers and add:")
         print(f'  {{"Authorization": "Bearer {token}"}}')
     else:
         print("Send a token as 'Authorization: Bearer <token>'; make one with:")
-        print("  runwatch token create --org 1 --scope read,write,report")
+        print("  runwatch org create NAME            # prints the organisation's id")
+        print("  runwatch token create --org ID --scope read,write,report")
     sys.stdout.flush()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     return 0

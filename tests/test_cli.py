@@ -108,3 +108,15 @@ def test_serve_on_an_empty_embedded_database(tmp_path: Path):
 def test_help(args):
     out = subprocess.run([*RUNWATCH, *args], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "usage" in out.stdout
+
+
+async def test_bootstrap_only_on_an_empty_embedded_database(app, tenant):
+    from dataclasses import replace
+
+    from runwatch.cli import _bootstrap
+    from runwatch.settings import Settings
+
+    postgres = replace(Settings(), database_url="asyncpg://postgres@127.0.0.1:5432/any")
+    assert await _bootstrap(postgres) is None  # never a token nobody asked for
+    sqlite = replace(Settings(), database_url="sqlite://runwatch.db")
+    assert await _bootstrap(sqlite) is None  # organisations exist already
