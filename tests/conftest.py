@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from tortoise import connections
+from tortoise import Tortoise, connections
 
 from runwatch.app import create_app
 from runwatch.db import apply_migrations
@@ -33,8 +33,6 @@ DIALECT = os.environ.get("RUNWATCH_TEST_DB", "sqlite").lower()
 ADMIN_PG_URL = os.environ.get(
     "RUNWATCH_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ["run", "pipeline_hourly_stats", "pipeline", "connection", "service_token",
-          "organisation"]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -112,11 +110,13 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
 async def clean_database(app) -> AsyncIterator[None]:
     yield
     conn = connections.get("default")
+    tables = [model._meta.db_table for model in Tortoise.apps["models"].values()]
     if conn.capabilities.dialect == "postgres":
-        await conn.execute_script(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
-    else:
+        await conn.execute_script(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    else:  # children first: SQLite checks foreign keys row by row
         await conn.execute_script(
-            "".join(f"DELETE FROM {t};" for t in TABLES) + "DELETE FROM sqlite_sequence;"
+            "PRAGMA foreign_keys = OFF;" + "".join(f"DELETE FROM {t};" for t in tables)
+            + "DELETE FROM sqlite_sequence; PRAGMA foreign_keys = ON;"
         )
 
 

@@ -993,10 +993,20 @@ async def test_bigint_as_a_literal_in_the_document(client, tenant):
     _, rid, started = await _running(client, tenant)
     completed = iso(started + timedelta(minutes=1))
     data = await ok(client, tenant, f"""mutation {{ reportRun(input: {{runId: "{rid}",
-        completedAt: "{completed}", eventsDelivered: 9007199254740993}}) {{
+        completedAt: "{completed}", eventsDelivered: 1000000000000}}) {{
         __typename ... on ReportRunSuccess {{ run {{ eventsDelivered }} }} }} }}""")
     assert data["reportRun"] == {"__typename": "ReportRunSuccess",
-                                 "run": {"eventsDelivered": 9007199254740993}}
+                                 "run": {"eventsDelivered": 10**12}}
+
+
+async def test_counts_beyond_a_trillion_are_invalid_input(client, tenant):
+    """A 64-bit scalar, but one run's counts stop at 10**12 so that sums cannot overflow."""
+    _, rid, started = await _running(client, tenant)
+    result = (await ok(client, tenant, REPORT_RUN, "report", input={
+        "runId": str(rid), "completedAt": iso(started + timedelta(minutes=1)),
+        "eventsDelivered": 10**12 + 1}))["reportRun"]
+    assert result["__typename"] == "InvalidInputError", result
+    assert [e["field"] for e in result["fieldErrors"]] == ["eventsDelivered"]
 
 
 @pytest.mark.parametrize("value", [2**63, "12x", 1.5, True])

@@ -191,6 +191,16 @@ async def test_completion_time_boundaries_that_are_accepted(client, tenant, targ
     assert run["finished_at"] == target.started_at + completed_at
 
 
+async def test_a_whole_second_report_in_the_start_second_is_accepted(client, tenant, target):
+    """Loaders report whole seconds (the contract's example does); a quick run that completes
+    in the second it started must not read as completing before its start."""
+    started = target.started_at
+    completed = started.replace(microsecond=0)
+    body = report_body(target, completed_at=completed - started)
+    assert_no_content(await send(client, tenant, target, body))
+    assert (await snapshot(target.run_id))["finished_at"] == completed
+
+
 @pytest.mark.parametrize("spelling", [
     lambda moment: moment.astimezone(timezone(timedelta(hours=2))).isoformat(),
     lambda moment: moment.replace(tzinfo=None).isoformat(),  # no offset: UTC
@@ -320,7 +330,7 @@ async def test_not_found(client, tenant, other_tenant, target, case):
     ({"completed_at": ["2026-04-20T11:00:12Z"]}, ["completed_at"]),
     ({"completed_at": {"at": "2026-04-20T11:00:12Z"}}, ["completed_at"]),
     ({"completed_at": -MIN}, ["completed_at"]),  # before the run started
-    ({"completed_at": timedelta(microseconds=-1)}, ["completed_at"]),
+    ({"completed_at": timedelta(seconds=-1)}, ["completed_at"]),  # a second before the start
     ({"completed_at": 30 * MIN}, ["completed_at"]),  # 20 minutes in the future
     ({"completed_at": timedelta(days=365)}, ["completed_at"]),
     ({"evaluations": 80, "custom_events": 30},

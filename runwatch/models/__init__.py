@@ -4,7 +4,13 @@ database schema changes."""
 from runwatch.models.connection import Connection
 from runwatch.models.organisation import Organisation, ServiceToken
 from runwatch.models.pipeline import Pipeline, PipelineHourlyStats
-from runwatch.models.run import OPEN_STATUSES, TERMINAL_STATUSES, Run, RunStatus
+from runwatch.models.run import (
+    FAILED_STATUSES,
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    Run,
+    RunStatus,
+)
 
 # Largest values of INTEGER and BIGINT columns (ids of runs and roll-ups are BIGINT, other ids
 # INTEGER; counts are checked against these before they reach the database).
@@ -12,6 +18,7 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 __all__ = [
+    "FAILED_STATUSES",
     "INT32_MAX",
     "INT64_MAX",
     "OPEN_STATUSES",

@@ -20,6 +20,8 @@ TERMINAL_STATUSES = (
     RunStatus.CANCELLED,
     RunStatus.TIMED_OUT,
 )
+# Outcomes that count as failures (an error, DLQ batches, or orphaned and timed out).
+FAILED_STATUSES = (RunStatus.FAILED, RunStatus.TIMED_OUT)
 
 
 class Run(Model):

@@ -15,9 +15,6 @@ class Scope(StrEnum):
     ADMIN = "admin"  # everything, including tokens
 
 
-ALL_SCOPES = frozenset(Scope)
-
-
 def parse_scopes(raw: str) -> frozenset[Scope]:
     """Parse `read,report`; raises ValueError naming the unknown scope."""
     scopes = set()

@@ -18,12 +18,19 @@ WAREHOUSE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 # Setting names that hold credentials. runwatch never stores secrets: they belong in the
 # loader's secret store, and a response must never be able to leak one.
 SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?$|secret|private[_-]?key|token|api[_-]?key|credential|access[_-]?key",
+    r"pass(word|wd|phrase)?|pwd|secret|private[_-]?key|token|api[_-]?key|credential"
+    r"|access[_-]?key",
     re.IGNORECASE,
 )
+# A URL with a password in it (`postgres://user:secret@host/db`).
+URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 MAX_SETTINGS_BYTES = 16_384
 UNSET: Any = object()
 NUL_MESSAGE = "Null characters are not allowed."
+
+
+def delivery_pipeline_name(connection_name: str) -> str:
+    return f"{connection_name} delivery"
 
 
 def _validate_name(name: Any, errors: dict[str, list[str]]) -> str:
@@ -63,8 +70,11 @@ def _nul_paths(value: Any, path: str = "") -> list[str]:
 
 
 def _secret_keys(value: Any, path: str = "") -> list[str]:
+    """Where credentials hide: keys named like one, and URLs carrying a password."""
     found: list[str] = []
-    if isinstance(value, dict):
+    if isinstance(value, str) and URL_WITH_PASSWORD.match(value.strip()):
+        found.append(path)
+    elif isinstance(value, dict):
         for key, inner in value.items():
             here = f"{path}.{key}" if path else str(key)
             if SECRET_KEY.search(str(key)):
@@ -134,7 +144,7 @@ async def create_connection(
             await Pipeline.create(
                 organisation_id=caller.organisation_id,
                 connection_id=connection.id,
-                name=f"{name} delivery",
+                name=delivery_pipeline_name(name),
                 kind="delivery",
             )
     except IntegrityError:
@@ -149,9 +159,24 @@ async def update_connection(
     """Change a connection. `settings` replaces the settings; `settings_patch` merges into them
     (a key set to null is removed), which is what a REST PATCH of top-level keys means."""
     caller.require(Scope.WRITE)
+    try:
+        # The row is locked while the change is made, so concurrent PATCHes of different
+        # settings merge instead of overwriting each other (SQLite serialises transactions).
+        async with in_transaction():
+            return await _update_locked(
+                caller, connection_id, name, warehouse_type, settings, settings_patch
+            )
+    except IntegrityError:
+        raise InvalidInput.one("name", "A connection with this name already exists.") from None
+
+
+async def _update_locked(
+    caller: Caller, connection_id: int, name: Any, warehouse_type: Any, settings: Any,
+    settings_patch: Any,
+) -> Connection:
     connection = await Connection.filter(
         id=connection_id, organisation_id=caller.organisation_id
-    ).first()
+    ).select_for_update().first()
     if connection is None:
         raise NotFound("connection", connection_id)
     errors: dict[str, list[str]] = {}
@@ -171,9 +196,10 @@ async def update_connection(
     if errors:
         raise InvalidInput(errors)
     if changed:
-        try:
-            await connection.save(update_fields=[*changed, "updated_at"])
-        except IntegrityError:
-            raise InvalidInput.one("name", "A connection with this name already exists.") from None
+        await connection.save(update_fields=[*changed, "updated_at"])
+        if "name" in changed:  # the delivery pipeline is named after its connection
+            await Pipeline.filter(connection_id=connection.id, kind="delivery").update(
+                name=delivery_pipeline_name(connection.name)
+            )
     return connection
 

@@ -8,18 +8,12 @@ were delivered, and a revision that validates cached telemetry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from runwatch.models import RunStatus
+from runwatch.models import FAILED_STATUSES, RunStatus
 from runwatch.resolvers import sql
-
-FAILED_STATUSES = (RunStatus.FAILED, RunStatus.TIMED_OUT)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def floor_hour(moment: datetime) -> datetime:

@@ -8,13 +8,12 @@ no-op, a different report is a conflict.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
 from runwatch.models import (
     INT32_MAX,
-    INT64_MAX,
     OPEN_STATUSES,
     TERMINAL_STATUSES,
     Pipeline,
@@ -23,12 +22,17 @@ from runwatch.models import (
 )
 from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import SECOND, floor_second, to_utc, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
-from runwatch.resolvers.rollups import Outcome, record_outcome, touch_pipeline, utcnow
+from runwatch.resolvers.rollups import Outcome, record_outcome, touch_pipeline
 
 # A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
 CLOCK_SKEW = timedelta(minutes=5)
+# Largest count one run may report. Far beyond any real run (a trillion events), and small
+# enough that the roll-ups' 64-bit sums cannot overflow and stay exact in JSON clients
+# (JavaScript numbers are exact up to 2**53).
+MAX_COUNT = 10**12
 MAX_ERROR_CHARS = 4000
 
 
@@ -64,9 +68,15 @@ def _check_count(errors: dict[str, list[str]], name: str, value: int | None, max
         errors.setdefault(name, []).append(f"Ensure this value is less than or equal to {maximum}.")
 
 
+def completes_before(started_at: datetime, completed_at: datetime) -> bool:
+    """A run cannot complete before it started, compared to the second: a loader that reports
+    whole seconds (as the contract's example does) may complete a quick run "before" a start
+    stamped with microseconds."""
+    return floor_second(started_at) > completed_at
+
+
 def check_started(report: RunReport, started_at: datetime | None) -> None:
-    """A run cannot complete before it started."""
-    if started_at is not None and report.completed_at < started_at:
+    if started_at is not None and completes_before(started_at, report.completed_at):
         raise InvalidInput.one(
             "completed_at",
             f"The run started at {started_at.isoformat()}; it cannot complete before that.",
@@ -76,11 +86,11 @@ def check_started(report: RunReport, started_at: datetime | None) -> None:
 def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
     """Validate a report on its own; returns the report as it will be stored."""
     errors: dict[str, list[str]] = {}
-    _check_count(errors, "events_delivered", report.events_delivered, INT64_MAX)
+    _check_count(errors, "events_delivered", report.events_delivered, MAX_COUNT)
     _check_count(errors, "batches_dlq", report.batches_dlq, INT32_MAX)
-    _check_count(errors, "evaluations", report.evaluations, INT64_MAX)
-    _check_count(errors, "custom_events", report.custom_events, INT64_MAX)
-    completed_at = report.completed_at.astimezone(UTC)
+    _check_count(errors, "evaluations", report.evaluations, MAX_COUNT)
+    _check_count(errors, "custom_events", report.custom_events, MAX_COUNT)
+    completed_at = to_utc(report.completed_at, "completed_at")
     if completed_at > now + CLOCK_SKEW:
         errors.setdefault("completed_at", []).append(
             "completed_at is in the future (more than 5 minutes ahead of the server's clock)."
@@ -138,7 +148,7 @@ _COMPLETE = """
 UPDATE run SET status = ?, finished_at = ?, events_delivered = ?, events_evaluations = ?,
                events_custom = ?, dlq_batches = ?, error = ?, updated_at = ?
 WHERE id = ? AND organisation_id = ? AND status IN (?, ?)
-  AND (started_at IS NULL OR started_at <= ?){connection}
+  AND (started_at IS NULL OR started_at < ?){connection}
 RETURNING *
 """
 _OF_CONNECTION = " AND pipeline_id IN (SELECT id FROM pipeline WHERE connection_id = ?)"
@@ -153,7 +163,9 @@ async def _complete(
     params: list[object] = [
         report.status.value, report.completed_at, report.events_delivered, report.evaluations,
         report.custom_events, report.batches_dlq, report.error, utcnow(),
-        run_id, caller.organisation_id, *(s.value for s in OPEN_STATUSES), report.completed_at,
+        # started_at < the next whole second after completion: `completes_before`, in SQL
+        run_id, caller.organisation_id, *(s.value for s in OPEN_STATUSES),
+        floor_second(report.completed_at) + SECOND,
     ]
     if connection_id is not None:
         params.append(connection_id)
@@ -210,7 +222,7 @@ async def start_run(
     """Pre-create a running run (what the recurring task does before invoking the loader)."""
     caller.require(Scope.REPORT)
     now = now or utcnow()
-    started_at = (started_at or now).astimezone(UTC)
+    started_at = to_utc(started_at, "started_at") if started_at else now
     if started_at > now + CLOCK_SKEW:
         raise InvalidInput.one("started_at", "started_at is in the future.")
     query = Pipeline.filter(organisation_id=caller.organisation_id)
@@ -256,9 +268,9 @@ async def list_runs(
     if statuses:
         query = query.filter(status__in=statuses)
     if started_after is not None:
-        query = query.filter(started_at__gte=started_after)
+        query = query.filter(started_at__gte=to_utc(started_after, "started_after"))
     if started_before is not None:
-        query = query.filter(started_at__lt=started_before)
+        query = query.filter(started_at__lt=to_utc(started_before, "started_before"))
     return await paginate(query, first=first, after=after, newest_first=True)
 
 

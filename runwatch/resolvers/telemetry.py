@@ -27,11 +27,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from runwatch.models import Connection, Pipeline, RunStatus
+from runwatch.models import (
+    FAILED_STATUSES,
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    Connection,
+    Pipeline,
+    RunStatus,
+)
 from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import NotFound
-from runwatch.resolvers.rollups import floor_hour, utcnow
+from runwatch.resolvers.rollups import floor_hour
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -39,10 +47,10 @@ WEEK = timedelta(days=7)
 STREAK_CAP = 100
 # Before any run: stands in for "no success yet" so that the streak's range stays sargable.
 BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
-TERMINAL = tuple(s.value for s in (
-    RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT))
-FAILED = (RunStatus.FAILED.value, RunStatus.TIMED_OUT.value)
-OPEN = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+# Status values as the SQL parameters compare them.
+TERMINAL = tuple(s.value for s in TERMINAL_STATUSES)
+FAILED = tuple(s.value for s in FAILED_STATUSES)
+OPEN = tuple(s.value for s in OPEN_STATUSES)
 
 
 class Status:

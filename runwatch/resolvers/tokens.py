@@ -73,14 +73,17 @@ async def create_token(
 async def revoke_token(*, token_id: int | None = None, token: str | None = None) -> int:
     """Revoke by id or by the token itself; returns the revoked token's id."""
     query = ServiceToken.filter(revoked_at=None)
+    parts = split_token(token) if token is not None else None
     if token_id is not None:
         query = query.filter(id=token_id)
-    elif token is not None and (parts := split_token(token)):
+    elif parts is not None:
         query = query.filter(key_id=parts[0])
     else:
         raise InvalidInput.one("token", "give a token id or the token itself")
     row = await query.first()
-    if row is None:
+    if row is None or (
+        parts is not None and not hmac.compare_digest(row.secret_hash, _hash(parts[1]))
+    ):
         raise NotFound("token", token_id if token_id is not None else "given")
     row.revoked_at = datetime.now(UTC)
     await row.save(update_fields=["revoked_at"])
