@@ -1,10 +1,13 @@
 """Portable raw SQL for the few statements the ORM cannot express (additive upserts,
-windowed aggregates). Write `?` placeholders; asyncpg gets `$1..$n`."""
+windowed aggregates). Write `?` placeholders; asyncpg gets `$1..$n`. (The statements here never
+hold a literal `?`, so a plain substitution is enough.)"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from tortoise import connections
@@ -22,8 +25,11 @@ def is_postgres(conn: BaseDBAsyncClient) -> bool:
 
 
 def render(conn: BaseDBAsyncClient, sql: str) -> str:
-    if not is_postgres(conn):
-        return sql
+    return _numbered(sql) if is_postgres(conn) else sql
+
+
+@lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
     counter = iter(range(1, 10_000))
     return _QMARK.sub(lambda _: f"${next(counter)}", sql)
 
@@ -49,8 +55,6 @@ async def execute(
 
 def as_datetime(value: Any) -> Any:
     """Datetimes come back as `datetime` from asyncpg and as ISO text from SQLite."""
-    from datetime import UTC, datetime
-
     if value is None or isinstance(value, datetime):
         return value.astimezone(UTC) if value is not None and value.tzinfo else value
     parsed = datetime.fromisoformat(str(value))
