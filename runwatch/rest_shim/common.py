@@ -108,26 +108,31 @@ def detail(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
-def drf_errors(handler: Handler) -> Handler:
-    """Translate domain errors to the warehouse contract's DRF-style responses."""
+def drf_errors(wire_field: Callable[[str], str]) -> Callable[[Handler], Handler]:
+    """A decorator translating domain errors to DRF-style responses (the warehouse contract's),
+    naming invalid fields as the wire does (`wire_field`: domain name -> wire name)."""
 
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return JSONResponse(exc.body, status_code=400)
-        except InvalidInput as exc:
-            return JSONResponse(exc.fields, status_code=400)
-        except NotFound:
-            return detail(404, "Not found.")
-        except Conflict as exc:
-            return detail(409, exc.message)
-        except Unauthenticated as exc:
-            return detail(401, exc.message, {"WWW-Authenticate": 'Bearer realm="runwatch"'})
-        except PermissionDenied as exc:
-            return detail(403, exc.message)
+    def decorate(handler: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except BadRequest as exc:
+                return JSONResponse(exc.body, status_code=400)
+            except InvalidInput as exc:
+                fields = {wire_field(name): messages for name, messages in exc.fields.items()}
+                return JSONResponse(fields, status_code=400)
+            except NotFound:
+                return detail(404, "Not found.")
+            except Conflict as exc:
+                return detail(409, exc.message)
+            except Unauthenticated as exc:
+                return detail(401, exc.message, {"WWW-Authenticate": 'Bearer realm="runwatch"'})
+            except PermissionDenied as exc:
+                return detail(403, exc.message)
 
-    return wrapped
+        return wrapped
+
+    return decorate
 
 
 def routes_with_optional_slash(path: str, **handlers: Handler) -> list[Route]:

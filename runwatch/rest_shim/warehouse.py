@@ -18,7 +18,7 @@ from runwatch.models import INT64_MAX, Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.errors import NotFound
 from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.resolvers.runs import RunReport
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions, connection_telemetry
@@ -83,8 +83,7 @@ def wire_field(name: str) -> str:
     return {"warehouse_type": "type", "after": "cursor", "first": "limit"}.get(name, name)
 
 
-def in_wire_names(exc: InvalidInput) -> InvalidInput:
-    return InvalidInput({wire_field(k): v for k, v in exc.fields.items()})
+translate_errors = drf_errors(wire_field)
 
 
 def _connection_input(body: dict[str, Any]) -> dict[str, Any]:
@@ -96,17 +95,14 @@ def _connection_input(body: dict[str, Any]) -> dict[str, Any]:
     return {"name": body.get("name"), "warehouse_type": body.get("type"), "settings": settings}
 
 
-@drf_errors
+@translate_errors
 async def list_connections(request: Request) -> Response:
     caller = scoped_caller(request, Scope.READ)
-    try:
-        page = await connections_api.list_connections(
-            caller=caller,
-            first=min(_int_query(request, "limit", 100), MAX_PAGE_SIZE) or 1,
-            after=request.query_params.get("cursor"),
-        )
-    except InvalidInput as exc:
-        raise in_wire_names(exc) from None
+    page = await connections_api.list_connections(
+        caller=caller,
+        first=min(_int_query(request, "limit", 100), MAX_PAGE_SIZE) or 1,
+        after=request.query_params.get("cursor"),
+    )
     next_url = None
     if page.has_next_page and page.end_cursor:
         next_url = str(request.url.include_query_params(cursor=page.end_cursor))
@@ -122,20 +118,17 @@ def _int_query(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
-@drf_errors
+@translate_errors
 async def create_connection(request: Request) -> Response:
     caller = scoped_caller(request, Scope.WRITE)
     body = await json_body(request)
-    try:
-        connection = await connections_api.create_connection(
-            caller=caller, **_connection_input(body)
-        )
-    except InvalidInput as exc:
-        raise in_wire_names(exc) from None
+    connection = await connections_api.create_connection(
+        caller=caller, **_connection_input(body)
+    )
     return JSONResponse(connection_json(connection), status_code=201)
 
 
-@drf_errors
+@translate_errors
 async def get_connection(request: Request) -> Response:
     caller = scoped_caller(request, Scope.READ)
     connection = await connections_api.get_connection(
@@ -144,7 +137,7 @@ async def get_connection(request: Request) -> Response:
     return JSONResponse(connection_json(connection))
 
 
-@drf_errors
+@translate_errors
 async def patch_connection(request: Request) -> Response:
     caller = scoped_caller(request, Scope.WRITE)
     body = await json_body(request)
@@ -156,16 +149,13 @@ async def patch_connection(request: Request) -> Response:
     settings_keys = {k: v for k, v in body.items() if k not in {"name", "type"}}
     if settings_keys:
         changes["settings_patch"] = _connection_input(settings_keys)["settings"]
-    try:
-        connection = await connections_api.update_connection(
-            caller=caller, connection_id=parse_pk(request.path_params["id"]), **changes
-        )
-    except InvalidInput as exc:
-        raise in_wire_names(exc) from None
+    connection = await connections_api.update_connection(
+        caller=caller, connection_id=parse_pk(request.path_params["id"]), **changes
+    )
     return JSONResponse(connection_json(connection))
 
 
-@drf_errors
+@translate_errors
 async def start_run(request: Request) -> Response:
     caller = scoped_caller(request, Scope.REPORT)
     body = await json_body(request)
@@ -209,7 +199,7 @@ def parse_report(body: dict[str, Any]) -> RunReport:
     )
 
 
-@drf_errors
+@translate_errors
 async def report_run(request: Request) -> Response:
     caller = scoped_caller(request, Scope.REPORT)
     connection_id = parse_pk(request.path_params["id"])
@@ -222,7 +212,7 @@ async def report_run(request: Request) -> Response:
 
 
 def routes(options: TelemetryOptions) -> list[BaseRoute]:
-    @drf_errors
+    @translate_errors
     async def telemetry(request: Request) -> Response:
         caller = scoped_caller(request, Scope.READ)
         t = await connection_telemetry(
