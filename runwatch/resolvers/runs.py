@@ -15,7 +15,6 @@ from tortoise.transactions import in_transaction
 from runwatch.models import (
     INT32_MAX,
     OPEN_STATUSES,
-    TERMINAL_STATUSES,
     Pipeline,
     Run,
     RunStatus,
@@ -221,6 +220,8 @@ async def start_run(
 ) -> Run:
     """Pre-create a running run (what the recurring task does before invoking the loader)."""
     caller.require(Scope.REPORT)
+    if (connection_id is None) == (pipeline_id is None):
+        raise InvalidInput.one("connection_id", "Give exactly one of a connection or a pipeline.")
     now = now or utcnow()
     started_at = to_utc(started_at, "started_at") if started_at else now
     if started_at > now + CLOCK_SKEW:
@@ -230,7 +231,7 @@ async def start_run(
         query = query.filter(id=pipeline_id)
     if connection_id is not None:
         query = query.filter(connection_id=connection_id, kind="delivery")
-    pipeline = await query.order_by("id").first() if (pipeline_id or connection_id) else None
+    pipeline = await query.order_by("id").first()
     if pipeline is None:
         kind, ident = ("pipeline", pipeline_id) if pipeline_id is not None else (
             "connection", connection_id)
@@ -273,13 +274,3 @@ async def list_runs(
         query = query.filter(started_at__lt=to_utc(started_before, "started_before"))
     return await paginate(query, first=first, after=after, newest_first=True)
 
-
-__all__ = [
-    "OPEN_STATUSES",
-    "TERMINAL_STATUSES",
-    "RunReport",
-    "get_run",
-    "list_runs",
-    "report_run",
-    "start_run",
-]

@@ -8,7 +8,6 @@ from typing import Annotated
 import strawberry
 
 from runwatch.resolvers import runs as runs_api
-from runwatch.resolvers.errors import InvalidInput
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     ConflictError,
@@ -98,9 +97,6 @@ class RunMutation:
         caller = info.context.require_caller()
 
         async def call() -> StartRunSuccess:
-            if (input.connection_id is None) == (input.pipeline_id is None):
-                raise InvalidInput.one("connectionId", "Give exactly one of connectionId or "
-                                       "pipelineId.")
             run = await runs_api.start_run(
                 caller=caller,
                 connection_id=None if input.connection_id is None

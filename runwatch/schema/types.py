@@ -14,7 +14,7 @@ from runwatch.models import Pipeline as PipelineModel
 from runwatch.models import Run as RunModel
 from runwatch.models import RunStatus as RunStatusModel
 from runwatch.resolvers import runs as runs_api
-from runwatch.resolvers.pagination import Page, encode_cursor
+from runwatch.resolvers.pagination import Page
 from runwatch.resolvers.telemetry import EventCounts as EventCountsData
 from runwatch.resolvers.telemetry import Telemetry as TelemetryData
 from runwatch.schema.context import Info
@@ -248,7 +248,7 @@ class Run:
 def _page_parts(page: Page, node: type) -> dict:
     nodes = [node.of(item) for item in page.items]  # type: ignore[attr-defined]
     return {
-        "edges": [Edge(cursor=encode_cursor(item.id), node=n)
+        "edges": [Edge(cursor=page.cursor(item), node=n)
                   for item, n in zip(page.items, nodes, strict=True)],
         "nodes": nodes,
         "page_info": PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
