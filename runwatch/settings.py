@@ -53,6 +53,19 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(env: dict[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -84,6 +97,22 @@ class Settings:
     # Number of most recent outcomes that must all have failed for status `error`.
     error_streak: int = 3
     recent_errors_limit: int = 10
+    # Gateways: what the manifest tells them, and how long a claimed run survives without a
+    # heartbeat from its gateway before the reaper times it out.
+    gateway_poll_seconds: int = 5
+    gateway_heartbeat_seconds: int = 30
+    gateway_lease_seconds: int = 120
+    # Webhooks: private and loopback targets are refused unless allowed (SSRF protection).
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: int = 15
+    # Deliveries one worker process sends at once (a slow receiver holds one slot).
+    webhook_concurrency: int = 16
+    # How often an idle worker looks for due deliveries (an enqueue in the same process wakes
+    # it at once).
+    webhook_poll_seconds: int = 1
+    # How often a live subscription re-reads its run when nothing in this process changed it
+    # (changes made through other replicas or workers).
+    live_poll_seconds: float = 1.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -104,4 +133,13 @@ class Settings:
             telemetry_cache=_bool(env, "RUNWATCH_TELEMETRY_CACHE", True),
             error_streak=_int(env, "RUNWATCH_ERROR_STREAK", 3, minimum=1),
             recent_errors_limit=_int(env, "RUNWATCH_RECENT_ERRORS_LIMIT", 10, minimum=1),
+            gateway_poll_seconds=_int(env, "RUNWATCH_GATEWAY_POLL_SECONDS", 5, minimum=1),
+            gateway_heartbeat_seconds=_int(
+                env, "RUNWATCH_GATEWAY_HEARTBEAT_SECONDS", 30, minimum=1),
+            gateway_lease_seconds=_int(env, "RUNWATCH_GATEWAY_LEASE_SECONDS", 120, minimum=10),
+            webhook_allow_private=_bool(env, "RUNWATCH_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_timeout_seconds=_int(env, "RUNWATCH_WEBHOOK_TIMEOUT_SECONDS", 15, minimum=1),
+            webhook_concurrency=_int(env, "RUNWATCH_WEBHOOK_CONCURRENCY", 16, minimum=1),
+            webhook_poll_seconds=_int(env, "RUNWATCH_WEBHOOK_POLL_SECONDS", 1, minimum=1),
+            live_poll_seconds=_float(env, "RUNWATCH_LIVE_POLL_SECONDS", 1.0, minimum=0.05),
         )

@@ -13,7 +13,7 @@ from runwatch.resolvers.connections import create_connection
 from runwatch.resolvers.rollups import floor_hour
 from runwatch.resolvers.runs import RunReport, report_run, start_run
 from runwatch.resolvers.telemetry import TelemetryOptions, connection_telemetry
-from runwatch.services.reaper import reap_orphaned_runs
+from runwatch.services.reaper import reap_stuck_runs
 
 NOW = floor_hour(datetime.now(UTC)) - timedelta(hours=1) + timedelta(minutes=37, seconds=12)
 HOUR = timedelta(hours=1)
@@ -47,14 +47,14 @@ async def failed_in_rollup(pipeline_id: int | None = None) -> int:
 
 async def test_reaps_in_batches(caller, cid):
     runs = await orphans(caller, cid, 5)
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=2) == 5
+    assert await reap_stuck_runs(now=NOW, batch=2) == 5
     await assert_timed_out(runs)
     assert await failed_in_rollup() == 5
     telemetry = await connection_telemetry(
         caller=caller, connection_id=cid, options=TelemetryOptions(), now=NOW
     )
     assert telemetry.streak == 5
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=2) == 0
+    assert await reap_stuck_runs(now=NOW, batch=2) == 0
     assert await failed_in_rollup() == 5
 
 
@@ -67,8 +67,8 @@ async def test_concurrent_passes_reap_each_orphan_once(caller, cid, batch):
     assert before.failed_deliveries_last_24h == 5
 
     first, second = await asyncio.gather(
-        reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=batch),
-        reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=batch),
+        reap_stuck_runs(now=NOW, batch=batch),
+        reap_stuck_runs(now=NOW, batch=batch),
     )
     assert first + second == 5
     await assert_timed_out(runs)
@@ -81,7 +81,7 @@ async def test_concurrent_passes_reap_each_orphan_once(caller, cid, batch):
     assert after.recent_errors == before.recent_errors
     assert (after.status, after.status_reason) == (before.status, before.status_reason)
     assert after.streak == before.streak == 5
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=batch) == 0
+    assert await reap_stuck_runs(now=NOW, batch=batch) == 0
 
 
 async def test_never_touches_unstarted_completed_or_young_runs(caller, cid, tenant):
@@ -113,7 +113,7 @@ async def test_never_touches_unstarted_completed_or_young_runs(caller, cid, tena
     }
     rollup_before = await failed_in_rollup()
 
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=1) == 1
+    assert await reap_stuck_runs(now=NOW, batch=1) == 1
     await assert_timed_out([old])
     assert await failed_in_rollup() == rollup_before + 1
     for run in await Run.filter(id__not=old.id):
@@ -128,9 +128,9 @@ async def test_never_touches_unstarted_completed_or_young_runs(caller, cid, tena
 
     # once the young run passes the window, it is reaped too; nothing else ever is
     later = NOW + timedelta(seconds=2)
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=later) == 1
+    assert await reap_stuck_runs(now=later) == 1
     await assert_timed_out([young])
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=later + 100 * HOUR) == 0
+    assert await reap_stuck_runs(now=later + 100 * HOUR) == 0
     await done.refresh_from_db()
     assert done.status == RunStatus.SUCCEEDED
 
@@ -140,7 +140,7 @@ async def test_reaps_every_organisation(caller, cid, other_tenant):
     theirs = (await create_connection(caller=other, name="w", warehouse_type="bigquery")).id
     mine = await orphans(caller, cid, 2)
     foreign = await orphans(other, theirs, 3)
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW, batch=2) == 5
+    assert await reap_stuck_runs(now=NOW, batch=2) == 5
     await assert_timed_out(mine + foreign)
     p_mine = await Pipeline.get(connection_id=cid)
     p_theirs = await Pipeline.get(connection_id=theirs)

@@ -32,7 +32,7 @@ from runwatch.resolvers.telemetry import (
     connection_telemetry,
     telemetry_of_pipelines,
 )
-from runwatch.services.reaper import reap_orphaned_runs
+from runwatch.services.reaper import reap_stuck_runs
 from tests import helpers
 
 # In the past relative to the real clock (between ~23 and ~83 minutes ago), minutes != 0.
@@ -219,7 +219,7 @@ async def test_orphans_count_as_failures_and_reaping_changes_nothing(caller, cid
     assert before.status == "error"
     assert_reason(before)
 
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW) == 3
+    assert await reap_stuck_runs(now=NOW) == 3
     after = await telemetry(caller, cid)
     assert public(after) == public(before)  # no double counting, nothing lost
 
@@ -230,20 +230,24 @@ async def test_orphans_count_as_failures_and_reaping_changes_nothing(caller, cid
     await fresh.refresh_from_db()
     assert fresh.status == RunStatus.RUNNING and fresh.finished_at is None
 
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW) == 0
+    assert await reap_stuck_runs(now=NOW) == 0
     assert public(await telemetry(caller, cid)) == public(before)
 
 
 async def test_orphan_window_option(caller, cid):
-    run = await orphan(caller, cid, NOW - 45 * MIN)
+    """The window (the default maximum runtime) is fixed when a run starts: a run started
+    with a 30 min window is orphaned after 30 min, one started with the default 2 h is not."""
+    window = timedelta(minutes=30)
+    default = await orphan(caller, cid, NOW - 45 * MIN)
     t = await telemetry(caller, cid)  # default window 2 h: not orphaned yet
     assert t.failed_deliveries_last_24h == 0 and t.recent_errors == []
     assert t.status == "idle"
     assert_reason(t)
 
-    window = timedelta(minutes=30)
-    options = TelemetryOptions(orphan_window=window)
-    before = await telemetry(caller, cid, options)
+    run = await start_run(caller=caller, connection_id=cid, started_at=NOW - 45 * MIN, now=NOW,
+                          default_max_runtime=window)
+    assert run.deadline_at == run.started_at + window
+    before = await telemetry(caller, cid)
     assert before.failed_deliveries_last_24h == 1
     assert len(before.recent_errors) == 1
     error = before.recent_errors[0]
@@ -253,12 +257,27 @@ async def test_orphan_window_option(caller, cid):
     assert before.status == "error"
     assert_reason(before)
 
-    assert await reap_orphaned_runs(orphan_window=window, now=NOW) == 1
-    assert public(await telemetry(caller, cid, options)) == public(before)
+    assert await reap_stuck_runs(now=NOW) == 1
+    assert public(await telemetry(caller, cid)) == public(before)
     await run.refresh_from_db()
     assert run.status == RunStatus.TIMED_OUT
     assert run.finished_at == run.started_at + window
-    assert await reap_orphaned_runs(orphan_window=window, now=NOW) == 0
+    await default.refresh_from_db()
+    assert default.status == RunStatus.RUNNING
+    assert await reap_stuck_runs(now=NOW) == 0
+
+
+async def test_pipeline_max_runtime_overrides_the_window(caller, cid):
+    pipeline = await Pipeline.get(connection_id=cid)
+    pipeline.max_runtime_seconds = 20 * 60
+    await pipeline.save()
+    run = await orphan(caller, cid, NOW - 45 * MIN)
+    assert run.deadline_at == run.started_at + 20 * MIN
+    t = await telemetry(caller, cid)
+    assert t.failed_deliveries_last_24h == 1 and "20m" in t.recent_errors[0].message
+    assert await reap_stuck_runs(now=NOW) == 1
+    await run.refresh_from_db()
+    assert run.status == RunStatus.TIMED_OUT and run.finished_at == run.started_at + 20 * MIN
 
 
 async def test_orphan_older_than_latest_success_does_not_extend_the_streak(caller, cid):
@@ -275,7 +294,7 @@ async def test_orphan_older_than_latest_success_does_not_extend_the_streak(calle
     assert before.status == "degraded", before.status_reason
     assert_reason(before)
 
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW) == 1
+    assert await reap_stuck_runs(now=NOW) == 1
     after = await telemetry(caller, cid)
     assert after.status == "degraded", after.status_reason
     assert public(after) == public(before)
@@ -295,7 +314,7 @@ async def test_reaping_an_orphan_older_than_7_days_changes_nothing(caller, cid):
     assert before.status == "degraded", before.status_reason
     assert_reason(before)
 
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW) == 1
+    assert await reap_stuck_runs(now=NOW) == 1
     await ancient.refresh_from_db()
     assert ancient.status == RunStatus.TIMED_OUT
     after = await telemetry(caller, cid)
@@ -434,7 +453,7 @@ async def test_status_two_failures_and_an_orphan_after_success_is_error(caller, 
     assert t.failed_deliveries_last_24h == 3
     assert t.status == "error"
     assert_reason(t)
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW) == 1
+    assert await reap_stuck_runs(now=NOW) == 1
     assert public(await telemetry(caller, cid)) == public(t)
 
 

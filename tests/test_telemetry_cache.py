@@ -23,7 +23,7 @@ from runwatch.resolvers.telemetry import (
     connection_telemetry,
     telemetry_of_pipelines,
 )
-from runwatch.services.reaper import reap_orphaned_runs
+from runwatch.services.reaper import reap_stuck_runs
 
 NOW = floor_hour(datetime.now(UTC)) - timedelta(minutes=20, seconds=30)
 WINDOW = timedelta(hours=2)
@@ -86,7 +86,7 @@ async def test_reaping_invalidates_and_changes_nothing_visible(caller, options):
     await start_run(caller=caller, connection_id=cid, started_at=NOW - WINDOW - timedelta(hours=1),
                     now=NOW)
     before = await read(caller, cid, options)
-    assert await reap_orphaned_runs(orphan_window=WINDOW, now=NOW) == 1
+    assert await reap_stuck_runs(now=NOW) == 1
     after = await read(caller, cid, options)
     assert after is not before  # recomputed from the database
     uncached = await read(caller, cid, TelemetryOptions())

@@ -2,14 +2,24 @@
 database schema changes."""
 
 from runwatch.models.connection import Connection
+from runwatch.models.gateway import Gateway
 from runwatch.models.organisation import Organisation, ServiceToken
 from runwatch.models.pipeline import Pipeline, PipelineHourlyStats
 from runwatch.models.run import (
     FAILED_STATUSES,
     OPEN_STATUSES,
     TERMINAL_STATUSES,
+    LogLevel,
     Run,
+    RunLogLine,
     RunStatus,
+    RunTelemetrySample,
+)
+from runwatch.models.webhook import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 # Largest values of INTEGER and BIGINT columns (ids of runs and roll-ups are BIGINT, other ids
@@ -24,10 +34,18 @@ __all__ = [
     "OPEN_STATUSES",
     "TERMINAL_STATUSES",
     "Connection",
+    "DeliveryStatus",
+    "Gateway",
+    "LogLevel",
     "Organisation",
     "Pipeline",
     "PipelineHourlyStats",
     "Run",
+    "RunLogLine",
     "RunStatus",
+    "RunTelemetrySample",
     "ServiceToken",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -30,6 +30,10 @@ class ServiceToken(Model):
     scopes = fields.CharField(max_length=200, description="comma-separated scopes")
     created_at = fields.DatetimeField(auto_now_add=True)
     revoked_at = fields.DatetimeField(null=True)
+    # A gateway's token stands for that gateway (scope `gateway`) and for nothing else.
+    gateway = fields.ForeignKeyField(
+        "models.Gateway", related_name="tokens", null=True, on_delete=fields.CASCADE
+    )
 
     class Meta:
         table = "service_token"

@@ -19,6 +19,10 @@ class Pipeline(Model):
     )
     name = fields.CharField(max_length=200)
     kind = fields.CharField(max_length=30, default="delivery")
+    description = fields.TextField(null=True)
+    # A run of this pipeline still open this long after its start times out; null: the
+    # deployment's default (`RUNWATCH_ORPHAN_WINDOW_SECONDS`).
+    max_runtime_seconds = fields.IntField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     last_success_at = fields.DatetimeField(null=True)
     # Bumped by every change that can alter this pipeline's telemetry (a run started, an
@@ -28,6 +32,7 @@ class Pipeline(Model):
 
     class Meta:
         table = "pipeline"
+        unique_together = (("organisation", "name"),)
         indexes = (("connection_id", "organisation_id"),)
 
 

@@ -58,13 +58,86 @@ class Run(Model):
     rows_deleted = fields.BigIntField(null=True)
     bytes = fields.BigIntField(null=True)
     error = fields.TextField(null=True)
+    # When an open run times out: its start plus its pipeline's maximum runtime (or the
+    # deployment's default), fixed when it starts. Null while pending.
+    deadline_at = fields.DatetimeField(null=True)
+    # ELT-runs fields.
+    environment = fields.CharField(max_length=100, default="default")
+    correlation_id = fields.CharField(max_length=200, null=True)
+    triggered_by = fields.CharField(max_length=200, null=True)
+    partition_column = fields.CharField(max_length=200, null=True)
+    partition_value = fields.CharField(max_length=1000, null=True)
+    target_gateway = fields.ForeignKeyField(
+        "models.Gateway", related_name="targeted_runs", null=True, on_delete=fields.SET_NULL
+    )
+    # Who claimed it (pending -> running): a gateway, or else the token of a managed worker.
+    gateway = fields.ForeignKeyField(
+        "models.Gateway", related_name="claimed_runs", null=True, on_delete=fields.SET_NULL
+    )
+    claimed_by_token_id = fields.IntField(null=True)
+    # Live telemetry summary (progress, currentPhase, currentResource, updatedAt); rows and
+    # bytes loaded are the typed `rows_total` and `bytes` columns.
+    telemetry_summary = fields.JSONField(null=True)
+    # Capped logs and samples: the last sequence number given out and the one before the
+    # current log (a replace starts a new log). The lines kept are the newest `cap` of
+    # (base, seq]; `seq - base - cap` lines were dropped. O(1) per append, no counting.
+    log_seq = fields.BigIntField(default=0)
+    log_base = fields.BigIntField(default=0)
+    sample_seq = fields.BigIntField(default=0)
+    sample_base = fields.BigIntField(default=0)
 
     class Meta:
         table = "run"
+        unique_together = (("organisation", "correlation_id"),)
         indexes = (
             ("pipeline_id", "status", "finished_at"),  # telemetry: edges, failures, streak
-            ("pipeline_id", "status", "started_at"),  # telemetry: open runs past their window
-            ("status", "started_at"),  # the reaper
+            ("pipeline_id", "status", "deadline_at"),  # telemetry: open runs past deadline
+            ("status", "deadline_at"),  # the reaper
+            ("gateway_id", "status"),  # the reaper: runs of gateways that went silent
             ("pipeline_id", "id"),  # a pipeline's runs, newest first
             ("organisation_id", "id"),  # an organisation's runs, newest first
+            ("organisation_id", "status", "id"),  # gateways polling for pending runs
         )
+
+
+class LogLevel(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class RunLogLine(Model):
+    """One structured log line of a run, ordered within the run by `seq` (see `Run.log_seq`)."""
+
+    id = fields.BigIntField(primary_key=True)
+    run = fields.ForeignKeyField("models.Run", related_name="log_lines", on_delete=fields.CASCADE)
+    seq = fields.BigIntField()
+    at = fields.DatetimeField()
+    level = fields.CharEnumField(LogLevel, max_length=8)
+    message = fields.TextField()
+
+    class Meta:
+        table = "run_log_line"
+        unique_together = (("run", "seq"),)
+
+
+class RunTelemetrySample(Model):
+    """One point of a run's live telemetry time series, ordered within the run by `seq`."""
+
+    id = fields.BigIntField(primary_key=True)
+    run = fields.ForeignKeyField(
+        "models.Run", related_name="telemetry_samples", on_delete=fields.CASCADE
+    )
+    seq = fields.BigIntField()
+    at = fields.DatetimeField()
+    rows = fields.BigIntField(null=True)
+    bytes = fields.BigIntField(null=True)
+    rows_delta = fields.BigIntField(null=True)
+    bytes_delta = fields.BigIntField(null=True)
+    progress = fields.FloatField(null=True)
+    phase = fields.CharField(max_length=200, null=True)
+    resource = fields.CharField(max_length=500, null=True)
+
+    class Meta:
+        table = "run_telemetry_sample"
+        unique_together = (("run", "seq"),)

@@ -12,7 +12,8 @@ class Scope(StrEnum):
     READ = "read"  # frontends: connections, pipelines, runs, telemetry
     WRITE = "write"  # people and services that manage connections and pipelines
     REPORT = "report"  # loaders and recurring tasks: start runs, report outcomes
-    ADMIN = "admin"  # everything, including tokens
+    ADMIN = "admin"  # everything, including tokens and gateways
+    GATEWAY = "gateway"  # a gateway's own token: the /api/agent/ routes, as that gateway
 
 
 def parse_scopes(raw: str) -> frozenset[Scope]:
@@ -37,8 +38,12 @@ class Caller:
     organisation_id: int
     scopes: frozenset[Scope]
     token_id: int | None = None
+    # Set for a gateway's token: the caller *is* that gateway, and nothing more.
+    gateway_id: int | None = None
 
     def has(self, scope: Scope) -> bool:
+        if scope == Scope.GATEWAY:
+            return self.gateway_id is not None
         return Scope.ADMIN in self.scopes or scope in self.scopes
 
     def require(self, scope: Scope) -> None:

@@ -26,3 +26,25 @@ def to_utc(moment: datetime, field: str) -> datetime:
 
 def floor_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z`, seconds precision unless the time has a fraction (the form
+    every wire format of runwatch uses)."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An ISO 8601 date-time string as an aware UTC datetime (no offset: UTC); None when it
+    is not one."""
+    if not isinstance(value, str) or ("T" not in value.upper() and " " not in value):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None

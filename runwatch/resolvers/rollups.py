@@ -54,8 +54,9 @@ ON CONFLICT (pipeline_id, hour) DO UPDATE SET
 _ADVANCE = "{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? ELSE {column} END"
 
 
-async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
+async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> str:
     """Add one terminal run to the roll-ups. Call inside the transaction that made it terminal.
+    Returns the pipeline's name (for the events that announce the outcome).
 
     A cancelled run counts neither as a success nor as a failure (it delivered nothing on
     purpose), but its events, if any, still count.
@@ -78,11 +79,12 @@ async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> None:
     columns = (["last_success_at"] if succeeded else []) + (
         ["last_delivery_at"] if outcome.events > 0 else [])
     assignments = "".join(", " + _ADVANCE.format(column=c) for c in columns)
-    await sql.execute(
-        f"UPDATE pipeline SET revision = revision + 1{assignments} WHERE id = ?",
+    rows = await sql.fetch(
+        f"UPDATE pipeline SET revision = revision + 1{assignments} WHERE id = ? RETURNING name",
         [*[outcome.finished_at] * (2 * len(columns)), outcome.pipeline_id],
         conn,
     )
+    return str(rows[0]["name"])
 
 
 async def touch_pipeline(conn: BaseDBAsyncClient, pipeline_id: int) -> None:

@@ -23,8 +23,10 @@ from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import SECOND, floor_second, to_utc, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
+from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME, deadline_for, on_terminal
 from runwatch.resolvers.pagination import Page, paginate
-from runwatch.resolvers.rollups import Outcome, record_outcome, touch_pipeline
+from runwatch.resolvers.rollups import touch_pipeline
+from runwatch.resolvers.scrub import clean_text
 
 # A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -33,13 +35,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 # (JavaScript numbers are exact up to 2**53).
 MAX_COUNT = 10**12
 MAX_ERROR_CHARS = 4000
-
-
-def truncate_message(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """Keep an over-long message storable, saying visibly how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]} …[truncated {len(text) - limit} characters]"
 
 
 @dataclass(frozen=True)
@@ -103,13 +98,13 @@ def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
             ]
     if errors:
         raise InvalidInput(errors)
-    # PostgreSQL text cannot hold NUL; keep the message, visibly, rather than refuse the report.
-    error = report.error.replace("\x00", "\ufffd").strip() if report.error else None
+    # Stored scrubbed of secrets, NUL made visible, truncated visibly rather than refused.
+    error = clean_text(report.error, MAX_ERROR_CHARS).strip() if report.error else None
     return RunReport(
         completed_at=completed_at,
         events_delivered=report.events_delivered,
         batches_dlq=report.batches_dlq,
-        error=truncate_message(error) if error else None,
+        error=error or None,
         evaluations=report.evaluations,
         custom_events=report.custom_events,
     )
@@ -173,15 +168,7 @@ async def _complete(
         if not rows:
             return None
         run = Run._init_from_db(**rows[0])
-        await record_outcome(conn, Outcome(
-            pipeline_id=run.pipeline_id,  # type: ignore[attr-defined]
-            status=report.status,
-            finished_at=report.completed_at,
-            events=report.events_delivered,
-            evaluations=report.evaluations or 0,
-            custom_events=report.custom_events or 0,
-            dlq_batches=report.batches_dlq,
-        ))
+        await on_terminal(conn, run)
     return run
 
 
@@ -217,8 +204,11 @@ async def report_run(
 async def start_run(
     *, caller: Caller, connection_id: int | None = None, pipeline_id: int | None = None,
     started_at: datetime | None = None, now: datetime | None = None,
+    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
 ) -> Run:
-    """Pre-create a running run (what the recurring task does before invoking the loader)."""
+    """Pre-create a running run (what the recurring task does before invoking the loader).
+    It times out at its deadline: the start plus the pipeline's maximum runtime, or
+    `default_max_runtime` (the deployment's orphan window)."""
     caller.require(Scope.REPORT)
     if (connection_id is None) == (pipeline_id is None):
         raise InvalidInput.one("connection_id", "Give exactly one of a connection or a pipeline.")
@@ -242,6 +232,9 @@ async def start_run(
             pipeline_id=pipeline.id,
             status=RunStatus.RUNNING,
             started_at=started_at,
+            deadline_at=deadline_for(
+                started_at, pipeline.max_runtime_seconds, default_max_runtime),
+            claimed_by_token_id=caller.token_id,
             using_db=conn,
         )
         await touch_pipeline(conn, pipeline.id)
@@ -257,11 +250,18 @@ async def list_runs(
     *, caller: Caller, first: int | None = None, after: str | None = None,
     pipeline_id: int | None = None, connection_id: int | None = None,
     statuses: list[RunStatus] | None = None, started_after: datetime | None = None,
-    started_before: datetime | None = None,
+    started_before: datetime | None = None, environment: str | None = None,
+    correlation_id: str | None = None, gateway_id: int | None = None,
 ) -> Page[Run]:
     """Runs newest first, filtered; keyset pagination keeps deep pages cheap."""
     caller.require(Scope.READ)
     query = Run.filter(organisation_id=caller.organisation_id)
+    if environment is not None:
+        query = query.filter(environment=environment)
+    if correlation_id is not None:
+        query = query.filter(correlation_id=correlation_id)
+    if gateway_id is not None:
+        query = query.filter(gateway_id=gateway_id)
     if pipeline_id is not None:
         query = query.filter(pipeline_id=pipeline_id)
     if connection_id is not None:

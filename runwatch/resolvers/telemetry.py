@@ -131,6 +131,8 @@ class TelemetryCache:
 
 @dataclass(frozen=True)
 class TelemetryOptions:
+    # The default maximum runtime of a run (a pipeline may set its own): a run still open
+    # past its deadline is orphaned. The deadline is fixed when the run starts.
     orphan_window: timedelta = timedelta(hours=2)
     error_streak: int = 3
     recent_errors_limit: int = 10
@@ -202,10 +204,10 @@ UNION ALL
 {edge}UNION ALL
 {edge}UNION ALL
 SELECT 'o', pipeline_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       started_at, NULL, NULL, id, status
+       started_at, deadline_at, NULL, id, status
 FROM run
-WHERE pipeline_id IN (SELECT id FROM p) AND status IN (?, ?) AND started_at < ?
-  AND started_at >= ?
+WHERE pipeline_id IN (SELECT id FROM p) AND status IN (?, ?) AND deadline_at < ?
+  AND deadline_at >= ?
 UNION ALL
 SELECT 'r', pipeline_id, NULL, NULL, NULL, NULL, dlq_batches, NULL, NULL, NULL, NULL, NULL, NULL,
        finished_at, NULL, error, id, status
@@ -230,7 +232,6 @@ async def _telemetry(
     """Telemetry grouped by `group_of` ("connection_id" or "pipeline_id") in one query."""
     b24, b7 = now - DAY, now - WEEK
     s24, s7 = ceil_hour(b24), ceil_hour(b7)
-    window = options.orphan_window
     terminal = sql.placeholders(len(TERMINAL))
     statement = _TELEMETRY_SQL.format(
         selector=selector, edge=_EDGE_SQL.format(terminal=terminal)
@@ -240,7 +241,7 @@ async def _telemetry(
         *FAILED, BEGINNING, STREAK_CAP,
         *[s24] * 6, s7,
         *TERMINAL, b24, s24, *TERMINAL, b7, s7,
-        *OPEN, now - window, b7 - window,
+        *OPEN, now, b7,
         *FAILED, b7, options.recent_errors_limit,
     ]
     rows = await sql.fetch(statement, params)
@@ -289,14 +290,14 @@ async def _telemetry(
                     t.succeeded_runs_last_24h += 1
         elif kind == "o":  # orphans the reaper has not timed out yet
             started_at = sql.as_datetime(row["t1"])
-            deadline = started_at + window
+            deadline = sql.as_datetime(row["t2"])
             succeeded_at = last_success[pipeline_id]
             if succeeded_at is None or deadline > succeeded_at:
                 t.streak += 1
             if deadline >= b24:
                 t.failed_deliveries_last_24h += 1
             errors[key].append(RecentError(
-                occurred_at=deadline, message=orphan_message(started_at, window),
+                occurred_at=deadline, message=orphan_message(started_at, deadline - started_at),
                 run_id=int(row["run_id"]), pipeline_id=pipeline_id,
             ))
         elif kind == "r":

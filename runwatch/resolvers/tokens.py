@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+
 from runwatch.models import Organisation, ServiceToken
 from runwatch.resolvers.caller import Caller, Scope, parse_scopes
 from runwatch.resolvers.errors import InvalidInput, NotFound
@@ -43,14 +45,21 @@ def split_token(token: str) -> tuple[str, str] | None:
 
 
 async def create_token(
-    *, organisation_id: int, scopes: str | frozenset[Scope], name: str = "token"
+    *, organisation_id: int, scopes: str | frozenset[Scope], name: str = "token",
+    gateway_id: int | None = None, using_db: BaseDBAsyncClient | None = None,
 ) -> IssuedToken:
-    """Create a token for an organisation (CLI and bootstrap; admins over the API later)."""
+    """Create a token for an organisation (CLI and bootstrap), or a gateway's own token."""
     try:
         parsed = parse_scopes(scopes) if isinstance(scopes, str) else frozenset(scopes)
     except ValueError as exc:
         raise InvalidInput.one("scopes", str(exc)) from None
-    if not await Organisation.filter(id=organisation_id).exists():
+    if (Scope.GATEWAY in parsed) != (gateway_id is not None) or (
+        gateway_id is not None and parsed != {Scope.GATEWAY}
+    ):
+        raise InvalidInput.one(
+            "scopes", "the gateway scope belongs to a gateway's own token, alone: create "
+            "gateways with `runwatch gateway create` (or the createGateway mutation)")
+    if not await Organisation.filter(id=organisation_id).using_db(using_db).exists():
         raise NotFound("organisation", organisation_id)
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
@@ -60,6 +69,8 @@ async def create_token(
         key_id=key_id,
         secret_hash=_hash(secret),
         scopes=",".join(sorted(s.value for s in parsed)),
+        gateway_id=gateway_id,
+        using_db=using_db,
     )
     return IssuedToken(
         id=row.id,
@@ -98,11 +109,12 @@ async def authenticate(token: str) -> Caller | None:
     key_id, secret = parts
     row = (
         await ServiceToken.filter(key_id=key_id, revoked_at=None)
-        .only("id", "organisation_id", "secret_hash", "scopes")
+        .only("id", "organisation_id", "secret_hash", "scopes", "gateway_id")
         .first()
     )
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         return None
     return Caller(
-        organisation_id=row.organisation_id, scopes=parse_scopes(row.scopes), token_id=row.id
+        organisation_id=row.organisation_id, scopes=parse_scopes(row.scopes), token_id=row.id,
+        gateway_id=row.gateway_id,  # type: ignore[attr-defined]
     )

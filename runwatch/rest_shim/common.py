@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from runwatch.models import INT32_MAX
 from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import parse_iso
 from runwatch.resolvers.errors import (
     Conflict,
     InvalidInput,
@@ -62,15 +63,6 @@ async def json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a `Z`, seconds precision unless the time has a fraction."""
-    if moment is None:
-        return None
-    moment = moment.astimezone(UTC)
-    text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
-
-
 DATETIME_HELP = (
     "Datetime has wrong format. Use one of these formats instead: "
     "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]."
@@ -79,15 +71,10 @@ DATETIME_HELP = (
 
 def parse_datetime(value: Any, name: str, errors: dict[str, list[str]]) -> datetime | None:
     """ISO 8601; a time without an offset is taken as UTC."""
-    if not isinstance(value, str) or ("T" not in value.upper() and " " not in value):
+    parsed = parse_iso(value)
+    if parsed is None:
         errors[name] = [DATETIME_HELP]
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):  # not ISO 8601, or outside what UTC can represent
-        errors[name] = [DATETIME_HELP]
-        return None
+    return parsed
 
 
 def parse_int(value: Any, name: str, errors: dict[str, list[str]]) -> int | None:

@@ -18,6 +18,7 @@ from runwatch.models import INT64_MAX, Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import iso
 from runwatch.resolvers.errors import NotFound
 from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.resolvers.runs import RunReport
@@ -26,7 +27,6 @@ from runwatch.rest_shim.common import (
     BadRequest,
     caller_of,
     drf_errors,
-    iso,
     json_body,
     parse_datetime,
     parse_int,
@@ -155,22 +155,6 @@ async def patch_connection(request: Request) -> Response:
     return JSONResponse(connection_json(connection))
 
 
-@translate_errors
-async def start_run(request: Request) -> Response:
-    caller = scoped_caller(request, Scope.REPORT)
-    body = await json_body(request)
-    errors: dict[str, list[str]] = {k: ["Unknown field."] for k in body if k != "started_at"}
-    started_at = None
-    if body.get("started_at") is not None:
-        started_at = parse_datetime(body["started_at"], "started_at", errors)
-    if errors:
-        raise BadRequest(errors)
-    run = await runs_api.start_run(
-        caller=caller, connection_id=parse_pk(request.path_params["id"]), started_at=started_at
-    )
-    return JSONResponse({"run_id": run.id, "started_at": iso(run.started_at)}, status_code=201)
-
-
 def parse_report(body: dict[str, Any]) -> RunReport:
     errors: dict[str, list[str]] = {k: ["Unknown field."] for k in body if k not in REPORT_FIELDS}
     for name in ("completed_at", "events_delivered"):
@@ -212,6 +196,23 @@ async def report_run(request: Request) -> Response:
 
 
 def routes(options: TelemetryOptions) -> list[BaseRoute]:
+    @translate_errors
+    async def start_run(request: Request) -> Response:
+        caller = scoped_caller(request, Scope.REPORT)
+        body = await json_body(request)
+        errors: dict[str, list[str]] = {k: ["Unknown field."] for k in body if k != "started_at"}
+        started_at = None
+        if body.get("started_at") is not None:
+            started_at = parse_datetime(body["started_at"], "started_at", errors)
+        if errors:
+            raise BadRequest(errors)
+        run = await runs_api.start_run(
+            caller=caller, connection_id=parse_pk(request.path_params["id"]),
+            started_at=started_at, default_max_runtime=options.orphan_window,
+        )
+        return JSONResponse({"run_id": run.id, "started_at": iso(run.started_at)},
+                            status_code=201)
+
     @translate_errors
     async def telemetry(request: Request) -> Response:
         caller = scoped_caller(request, Scope.READ)

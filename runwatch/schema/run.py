@@ -103,7 +103,8 @@ class RunMutation:
                 else parse_id(input.connection_id, "connection"),
                 pipeline_id=None if input.pipeline_id is None
                 else parse_id(input.pipeline_id, "pipeline"),
-                started_at=input.started_at)
+                started_at=input.started_at,
+                default_max_runtime=info.context.options.orphan_window)
             return StartRunSuccess(run=Run.of(run))
 
         return await as_data(call)  # type: ignore[return-value]

@@ -1,60 +1,127 @@
-"""The stuck-run reaper: runs started and never completed within the orphan window become
-`timed_out`, and count as failures in the roll-ups.
+"""The stuck-run reaper: open runs never stay open. A run times out (`timed_out`, with the
+reason as its error) when
 
+- it is still open at its deadline: its start plus its pipeline's maximum runtime, or the
+  deployment's default (`RUNWATCH_ORPHAN_WINDOW_SECONDS`); a warehouse run whose loader never
+  reported is the same case (an orphan), or
+- it was claimed by a gateway whose heartbeats stopped for longer than the lease
+  (`RUNWATCH_GATEWAY_LEASE_SECONDS`).
+
+The run's `finished_at` is the moment it became stuck (its deadline, or the gateway's last
+heartbeat plus the lease), so the result does not depend on when the reaper happened to run.
 Safe with any number of workers: a pass claims a batch with `SELECT ... FOR UPDATE SKIP LOCKED`
-on PostgreSQL, and each run still moves through a conditional UPDATE, so only one process can
-time it out and add it to the roll-ups.
+on PostgreSQL, and each run moves through a conditional UPDATE and `lifecycle.on_terminal`,
+so only one process times it out, adds it to the roll-ups and enqueues its webhook.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from runwatch.models import OPEN_STATUSES, Run, RunStatus
-from runwatch.resolvers.clock import utcnow
-from runwatch.resolvers.rollups import Outcome, record_outcome
+from runwatch.models import OPEN_STATUSES, Gateway, Run, RunStatus
+from runwatch.resolvers import signals, sql
+from runwatch.resolvers.clock import iso, utcnow
+from runwatch.resolvers.lifecycle import on_terminal
+from runwatch.resolvers.run_input import MAX_ERROR_SUMMARY_CHARS
+from runwatch.resolvers.scrub import clean_text
 from runwatch.resolvers.telemetry import orphan_message
 
 BATCH = 500
+_TIME_OUT = (
+    "UPDATE run SET status = ?, finished_at = ?, error = ?, updated_at = ? "
+    "WHERE id = ? AND status IN (?, ?) RETURNING *"
+)
 
 
-async def reap_orphaned_runs(
-    *, orphan_window: timedelta, now: datetime | None = None, batch: int = BATCH
-) -> int:
-    """Time out every run past the window (in batches); returns how many this call reaped.
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
-    The run's `finished_at` is its deadline (start + window), the moment it became orphaned, so
-    the result does not depend on when the reaper happened to run.
-    """
-    now = now or utcnow()
-    reaped = 0
+
+async def _time_out(
+    conn: BaseDBAsyncClient, row: dict, *, finished_at: datetime, reason: str, now: datetime
+) -> bool:
+    """Time one claimed run out; False when another process got there first."""
+    error = reason if not row.get("error") else (
+        clean_text(f"{reason}. Last reported error: {row['error']}", MAX_ERROR_SUMMARY_CHARS))
+    updated = await sql.fetch(_TIME_OUT, [
+        RunStatus.TIMED_OUT.value, finished_at, error, now, row["id"],
+        *(s.value for s in OPEN_STATUSES),
+    ], conn)
+    if not updated:
+        return False
+    await on_terminal(conn, Run._init_from_db(**updated[0]))
+    return True
+
+
+async def _past_deadline(now: datetime, batch: int) -> list[int]:
+    reaped: list[int] = []
     while True:
         async with in_transaction() as conn:
-            # Claim a batch: on PostgreSQL other workers skip these rows instead of waiting for
-            # them (SQLite serialises transactions, so there is nothing to skip).
+            # Claim a batch: on PostgreSQL other workers skip these rows instead of waiting
+            # for them (SQLite serialises transactions, so there is nothing to skip).
             candidates = await (
-                Run.filter(status__in=OPEN_STATUSES, started_at__lt=now - orphan_window)
-                .order_by("started_at")
-                .limit(batch)
+                Run.filter(status__in=OPEN_STATUSES, deadline_at__lt=now)
+                .order_by("deadline_at").limit(batch)
                 .select_for_update(skip_locked=True)
-                .values("id", "pipeline_id", "started_at")
+                .using_db(conn)
+                .values("id", "started_at", "deadline_at", "error")
             )
             for row in candidates:
-                deadline = row["started_at"] + orphan_window
-                changed = await Run.filter(id=row["id"], status__in=OPEN_STATUSES).update(
-                    status=RunStatus.TIMED_OUT,
-                    finished_at=deadline,
-                    error=orphan_message(row["started_at"], orphan_window),
-                    updated_at=now,
-                )
-                if changed:
-                    await record_outcome(conn, Outcome(
-                        pipeline_id=row["pipeline_id"],
-                        status=RunStatus.TIMED_OUT,
-                        finished_at=deadline,
-                    ))
-                    reaped += changed
+                started_at, deadline = row["started_at"], row["deadline_at"]
+                if await _time_out(conn, row, finished_at=deadline, now=now,
+                                   reason=orphan_message(started_at, deadline - started_at)):
+                    reaped.append(row["id"])
         if len(candidates) < batch:
             return reaped
+
+
+async def _silent_gateways(now: datetime, lease: timedelta, batch: int) -> list[int]:
+    silent = await Gateway.filter(
+        Q(last_seen_at=None) | Q(last_seen_at__lt=now - lease),
+        claimed_runs__status=RunStatus.RUNNING,
+    ).distinct().values("id", "name", "last_seen_at")
+    reaped = []
+    for gateway in silent:
+        while True:
+            async with in_transaction() as conn:
+                candidates = await (
+                    Run.filter(gateway_id=gateway["id"], status=RunStatus.RUNNING)
+                    .order_by("id").limit(batch)
+                    .select_for_update(skip_locked=True)
+                    .using_db(conn)
+                    .values("id", "started_at", "error")
+                )
+                for row in candidates:
+                    seen = gateway["last_seen_at"]
+                    finished_at = max(row["started_at"], (seen or row["started_at"]) + lease)
+                    reason = (
+                        f"gateway {gateway['name']!r} stopped heartbeating (last seen at "
+                        f"{iso(seen) if seen else 'never'}); timed out after a lease of "
+                        f"{_span(lease)}")
+                    if await _time_out(conn, row, finished_at=finished_at, reason=reason,
+                                       now=now):
+                        reaped.append(row["id"])
+            if len(candidates) < batch:
+                break
+    return reaped
+
+
+async def reap_stuck_runs(
+    *, now: datetime | None = None, gateway_lease: timedelta = timedelta(seconds=120),
+    batch: int = BATCH,
+) -> int:
+    """Time out every stuck run (in batches); returns how many this call timed out."""
+    now = now or utcnow()
+    reaped = await _past_deadline(now, batch) + await _silent_gateways(now, gateway_lease, batch)
+    for run_id in reaped:
+        signals.run_changed(run_id)
+    if reaped:
+        signals.work_enqueued()
+    return len(reaped)

@@ -1,0 +1,308 @@
+"""Validation of what runners send about a run: status changes, log lines, live telemetry.
+
+The REST shim and GraphQL hand the same values (domain names, JSON-shaped) to `parse_change`,
+so both surfaces accept and refuse exactly the same things with the same messages. Top-level
+names are snake_case (`append_log`); inside the telemetry documents the keys are the
+contract's own (`rowsLoaded`, `rowsDelta`), because those documents are returned as sent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from runwatch.models import INT64_MAX, LogLevel, RunStatus
+from runwatch.resolvers.clock import parse_iso
+from runwatch.resolvers.errors import InvalidInput
+from runwatch.resolvers.runs import MAX_COUNT
+from runwatch.resolvers.scrub import clean_text
+
+LOG_CAP = 500
+SAMPLE_CAP = 2000
+MAX_MESSAGE_CHARS = 4000
+MAX_ERROR_SUMMARY_CHARS = 8000
+# Byte counts outgrow MAX_COUNT; 2**53 keeps them exact in JavaScript clients.
+MAX_BYTES = 2**53
+SUMMARY_KEYS = ("rowsLoaded", "bytesLoaded", "progress", "currentPhase", "currentResource")
+SAMPLE_KEYS = ("at", "rows", "bytes", "rowsDelta", "bytesDelta", "progress", "phase",
+               "resource")
+CHANGE_KEYS = ("status", "log_entries", "append_log", "error_summary", "finished_at",
+               "telemetry_summary", "append_telemetry_sample", "telemetry_samples")
+LEVEL_ALIASES = {"warning": LogLevel.WARN}
+UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    at: datetime
+    level: LogLevel
+    message: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: datetime
+    rows: int | None = None
+    bytes: int | None = None
+    rows_delta: int | None = None
+    bytes_delta: int | None = None
+    progress: float | None = None
+    phase: str | None = None
+    resource: str | None = None
+
+
+@dataclass
+class SummaryPatch:
+    """A shallow merge into the live summary: `rows`/`bytes` are the typed columns
+    (`rowsLoaded`/`bytesLoaded`), `document` the other keys; a key set to None is removed."""
+
+    rows: Any = UNSET
+    bytes: Any = UNSET
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunChange:
+    """One PATCH of a run, validated. UNSET/None fields are not part of the change."""
+
+    status: RunStatus | None = None
+    log_entries: list[LogEntry] | None = None  # replaces the log
+    append_log: LogEntry | None = None
+    error_summary: Any = UNSET  # str or None (clears)
+    finished_at: datetime | None = None
+    summary: SummaryPatch | None = None
+    samples: list[Sample] | None = None  # replaces the samples
+    append_sample: Sample | None = None
+
+    @property
+    def new_log_lines(self) -> list[LogEntry]:
+        return [*(self.log_entries or []), *([self.append_log] if self.append_log else [])]
+
+    @property
+    def new_samples(self) -> list[Sample]:
+        return [*(self.samples or []), *([self.append_sample] if self.append_sample else [])]
+
+
+class Errors:
+    """Collects field errors, then raises them all at once."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, list[str]] = {}
+
+    def add(self, name: str, message: str) -> None:
+        self.fields.setdefault(name, []).append(message)
+
+    def raise_any(self) -> None:
+        if self.fields:
+            raise InvalidInput(self.fields)
+
+
+def _object(value: Any, name: str, errors: Errors, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        errors.add(name, "Expected an object.")
+        return {}
+    for key in value:
+        if key not in keys:
+            errors.add(f"{name}.{key}", f"Unknown field (expected one of: {', '.join(keys)}).")
+    return value
+
+
+def _int(value: Any, name: str, errors: Errors, *, minimum: int, maximum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, "A valid integer is required.")
+        return None
+    if not minimum <= value <= maximum:
+        errors.add(name, f"Must be between {minimum} and {maximum}.")
+        return None
+    return value
+
+
+def _progress(value: Any, name: str, errors: Errors) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        errors.add(name, "A number from 0 to 100 is required.")
+        return None
+    if not 0 <= value <= 100:
+        errors.add(name, "Progress must be between 0 and 100.")
+        return None
+    return float(value)
+
+
+def _label(value: Any, name: str, errors: Errors, limit: int) -> str | None:
+    """A short text (phase, resource): NUL refused, over-long refused, secrets scrubbed."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.add(name, "Not a valid string.")
+        return None
+    if "\x00" in value:
+        errors.add(name, "Null characters are not allowed.")
+        return None
+    if len(value) > limit:
+        errors.add(name, f"Ensure this field has no more than {limit} characters.")
+        return None
+    return clean_text(value, limit)
+
+
+def _time(value: Any, name: str, errors: Errors, default: datetime) -> datetime:
+    if value is None:
+        return default
+    parsed = parse_iso(value) if not isinstance(value, datetime) else value
+    if parsed is None:
+        errors.add(name, "Expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z.")
+        return default
+    return parsed
+
+
+def log_entry(value: Any, name: str, errors: Errors, *, now: datetime,
+              stamp: bool) -> LogEntry | None:
+    """`{level, message}` (appendLog: the server stamps `at`) or `{at, level, message}`."""
+    keys = ("level", "message") if stamp else ("at", "level", "message")
+    raw = _object(value, name, errors, keys)
+    if not isinstance(value, dict):
+        return None
+    level_raw = raw.get("level", "info")
+    level = None
+    if isinstance(level_raw, str):
+        text = level_raw.strip().lower()
+        level = LEVEL_ALIASES.get(text) or (LogLevel(text) if text in set(LogLevel) else None)
+    if level is None:
+        errors.add(f"{name}.level", "Expected one of: info, warn, error.")
+    message = raw.get("message")
+    if not isinstance(message, str):
+        errors.add(f"{name}.message", "This field is required and must be a string.")
+        return None
+    at = now if stamp else _time(raw.get("at"), f"{name}.at", errors, now)
+    if level is None:
+        return None
+    return LogEntry(at=at, level=level, message=clean_text(message, MAX_MESSAGE_CHARS))
+
+
+def sample(value: Any, name: str, errors: Errors, *, now: datetime) -> Sample | None:
+    raw = _object(value, name, errors, SAMPLE_KEYS)
+    if not isinstance(value, dict):
+        return None
+    return Sample(
+        at=_time(raw.get("at"), f"{name}.at", errors, now),
+        rows=_int(raw.get("rows"), f"{name}.rows", errors, minimum=0, maximum=MAX_COUNT),
+        bytes=_int(raw.get("bytes"), f"{name}.bytes", errors, minimum=0, maximum=MAX_BYTES),
+        rows_delta=_int(raw.get("rowsDelta"), f"{name}.rowsDelta", errors,
+                        minimum=-MAX_COUNT, maximum=MAX_COUNT),
+        bytes_delta=_int(raw.get("bytesDelta"), f"{name}.bytesDelta", errors,
+                         minimum=-MAX_BYTES, maximum=MAX_BYTES),
+        progress=_progress(raw.get("progress"), f"{name}.progress", errors),
+        phase=_label(raw.get("phase"), f"{name}.phase", errors, 200),
+        resource=_label(raw.get("resource"), f"{name}.resource", errors, 500),
+    )
+
+
+def summary_patch(value: Any, name: str, errors: Errors) -> SummaryPatch | None:
+    raw = _object(value, name, errors, SUMMARY_KEYS)
+    if not isinstance(value, dict):
+        return None
+    patch = SummaryPatch()
+    if "rowsLoaded" in raw:
+        patch.rows = _int(raw["rowsLoaded"], f"{name}.rowsLoaded", errors,
+                          minimum=0, maximum=MAX_COUNT)
+    if "bytesLoaded" in raw:
+        patch.bytes = _int(raw["bytesLoaded"], f"{name}.bytesLoaded", errors,
+                           minimum=0, maximum=MAX_BYTES)
+    if "progress" in raw:
+        patch.document["progress"] = _progress(raw["progress"], f"{name}.progress", errors)
+    for key, limit in (("currentPhase", 200), ("currentResource", 500)):
+        if key in raw:
+            patch.document[key] = _label(raw[key], f"{name}.{key}", errors, limit)
+    return patch
+
+
+def _series(value: Any, name: str, errors: Errors, cap: int, item: Any) -> list[Any]:
+    if not isinstance(value, list):
+        errors.add(name, "Expected a list.")
+        return []
+    if len(value) > cap:
+        errors.add(name, f"At most {cap} items (the newest are kept by appends; "
+                         f"a replacement must fit).")
+        return []
+    parsed = [item(entry, f"{name}[{i}]") for i, entry in enumerate(value)]
+    return [p for p in parsed if p is not None]
+
+
+def parse_change(raw: dict[str, Any], *, now: datetime) -> RunChange:
+    """Validate a run change given with domain names; raises InvalidInput naming every
+    offending field. Unknown keys are refused."""
+    errors = Errors()
+    for key in raw:
+        if key not in CHANGE_KEYS:
+            errors.add(key, "Unknown field.")
+    change = RunChange()
+    if raw.get("status") is not None:
+        status = raw["status"]
+        if isinstance(status, RunStatus):
+            change.status = status
+        elif isinstance(status, str) and status.strip().lower() in set(RunStatus):
+            change.status = RunStatus(status.strip().lower())
+        else:
+            errors.add("status", "Expected one of: pending, running, succeeded, failed, "
+                                 "cancelled.")
+    if raw.get("log_entries") is not None:
+        change.log_entries = _series(
+            raw["log_entries"], "log_entries", errors, LOG_CAP,
+            lambda v, n: log_entry(v, n, errors, now=now, stamp=False))
+    if raw.get("append_log") is not None:
+        change.append_log = log_entry(raw["append_log"], "append_log", errors, now=now,
+                                      stamp=True)
+    if "error_summary" in raw:
+        text = raw["error_summary"]
+        if text is not None and not isinstance(text, str):
+            errors.add("error_summary", "Not a valid string.")
+        else:
+            change.error_summary = (
+                clean_text(text, MAX_ERROR_SUMMARY_CHARS).strip() or None if text else None)
+    if raw.get("finished_at") is not None:
+        change.finished_at = _time(raw["finished_at"], "finished_at", errors, now)
+    if raw.get("telemetry_summary") is not None:
+        change.summary = summary_patch(raw["telemetry_summary"], "telemetry_summary", errors)
+    if raw.get("append_telemetry_sample") is not None:
+        change.append_sample = sample(raw["append_telemetry_sample"],
+                                      "append_telemetry_sample", errors, now=now)
+    if raw.get("telemetry_samples") is not None:
+        change.samples = _series(
+            raw["telemetry_samples"], "telemetry_samples", errors, SAMPLE_CAP,
+            lambda v, n: sample(v, n, errors, now=now))
+    errors.raise_any()
+    return change
+
+
+def check_bounded_text(value: Any, name: str, errors: Errors, limit: int) -> str | None:
+    """An optional identifier-like text field of a run (environment, correlationId, …)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.add(name, "Not a valid string.")
+        return None
+    value = value.strip()
+    if "\x00" in value:
+        errors.add(name, "Null characters are not allowed.")
+    elif len(value) > limit:
+        errors.add(name, f"Ensure this field has no more than {limit} characters.")
+    return value or None
+
+
+def check_int_id(value: Any, name: str, errors: Errors) -> int | None:
+    """An id given in a body: an integer or a string of digits (ELT ids are strings on the
+    wire). One no row can have is left to the caller's not-found check."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, "Expected an id.")
+        return None
+    return value if 0 < value <= INT64_MAX else 0

@@ -1,0 +1,294 @@
+"""Webhook endpoints and deliveries.
+
+An organisation has at most one default endpoint and one per pipeline; a pipeline's endpoint
+wins over the default. When a run first becomes terminal, `enqueue_run_event` writes a
+delivery row in that transaction (nothing is sent inside a reporter's request); workers send
+it signed the Standard Webhooks way and retry it with backoff (`runwatch/services/webhooks.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from runwatch.models import (
+    DeliveryStatus,
+    Organisation,
+    Pipeline,
+    Run,
+    RunStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from runwatch.resolvers import sql
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import iso, utcnow
+from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.netguard import target_problem
+from runwatch.resolvers.pagination import Page, paginate
+from runwatch.resolvers.run_summary import summary_of
+
+EVENT_TYPES = ("run.succeeded", "run.failed", "run.cancelled", "run.timed_out")
+SECRET_PREFIX = "whsec_"
+MAX_URL_CHARS = 2000
+
+
+def event_type_of(status: RunStatus) -> str:
+    return f"run.{RunStatus(status).value}"
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: `whsec_` + base64 of 24 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def new_message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
+    """The body of a terminal-run event: the original service's fields, plus the run's
+    telemetry summary when it reported any."""
+    body: dict[str, Any] = {
+        "event": event,
+        "runId": str(run.id),
+        "correlationId": run.correlation_id,
+        "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
+        "pipelineName": pipeline_name,
+        "environment": run.environment,
+        "status": RunStatus(run.status).value,
+        "errorSummary": run.error,
+        "startedAt": iso(run.started_at),
+        "finishedAt": iso(run.finished_at),
+    }
+    summary = summary_of(run)
+    if summary:
+        body["telemetrySummary"] = summary
+    return body
+
+
+async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name: str) -> bool:
+    """In the transaction that made `run` terminal: a delivery for the endpoint that applies
+    (the pipeline's, else the organisation's default) if it is enabled and wants the event.
+    Returns whether one was enqueued."""
+    rows = await sql.fetch(
+        "SELECT id, pipeline_id, event_types, enabled FROM webhook_endpoint "
+        "WHERE organisation_id = ? AND (pipeline_id = ? OR pipeline_id IS NULL)",
+        [run.organisation_id, run.pipeline_id],  # type: ignore[attr-defined]
+        conn,
+    )
+    if not rows:
+        return False
+    endpoint = max(rows, key=lambda r: r["pipeline_id"] is not None)  # the pipeline's wins
+    event = event_type_of(run.status)
+    wanted = _json_list(endpoint["event_types"]) or list(EVENT_TYPES)
+    if not endpoint["enabled"] or event not in wanted:
+        return False
+    now = utcnow()
+    await WebhookDelivery.create(
+        organisation_id=run.organisation_id,  # type: ignore[attr-defined]
+        endpoint_id=endpoint["id"],
+        run_id=run.id,
+        event_type=event,
+        message_id=new_message_id(),
+        payload=run_payload(run, pipeline_name=pipeline_name, event=event),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=now,
+        using_db=conn,
+    )
+    return True
+
+
+def _json_list(value: Any) -> list[str]:
+    if isinstance(value, str):  # SQLite hands JSON back as text
+        value = json.loads(value)
+    return list(value or [])
+
+
+def _event_types(value: Any) -> list[str]:
+    if value is None:
+        return list(EVENT_TYPES)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidInput.one("event_types", "Expected a non-empty list of event types.")
+    unknown = [v for v in value if v not in EVENT_TYPES]
+    if unknown:
+        raise InvalidInput.one(
+            "event_types", f"Unknown event type {unknown[0]!r} (known: {', '.join(EVENT_TYPES)}).")
+    return sorted(set(value), key=EVENT_TYPES.index)
+
+
+async def check_url(url: Any, *, allow_private: bool) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput.one("url", "This field is required.")
+    url = url.strip()
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidInput.one("url", f"At most {MAX_URL_CHARS} characters.")
+    problem = await target_problem(url, allow_private=allow_private)
+    if problem:
+        raise InvalidInput.one("url", problem)
+    return url
+
+
+async def _pipeline_of(caller: Caller, pipeline_id: int | None) -> Pipeline | None:
+    if pipeline_id is None:
+        return None
+    pipeline = await Pipeline.filter(
+        id=pipeline_id, organisation_id=caller.organisation_id).first()
+    if pipeline is None:
+        raise NotFound("pipeline", pipeline_id)
+    return pipeline
+
+
+async def set_endpoint(
+    *, caller: Caller, url: Any, pipeline_id: int | None = None, event_types: Any = None,
+    enabled: bool | None = None, allow_private: bool,
+) -> WebhookEndpoint:
+    """Create or change the organisation's default endpoint (`pipeline_id` None) or a
+    pipeline's. A new endpoint gets a new signing secret; a changed one keeps its secret."""
+    caller.require(Scope.WRITE)
+    pipeline = await _pipeline_of(caller, pipeline_id)
+    url = await check_url(url, allow_private=allow_private)
+    types = _event_types(event_types)
+    async with in_transaction() as conn:
+        # The organisation's row serialises writers of its endpoints, so that two concurrent
+        # PUTs of the default endpoint cannot both create one (NULLs are distinct in UNIQUE).
+        await Organisation.filter(id=caller.organisation_id).select_for_update().using_db(
+            conn).first()
+        endpoint = await WebhookEndpoint.filter(
+            organisation_id=caller.organisation_id,
+            pipeline_id=pipeline.id if pipeline else None,
+        ).using_db(conn).first()
+        if endpoint is None:
+            return await WebhookEndpoint.create(
+                organisation_id=caller.organisation_id,
+                pipeline_id=pipeline.id if pipeline else None,
+                url=url, secret=new_secret(), event_types=types,
+                enabled=True if enabled is None else enabled, using_db=conn)
+        endpoint.url = url
+        endpoint.event_types = types
+        if enabled is not None:
+            endpoint.enabled = enabled
+        await endpoint.save(using_db=conn)
+        return endpoint
+
+
+async def get_endpoint(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
+    caller.require(Scope.READ)
+    row = await WebhookEndpoint.filter(
+        id=endpoint_id, organisation_id=caller.organisation_id).first()
+    if row is None:
+        raise NotFound("webhook endpoint", endpoint_id)
+    return row
+
+
+async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEndpoint | None:
+    """The organisation's default endpoint, or a pipeline's own (None when it has none)."""
+    caller.require(Scope.READ)
+    pipeline = await _pipeline_of(caller, pipeline_id)
+    return await WebhookEndpoint.filter(
+        organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None
+    ).first()
+
+
+async def list_endpoints(
+    *, caller: Caller, first: int | None = None, after: str | None = None
+) -> Page[WebhookEndpoint]:
+    caller.require(Scope.READ)
+    return await paginate(WebhookEndpoint.filter(organisation_id=caller.organisation_id),
+                          first=first, after=after, newest_first=False)
+
+
+async def delete_endpoint(*, caller: Caller, endpoint_id: int) -> int:
+    """Delete an endpoint and its delivery history; returns its id."""
+    caller.require(Scope.WRITE)
+    deleted = await WebhookEndpoint.filter(
+        id=endpoint_id, organisation_id=caller.organisation_id).delete()
+    if not deleted:
+        raise NotFound("webhook endpoint", endpoint_id)
+    return endpoint_id
+
+
+async def remove_endpoint_for(*, caller: Caller, pipeline_id: int | None) -> None:
+    """Remove the default endpoint or a pipeline's (nothing to remove is fine)."""
+    caller.require(Scope.WRITE)
+    pipeline = await _pipeline_of(caller, pipeline_id)
+    await WebhookEndpoint.filter(
+        organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None
+    ).delete()
+
+
+async def rotate_secret(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
+    """A new signing secret; deliveries sent from now on are signed with it."""
+    caller.require(Scope.WRITE)
+    endpoint = await get_endpoint(caller=caller, endpoint_id=endpoint_id)
+    endpoint.secret = new_secret()
+    await endpoint.save(update_fields=["secret", "updated_at"])
+    return endpoint
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    endpoint_id: int | None = None
+    run_id: int | None = None
+    status: DeliveryStatus | None = None
+
+
+async def list_deliveries(
+    *, caller: Caller, where: DeliveryFilter = DeliveryFilter(), first: int | None = None,
+    after: str | None = None,
+) -> Page[WebhookDelivery]:
+    """Deliveries newest first (an endpoint's, a run's, by status)."""
+    caller.require(Scope.READ)
+    query = WebhookDelivery.filter(organisation_id=caller.organisation_id)
+    if where.endpoint_id is not None:
+        query = query.filter(endpoint_id=where.endpoint_id)
+    if where.run_id is not None:
+        query = query.filter(run_id=where.run_id)
+    if where.status is not None:
+        query = query.filter(status=where.status)
+    return await paginate(query, first=first, after=after, newest_first=True)
+
+
+async def get_delivery(*, caller: Caller, delivery_id: int) -> WebhookDelivery:
+    caller.require(Scope.READ)
+    row = await WebhookDelivery.filter(
+        id=delivery_id, organisation_id=caller.organisation_id).first()
+    if row is None:
+        raise NotFound("webhook delivery", delivery_id)
+    return row
+
+
+async def attempts_of(
+    *, caller: Caller, delivery_ids: list[int]
+) -> dict[int, list[WebhookAttempt]]:
+    """Every attempt of these deliveries (of the caller's organisation), oldest first."""
+    caller.require(Scope.READ)
+    found: dict[int, list[WebhookAttempt]] = {i: [] for i in delivery_ids}
+    for attempt in await WebhookAttempt.filter(
+        delivery_id__in=delivery_ids, delivery__organisation_id=caller.organisation_id
+    ).order_by("delivery_id", "id"):
+        found[attempt.delivery_id].append(attempt)  # type: ignore[attr-defined]
+    return found
+
+
+async def redeliver(
+    *, caller: Caller, delivery_id: int, now: datetime | None = None
+) -> WebhookDelivery:
+    """Send a delivery again as soon as a worker is free, whatever its state: the same event
+    with the same `webhook-id`, so a receiver that did process it can tell."""
+    caller.require(Scope.WRITE)
+    delivery = await get_delivery(caller=caller, delivery_id=delivery_id)
+    delivery.status = DeliveryStatus.PENDING
+    delivery.next_attempt_at = now or utcnow()
+    delivery.claim = None
+    await delivery.save(update_fields=["status", "next_attempt_at", "claim"])
+    return delivery

@@ -1,0 +1,255 @@
+"""Webhook delivery: workers claim due deliveries and send them, signed the Standard Webhooks
+way, outside any reporter's request.
+
+- **Claiming.** One UPDATE takes up to N due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL),
+  stamps them with this worker's claim and moves their due time past the send timeout. Two
+  workers never hold the same delivery, and a worker that dies mid-send only delays it until
+  the claim expires.
+- **Sending.** `webhook-id` (the delivery's message id, the same on every attempt),
+  `webhook-timestamp` (Unix seconds) and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of
+  `id.timestamp.body` under the endpoint's secret). The target is checked again at send time
+  (private and loopback addresses refused unless allowed); redirects are not followed.
+- **Recording.** Every attempt is stored (status code, duration, error, the start of the
+  answer). A 2xx answer delivers; anything else is retried on `RETRY_SCHEDULE` (about a day in
+  all), then the delivery is failed and can be redelivered on demand. A worker's result is
+  written only while its claim stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from tortoise.transactions import in_transaction
+
+from runwatch import __version__
+from runwatch.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint
+from runwatch.resolvers import signals, sql
+from runwatch.resolvers.clock import utcnow
+from runwatch.resolvers.netguard import target_problem
+from runwatch.resolvers.webhooks import SECRET_PREFIX
+
+log = logging.getLogger("runwatch.webhooks")
+
+# Waits after the 1st, 2nd, … failed attempt (the Standard Webhooks / Svix schedule): eight
+# attempts over about 27 hours, then the delivery fails.
+RETRY_SCHEDULE = (
+    timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+    timedelta(hours=5), timedelta(hours=10), timedelta(hours=10),
+)
+MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
+EXCERPT_CHARS = 500
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for one message."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """The wait after `attempts` failed attempts, with ±10% jitter so that a receiver that
+    comes back is not hit by every retry at once."""
+    base = RETRY_SCHEDULE[min(attempts, len(RETRY_SCHEDULE)) - 1]
+    return base * random.uniform(0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    endpoint_id: int
+    message_id: str
+    payload: dict
+    attempts: int
+    claim: str
+
+
+_CLAIM = """
+UPDATE webhook_delivery SET claim = ?, next_attempt_at = ?
+WHERE id IN (
+  SELECT id FROM webhook_delivery
+  WHERE status = ? AND next_attempt_at <= ?
+  ORDER BY next_attempt_at, id
+  LIMIT ?{lock}
+)
+RETURNING id, endpoint_id, message_id, payload, attempts
+"""
+
+
+async def claim_due(*, limit: int, hold: timedelta, now: datetime | None = None) -> list[Claimed]:
+    """Take up to `limit` due deliveries for this worker (held for `hold`)."""
+    now = now or utcnow()
+    token = secrets.token_hex(16)
+    conn = sql.client()
+    statement = _CLAIM.format(lock=" FOR UPDATE SKIP LOCKED" if sql.is_postgres(conn) else "")
+    async with in_transaction() as tx:
+        rows = await sql.fetch(
+            statement, [token, now + hold, DeliveryStatus.PENDING.value, now, limit], tx)
+    return [
+        Claimed(id=int(r["id"]), endpoint_id=int(r["endpoint_id"]), message_id=r["message_id"],
+                payload=json.loads(r["payload"]) if isinstance(r["payload"], str)
+                else r["payload"], attempts=int(r["attempts"]), claim=token)
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Result:
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    excerpt: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Sender:
+    """Sends claimed deliveries with one pooled HTTP client."""
+
+    def __init__(self, *, timeout: float, allow_private: bool, concurrency: int) -> None:
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.concurrency = concurrency
+        self.hold = timedelta(seconds=timeout + 30)
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), follow_redirects=False,
+            limits=httpx.Limits(max_connections=concurrency * 2),
+            headers={"user-agent": f"runwatch-webhooks/{__version__}"},
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _post(self, endpoint: WebhookEndpoint, delivery: Claimed) -> Result:
+        problem = await target_problem(endpoint.url, allow_private=self.allow_private)
+        if problem:
+            return Result(None, 0, f"refused: {problem}", None)
+        body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(endpoint.secret, delivery.message_id, timestamp, body),
+        }
+        started = time.monotonic()
+        try:
+            response = await self.client.post(endpoint.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            elapsed = int((time.monotonic() - started) * 1000)
+            return Result(None, elapsed, f"{type(exc).__name__}: {exc}"[:1000] or "error", None)
+        elapsed = int((time.monotonic() - started) * 1000)
+        excerpt = response.text[:EXCERPT_CHARS] if response.content else None
+        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return Result(response.status_code, elapsed, error, excerpt)
+
+    async def send(self, delivery: Claimed) -> Result:
+        """Send one claimed delivery and record the attempt (and the delivery's new state)."""
+        endpoint = await WebhookEndpoint.filter(id=delivery.endpoint_id).first()
+        attempted_at = utcnow()
+        if endpoint is None or not endpoint.enabled:
+            result = Result(None, 0, "endpoint disabled or deleted", None)
+        else:
+            result = await self._post(endpoint, delivery)
+        await record(delivery, result, attempted_at=attempted_at, final=endpoint is None
+                     or not endpoint.enabled)
+        return result
+
+    async def deliver_due(self, *, now: datetime | None = None, limit: int | None = None) -> int:
+        """Claim what is due and send it all concurrently; returns how many were sent."""
+        claimed = await claim_due(limit=limit or self.concurrency, hold=self.hold, now=now)
+        await asyncio.gather(*(self.send(d) for d in claimed))
+        return len(claimed)
+
+    async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
+        """Keep up to `concurrency` sends in flight until stopped. An enqueue in this process
+        wakes an idle loop at once; otherwise it looks again every `poll_seconds`."""
+        in_flight: set[asyncio.Task] = set()
+        with signals.watching_work() as woken:
+            while not stop.is_set():
+                free = self.concurrency - len(in_flight)
+                claimed: list[Claimed] = []
+                if free > 0:
+                    try:
+                        claimed = await claim_due(limit=free, hold=self.hold)
+                    except Exception:  # the database may be away: try again on the next tick
+                        log.exception("claiming webhook deliveries failed")
+                for delivery in claimed:
+                    task = asyncio.create_task(self._send_logged(delivery))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                more_due = free > 0 and len(claimed) == free
+                if more_due and len(in_flight) < self.concurrency:
+                    continue
+                # Wait for a free slot (when full), a wake-up or the poll interval, or stop.
+                waiters = {asyncio.create_task(stop.wait())}
+                if more_due or len(in_flight) >= self.concurrency:
+                    waiters |= set(in_flight)
+                else:
+                    waiters.add(asyncio.create_task(signals.wait(woken, poll_seconds)))
+                await asyncio.wait(waiters, timeout=poll_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for task in waiters - in_flight:
+                    task.cancel()
+            if in_flight:  # finish (and record) what was started
+                await asyncio.wait(in_flight, timeout=self.timeout + 5)
+
+    async def _send_logged(self, delivery: Claimed) -> None:
+        try:
+            await self.send(delivery)
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", delivery.id)
+
+
+async def record(delivery: Claimed, result: Result, *, attempted_at: datetime,
+                 final: bool = False) -> bool:
+    """Store an attempt and move the delivery on; False when this worker's claim was lost
+    (then only the attempt is stored)."""
+    attempts = delivery.attempts + 1
+    if result.ok:
+        changes = {"status": DeliveryStatus.DELIVERED.value, "delivered_at": utcnow(),
+                   "next_attempt_at": None}
+    elif final or attempts >= MAX_ATTEMPTS:
+        changes = {"status": DeliveryStatus.FAILED.value, "next_attempt_at": None}
+    else:
+        changes = {"next_attempt_at": utcnow() + retry_delay(attempts)}
+    changes.update(attempts=attempts, claim=None, last_status_code=result.status_code,
+                   last_error=result.error)
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    async with in_transaction() as conn:
+        await WebhookAttempt.create(
+            delivery_id=delivery.id, attempted_at=attempted_at, status_code=result.status_code,
+            duration_ms=result.duration_ms, error=result.error, response_excerpt=result.excerpt,
+            using_db=conn)
+        updated = await sql.execute(
+            f"UPDATE webhook_delivery SET {assignments} WHERE id = ? AND claim = ?",
+            [*changes.values(), delivery.id, delivery.claim], conn)
+    if not updated:
+        log.warning("delivery %s: claim lost before its result was recorded", delivery.id)
+    return bool(updated)
+
+
+@contextlib.asynccontextmanager
+async def sender_from(settings):  # type: ignore[no-untyped-def]
+    sender = Sender(timeout=settings.webhook_timeout_seconds,
+                    allow_private=settings.webhook_allow_private,
+                    concurrency=settings.webhook_concurrency)
+    try:
+        yield sender
+    finally:
+        await sender.aclose()
