@@ -21,7 +21,7 @@ from runwatch import __version__
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
-from runwatch.rest_shim import warehouse
+from runwatch.rest_shim import elt, warehouse
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services.workers import run_workers
@@ -57,11 +57,16 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
+# Paths whose contract words errors as `{"error": ...}` (the others: `{"detail": ...}`).
+ERROR_SHAPED = ("/api/elt/", "/api/agent/")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     messages = {404: "Not found.", 405: f'Method "{request.method}" not allowed.'}
+    key = "error" if request.url.path.startswith(ERROR_SHAPED) else "detail"
     return JSONResponse(
-        {"detail": messages.get(exc.status_code, exc.detail)},
+        {key: messages.get(exc.status_code, exc.detail)},
         status_code=exc.status_code,
         headers=exc.headers,
     )
@@ -100,6 +105,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         *warehouse.routes(options),
+        *elt.routes(settings),
     ]
     return Starlette(
         routes=routes,

@@ -89,6 +89,8 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         token_cache_seconds=0,
         workers_in_serve=False,
+        # Tests run their webhook receivers on loopback.
+        webhook_allow_private=True,
     )
 
 

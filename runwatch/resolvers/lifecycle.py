@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Run, RunStatus
+from runwatch.models import TERMINAL_STATUSES, Run, RunStatus
 from runwatch.resolvers import webhooks
+from runwatch.resolvers.clock import iso
 from runwatch.resolvers.errors import Conflict
 from runwatch.resolvers.rollups import Outcome, record_outcome
 
@@ -41,7 +42,7 @@ def check_move(run: Run, target: RunStatus) -> None:
     if target == current:
         return
     if is_terminal(current):
-        when = f" at {run.finished_at.isoformat()}" if run.finished_at else ""
+        when = f" at {iso(run.finished_at)}" if run.finished_at else ""
         raise Conflict(
             f"Run {run.id} already finished ({current.value}{when}); "
             "a finished run never changes status."
@@ -84,5 +85,3 @@ async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> None:
     pipeline_name = await record_outcome(conn, outcome_of(run))
     await webhooks.enqueue_run_event(conn, run, pipeline_name=pipeline_name)
 
-
-OPEN = tuple(s.value for s in OPEN_STATUSES)

@@ -1,12 +1,21 @@
-"""Pipelines. A connection's delivery pipeline is created with the connection; other kinds
-come with the ELT-runs and Watcher capabilities."""
+"""Pipelines: what runs. A connection's delivery pipeline is created with the connection;
+ELT pipelines are created by people and services (REST `POST /api/elt/pipelines`, GraphQL
+`createPipeline`). A pipeline's name is unique in its organisation."""
 
 from __future__ import annotations
 
-from runwatch.models import Pipeline
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+
+from runwatch.models import INT32_MAX, Connection, Pipeline
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.errors import NotFound
+from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
+from runwatch.resolvers.run_input import Errors, check_bounded_text, check_int_id
+
+PIPELINE_KEYS = ("name", "description", "max_runtime_seconds", "connection_id")
+MAX_DESCRIPTION_CHARS = 4000
 
 
 async def get_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
@@ -28,3 +37,65 @@ async def list_pipelines(
     if kind:
         query = query.filter(kind=kind)
     return await paginate(query, first=first, after=after, newest_first=False)
+
+
+async def _fields(caller: Caller, raw: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """The validated columns a create or an update sets (only the keys given)."""
+    errors = Errors()
+    for key in raw:
+        if key not in PIPELINE_KEYS:
+            errors.add(key, "Unknown field.")
+    values: dict[str, Any] = {}
+    if creating or "name" in raw:
+        name = check_bounded_text(raw.get("name"), "name", errors, 200)
+        if not name and "name" not in errors.fields:
+            errors.add("name", "This field is required and may not be blank.")
+        values["name"] = name
+    if "description" in raw:
+        values["description"] = check_bounded_text(
+            raw["description"], "description", errors, MAX_DESCRIPTION_CHARS)
+    if "max_runtime_seconds" in raw:
+        runtime = raw["max_runtime_seconds"]
+        if runtime is not None and (isinstance(runtime, bool) or not isinstance(runtime, int)
+                                    or not 60 <= runtime <= INT32_MAX):
+            errors.add("max_runtime_seconds", "Whole seconds, at least 60 (or null for the "
+                                              "deployment's default).")
+        values["max_runtime_seconds"] = runtime
+    if "connection_id" in raw:
+        connection_id = check_int_id(raw["connection_id"], "connection_id", errors)
+        if connection_id is not None and not await Connection.filter(
+            id=connection_id, organisation_id=caller.organisation_id
+        ).exists():
+            errors.add("connection_id", f"No connection {connection_id} here.")
+        values["connection_id"] = connection_id
+    errors.raise_any()
+    return values
+
+
+async def create_pipeline(*, caller: Caller, raw: dict[str, Any], kind: str = "elt") -> Pipeline:
+    """A pipeline from domain-named values (`name`, `description`, `max_runtime_seconds`,
+    `connection_id`); a duplicate name is a conflict."""
+    caller.require(Scope.WRITE)
+    values = await _fields(caller, raw, creating=True)
+    try:
+        return await Pipeline.create(organisation_id=caller.organisation_id, kind=kind, **values)
+    except IntegrityError:
+        raise Conflict(f"A pipeline named {values['name']!r} already exists.") from None
+
+
+async def update_pipeline(*, caller: Caller, pipeline_id: int, raw: dict[str, Any]) -> Pipeline:
+    caller.require(Scope.WRITE)
+    pipeline = await get_pipeline(caller=caller, pipeline_id=pipeline_id)
+    values = await _fields(caller, raw, creating=False)
+    if pipeline.kind == "delivery" and ({"name", "connection_id"} & set(values)):
+        raise InvalidInput.one(
+            "name", "A connection's delivery pipeline is named after and tied to its "
+            "connection; change the connection instead.")
+    for key, value in values.items():
+        setattr(pipeline, key, value)
+    if values:
+        try:
+            await pipeline.save(update_fields=list(values))
+        except IntegrityError:
+            raise Conflict(f"A pipeline named {values['name']!r} already exists.") from None
+    return pipeline

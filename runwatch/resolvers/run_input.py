@@ -132,7 +132,7 @@ def _progress(value: Any, name: str, errors: Errors) -> float | None:
     if not 0 <= value <= 100:
         errors.add(name, "Progress must be between 0 and 100.")
         return None
-    return float(value)
+    return value
 
 
 def _label(value: Any, name: str, errors: Errors, limit: int) -> str | None:

@@ -33,6 +33,15 @@ class BadRequest(Exception):
         self.body = body
 
 
+class UnreadableBody(Exception):
+    """The body is not JSON (`not_json`) or not a JSON object; each contract words it."""
+
+    def __init__(self, reason: str, *, not_json: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.not_json = not_json
+
+
 def caller_of(request: Request, scope: Scope | None = None) -> Caller:
     """The authenticated caller. A route that needs a scope says so here, before it reads the
     body, so that a caller without it learns nothing from validation errors (the resolver
@@ -55,11 +64,9 @@ async def json_body(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise BadRequest({"detail": f"JSON parse error - {reason}"}) from None
+        raise UnreadableBody(reason, not_json=True) from None
     if not isinstance(body, dict):
-        raise BadRequest({"non_field_errors": [
-            f"Invalid data. Expected a dictionary, but got {type(body).__name__}."
-        ]})
+        raise UnreadableBody(type(body).__name__, not_json=False)
     return body
 
 
@@ -105,6 +112,12 @@ def drf_errors(wire_field: Callable[[str], str]) -> Callable[[Handler], Handler]
                 return await handler(request)
             except BadRequest as exc:
                 return JSONResponse(exc.body, status_code=400)
+            except UnreadableBody as exc:
+                if exc.not_json:
+                    return detail(400, f"JSON parse error - {exc.reason}")
+                return JSONResponse({"non_field_errors": [
+                    f"Invalid data. Expected a dictionary, but got {exc.reason}."]},
+                    status_code=400)
             except InvalidInput as exc:
                 fields = {wire_field(name): messages for name, messages in exc.fields.items()}
                 return JSONResponse(fields, status_code=400)

@@ -10,6 +10,7 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from runwatch.models import INT32_MAX, INT64_MAX
+from runwatch.naming import camel_field
 from runwatch.resolvers.errors import (
     Conflict,
     DomainError,
@@ -54,14 +55,6 @@ class PermissionDeniedError(Error):
     pass
 
 
-def graphql_field_name(name: str) -> str:
-    """Domain field names are snake_case; GraphQL input fields are camelCase. Only the first
-    segment is converted: `settings.private_key` names a key the client chose."""
-    head, dot, rest = name.partition(".")
-    first, *others = head.split("_")
-    return first + "".join(part.capitalize() for part in others) + dot + rest
-
-
 def error_data(exc: DomainError) -> Error:
     """The union member for an expected failure of a mutation."""
     if isinstance(exc, NotFound):
@@ -70,7 +63,7 @@ def error_data(exc: DomainError) -> Error:
         return InvalidInputError(
             message=exc.message,
             field_errors=[
-                FieldError(field=graphql_field_name(k), messages=v) for k, v in exc.fields.items()
+                FieldError(field=camel_field(k), messages=v) for k, v in exc.fields.items()
             ],
         )
     if isinstance(exc, Conflict):
@@ -94,7 +87,7 @@ def graphql_error(exc: DomainError, located: GraphQLError | None = None) -> Grap
     code = next((c for kind, c in CODES.items() if isinstance(exc, kind)), "BAD_REQUEST")
     extensions: dict[str, Any] = {"code": code}
     if isinstance(exc, InvalidInput):
-        extensions["fieldErrors"] = {graphql_field_name(k): v for k, v in exc.fields.items()}
+        extensions["fieldErrors"] = {camel_field(k): v for k, v in exc.fields.items()}
     if located is None:
         return GraphQLError(exc.message, extensions=extensions, original_error=exc)
     return GraphQLError(

@@ -1,0 +1,434 @@
+"""ELT-runs contract: `/api/elt/` (people and services: `read` / `write` scopes) and
+`/api/agent/` (gateways, with their own tokens).
+
+Wire format: camelCase bodies, ids as strings, `{"run": …}` / `{"runs": […]}` envelopes,
+errors `{"error": "…"}` and validation errors `{"error": {"field": ["…"]}}` (400).
+
+Wire names -> runwatch: `errorSummary` -> Run.error, `telemetry.summary.rowsLoaded` /
+`bytesLoaded` -> Run.rows_total / Run.bytes (the rest of the summary is `Run.telemetry_summary`),
+`logEntries` -> RunLogLine rows, `telemetry.samples` -> RunTelemetrySample rows,
+`targetGatewayId` -> Run.target_gateway, `gatewayId` (added: who claimed it) -> Run.gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from runwatch.models import (
+    INT64_MAX,
+    Gateway,
+    Pipeline,
+    Run,
+    RunLogLine,
+    RunStatus,
+    RunTelemetrySample,
+    WebhookEndpoint,
+)
+from runwatch.naming import camel_field
+from runwatch.resolvers import elt_runs, gateways, pipelines, run_series, runs, webhooks
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import iso, utcnow
+from runwatch.resolvers.elt_runs import RunFinished
+from runwatch.resolvers.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from runwatch.resolvers.pagination import encode_cursor
+from runwatch.resolvers.run_input import parse_change
+from runwatch.resolvers.run_series import LOGS, SAMPLES
+from runwatch.resolvers.run_summary import summary_of
+from runwatch.rest_shim.common import (
+    BadRequest,
+    Handler,
+    UnreadableBody,
+    caller_of,
+    json_body,
+    parse_pk,
+    routes_with_optional_slash,
+)
+from runwatch.settings import Settings
+
+LIST_DEFAULT, LIST_MAX = 50, 200
+# Wire names of run-change and new-run fields (the rest are the same words in snake_case).
+PATCH_FIELDS = {"status", "logEntries", "appendLog", "errorSummary", "finishedAt",
+                "telemetrySummary", "appendTelemetrySample", "telemetrySamples"}
+NEW_RUN_FIELDS = {"pipelineId", "environment", "correlationId", "triggeredBy",
+                  "partitionColumn", "partitionValue", "targetGatewayId", "status"}
+PIPELINE_FIELDS = {"name", "description", "maxRuntimeSeconds", "connectionId"}
+
+
+def snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def domain_body(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """Wire keys -> domain names; an unknown key keeps its wire name so that the resolver's
+    "Unknown field." names it as the client wrote it."""
+    return {snake(k) if k in known else k: v for k, v in body.items()}
+
+
+def error(status: int, message: Any, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="runwatch"'} if status == 401 else None
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def translate_errors(handler: Handler) -> Handler:
+    """Domain errors -> this contract's status codes and `{"error": …}` bodies."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return error(400, exc.body)
+        except UnreadableBody as exc:
+            return error(400, f"Invalid JSON: {exc.reason}" if exc.not_json
+                         else "Expected a JSON object.")
+        except InvalidInput as exc:
+            return error(400, {camel_field(k): v for k, v in exc.fields.items()})
+        except NotFound as exc:
+            return error(404, f"{exc.kind.capitalize()} not found")
+        except RunFinished as exc:
+            extra = {"cancel": True} if exc.status == RunStatus.CANCELLED else {}
+            return error(409, exc.message, **extra)
+        except Conflict as exc:
+            return error(409, exc.message)
+        except Unauthenticated as exc:
+            return error(401, "Invalid token." if exc.message == "Invalid token." else
+                         "Authentication required: send 'Authorization: Bearer <token>'.")
+        except PermissionDenied as exc:
+            return error(403, exc.message)
+
+    return wrapped
+
+
+# ------------------------------------------------------------------------------- wire shapes
+
+
+def _id(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def log_json(line: RunLogLine) -> dict[str, Any]:
+    return {"at": iso(line.at), "level": line.level.value, "message": line.message}
+
+
+def sample_json(point: RunTelemetrySample) -> dict[str, Any]:
+    values = {"at": iso(point.at), "rows": point.rows, "bytes": point.bytes,
+              "rowsDelta": point.rows_delta, "bytesDelta": point.bytes_delta,
+              "progress": point.progress, "phase": point.phase, "resource": point.resource}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def run_json(
+    run: Run, lines: list[RunLogLine] | None = None,
+    samples: list[RunTelemetrySample] | None = None,
+) -> dict[str, Any]:
+    """A run as the contract shows it. `logEntries` and `telemetry.samples` are there when
+    given (GET); PATCH answers leave them out, so that an append stays O(1)."""
+    body: dict[str, Any] = {
+        "id": str(run.id),
+        "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
+        "status": RunStatus(run.status).value,
+        "environment": run.environment,
+        "correlationId": run.correlation_id,
+        "triggeredBy": run.triggered_by,
+        "partitionColumn": run.partition_column,
+        "partitionValue": run.partition_value,
+        "targetGatewayId": _id(run.target_gateway_id),  # type: ignore[attr-defined]
+        "gatewayId": _id(run.gateway_id),  # type: ignore[attr-defined]
+        "startedAt": iso(run.started_at),
+        "finishedAt": iso(run.finished_at),
+        "deadlineAt": iso(run.deadline_at),
+        "errorSummary": run.error,
+        "cancel": run.status == RunStatus.CANCELLED,
+        "logEntriesDropped": LOGS.dropped(run.log_seq, run.log_base),
+        "telemetrySamplesDropped": SAMPLES.dropped(run.sample_seq, run.sample_base),
+        "createdAt": iso(run.created_at),
+        "updatedAt": iso(run.updated_at),
+    }
+    telemetry: dict[str, Any] = {"summary": summary_of(run)}
+    if lines is not None:
+        body["logEntries"] = [log_json(line) for line in lines]
+    if samples is not None:
+        telemetry["samples"] = [sample_json(point) for point in samples]
+    body["telemetry"] = telemetry
+    return body
+
+
+async def runs_json(rows: list[Run]) -> list[dict[str, Any]]:
+    """Runs with their logs and samples: two queries for the whole page."""
+    ids = [r.id for r in rows]
+    lines = await run_series.log_lines(ids)
+    samples = await run_series.telemetry_samples(ids)
+    return [run_json(r, lines[r.id], samples[r.id]) for r in rows]
+
+
+def pipeline_json(p: Pipeline) -> dict[str, Any]:
+    return {
+        "id": str(p.id), "name": p.name, "kind": p.kind, "description": p.description,
+        "maxRuntimeSeconds": p.max_runtime_seconds,
+        "connectionId": _id(p.connection_id),  # type: ignore[attr-defined]
+        "createdAt": iso(p.created_at),
+    }
+
+
+def webhook_json(e: WebhookEndpoint | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {
+        "id": str(e.id), "url": e.url, "secret": e.secret, "eventTypes": e.event_types,
+        "enabled": e.enabled, "pipelineId": _id(e.pipeline_id),  # type: ignore[attr-defined]
+        "createdAt": iso(e.created_at), "updatedAt": iso(e.updated_at),
+    }
+
+
+def gateway_json(g: Gateway) -> dict[str, Any]:
+    return {"id": str(g.id), "name": g.name, "lastSeenAt": iso(g.last_seen_at),
+            "version": g.version, "labels": g.labels}
+
+
+# ------------------------------------------------------------------------------- requests
+
+
+def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter, clamped to [lo, hi]; not an integer is a 400."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.lstrip("-").isdigit()) or len(raw) > 10:
+        raise BadRequest({name: ["A valid integer is required."]})
+    return max(lo, min(hi, int(raw)))
+
+
+def _statuses(request: Request) -> list[RunStatus] | None:
+    raw = request.query_params.get("status")
+    if not raw:
+        return None
+    values = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    unknown = [v for v in values if v not in set(RunStatus)]
+    if unknown:
+        raise BadRequest({"status": [
+            f"Unknown status {unknown[0]!r} (known: {', '.join(s.value for s in RunStatus)})."]})
+    return [RunStatus(v) for v in values]
+
+
+def _filter_id(request: Request, name: str) -> int | None:
+    """An id filter: one no row can have matches nothing (an empty list)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_pk(raw, INT64_MAX)
+    except NotFound:
+        return 0
+
+
+def _run_id(request: Request) -> int:
+    return parse_pk(request.path_params["id"], INT64_MAX)
+
+
+def _person(request: Request, scope: Scope) -> Caller:
+    """A person's or service's token with `scope` (not a gateway's)."""
+    caller = caller_of(request)
+    if caller.gateway_id is not None:
+        raise PermissionDenied("A gateway token works on the /api/agent/ routes only.")
+    caller.require(scope)
+    return caller
+
+
+def _gateway(request: Request) -> Caller:
+    caller = caller_of(request)
+    if caller.gateway_id is None:
+        raise PermissionDenied("The /api/agent/ routes take a gateway's token "
+                               "(runwatch gateway create).")
+    return caller
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
+    allow_private = settings.webhook_allow_private
+
+    async def patch(request: Request, caller: Caller) -> Run:
+        body = await json_body(request)
+        change = parse_change(domain_body(body, PATCH_FIELDS), now=utcnow())
+        return await elt_runs.update_run(
+            caller=caller, run_id=_run_id(request), change=change,
+            default_max_runtime=default_max_runtime)
+
+    # ---- /api/elt/runs
+
+    @translate_errors
+    async def list_runs(request: Request) -> Response:
+        caller = _person(request, Scope.READ)
+        limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
+        before = _filter_id(request, "before")
+        after = encode_cursor(before) if before else None
+        page = await runs.list_runs(
+            caller=caller, first=limit, after=after,
+            pipeline_id=_filter_id(request, "pipelineId"), statuses=_statuses(request),
+            environment=request.query_params.get("environment") or None)
+        return JSONResponse({"runs": await runs_json(page.items)})
+
+    @translate_errors
+    async def create_run(request: Request) -> Response:
+        caller = _person(request, Scope.WRITE)
+        body = await json_body(request)
+        run = await elt_runs.create_run(
+            caller=caller, raw=domain_body(body, NEW_RUN_FIELDS),
+            default_max_runtime=default_max_runtime)
+        return JSONResponse({"run": run_json(run, [], [])}, status_code=201)
+
+    @translate_errors
+    async def get_run(request: Request) -> Response:
+        caller = _person(request, Scope.READ)
+        run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
+        return JSONResponse({"run": (await runs_json([run]))[0]})
+
+    @translate_errors
+    async def patch_run(request: Request) -> Response:
+        caller = _person(request, Scope.WRITE)
+        return JSONResponse({"run": run_json(await patch(request, caller))})
+
+    # ---- webhook settings
+
+    def webhook_routes(pipeline_of: Callable[[Request], int | None]) -> dict[str, Handler]:
+        @translate_errors
+        async def read(request: Request) -> Response:
+            caller = _person(request, Scope.WRITE)  # it shows the signing secret
+            endpoint = await webhooks.endpoint_for(caller=caller,
+                                                   pipeline_id=pipeline_of(request))
+            return JSONResponse({"webhook": webhook_json(endpoint)})
+
+        @translate_errors
+        async def put(request: Request) -> Response:
+            caller = _person(request, Scope.WRITE)
+            body = await json_body(request)
+            unknown = {k: ["Unknown field."] for k in body
+                       if k not in {"url", "eventTypes", "enabled"}}
+            if unknown:
+                raise BadRequest(unknown)
+            if "url" not in body:
+                raise BadRequest({"url": ["This field is required (null removes the webhook)."]})
+            if body["url"] is None:
+                await webhooks.remove_endpoint_for(caller=caller,
+                                                   pipeline_id=pipeline_of(request))
+                return JSONResponse({"webhook": None})
+            enabled = body.get("enabled")
+            if enabled is not None and not isinstance(enabled, bool):
+                raise BadRequest({"enabled": ["Must be true or false."]})
+            endpoint = await webhooks.set_endpoint(
+                caller=caller, pipeline_id=pipeline_of(request), url=body["url"],
+                event_types=body.get("eventTypes"), enabled=enabled,
+                allow_private=allow_private)
+            return JSONResponse({"webhook": webhook_json(endpoint)})
+
+        return {"GET": read, "PUT": put}
+
+    # ---- /api/elt/pipelines
+
+    @translate_errors
+    async def list_pipelines(request: Request) -> Response:
+        caller = _person(request, Scope.READ)
+        limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
+        page = await pipelines.list_pipelines(caller=caller, first=limit)
+        return JSONResponse({"pipelines": [pipeline_json(p) for p in page.items]})
+
+    @translate_errors
+    async def create_pipeline(request: Request) -> Response:
+        caller = _person(request, Scope.WRITE)
+        body = await json_body(request)
+        pipeline = await pipelines.create_pipeline(
+            caller=caller, raw=domain_body(body, PIPELINE_FIELDS))
+        return JSONResponse({"pipeline": pipeline_json(pipeline)}, status_code=201)
+
+    @translate_errors
+    async def get_pipeline(request: Request) -> Response:
+        caller = _person(request, Scope.READ)
+        pipeline = await pipelines.get_pipeline(
+            caller=caller, pipeline_id=parse_pk(request.path_params["id"]))
+        return JSONResponse({"pipeline": pipeline_json(pipeline)})
+
+    @translate_errors
+    async def patch_pipeline(request: Request) -> Response:
+        caller = _person(request, Scope.WRITE)
+        body = await json_body(request)
+        pipeline = await pipelines.update_pipeline(
+            caller=caller, pipeline_id=parse_pk(request.path_params["id"]),
+            raw=domain_body(body, PIPELINE_FIELDS))
+        return JSONResponse({"pipeline": pipeline_json(pipeline)})
+
+    # ---- /api/agent (gateways)
+
+    @translate_errors
+    async def agent_list(request: Request) -> Response:
+        caller = _gateway(request)
+        limit = _query_int(request, "limit", elt_runs.AGENT_LIST_MAX, 1,
+                           elt_runs.AGENT_LIST_MAX)
+        rows = await elt_runs.list_gateway_runs(
+            caller=caller, statuses=_statuses(request), limit=limit)
+        return JSONResponse({"runs": await runs_json(rows)})
+
+    @translate_errors
+    async def agent_get(request: Request) -> Response:
+        caller = _gateway(request)
+        run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
+        body = (await runs_json([run]))[0]
+        return JSONResponse({"run": body, "cancel": body["cancel"]})
+
+    @translate_errors
+    async def agent_patch(request: Request) -> Response:
+        caller = _gateway(request)
+        body = run_json(await patch(request, caller))
+        return JSONResponse({"run": body, "cancel": body["cancel"]})
+
+    @translate_errors
+    async def manifest(request: Request) -> Response:
+        caller = _gateway(request)
+        gateway = await gateways.current_gateway(caller=caller)
+        return JSONResponse({
+            "gateway": gateway_json(gateway),
+            "pollIntervalSeconds": settings.gateway_poll_seconds,
+            "heartbeatIntervalSeconds": settings.gateway_heartbeat_seconds,
+            "leaseSeconds": settings.gateway_lease_seconds,
+            "serverTime": iso(utcnow()),
+        })
+
+    @translate_errors
+    async def heartbeat(request: Request) -> Response:
+        caller = _gateway(request)
+        body = await json_body(request)
+        unknown = {k: ["Unknown field."] for k in body if k not in {"version", "labels"}}
+        if unknown:
+            raise BadRequest(unknown)
+        gateway = await gateways.heartbeat(
+            caller=caller, version=body.get("version"), labels=body.get("labels"))
+        return JSONResponse({"ok": True, "gateway": gateway_json(gateway)})
+
+    def pipeline_id(request: Request) -> int:
+        return parse_pk(request.path_params["id"])
+
+    return [
+        # The webhook routes come before /runs/{id}: "webhook" is not a run id.
+        *routes_with_optional_slash("/api/elt/runs/webhook/", **webhook_routes(lambda r: None)),
+        *routes_with_optional_slash("/api/elt/runs/", GET=list_runs, POST=create_run),
+        *routes_with_optional_slash("/api/elt/runs/{id}/", GET=get_run, PATCH=patch_run),
+        *routes_with_optional_slash("/api/elt/pipelines/", GET=list_pipelines,
+                                    POST=create_pipeline),
+        *routes_with_optional_slash("/api/elt/pipelines/{id}/", GET=get_pipeline,
+                                    PATCH=patch_pipeline),
+        *routes_with_optional_slash("/api/elt/pipelines/{id}/webhook/",
+                                    **webhook_routes(pipeline_id)),
+        *routes_with_optional_slash("/api/agent/runs/", GET=agent_list),
+        *routes_with_optional_slash("/api/agent/runs/{id}/", GET=agent_get, PATCH=agent_patch),
+        *routes_with_optional_slash("/api/agent/manifest/", GET=manifest),
+        *routes_with_optional_slash("/api/agent/heartbeat/", POST=heartbeat),
+    ]
