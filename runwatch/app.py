@@ -13,8 +13,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET
 from tortoise.contrib.starlette import RegisterTortoise
 
 from runwatch import __version__
@@ -29,9 +31,14 @@ from runwatch.settings import Settings
 
 
 class RunwatchGraphQL(GraphQL):
-    def __init__(self, *args: Any, options: TelemetryOptions, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, options: TelemetryOptions, settings: Settings,
+        authenticator: Authenticator, **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.options = options
+        self.settings = settings
+        self.authenticator = authenticator
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         caller = request.state.caller
@@ -39,9 +46,26 @@ class RunwatchGraphQL(GraphQL):
             caller=caller,
             options=self.options,
             loaders=Loaders(caller=caller, options=self.options),
+            settings=self.settings,
             request=request,
             response=response,
         )
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Browsers cannot set headers on a WebSocket: accept the token in the
+        `connection_init` payload too (`{"Authorization": "Bearer …"}`). A token that is
+        sent but not valid closes the connection (4403)."""
+        params = context.connection_params or {}
+        raw = params.get("Authorization") or params.get("authorization") or params.get(
+            "authToken")
+        if context.caller is None and isinstance(raw, str) and raw.strip():
+            token = raw.strip().removeprefix("Bearer ").removeprefix("bearer ").strip()
+            caller = await self.authenticator(token)
+            if caller is None:
+                raise ConnectionRejectionError({"message": "Invalid token."})
+            context.caller = caller
+            context.loaders = Loaders(caller=caller, options=self.options)
+        return UNSET
 
 
 def telemetry_options(settings: Settings) -> TelemetryOptions:
@@ -83,9 +107,12 @@ def create_app(
     settings = settings or Settings.from_env()
     options = telemetry_options(settings)
     background = settings.workers_in_serve if run_background is None else run_background
+    authenticator = Authenticator(settings.token_cache_seconds)
     graphql = RunwatchGraphQL(
         build_schema(),
         options=options,
+        settings=settings,
+        authenticator=authenticator,
         graphql_ide="graphiql" if settings.graphiql else None,
     )
 
@@ -104,6 +131,7 @@ def create_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         *warehouse.routes(options),
         *elt.routes(settings),
     ]
@@ -111,7 +139,7 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(AuthMiddleware, authenticator=Authenticator(settings.token_cache_seconds))
+            Middleware(AuthMiddleware, authenticator=authenticator)
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},
     )

@@ -81,7 +81,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print("  runwatch org create NAME            # prints the organisation's id")
         print("  runwatch token create --org ID --scope read,write,report")
     sys.stdout.flush()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # websockets' sans-I/O protocol: the default one is websockets' deprecated legacy API.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                ws="websockets-sansio")
     return 0
 
 
@@ -129,6 +131,86 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(org_id: int):  # type: ignore[no-untyped-def]
+    """The CLI acts for an organisation as its administrator (it has the database)."""
+    from runwatch.resolvers.caller import Caller, Scope
+
+    return Caller(organisation_id=org_id, scopes=frozenset({Scope.ADMIN}))
+
+
+async def _gateway_org(gateway_id: int) -> int:
+    from runwatch.models import Gateway
+
+    gateway = await Gateway.filter(id=gateway_id).first()
+    if gateway is None:
+        raise DomainError(f"gateway {gateway_id} not found")
+    return gateway.organisation_id  # type: ignore[attr-defined]
+
+
+def cmd_gateway_create(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.models import Organisation
+    from runwatch.resolvers.gateways import create_gateway
+
+    async def work():  # type: ignore[no-untyped-def]
+        if not await Organisation.filter(id=args.org).exists():
+            raise DomainError(f"organisation {args.org} not found")
+        return await create_gateway(caller=_operator(args.org), name=args.name)
+
+    gateway, issued = asyncio.run(_with_orm(settings, work))
+    print(f"gateway {gateway.id} ({gateway.name!r}) for organisation {args.org}; its token is "
+          "shown only once:")
+    print(issued.token)
+    return 0
+
+
+def cmd_gateway_token(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.gateways import issue_gateway_token
+
+    async def work():  # type: ignore[no-untyped-def]
+        org = await _gateway_org(args.gateway)
+        return await issue_gateway_token(caller=_operator(org), gateway_id=args.gateway,
+                                         revoke_others=args.revoke_others)
+
+    issued = asyncio.run(_with_orm(settings, work))
+    print(f"a new token for gateway {args.gateway}"
+          + ("; its earlier tokens are revoked" if args.revoke_others else "")
+          + "; it is shown only once:")
+    print(issued.token)
+    return 0
+
+
+def cmd_gateway_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.gateways import revoke_gateway
+
+    async def work():  # type: ignore[no-untyped-def]
+        org = await _gateway_org(args.gateway)
+        return await revoke_gateway(caller=_operator(org), gateway_id=args.gateway)
+
+    gateway = asyncio.run(_with_orm(settings, work))
+    print(f"revoked gateway {gateway.id} ({gateway.name!r}) and its tokens")
+    return 0
+
+
+def cmd_gateway_list(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.gateways import list_gateways
+
+    async def work():  # type: ignore[no-untyped-def]
+        rows, after = [], None
+        while True:
+            page = await list_gateways(caller=_operator(args.org), first=200, after=after,
+                                       include_revoked=True)
+            rows.extend(page.items)
+            if not page.has_next_page:
+                return rows
+            after = page.end_cursor
+
+    for g in asyncio.run(_with_orm(settings, work)):
+        state = "revoked" if g.revoked_at else (
+            f"last seen {g.last_seen_at.isoformat()}" if g.last_seen_at else "never seen")
+        print(f"{g.id}\t{g.name}\t{g.version or '-'}\t{state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runwatch",
@@ -158,6 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token.add_parser("revoke", help="revoke a token by id or by the token itself")
     revoke.add_argument("token")
     revoke.set_defaults(func=cmd_token_revoke)
+
+    gateway = sub.add_parser("gateway", help="gateways (agents that claim and execute runs)"
+                             ).add_subparsers(dest="gateway_cmd", required=True)
+    g_create = gateway.add_parser("create", help="create a gateway; prints its token once, "
+                                  "last line")
+    g_create.add_argument("--org", type=int, required=True, help="organisation id")
+    g_create.add_argument("name")
+    g_create.set_defaults(func=cmd_gateway_create)
+    g_token = gateway.add_parser("token", help="issue another token for a gateway (rotation)")
+    g_token.add_argument("gateway", type=int, help="gateway id")
+    g_token.add_argument("--revoke-others", action="store_true",
+                         help="revoke the gateway's earlier tokens")
+    g_token.set_defaults(func=cmd_gateway_token)
+    g_revoke = gateway.add_parser("revoke", help="revoke a gateway and all its tokens")
+    g_revoke.add_argument("gateway", type=int, help="gateway id")
+    g_revoke.set_defaults(func=cmd_gateway_revoke)
+    g_list = gateway.add_parser("list", help="an organisation's gateways")
+    g_list.add_argument("--org", type=int, required=True, help="organisation id")
+    g_list.set_defaults(func=cmd_gateway_list)
     return parser
 
 

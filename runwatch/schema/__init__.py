@@ -10,6 +10,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from runwatch.resolvers.errors import DomainError
 from runwatch.schema.connection import ConnectionMutation, ConnectionQuery
+from runwatch.schema.elt import EltMutation
 from runwatch.schema.errors import (
     ConflictError,
     DomainErrorCodes,
@@ -17,18 +18,26 @@ from runwatch.schema.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from runwatch.schema.gateway import GatewayMutation, GatewayQuery
+from runwatch.schema.live import LiveSubscription
 from runwatch.schema.pipeline import PipelineQuery
 from runwatch.schema.run import RunMutation, RunQuery
 from runwatch.schema.types import BIGINT_SCALAR, BigInt
+from runwatch.schema.webhook import WebhookMutation, WebhookQuery
 
 
 @strawberry.type
-class Query(ConnectionQuery, PipelineQuery, RunQuery):
+class Query(ConnectionQuery, PipelineQuery, RunQuery, GatewayQuery, WebhookQuery):
     pass
 
 
 @strawberry.type
-class Mutation(ConnectionMutation, RunMutation):
+class Mutation(ConnectionMutation, RunMutation, EltMutation, GatewayMutation, WebhookMutation):
+    pass
+
+
+@strawberry.type
+class Subscription(LiveSubscription):
     pass
 
 
@@ -48,6 +57,7 @@ def build_schema() -> strawberry.Schema:
     return RunwatchSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
         extensions=[

@@ -8,11 +8,13 @@ from typing import Any
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from runwatch.models import Connection, Pipeline
+from runwatch.models import Connection, Gateway, Pipeline, WebhookAttempt, WebhookEndpoint
 from runwatch.resolvers import telemetry as telemetry_api
+from runwatch.resolvers import webhooks as webhooks_api
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import Unauthenticated
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions
+from runwatch.settings import Settings
 
 
 @dataclass
@@ -24,6 +26,9 @@ class Loaders:
     pipelines_of_connection: DataLoader[int, list[Pipeline]] = field(init=False)
     connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
     pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
+    gateway: DataLoader[int, Gateway | None] = field(init=False)
+    webhook_endpoint: DataLoader[int, WebhookEndpoint | None] = field(init=False)
+    delivery_attempts: DataLoader[int, list[WebhookAttempt]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.connection = DataLoader(self._connections)
@@ -31,6 +36,9 @@ class Loaders:
         self.pipelines_of_connection = DataLoader(self._pipelines_of_connections)
         self.connection_telemetry = DataLoader(self._connection_telemetry)
         self.pipeline_telemetry = DataLoader(self._pipeline_telemetry)
+        self.gateway = DataLoader(self._gateways)
+        self.webhook_endpoint = DataLoader(self._webhook_endpoints)
+        self.delivery_attempts = DataLoader(self._delivery_attempts)
 
     def _org(self) -> int:
         if self.caller is None:
@@ -45,6 +53,22 @@ class Loaders:
     async def _pipelines(self, ids: list[int]) -> list[Pipeline | None]:
         rows = {p.id: p for p in await Pipeline.filter(organisation_id=self._org(), id__in=ids)}
         return [rows.get(i) for i in ids]
+
+    async def _gateways(self, ids: list[int]) -> list[Gateway | None]:
+        rows = {g.id: g for g in await Gateway.filter(organisation_id=self._org(), id__in=ids)}
+        return [rows.get(i) for i in ids]
+
+    async def _webhook_endpoints(self, ids: list[int]) -> list[WebhookEndpoint | None]:
+        rows = {e.id: e for e in await WebhookEndpoint.filter(
+            organisation_id=self._org(), id__in=ids)}
+        return [rows.get(i) for i in ids]
+
+    async def _delivery_attempts(self, ids: list[int]) -> list[list[WebhookAttempt]]:
+        self._org()
+        found = await webhooks_api.attempts_of(
+            caller=self.caller, delivery_ids=ids  # type: ignore[arg-type]
+        )
+        return [found[i] for i in ids]
 
     async def _pipelines_of_connections(self, ids: list[int]) -> list[list[Pipeline]]:
         grouped: dict[int, list[Pipeline]] = {i: [] for i in ids}
@@ -75,8 +99,11 @@ class Context:
     caller: Caller | None
     options: TelemetryOptions
     loaders: Loaders
+    settings: Settings = field(default_factory=Settings)
     request: Any = None
     response: Any = None
+    # Set by the WebSocket protocols from the client's `connection_init` payload.
+    connection_params: dict[str, Any] | None = None
 
     def require_caller(self) -> Caller:
         if self.caller is None:

@@ -140,10 +140,14 @@ def filter_id(raw: strawberry.ID | str | None, kind: str) -> int | None:
         return 0
 
 
+# Objects with BIGINT ids; every other id is an INTEGER.
+BIGINT_ID_KINDS = frozenset({"run", "webhook delivery"})
+
+
 def parse_id(raw: strawberry.ID | str, kind: str) -> int:
     """GraphQL ids are the same integers the REST URLs use; anything else is not found."""
     text = str(raw)
-    maximum = INT64_MAX if kind == "run" else INT32_MAX
+    maximum = INT64_MAX if kind in BIGINT_ID_KINDS else INT32_MAX
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= maximum:
         raise NotFound(kind, text)
     return int(text)

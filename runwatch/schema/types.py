@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Generic, NewType, TypeVar
+from typing import TYPE_CHECKING, Annotated, Generic, NewType, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
 
 from runwatch.models import Connection as ConnectionModel
+from runwatch.models import LogLevel as LogLevelModel
 from runwatch.models import Pipeline as PipelineModel
 from runwatch.models import Run as RunModel
+from runwatch.models import RunLogLine as RunLogLineModel
 from runwatch.models import RunStatus as RunStatusModel
+from runwatch.models import RunTelemetrySample as RunTelemetrySampleModel
+from runwatch.resolvers import run_reads
 from runwatch.resolvers import runs as runs_api
+from runwatch.resolvers import webhooks as webhooks_api
 from runwatch.resolvers.pagination import Page
+from runwatch.resolvers.run_series import LOGS, SAMPLES
+from runwatch.resolvers.run_summary import summary_of
 from runwatch.resolvers.telemetry import EventCounts as EventCountsData
 from runwatch.resolvers.telemetry import Telemetry as TelemetryData
 from runwatch.schema.context import Info
@@ -44,6 +51,16 @@ BIGINT_SCALAR = strawberry.scalar(
 RunStatus = strawberry.enum(
     RunStatusModel, description="The one run state machine: pending -> running -> terminal."
 )
+LogLevel = strawberry.enum(LogLevelModel, description="A log line's level.")
+
+if TYPE_CHECKING:
+    from runwatch.schema.gateway import Gateway
+    from runwatch.schema.webhook import WebhookDeliveryPage, WebhookEndpoint
+
+GatewayRef = Annotated["Gateway", strawberry.lazy("runwatch.schema.gateway")]
+WebhookDeliveryPageRef = Annotated[
+    "WebhookDeliveryPage", strawberry.lazy("runwatch.schema.webhook")]
+WebhookEndpointRef = Annotated["WebhookEndpoint", strawberry.lazy("runwatch.schema.webhook")]
 
 
 @strawberry.enum(description="Delivery status; the rule is documented in the README.")
@@ -171,14 +188,28 @@ class Pipeline:
     id: strawberry.ID
     name: str
     kind: str
+    description: str | None
+    max_runtime_seconds: int | None = strawberry.field(
+        description="A run still open this long after its start times out; null: the "
+        "deployment's default.")
     created_at: datetime
     connection_id: strawberry.Private[int | None]
 
     @staticmethod
     def of(m: PipelineModel) -> Pipeline:
         return Pipeline(id=strawberry.ID(str(m.id)), name=m.name, kind=m.kind,
+                        description=m.description, max_runtime_seconds=m.max_runtime_seconds,
                         created_at=m.created_at,
                         connection_id=m.connection_id)  # type: ignore[attr-defined]
+
+    @strawberry.field(description="This pipeline's own webhook endpoint (it wins over the "
+                      "organisation's default), if any.")
+    async def webhook_endpoint(self, info: Info) -> WebhookEndpointRef | None:
+        from runwatch.schema.webhook import WebhookEndpoint
+
+        caller = info.context.require_caller()
+        row = await webhooks_api.endpoint_for(caller=caller, pipeline_id=int(self.id))
+        return WebhookEndpoint.of(row) if row else None
 
     @strawberry.field
     async def connection(self, info: Info) -> Connection | None:
@@ -202,6 +233,59 @@ class Pipeline:
                                 pipeline_id=int(self.id))
 
 
+@strawberry.type(description="One structured log line of a run.")
+class LogLine:
+    seq: BigInt  # type: ignore[valid-type]
+    at: datetime
+    level: LogLevel  # type: ignore[valid-type]
+    message: str
+
+    @staticmethod
+    def of(m: RunLogLineModel) -> LogLine:
+        return LogLine(seq=m.seq, at=m.at, level=m.level, message=m.message)
+
+
+@strawberry.type(description="One point of a run's live telemetry.")
+class TelemetrySample:
+    seq: BigInt  # type: ignore[valid-type]
+    at: datetime
+    rows: BigInt | None  # type: ignore[valid-type]
+    bytes: BigInt | None  # type: ignore[valid-type]
+    rows_delta: BigInt | None  # type: ignore[valid-type]
+    bytes_delta: BigInt | None  # type: ignore[valid-type]
+    progress: float | None
+    phase: str | None
+    resource: str | None
+
+    @staticmethod
+    def of(m: RunTelemetrySampleModel) -> TelemetrySample:
+        return TelemetrySample(
+            seq=m.seq, at=m.at, rows=m.rows, bytes=m.bytes, rows_delta=m.rows_delta,
+            bytes_delta=m.bytes_delta, progress=m.progress, phase=m.phase, resource=m.resource)
+
+
+@strawberry.type(description="A run's live telemetry summary (shallow-merged by its runner).")
+class RunTelemetrySummary:
+    rows_loaded: BigInt | None  # type: ignore[valid-type]
+    bytes_loaded: BigInt | None  # type: ignore[valid-type]
+    progress: float | None
+    current_phase: str | None
+    current_resource: str | None
+    updated_at: datetime | None
+
+    @staticmethod
+    def of(m: RunModel) -> RunTelemetrySummary:
+        summary = summary_of(m)
+        updated = summary.get("updatedAt")
+        return RunTelemetrySummary(
+            rows_loaded=summary.get("rowsLoaded"), bytes_loaded=summary.get("bytesLoaded"),
+            progress=summary.get("progress"), current_phase=summary.get("currentPhase"),
+            current_resource=summary.get("currentResource"),
+            updated_at=datetime.fromisoformat(updated.replace("Z", "+00:00"))
+            if isinstance(updated, str) else None,
+        )
+
+
 @strawberry.type(description="One execution of a pipeline with its typed metrics.")
 class Run:
     id: strawberry.ID
@@ -210,6 +294,8 @@ class Run:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    deadline_at: datetime | None = strawberry.field(
+        description="When this run times out if it is still open (set when it starts).")
     events_delivered: BigInt | None  # type: ignore[valid-type]
     events_by_type: EventCounts | None
     dlq_batches: int | None
@@ -219,7 +305,19 @@ class Run:
     rows_deleted: BigInt | None  # type: ignore[valid-type]
     bytes: BigInt | None  # type: ignore[valid-type]
     error: str | None
+    environment: str
+    correlation_id: str | None
+    triggered_by: str | None
+    partition_column: str | None
+    partition_value: str | None
+    telemetry_summary: RunTelemetrySummary
+    log_lines_dropped: BigInt = strawberry.field(  # type: ignore[valid-type]
+        description="Log lines that fell out of the 500-line cap.")
+    telemetry_samples_dropped: BigInt = strawberry.field(  # type: ignore[valid-type]
+        description="Samples that fell out of the 2000-sample cap.")
     pipeline_id: strawberry.Private[int]
+    gateway_id: strawberry.Private[int | None]
+    target_gateway_id: strawberry.Private[int | None]
 
     @staticmethod
     def of(m: RunModel) -> Run:
@@ -231,11 +329,20 @@ class Run:
         return Run(
             id=strawberry.ID(str(m.id)), status=m.status,
             created_at=m.created_at, updated_at=m.updated_at, started_at=m.started_at,
-            finished_at=m.finished_at, events_delivered=m.events_delivered,
+            finished_at=m.finished_at, deadline_at=m.deadline_at,
+            events_delivered=m.events_delivered,
             events_by_type=by_type, dlq_batches=m.dlq_batches, rows_total=m.rows_total,
             rows_inserted=m.rows_inserted, rows_updated=m.rows_updated,
             rows_deleted=m.rows_deleted, bytes=m.bytes, error=m.error,
+            environment=m.environment, correlation_id=m.correlation_id,
+            triggered_by=m.triggered_by, partition_column=m.partition_column,
+            partition_value=m.partition_value,
+            telemetry_summary=RunTelemetrySummary.of(m),
+            log_lines_dropped=LOGS.dropped(m.log_seq, m.log_base),
+            telemetry_samples_dropped=SAMPLES.dropped(m.sample_seq, m.sample_base),
             pipeline_id=m.pipeline_id,  # type: ignore[attr-defined]
+            gateway_id=m.gateway_id,  # type: ignore[attr-defined]
+            target_gateway_id=m.target_gateway_id,  # type: ignore[attr-defined]
         )
 
     @strawberry.field
@@ -243,6 +350,54 @@ class Run:
         info.context.require_caller()
         row = await info.context.loaders.pipeline.load(self.pipeline_id)
         return Pipeline.of(row)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The gateway that claimed this run, if one did.")
+    async def gateway(self, info: Info) -> GatewayRef | None:
+        return await _gateway(info, self.gateway_id)
+
+    @strawberry.field(description="The gateway this run is reserved for, if any.")
+    async def target_gateway(self, info: Info) -> GatewayRef | None:
+        return await _gateway(info, self.target_gateway_id)
+
+    @strawberry.field(description="The kept log lines (newest 500), oldest first.")
+    async def log_entries(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> LogLinePage:
+        caller = info.context.require_caller()
+        page = await run_reads.log_page(caller=caller, run_id=int(self.id), first=first,
+                                        after=after)
+        return LogLinePage.of(page)
+
+    @strawberry.field(description="The kept telemetry samples (newest 2000), oldest first.")
+    async def telemetry_samples(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> TelemetrySamplePage:
+        caller = info.context.require_caller()
+        page = await run_reads.sample_page(caller=caller, run_id=int(self.id), first=first,
+                                           after=after)
+        return TelemetrySamplePage.of(page)
+
+    @strawberry.field(description="Webhook deliveries of this run's terminal event.")
+    async def webhook_deliveries(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> WebhookDeliveryPageRef:
+        from runwatch.schema.webhook import WebhookDeliveryPage
+
+        caller = info.context.require_caller()
+        page = await webhooks_api.list_deliveries(
+            caller=caller, where=webhooks_api.DeliveryFilter(run_id=int(self.id)),
+            first=first, after=after)
+        return WebhookDeliveryPage.of(page)
+
+
+async def _gateway(info: Info, gateway_id: int | None) -> Gateway | None:
+    from runwatch.schema.gateway import Gateway
+
+    if gateway_id is None:
+        return None
+    info.context.require_caller()
+    row = await info.context.loaders.gateway.load(gateway_id)
+    return Gateway.of(row) if row else None
 
 
 def _page_parts(page: Page, node: type) -> dict:
@@ -286,3 +441,25 @@ class RunPage:
     @classmethod
     def of(cls, page: Page) -> RunPage:
         return cls(**_page_parts(page, Run))
+
+
+@strawberry.type
+class LogLinePage:
+    edges: list[Edge[LogLine]]
+    nodes: list[LogLine]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page) -> LogLinePage:
+        return cls(**_page_parts(page, LogLine))
+
+
+@strawberry.type
+class TelemetrySamplePage:
+    edges: list[Edge[TelemetrySample]]
+    nodes: list[TelemetrySample]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page) -> TelemetrySamplePage:
+        return cls(**_page_parts(page, TelemetrySample))

@@ -1,0 +1,247 @@
+"""ELT mutations: pipelines (create, update) and runs (create, update with the REST PATCH's
+fields, cancel). Inputs are turned into the same domain-named values the REST shim passes,
+so both surfaces validate alike (`runwatch/resolvers/run_input.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+
+import strawberry
+
+from runwatch.resolvers import elt_runs as elt_runs_api
+from runwatch.resolvers import pipelines as pipelines_api
+from runwatch.resolvers.clock import iso, to_utc, utcnow
+from runwatch.resolvers.run_input import parse_change
+from runwatch.schema.context import Info
+from runwatch.schema.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    as_data,
+    parse_id,
+)
+from runwatch.schema.types import BigInt, LogLevel, Pipeline, Run, RunStatus
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The fields a client set (null included), without the ones it left out."""
+    return {k: v for k, v in values.items() if v is not strawberry.UNSET}
+
+
+def _wire(value: Any, field: str) -> Any:
+    """Typed GraphQL values -> the JSON-shaped values the domain validates."""
+    if isinstance(value, datetime):
+        return iso(to_utc(value, field))
+    if hasattr(value, "value") and not isinstance(value, str | int | float):
+        return value.value  # enums
+    return value
+
+
+@strawberry.input
+class CreatePipelineInput:
+    name: str
+    description: str | None = None
+    max_runtime_seconds: int | None = strawberry.field(
+        default=None, description="Runs still open this long after their start time out "
+        "(at least 60; null: the deployment's default).")
+    connection_id: strawberry.ID | None = None
+
+
+@strawberry.input
+class UpdatePipelineInput:
+    id: strawberry.ID
+    name: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+    max_runtime_seconds: int | None = strawberry.UNSET
+
+
+@strawberry.type
+class PipelineSuccess:
+    pipeline: Pipeline
+
+
+PipelineResult = Annotated[
+    PipelineSuccess | NotFoundError | InvalidInputError | ConflictError | PermissionDeniedError,
+    strawberry.union("PipelineResult"),
+]
+
+
+@strawberry.input
+class CreateRunInput:
+    pipeline_id: strawberry.ID
+    environment: str | None = None
+    correlation_id: str | None = strawberry.field(
+        default=None, description="Unique in the organisation.")
+    triggered_by: str | None = None
+    partition_column: str | None = None
+    partition_value: str | None = None
+    target_gateway_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Reserve the run for one gateway.")
+    status: RunStatus | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="PENDING (default: for a gateway to claim) or RUNNING.")
+
+
+@strawberry.input(description="A log line; `at` defaults to now.")
+class LogLineInput:
+    message: str
+    level: LogLevel = LogLevel.INFO  # type: ignore[valid-type,attr-defined]
+    at: datetime | None = None
+
+
+@strawberry.input(description="Shallow-merged into the live summary; a field set to null "
+                  "is removed. The server stamps updatedAt.")
+class TelemetrySummaryInput:
+    rows_loaded: BigInt | None = strawberry.UNSET  # type: ignore[valid-type]
+    bytes_loaded: BigInt | None = strawberry.UNSET  # type: ignore[valid-type]
+    progress: float | None = strawberry.UNSET
+    current_phase: str | None = strawberry.UNSET
+    current_resource: str | None = strawberry.UNSET
+
+
+@strawberry.input(description="One telemetry point; `at` defaults to now.")
+class TelemetrySampleInput:
+    at: datetime | None = None
+    rows: BigInt | None = None  # type: ignore[valid-type]
+    bytes: BigInt | None = None  # type: ignore[valid-type]
+    rows_delta: BigInt | None = None  # type: ignore[valid-type]
+    bytes_delta: BigInt | None = None  # type: ignore[valid-type]
+    progress: float | None = None
+    phase: str | None = None
+    resource: str | None = None
+
+
+@strawberry.input(description="What the REST PATCH of a run expresses, all applied at once "
+                  "or not at all.")
+class UpdateRunInput:
+    id: strawberry.ID
+    status: RunStatus | None = None  # type: ignore[valid-type]
+    append_log: LogLineInput | None = None
+    log_entries: list[LogLineInput] | None = strawberry.field(
+        default=None, description="Replaces the log (at most 500 lines).")
+    error_summary: str | None = strawberry.UNSET
+    finished_at: datetime | None = None
+    telemetry_summary: TelemetrySummaryInput | None = None
+    append_telemetry_sample: TelemetrySampleInput | None = None
+    telemetry_samples: list[TelemetrySampleInput] | None = strawberry.field(
+        default=None, description="Replaces the samples (at most 2000).")
+
+
+@strawberry.type
+class RunSuccess:
+    run: Run
+
+
+RunResult = Annotated[
+    RunSuccess | NotFoundError | InvalidInputError | ConflictError | PermissionDeniedError,
+    strawberry.union("RunResult"),
+]
+
+_CAMEL = {"rows_loaded": "rowsLoaded", "bytes_loaded": "bytesLoaded",
+          "current_phase": "currentPhase", "current_resource": "currentResource",
+          "rows_delta": "rowsDelta", "bytes_delta": "bytesDelta"}
+
+
+def _document(value: Any, field: str, *, drop_none: bool) -> dict[str, Any]:
+    """A typed input object -> the JSON document the contract defines (camelCase keys)."""
+    raw = {k: v for k, v in asdict(value).items() if v is not strawberry.UNSET}
+    return {_CAMEL.get(k, k): _wire(v, f"{field}.{k}") for k, v in raw.items()
+            if not (drop_none and v is None)}
+
+
+def change_of(input: UpdateRunInput) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    if input.status is not None:
+        raw["status"] = _wire(input.status, "status")
+    if input.append_log is not None:
+        raw["append_log"] = _document(input.append_log, "append_log", drop_none=True)
+        raw["append_log"].pop("at", None)  # appended lines are stamped by the server
+    if input.log_entries is not None:
+        raw["log_entries"] = [_document(e, f"log_entries[{i}]", drop_none=True)
+                              for i, e in enumerate(input.log_entries)]
+    if input.error_summary is not strawberry.UNSET:
+        raw["error_summary"] = input.error_summary
+    if input.finished_at is not None:
+        raw["finished_at"] = _wire(input.finished_at, "finished_at")
+    if input.telemetry_summary is not None:
+        raw["telemetry_summary"] = _document(input.telemetry_summary, "telemetry_summary",
+                                             drop_none=False)
+    if input.append_telemetry_sample is not None:
+        raw["append_telemetry_sample"] = _document(
+            input.append_telemetry_sample, "append_telemetry_sample", drop_none=True)
+    if input.telemetry_samples is not None:
+        raw["telemetry_samples"] = [_document(s, f"telemetry_samples[{i}]", drop_none=True)
+                                    for i, s in enumerate(input.telemetry_samples)]
+    return raw
+
+
+@strawberry.type
+class EltMutation:
+    @strawberry.mutation(description="Create a pipeline (names are unique per organisation).")
+    async def create_pipeline(self, info: Info, input: CreatePipelineInput) -> PipelineResult:
+        caller = info.context.require_caller()
+
+        async def call() -> PipelineSuccess:
+            raw = _given(name=input.name, description=input.description,
+                         max_runtime_seconds=input.max_runtime_seconds)
+            if input.connection_id is not None:
+                raw["connection_id"] = str(input.connection_id)
+            row = await pipelines_api.create_pipeline(caller=caller, raw=raw)
+            return PipelineSuccess(pipeline=Pipeline.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a pipeline's name, description or maximum "
+                         "runtime.")
+    async def update_pipeline(self, info: Info, input: UpdatePipelineInput) -> PipelineResult:
+        caller = info.context.require_caller()
+
+        async def call() -> PipelineSuccess:
+            row = await pipelines_api.update_pipeline(
+                caller=caller, pipeline_id=parse_id(input.id, "pipeline"),
+                raw=_given(name=input.name, description=input.description,
+                           max_runtime_seconds=input.max_runtime_seconds))
+            return PipelineSuccess(pipeline=Pipeline.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Create a run: pending for a gateway to claim, or "
+                         "running for a worker that starts it itself.")
+    async def create_run(self, info: Info, input: CreateRunInput) -> RunResult:
+        caller = info.context.require_caller()
+
+        async def call() -> RunSuccess:
+            raw = {k: _wire(v, k) for k, v in asdict(input).items() if v is not None}
+            row = await elt_runs_api.create_run(
+                caller=caller, raw=raw,
+                default_max_runtime=info.context.options.orphan_window)
+            return RunSuccess(run=Run.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a run: status (the state machine), logs, live "
+                         "telemetry, error summary.")
+    async def update_run(self, info: Info, input: UpdateRunInput) -> RunResult:
+        caller = info.context.require_caller()
+
+        async def call() -> RunSuccess:
+            change = parse_change(change_of(input), now=utcnow())
+            row = await elt_runs_api.update_run(
+                caller=caller, run_id=parse_id(input.id, "run"), change=change,
+                default_max_runtime=info.context.options.orphan_window)
+            return RunSuccess(run=Run.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Cancel a pending or running run; its gateway sees "
+                         "cancel: true on its next call.")
+    async def cancel_run(self, info: Info, id: strawberry.ID) -> RunResult:
+        caller = info.context.require_caller()
+
+        async def call() -> RunSuccess:
+            row = await elt_runs_api.cancel_run(caller=caller, run_id=parse_id(id, "run"))
+            return RunSuccess(run=Run.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
