@@ -179,3 +179,105 @@ async def test_the_count_is_of_statements(client, tenant, caplog):
                                 "query($id: ID!) { connection(id: $id) { id } }", id=str(cid))
     assert data["connection"]["id"] == str(cid)
     assert count == 2  # the token, then the connection
+
+
+ELT_PIPELINE = """mutation($name: String!) { createPipeline(input: {name: $name}) {
+  ... on PipelineSuccess { pipeline { id } } } }"""
+ELT_RUN = """mutation($p: ID!) { createRun(input: {pipelineId: $p, status: RUNNING}) {
+  ... on RunSuccess { run { id } } } }"""
+ELT_FINISH = """mutation($i: UpdateRunInput!) { updateRun(input: $i) { __typename } }"""
+GATEWAY = """mutation($name: String!) { createGateway(input: {name: $name}) {
+  ... on GatewayTokenSuccess { gateway { id } token } } }"""
+
+
+async def add_elt_runs(client, tenant: Tenant, first: int, count: int) -> None:
+    """ELT runs, each of its own pipeline and gateway, claimed, with a log line, a summary and
+    a sample, finished: one webhook delivery each (to the organisation's endpoint)."""
+    for i in range(first, first + count):
+        body = await graphql(client, tenant, ELT_PIPELINE, name=f"elt-{i:03d}")
+        pid = body["data"]["createPipeline"]["pipeline"]["id"]
+        body = await graphql(client, tenant, GATEWAY, name=f"gw-{i:03d}")
+        gateway = body["data"]["createGateway"]
+        r = await client.post("/api/elt/runs", json={
+            "pipelineId": pid, "targetGatewayId": gateway["gateway"]["id"]},
+            headers=tenant.headers("write"))
+        run_id = r.json()["run"]["id"]
+        r = await client.patch(f"/api/agent/runs/{run_id}", json={
+            "status": "running", "appendLog": {"message": f"start {i}"},
+            "telemetrySummary": {"rowsLoaded": i, "progress": 50},
+            "appendTelemetrySample": {"rows": i}},
+            headers={"Authorization": f"Bearer {gateway['token']}"})
+        assert r.status_code == 200, r.text
+        body = await graphql(client, tenant, ELT_FINISH, i={"id": run_id, "status": "SUCCEEDED"})
+        assert body["data"]["updateRun"]["__typename"] == "RunSuccess", body
+
+
+ELT_RUNS_SCREEN = """{ runs(first: 50) { nodes {
+    id status environment telemetrySummary { rowsLoaded progress } logLinesDropped
+    pipeline { name } gateway { name online } targetGateway { name } } } }"""
+
+
+async def _set_default_webhook(client, tenant: Tenant) -> None:
+    r = await client.put("/api/elt/runs/webhook", json={"url": "http://127.0.0.1:9/hook"},
+                         headers=tenant.headers("write"))
+    assert r.status_code == 200, r.text
+
+
+async def test_elt_runs_screen_costs_a_fixed_number_of_queries(client, tenant, caplog):
+    await add_elt_runs(client, tenant, 0, 5)
+    small, data = await counted(caplog, client, tenant, ELT_RUNS_SCREEN)
+    assert len(data["runs"]["nodes"]) == 5
+
+    await add_elt_runs(client, tenant, 5, 45)
+    large, data = await counted(caplog, client, tenant, ELT_RUNS_SCREEN)
+    nodes = data["runs"]["nodes"]
+    assert len(nodes) == 50
+    assert [n["telemetrySummary"]["rowsLoaded"] for n in nodes] == list(range(49, -1, -1))
+    assert all(n["gateway"]["name"] == n["targetGateway"]["name"] for n in nodes)
+
+    assert large == small, f"{small} queries for 5 runs, {large} for 50"
+    assert large <= MAX_QUERIES
+
+
+DELIVERIES_SCREEN = """{ webhookDeliveries(first: 50) { nodes {
+    id status eventType attempts { statusCode } endpoint { url } run { id status } } } }"""
+
+
+async def test_webhook_deliveries_screen_costs_a_fixed_number_of_queries(client, tenant, caplog):
+    await _set_default_webhook(client, tenant)
+    await add_elt_runs(client, tenant, 0, 5)
+    small, data = await counted(caplog, client, tenant, DELIVERIES_SCREEN)
+    assert len(data["webhookDeliveries"]["nodes"]) == 5
+
+    await add_elt_runs(client, tenant, 5, 45)
+    large, data = await counted(caplog, client, tenant, DELIVERIES_SCREEN)
+    nodes = data["webhookDeliveries"]["nodes"]
+    assert len(nodes) == 50 and {n["run"]["status"] for n in nodes} == {"SUCCEEDED"}
+
+    assert large == small, f"{small} queries for 5 deliveries, {large} for 50"
+    assert large <= MAX_QUERIES
+
+
+async def counted_rest(caplog, client, path: str, headers: dict) -> tuple[int, dict]:
+    with caplog.at_level(logging.DEBUG, logger=SQL_LOGGER):
+        start = len(caplog.records)
+        r = await client.get(path, headers=headers)
+        records = caplog.records[start:]
+    assert r.status_code == 200, r.text
+    statements = [x for x in records if x.name == SQL_LOGGER and x.levelno == logging.DEBUG
+                  and not x.getMessage().startswith(NOT_STATEMENTS)]
+    return len(statements), r.json()
+
+
+async def test_rest_elt_run_list_costs_a_fixed_number_of_queries(client, tenant, caplog):
+    """`GET /api/elt/runs` returns every run with its logs and samples: four statements (the
+    token, the page, the lines and the samples of the whole page), whatever the page size."""
+    await add_elt_runs(client, tenant, 0, 5)
+    small, body = await counted_rest(caplog, client, "/api/elt/runs", tenant.headers("read"))
+    assert len(body["runs"]) == 5
+    await add_elt_runs(client, tenant, 5, 45)
+    large, body = await counted_rest(caplog, client, "/api/elt/runs", tenant.headers("read"))
+    assert len(body["runs"]) == 50
+    assert all(len(run["logEntries"]) == 1 and len(run["telemetry"]["samples"]) == 1
+               for run in body["runs"])
+    assert large == small == 4

@@ -8,7 +8,14 @@ from typing import Any
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from runwatch.models import Connection, Gateway, Pipeline, WebhookAttempt, WebhookEndpoint
+from runwatch.models import (
+    Connection,
+    Gateway,
+    Pipeline,
+    Run,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
 from runwatch.resolvers import telemetry as telemetry_api
 from runwatch.resolvers import webhooks as webhooks_api
 from runwatch.resolvers.caller import Caller, Scope
@@ -27,6 +34,7 @@ class Loaders:
     connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
     pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
     gateway: DataLoader[int, Gateway | None] = field(init=False)
+    run: DataLoader[int, Run | None] = field(init=False)
     webhook_endpoint: DataLoader[int, WebhookEndpoint | None] = field(init=False)
     delivery_attempts: DataLoader[int, list[WebhookAttempt]] = field(init=False)
 
@@ -37,6 +45,7 @@ class Loaders:
         self.connection_telemetry = DataLoader(self._connection_telemetry)
         self.pipeline_telemetry = DataLoader(self._pipeline_telemetry)
         self.gateway = DataLoader(self._gateways)
+        self.run = DataLoader(self._runs)
         self.webhook_endpoint = DataLoader(self._webhook_endpoints)
         self.delivery_attempts = DataLoader(self._delivery_attempts)
 
@@ -56,6 +65,10 @@ class Loaders:
 
     async def _gateways(self, ids: list[int]) -> list[Gateway | None]:
         rows = {g.id: g for g in await Gateway.filter(organisation_id=self._org(), id__in=ids)}
+        return [rows.get(i) for i in ids]
+
+    async def _runs(self, ids: list[int]) -> list[Run | None]:
+        rows = {r.id: r for r in await Run.filter(organisation_id=self._org(), id__in=ids)}
         return [rows.get(i) for i in ids]
 
     async def _webhook_endpoints(self, ids: list[int]) -> list[WebhookEndpoint | None]:

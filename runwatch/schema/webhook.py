@@ -12,7 +12,6 @@ from strawberry.scalars import JSON
 from runwatch.models import WebhookAttempt as WebhookAttemptModel
 from runwatch.models import WebhookDelivery as WebhookDeliveryModel
 from runwatch.models import WebhookEndpoint as WebhookEndpointModel
-from runwatch.resolvers import elt_runs as elt_runs_api
 from runwatch.resolvers import webhooks as webhooks_api
 from runwatch.resolvers.caller import Scope
 from runwatch.resolvers.errors import PermissionDenied
@@ -149,9 +148,8 @@ class WebhookDelivery:
     async def run(self, info: Info) -> Run | None:
         if self.run_id is None:
             return None
-        caller = info.context.require_caller()
-        row = await or_none(lambda: elt_runs_api.get_visible_run(
-            caller=caller, run_id=self.run_id))  # type: ignore[arg-type]
+        info.context.require_caller()
+        row = await info.context.loaders.run.load(self.run_id)
         return Run.of(row) if row else None
 
 
