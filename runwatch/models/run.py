@@ -62,7 +62,8 @@ class Run(Model):
     # deployment's default), fixed when it starts. Null while pending.
     deadline_at = fields.DatetimeField(null=True)
     # ELT-runs fields.
-    environment = fields.CharField(max_length=100, default="default")
+    # db_default: the columns are added to tables that already hold runs.
+    environment = fields.CharField(max_length=100, default="default", db_default="default")
     correlation_id = fields.CharField(max_length=200, null=True)
     triggered_by = fields.CharField(max_length=200, null=True)
     partition_column = fields.CharField(max_length=200, null=True)
@@ -81,10 +82,10 @@ class Run(Model):
     # Capped logs and samples: the last sequence number given out and the one before the
     # current log (a replace starts a new log). The lines kept are the newest `cap` of
     # (base, seq]; `seq - base - cap` lines were dropped. O(1) per append, no counting.
-    log_seq = fields.BigIntField(default=0)
-    log_base = fields.BigIntField(default=0)
-    sample_seq = fields.BigIntField(default=0)
-    sample_base = fields.BigIntField(default=0)
+    log_seq = fields.BigIntField(default=0, db_default=0)
+    log_base = fields.BigIntField(default=0, db_default=0)
+    sample_seq = fields.BigIntField(default=0, db_default=0)
+    sample_base = fields.BigIntField(default=0, db_default=0)
 
     class Meta:
         table = "run"

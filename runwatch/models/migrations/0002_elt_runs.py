@@ -176,7 +176,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Run',
             name='environment',
-            field=fields.CharField(default='default', max_length=100),
+            field=fields.CharField(default='default', db_default='default', max_length=100),
         ),
         ops.AddField(
             model_name='Run',
@@ -186,12 +186,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Run',
             name='log_base',
-            field=fields.BigIntField(default=0),
+            field=fields.BigIntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Run',
             name='log_seq',
-            field=fields.BigIntField(default=0),
+            field=fields.BigIntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Run',
@@ -206,12 +206,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Run',
             name='sample_base',
-            field=fields.BigIntField(default=0),
+            field=fields.BigIntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Run',
             name='sample_seq',
-            field=fields.BigIntField(default=0),
+            field=fields.BigIntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Run',
