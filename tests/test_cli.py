@@ -51,6 +51,37 @@ async def test_token_create_refuses_bad_scope_and_unknown_org(database_url, app)
     assert "organisation 999999 not found" in unknown_org.stderr
 
 
+async def test_gateway_lifecycle(database_url, app):
+    org_id = int(run_cli(database_url, "org", "create", "acme").stdout.strip().splitlines()[-1])
+    created = run_cli(database_url, "gateway", "create", "--org", str(org_id), "gw-eu-1")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    caller = await authenticate(token)
+    assert caller is not None and caller.organisation_id == org_id
+    assert caller.gateway_id is not None and {s.value for s in caller.scopes} == {"gateway"}
+
+    duplicate = run_cli(database_url, "gateway", "create", "--org", str(org_id), "gw-eu-1")
+    assert duplicate.returncode == 2 and "already exists" in duplicate.stderr
+    unknown_org = run_cli(database_url, "gateway", "create", "--org", "999999", "gw")
+    assert unknown_org.returncode == 1 and "organisation 999999 not found" in unknown_org.stderr
+
+    rotated = run_cli(database_url, "gateway", "token", str(caller.gateway_id), "--revoke-others")
+    assert rotated.returncode == 0, rotated.stderr
+    new_token = rotated.stdout.strip().splitlines()[-1]
+    assert await authenticate(token) is None
+    assert (await authenticate(new_token)).gateway_id == caller.gateway_id
+
+    listed = run_cli(database_url, "gateway", "list", "--org", str(org_id))
+    assert listed.returncode == 0 and "gw-eu-1" in listed.stdout
+
+    revoked = run_cli(database_url, "gateway", "revoke", str(caller.gateway_id))
+    assert revoked.returncode == 0, revoked.stderr
+    assert await authenticate(new_token) is None
+    # a plain token cannot take the gateway scope
+    sneaky = run_cli(database_url, "token", "create", "--org", str(org_id), "--scope", "gateway")
+    assert sneaky.returncode == 2 and "gateway" in sneaky.stderr
+
+
 def test_bad_database_url_is_a_clear_error():
     out = run_cli("mysql://nope", "migrate")
     assert out.returncode == 2
@@ -104,7 +135,7 @@ def test_serve_on_an_empty_embedded_database(tmp_path: Path):
     assert again.returncode == 0 and "already up to date" in again.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["token", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["token", "--help"], ["gateway", "--help"]])
 def test_help(args):
     out = subprocess.run([*RUNWATCH, *args], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "usage" in out.stdout
