@@ -29,6 +29,27 @@ class Pipeline(Model):
     # outcome recorded): cached telemetry is valid while the revisions it was computed from are.
     revision = fields.BigIntField(default=0)
     last_delivery_at = fields.DatetimeField(null=True)
+    # Watcher fields. `input_digest` is a stable digest (SHA-256 of canonical JSON) of the
+    # definition last sent to `POST /pipeline`: an unchanged definition writes nothing.
+    pipeline_type = fields.ForeignKeyField(
+        "models.PipelineType", related_name="pipelines", null=True, on_delete=fields.SET_NULL
+    )
+    watermark = fields.CharField(max_length=50, null=True)
+    next_watermark = fields.CharField(max_length=50, null=True)
+    pipeline_metadata = fields.JSONField(null=True)
+    last_target_insert = fields.DatetimeField(null=True)
+    last_target_update = fields.DatetimeField(null=True)
+    last_target_soft_delete = fields.DatetimeField(null=True)
+    freshness_number = fields.IntField(null=True)
+    freshness_datepart = fields.CharField(max_length=10, null=True)
+    mute_freshness_check = fields.BooleanField(default=False, db_default=False)
+    timeliness_number = fields.IntField(null=True)
+    timeliness_datepart = fields.CharField(max_length=10, null=True)
+    mute_timeliness_check = fields.BooleanField(default=False, db_default=False)
+    load_lineage = fields.BooleanField(default=True, db_default=True)
+    active = fields.BooleanField(default=True, db_default=True)
+    updated_at = fields.DatetimeField(null=True)
+    input_digest = fields.CharField(max_length=64, null=True)
 
     class Meta:
         table = "pipeline"

@@ -82,6 +82,16 @@ class Run(Model):
     # Capped logs and samples: the last sequence number given out and the one before the
     # current log (a replace starts a new log). The lines kept are the newest `cap` of
     # (base, seq]; `seq - base - cap` lines were dropped. O(1) per append, no counting.
+    # Watcher fields: the UTC hour and date of the start (anomaly baselines compare runs of
+    # the same hour of day), duration and throughput (total rows / second) of a finished run.
+    hour_recorded = fields.SmallIntField(null=True)
+    date_recorded = fields.DateField(null=True)
+    duration_seconds = fields.BigIntField(null=True)
+    throughput = fields.FloatField(null=True)
+    watermark = fields.CharField(max_length=50, null=True)
+    next_watermark = fields.CharField(max_length=50, null=True)
+    execution_metadata = fields.JSONField(null=True)
+    anomaly_flags = fields.JSONField(null=True)
     log_seq = fields.BigIntField(default=0, db_default=0)
     log_base = fields.BigIntField(default=0, db_default=0)
     sample_seq = fields.BigIntField(default=0, db_default=0)
@@ -98,6 +108,9 @@ class Run(Model):
             ("pipeline_id", "id"),  # a pipeline's runs, newest first
             ("organisation_id", "id"),  # an organisation's runs, newest first
             ("organisation_id", "status", "id"),  # gateways polling for pending runs
+            ("pipeline_id", "hour_recorded", "started_at"),  # anomaly baselines
+            ("parent_id",),  # execution trees
+            ("organisation_id", "started_at"),  # timeliness windows, retention
         )
 
 

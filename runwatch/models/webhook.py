@@ -45,8 +45,13 @@ class WebhookDelivery(Model):
     organisation = fields.ForeignKeyField(
         "models.Organisation", related_name="webhook_deliveries", on_delete=fields.CASCADE
     )
+    # A run event goes to an endpoint; an alert goes to an alert channel.
     endpoint = fields.ForeignKeyField(
-        "models.WebhookEndpoint", related_name="deliveries", on_delete=fields.CASCADE
+        "models.WebhookEndpoint", related_name="deliveries", null=True,
+        on_delete=fields.CASCADE
+    )
+    channel = fields.ForeignKeyField(
+        "models.AlertChannel", related_name="deliveries", null=True, on_delete=fields.CASCADE
     )
     run = fields.ForeignKeyField(
         "models.Run", related_name="webhook_deliveries", null=True, on_delete=fields.SET_NULL
