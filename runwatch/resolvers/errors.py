@@ -46,3 +46,9 @@ class Unauthenticated(DomainError):
 
 class PermissionDenied(DomainError):
     message = "You do not have permission to perform this action."
+
+
+class InvalidRange(InvalidInput):
+    """Values that are each valid but contradict each other or what is stored (an end before
+    its start). Some contracts answer these differently from malformed input (Watcher: 400,
+    not 422)."""

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from runwatch.models import TERMINAL_STATUSES, Run, RunStatus
-from runwatch.resolvers import webhooks
+from runwatch.resolvers import alerts, tasks, webhooks
 from runwatch.resolvers.clock import iso
 from runwatch.resolvers.errors import Conflict
 from runwatch.resolvers.rollups import Outcome, record_outcome
@@ -81,7 +81,21 @@ def outcome_of(run: Run) -> Outcome:
 
 async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> None:
     """What happens once when a run first becomes terminal, in the transaction that made it
-    so: the roll-ups, and a webhook delivery for the endpoint that wants the event."""
+    so: the roll-ups; a webhook delivery for the endpoint that wants the event; after a
+    success, anomaly detection (a task, when the pipeline has active rules); after a
+    timeout, an alert."""
     pipeline_name = await record_outcome(conn, outcome_of(run))
     await webhooks.enqueue_run_event(conn, run, pipeline_name=pipeline_name)
+    organisation_id = run.organisation_id  # type: ignore[attr-defined]
+    if run.status == RunStatus.SUCCEEDED:
+        await tasks.enqueue_anomaly_detection(
+            conn, organisation_id=organisation_id,
+            pipeline_id=run.pipeline_id, run_id=run.id)  # type: ignore[attr-defined]
+    elif run.status == RunStatus.TIMED_OUT:
+        await alerts.enqueue_alert(
+            conn, organisation_id=organisation_id, alert="stuck_run", severity="warning",
+            title=f"Run {run.id} of {pipeline_name} timed out",
+            message=run.error or "the run was stuck",
+            details={"runId": str(run.id), "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
+                     "pipelineName": pipeline_name})
 

@@ -4,6 +4,7 @@ hold a literal `?`, so a plain substitution is enough.)"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -59,3 +60,9 @@ def as_datetime(value: Any) -> Any:
         return value.astimezone(UTC) if value is not None and value.tzinfo else value
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def json_param(value: Any) -> str:
+    """A JSON value as a statement parameter (asyncpg's jsonb codec and SQLite both take
+    text)."""
+    return json.dumps(value, separators=(",", ":"))

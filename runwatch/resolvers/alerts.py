@@ -1,0 +1,102 @@
+"""Alerts: findings (anomalies, stale data, late runs, stuck runs, queue depth) sent to an
+organisation's alert channels, once per finding.
+
+A channel is a Slack-compatible incoming webhook (`{"text": …}`) or runwatch's signed
+generic webhook (Standard Webhooks signature, JSON body). An alert is a webhook delivery row
+per enabled channel, written in the transaction that records the finding, and sent by the
+workers with the retries and attempt history of every webhook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from runwatch.models import AlertChannel, ChannelKind, DeliveryStatus, WebhookDelivery
+from runwatch.resolvers import signals
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import iso, utcnow
+from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.pagination import Page, paginate
+from runwatch.resolvers.webhooks import check_url, new_message_id, new_secret
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+def channel_body(kind: ChannelKind, *, alert: str, severity: str, title: str, message: str,
+                 details: dict[str, Any], organisation_id: int) -> dict[str, Any]:
+    if kind == ChannelKind.SLACK:
+        icon = {"critical": ":rotating_light:", "warning": ":warning:"}.get(severity, ":bell:")
+        return {"text": f"{icon} [{severity.upper()}] {title}: {message}"}
+    return {"type": f"alert.{alert}", "severity": severity, "title": title,
+            "message": message, "details": details, "organisationId": str(organisation_id),
+            "timestamp": iso(utcnow())}
+
+
+async def enqueue_alert(
+    conn: BaseDBAsyncClient | None, *, organisation_id: int, alert: str, severity: str,
+    title: str, message: str, details: dict[str, Any] | None = None,
+) -> int:
+    """One delivery per enabled channel of the organisation; returns how many."""
+    channels = await AlertChannel.filter(
+        organisation_id=organisation_id, enabled=True).using_db(conn)
+    now = utcnow()
+    for channel in channels:
+        await WebhookDelivery.create(
+            organisation_id=organisation_id, channel_id=channel.id,
+            event_type=f"alert.{alert}", message_id=new_message_id(),
+            payload=channel_body(channel.kind, alert=alert, severity=severity, title=title,
+                                 message=message, details=details or {},
+                                 organisation_id=organisation_id),
+            status=DeliveryStatus.PENDING, next_attempt_at=now, using_db=conn)
+    if channels:
+        signals.work_enqueued()
+    return len(channels)
+
+
+async def create_channel(
+    *, caller: Caller, name: Any, kind: Any, url: Any, allow_private: bool
+) -> AlertChannel:
+    caller.require(Scope.WRITE)
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
+        raise InvalidInput.one("name", "A name of 1 to 200 characters is required.")
+    try:
+        channel_kind = ChannelKind(str(kind).lower())
+    except ValueError:
+        raise InvalidInput.one("kind", "Expected slack or webhook.") from None
+    url = await check_url(url, allow_private=allow_private)
+    if await AlertChannel.filter(organisation_id=caller.organisation_id,
+                                 name=name.strip()).exists():
+        raise InvalidInput.one("name", "A channel with this name already exists.")
+    return await AlertChannel.create(
+        organisation_id=caller.organisation_id, name=name.strip(), kind=channel_kind, url=url,
+        secret=new_secret() if channel_kind == ChannelKind.WEBHOOK else None)
+
+
+async def list_channels(
+    *, caller: Caller, first: int | None = None, after: str | None = None
+) -> Page[AlertChannel]:
+    caller.require(Scope.READ)
+    return await paginate(AlertChannel.filter(organisation_id=caller.organisation_id),
+                          first=first, after=after, newest_first=False)
+
+
+async def set_channel_enabled(*, caller: Caller, channel_id: int, enabled: bool) -> AlertChannel:
+    caller.require(Scope.WRITE)
+    channel = await AlertChannel.filter(
+        id=channel_id, organisation_id=caller.organisation_id).first()
+    if channel is None:
+        raise NotFound("alert channel", channel_id)
+    channel.enabled = enabled
+    await channel.save(update_fields=["enabled"])
+    return channel
+
+
+async def delete_channel(*, caller: Caller, channel_id: int) -> int:
+    caller.require(Scope.WRITE)
+    if not await AlertChannel.filter(
+        id=channel_id, organisation_id=caller.organisation_id
+    ).delete():
+        raise NotFound("alert channel", channel_id)
+    return channel_id

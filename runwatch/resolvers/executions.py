@@ -1,0 +1,219 @@
+"""Watcher pipeline executions: started and ended by ETL jobs, nested at any depth. An
+execution is a `Run` (so the state machine, roll-ups, webhooks, the reaper and anomaly
+detection apply to it); the Watcher fields are columns of the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from runwatch.models import OPEN_STATUSES, Pipeline, Run, RunStatus
+from runwatch.resolvers import signals, sql
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import parse_iso, to_utc, utcnow
+from runwatch.resolvers.errors import Conflict, InvalidRange, NotFound
+from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME, deadline_for, on_terminal
+from runwatch.resolvers.rollups import touch_pipeline
+from runwatch.resolvers.run_input import Errors
+from runwatch.resolvers.runs import MAX_COUNT
+from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
+
+MAX_DEPTH = 100  # levels of children read for one execution tree
+COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted", "updates": "rows_updated",
+          "soft_deletes": "rows_deleted"}
+
+
+def _id(value: Any, name: str, errors: Errors, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, f"{name} must be an integer")
+        return None
+    return value
+
+
+def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime | None:
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    parsed = value if isinstance(value, datetime) else parse_iso(value)
+    if parsed is None:
+        errors.add(name, f"{name} must be an ISO 8601 date-time")
+        return None
+    return to_utc(parsed, name)
+
+
+async def _run_of(caller: Caller, run_id: int | None, kind: str = "pipeline execution") -> Run:
+    run = await Run.filter(id=run_id, organisation_id=caller.organisation_id).first() \
+        if run_id is not None and 0 < run_id < 2**63 else None
+    if run is None:
+        raise NotFound(kind, run_id)
+    return run
+
+
+async def start_execution(
+    *, caller: Caller, raw: dict[str, Any], now: datetime | None = None,
+    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
+) -> Run:
+    """`POST /start_pipeline_execution`: a running run; `hour_recorded` / `date_recorded`
+    are the UTC hour and date of its start (now when `start_date` is not sent)."""
+    require_writer(caller)
+    errors = Errors()
+    pipeline_id = _id(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
+    parent_id = _id(raw.get("parent_id"), "parent_id", errors, required=False)
+    started = _time(raw.get("start_date"), "start_date", errors, required=False)
+    marks = {k: watermark(raw.get(k), k, errors) for k in ("watermark", "next_watermark")}
+    errors.raise_any()
+    started = started or now or utcnow()
+    pipeline = await Pipeline.filter(
+        id=pipeline_id, organisation_id=caller.organisation_id).first() \
+        if 0 < (pipeline_id or 0) < 2**31 else None
+    if pipeline is None:
+        raise NotFound("pipeline", pipeline_id)
+    if parent_id is not None:
+        await _run_of(caller, parent_id, "parent execution")
+    async with in_transaction() as conn:
+        run = await Run.create(
+            organisation_id=caller.organisation_id, pipeline_id=pipeline.id,
+            parent_id=parent_id, status=RunStatus.RUNNING, started_at=started,
+            deadline_at=deadline_for(started, pipeline.max_runtime_seconds, default_max_runtime),
+            hour_recorded=started.hour, date_recorded=started.date(),
+            claimed_by_token_id=caller.token_id, using_db=conn, **marks)
+        await touch_pipeline(conn, pipeline.id)
+    return run
+
+
+@dataclass(frozen=True)
+class End:
+    run_id: int
+    end_date: datetime
+    succeeded: bool
+    counts: dict[str, int | None]
+    execution_metadata: dict[str, Any] | None
+
+
+def parse_end(raw: dict[str, Any]) -> End:
+    errors = Errors()
+    run_id = _id(raw.get("id"), "id", errors, required=True)
+    end_date = _time(raw.get("end_date"), "end_date", errors, required=True)
+    succeeded = raw.get("completed_successfully")
+    if not isinstance(succeeded, bool):
+        errors.add("completed_successfully", "field required" if succeeded is None
+                   else "completed_successfully must be a boolean")
+    counts: dict[str, int | None] = {}
+    for key in COUNTS:
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_COUNT):
+            errors.add(key, f"{key} must be an integer from 0 to {MAX_COUNT}")
+        counts[key] = value
+    meta = metadata(raw.get("execution_metadata"), "execution_metadata", errors)
+    errors.raise_any()
+    return End(run_id=run_id, end_date=end_date, succeeded=succeeded,  # type: ignore[arg-type]
+               counts=counts, execution_metadata=meta)
+
+
+def duration_and_throughput(started: datetime, ended: datetime,
+                            total_rows: int | None) -> tuple[int, float | None]:
+    """Whole seconds, rounded; rows per second to 4 decimals (0 for a zero duration)."""
+    duration = round((ended - started).total_seconds())
+    if total_rows is None:
+        return duration, None
+    return duration, round(total_rows / duration, 4) if duration else 0.0
+
+
+_END = """
+UPDATE run SET status = ?, finished_at = ?, duration_seconds = ?, throughput = ?,
+  rows_total = ?, rows_inserted = ?, rows_updated = ?, rows_deleted = ?,
+  execution_metadata = ?, updated_at = ?
+WHERE id = ? AND organisation_id = ? AND status IN (?, ?)
+RETURNING *
+"""
+
+
+async def end_execution(
+    *, caller: Caller, raw: dict[str, Any], now: datetime | None = None
+) -> tuple[Run, bool]:
+    """`POST /end_pipeline_execution`. Returns the run and whether this call ended it (the
+    same end again is a no-op; a different end of an ended execution is a conflict).
+
+    A successful end also moves the pipeline on, in the same transaction: `watermark`
+    becomes its `next_watermark`, `last_target_insert` / `update` / `soft_delete` become the
+    end date for each count above 0, and `load_lineage` becomes false. A failed end changes
+    none of these."""
+    require_writer(caller)
+    end = parse_end(raw)
+    run = await _run_of(caller, end.run_id)
+    if run.started_at is not None and end.end_date <= run.started_at:
+        raise InvalidRange.one("end_date", "end_date must be greater than start_date")
+    status = RunStatus.SUCCEEDED if end.succeeded else RunStatus.FAILED
+    duration, throughput = duration_and_throughput(
+        run.started_at or end.end_date, end.end_date, end.counts["total_rows"])
+    meta = None if end.execution_metadata is None else sql.json_param(end.execution_metadata)
+    async with in_transaction() as conn:
+        rows = await sql.fetch(_END, [
+            status.value, end.end_date, duration, throughput,
+            *(end.counts[k] for k in COUNTS), meta, now or utcnow(),
+            run.id, caller.organisation_id, *(s.value for s in OPEN_STATUSES)], conn)
+        if rows:
+            run = Run._init_from_db(**rows[0])
+            if end.succeeded:
+                await _advance_pipeline(conn, run, end)
+            await on_terminal(conn, run)
+    if rows:
+        signals.run_changed(run.id)
+        signals.work_enqueued()
+        return run, True
+    run = await _run_of(caller, end.run_id)
+    same = (run.status == status and run.finished_at == end.end_date and all(
+        getattr(run, column) == end.counts[key] for key, column in COUNTS.items()))
+    if same:
+        return run, False
+    raise Conflict(f"pipeline execution {run.id} already ended ({run.status.value})")
+
+
+async def _advance_pipeline(conn: Any, run: Run, end: End) -> None:
+    columns = {"inserts": "last_target_insert", "updates": "last_target_update",
+               "soft_deletes": "last_target_soft_delete"}
+    sets = ["watermark = next_watermark", "load_lineage = ?", "updated_at = ?"]
+    params: list[Any] = [False, end.end_date]
+    for key, column in columns.items():
+        if (end.counts[key] or 0) > 0:
+            sets.append(f"{column} = ?")
+            params.append(end.end_date)
+    await sql.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = ?",
+                      [*params, run.pipeline_id], conn)  # type: ignore[attr-defined]
+
+
+@dataclass
+class ExecutionTree:
+    run: Run
+    children: list[ExecutionTree] = field(default_factory=list)
+
+
+async def execution_tree(*, caller: Caller, run_id: int) -> ExecutionTree:
+    """An execution with its children at any depth (one query per level, cycle-safe)."""
+    caller.require(Scope.READ)
+    root = ExecutionTree(await _run_of(caller, run_id))
+    nodes = {root.run.id: root}
+    frontier = [root.run.id]
+    for _ in range(MAX_DEPTH):
+        children = await Run.filter(
+            organisation_id=caller.organisation_id, parent_id__in=frontier).order_by("id")
+        frontier = []
+        for child in children:
+            if child.id in nodes:
+                continue
+            node = ExecutionTree(child)
+            nodes[child.id] = node
+            nodes[child.parent_id].children.append(node)  # type: ignore[attr-defined]
+            frontier.append(child.id)
+        if not frontier:
+            break
+    return root

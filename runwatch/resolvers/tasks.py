@@ -1,0 +1,69 @@
+"""Background tasks: rows with a due time (`runwatch.models.Task`), claimed through
+`queue.claim_due` and run by `runwatch/services/tasks.py`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from runwatch.models import DeliveryStatus as DeliveryState
+from runwatch.models import Task, TaskStatus, WebhookDelivery
+from runwatch.resolvers import signals, sql
+from runwatch.resolvers.clock import utcnow
+
+ANOMALY = "anomaly_detection"
+TIMELINESS = "timeliness_check"
+FRESHNESS = "freshness_check"
+
+
+async def enqueue(
+    *, kind: str, organisation_id: int | None, payload: dict[str, Any] | None = None,
+    due_at: datetime | None = None, conn: BaseDBAsyncClient | None = None,
+) -> Task:
+    task = await Task.create(organisation_id=organisation_id, kind=kind, payload=payload or {},
+                             status=TaskStatus.PENDING, due_at=due_at or utcnow(),
+                             using_db=conn)
+    signals.work_enqueued()
+    return task
+
+
+_ANOMALY_IF_RULES = """
+INSERT INTO task (organisation_id, kind, payload, status, due_at, attempts, created_at)
+SELECT ?, ?, '{{"run_id": {run_id}}}', ?, ?, 0, ?
+WHERE EXISTS (SELECT 1 FROM anomaly_rule WHERE pipeline_id = ? AND active = ?)
+"""
+
+
+async def enqueue_anomaly_detection(
+    conn: BaseDBAsyncClient, *, organisation_id: int, pipeline_id: int, run_id: int
+) -> bool:
+    """After a successful run: a detection task, only if its pipeline has an active rule (one
+    statement either way)."""
+    now = utcnow()
+    inserted = await sql.execute(
+        _ANOMALY_IF_RULES.format(run_id=int(run_id)),
+        [organisation_id, ANOMALY, TaskStatus.PENDING.value, now, now, pipeline_id, True], conn)
+    return bool(inserted)
+
+
+async def ensure_schedule(key: str, kind: str, due_at: datetime) -> None:
+    """The one row of a recurring schedule (created once, whichever worker gets there)."""
+    await sql.execute(
+        "INSERT INTO task (kind, key, payload, status, due_at, attempts, created_at) "
+        "VALUES (?, ?, '{}', ?, ?, 0, ?) ON CONFLICT (key) DO NOTHING",
+        [kind, key, TaskStatus.PENDING.value, due_at, utcnow()])
+
+
+async def pending_work() -> dict[str, int]:
+    """Background work waiting, by kind (tasks by their kind, webhook deliveries as
+    `webhook_delivery`); recurring schedules are not backlog and are left out."""
+    rows = await sql.fetch(
+        "SELECT kind, COUNT(*) AS n FROM task WHERE status = ? AND key IS NULL GROUP BY kind",
+        [TaskStatus.PENDING.value])
+    counts = {str(r["kind"]): int(r["n"]) for r in rows}
+    deliveries = await WebhookDelivery.filter(status=DeliveryState.PENDING).count()
+    if deliveries:
+        counts["webhook_delivery"] = deliveries
+    return counts
