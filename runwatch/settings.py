@@ -66,6 +66,22 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float) -> fl
     return value
 
 
+def _prefix(raw: str) -> str:
+    """A path prefix: "" or "/something" (no trailing slash)."""
+    raw = raw.strip().rstrip("/")
+    if raw and (not raw.startswith("/") or " " in raw):
+        raise SettingsError(f"RUNWATCH_WATCHER_PREFIX must be a path like /watcher, got {raw!r}")
+    return raw
+
+
+def _retention(env: dict[str, str]) -> int:
+    days = _int(env, "RUNWATCH_RETENTION_DAYS", 0)
+    if 0 < days < 90:
+        raise SettingsError(f"RUNWATCH_RETENTION_DAYS must be 0 (keep everything) or at least "
+                            f"90, got {days}")
+    return days
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -113,6 +129,16 @@ class Settings:
     # How often a live subscription re-reads its run when nothing in this process changed it
     # (changes made through other replicas or workers).
     live_poll_seconds: float = 1.0
+    # Watcher: where its routes live ("" = the documented paths at the root), how often the
+    # freshness and timeliness sweeps and queue monitoring run (0 disables one), retention
+    # of run history (0 keeps everything; otherwise at least 90 days), how often idle task
+    # workers look for due tasks.
+    watcher_prefix: str = ""
+    check_interval_seconds: int = 300
+    queue_monitor_interval_seconds: int = 60
+    retention_days: int = 0
+    retention_interval_seconds: int = 86_400
+    task_poll_seconds: int = 1
 
     @property
     def is_sqlite(self) -> bool:
@@ -142,4 +168,12 @@ class Settings:
             webhook_concurrency=_int(env, "RUNWATCH_WEBHOOK_CONCURRENCY", 16, minimum=1),
             webhook_poll_seconds=_int(env, "RUNWATCH_WEBHOOK_POLL_SECONDS", 1, minimum=1),
             live_poll_seconds=_float(env, "RUNWATCH_LIVE_POLL_SECONDS", 1.0, minimum=0.05),
+            watcher_prefix=_prefix(env.get("RUNWATCH_WATCHER_PREFIX", "")),
+            check_interval_seconds=_int(env, "RUNWATCH_CHECK_INTERVAL_SECONDS", 300),
+            queue_monitor_interval_seconds=_int(env, "RUNWATCH_QUEUE_MONITOR_INTERVAL_SECONDS",
+                                                60),
+            retention_days=_retention(env),
+            retention_interval_seconds=_int(env, "RUNWATCH_RETENTION_INTERVAL_SECONDS", 86_400,
+                                            minimum=60),
+            task_poll_seconds=_int(env, "RUNWATCH_TASK_POLL_SECONDS", 1, minimum=1),
         )

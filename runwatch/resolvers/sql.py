@@ -66,3 +66,8 @@ def json_param(value: Any) -> str:
     """A JSON value as a statement parameter (asyncpg's jsonb codec and SQLite both take
     text)."""
     return json.dumps(value, separators=(",", ":"))
+
+
+def as_json(value: Any) -> Any:
+    """A JSON column as Python: asyncpg decodes jsonb already, SQLite hands back text."""
+    return json.loads(value) if isinstance(value, str | bytes) else value

@@ -1,0 +1,199 @@
+"""The task worker: claims due `Task` rows and runs them.
+
+- one-off tasks: anomaly detection after a successful run, freshness and timeliness checks
+  requested over the API;
+- recurring schedules (one row each, due again after every run): the freshness and
+  timeliness sweeps over every organisation, retention (when configured) and queue
+  monitoring.
+
+A task that fails is retried with backoff (up to `MAX_ATTEMPTS`), then marked failed with its
+error; a schedule that fails is simply due again at its next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from runwatch.models import Task, TaskStatus
+from runwatch.resolvers import alerts, queue, signals, sql
+from runwatch.resolvers import tasks as tasks_api
+from runwatch.resolvers.clock import utcnow
+from runwatch.settings import Settings
+
+log = logging.getLogger("runwatch.tasks")
+
+MAX_ATTEMPTS = 5
+HOLD = timedelta(minutes=5)  # a claimed task is someone's for this long
+QUEUE_WARNING, QUEUE_CRITICAL = 50, 100
+SCHEDULE_TIMELINESS = "schedule:timeliness"
+SCHEDULE_FRESHNESS = "schedule:freshness"
+SCHEDULE_RETENTION = "schedule:retention"
+SCHEDULE_QUEUE = "schedule:queue-monitor"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    kind: str
+    key: str | None
+    organisation_id: int | None
+    payload: dict[str, Any]
+    attempts: int
+    claim: str
+
+
+async def claim(limit: int, now: datetime) -> list[Claimed]:
+    token, rows = await queue.claim_due(
+        "task", due_column="due_at", columns="id, kind, key, organisation_id, payload, attempts",
+        limit=limit, hold=HOLD, now=now)
+    return [Claimed(id=int(r["id"]), kind=r["kind"], key=r["key"],
+                    organisation_id=r["organisation_id"], payload=sql.as_json(r["payload"]),
+                    attempts=int(r["attempts"]), claim=token) for r in rows]
+
+
+def queue_level(pending: int) -> str | None:
+    if pending >= QUEUE_CRITICAL:
+        return "critical"
+    if pending >= QUEUE_WARNING:
+        return "warning"
+    return None
+
+
+async def monitor_queue(*, alert_organisation_id: int | None = None) -> dict[str, Any]:
+    """Pending background work by kind, and its level (WARNING at 50, CRITICAL at 100).
+    Over a threshold, an alert goes to the channels of `alert_organisation_id` (the caller of
+    the API route), or of every organisation that has channels (the schedule)."""
+    pending = await tasks_api.pending_work()
+    total = sum(pending.values())
+    level = queue_level(total)
+    if level:
+        by_kind = ", ".join(f"{k}: {v}" for k, v in sorted(pending.items()))
+        orgs = [alert_organisation_id] if alert_organisation_id is not None else [
+            int(r["organisation_id"]) for r in await sql.fetch(
+                "SELECT DISTINCT organisation_id FROM alert_channel WHERE enabled = ?", [True])]
+        for org in orgs:
+            await alerts.enqueue_alert(
+                None, organisation_id=org, alert="queue_depth", severity=level,
+                title=f"{total} background tasks pending",
+                message=f"{level.upper()}: {total} pending ({by_kind}); thresholds "
+                        f"{QUEUE_WARNING} / {QUEUE_CRITICAL}",
+                details={"pending": pending, "total": total, "level": level})
+    return {"pending": pending, "total": total, "level": level}
+
+
+class TaskRunner:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.schedules: dict[str, tuple[int, Callable[[], Awaitable[Any]]]] = {
+            SCHEDULE_TIMELINESS: (settings.check_interval_seconds,
+                                  lambda: checks().check_all(kind=tasks_api.TIMELINESS)),
+            SCHEDULE_FRESHNESS: (settings.check_interval_seconds,
+                                 lambda: checks().check_all(kind=tasks_api.FRESHNESS)),
+            SCHEDULE_QUEUE: (settings.queue_monitor_interval_seconds, monitor_queue),
+        }
+        if settings.retention_days:
+            self.schedules[SCHEDULE_RETENTION] = (
+                settings.retention_interval_seconds,
+                lambda: retention().clean_up_all(retention_days=settings.retention_days))
+        self.schedules = {k: v for k, v in self.schedules.items() if v[0] > 0}
+
+    async def ensure_schedules(self, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        for key in self.schedules:
+            await tasks_api.ensure_schedule(key, "schedule", now)
+
+    async def run_one(self, task: Claimed) -> None:
+        if task.key is not None:
+            await self._run_schedule(task)
+            return
+        try:
+            await self.handle(task)
+        except Exception as exc:  # recorded and retried
+            log.exception("task %s (%s) failed", task.id, task.kind)
+            attempts = task.attempts + 1
+            final = attempts >= MAX_ATTEMPTS
+            await Task.filter(id=task.id, claim=task.claim).update(
+                attempts=attempts, claim=None, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                status=TaskStatus.FAILED if final else TaskStatus.PENDING,
+                due_at=utcnow() + timedelta(seconds=30 * 2**attempts),
+                finished_at=utcnow() if final else None)
+            return
+        await Task.filter(id=task.id, claim=task.claim).update(
+            status=TaskStatus.DONE, claim=None, finished_at=utcnow(), attempts=task.attempts + 1)
+
+    async def handle(self, task: Claimed) -> Any:
+        if task.kind == tasks_api.ANOMALY:
+            return await anomalies().detect_for_run(
+                organisation_id=task.organisation_id, run_id=int(task.payload["run_id"]))
+        if task.kind == tasks_api.TIMELINESS:
+            return await checks().check_timeliness(
+                organisation_id=task.organisation_id,
+                lookback_minutes=int(task.payload.get("lookback_minutes", 60)))
+        if task.kind == tasks_api.FRESHNESS:
+            return await checks().check_freshness(organisation_id=task.organisation_id)
+        raise ValueError(f"unknown task kind {task.kind!r}")
+
+    async def _run_schedule(self, task: Claimed) -> None:
+        interval, work = self.schedules.get(task.key or "", (0, None))  # type: ignore[assignment]
+        if work is None:  # a schedule this deployment does not run: leave it to others
+            await Task.filter(id=task.id, claim=task.claim).update(
+                claim=None, due_at=utcnow() + timedelta(minutes=5))
+            return
+        error = None
+        try:
+            await work()
+        except Exception as exc:  # a schedule runs again at its next tick
+            log.exception("schedule %s failed", task.key)
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+        await Task.filter(id=task.id, claim=task.claim).update(
+            claim=None, due_at=utcnow() + timedelta(seconds=interval), last_error=error,
+            attempts=task.attempts + 1)
+
+    async def run_due(self, *, now: datetime | None = None, limit: int = 20) -> int:
+        """Claim and run what is due (one after the other); returns how many ran."""
+        claimed = await claim(limit, now or utcnow())
+        for task in claimed:
+            await self.run_one(task)
+        return len(claimed)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self.ensure_schedules()
+        except Exception:  # the database may be away; retried below
+            log.exception("could not create the task schedules")
+        with signals.watching_work() as woken:
+            while not stop.is_set():
+                try:
+                    if await self.run_due():
+                        continue
+                except Exception:  # the database may be away
+                    log.exception("running tasks failed")
+                stopped = asyncio.create_task(stop.wait())
+                wake = asyncio.create_task(signals.wait(woken, self.settings.task_poll_seconds))
+                await asyncio.wait({stopped, wake}, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (stopped, wake):
+                    waiter.cancel()
+
+
+# The domain modules, imported when first used (they import this package's siblings).
+def anomalies():  # type: ignore[no-untyped-def]
+    from runwatch.resolvers import anomalies as module
+
+    return module
+
+
+def checks():  # type: ignore[no-untyped-def]
+    from runwatch.resolvers import checks as module
+
+    return module
+
+
+def retention():  # type: ignore[no-untyped-def]
+    from runwatch.resolvers import retention as module
+
+    return module
