@@ -10,7 +10,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from runwatch.models import Pipeline, PipelineType
+from runwatch.models import INT32_MAX, Pipeline, PipelineType
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
@@ -135,9 +135,16 @@ async def get_or_create_type(
         return await PipelineType.get(organisation_id=caller.organisation_id, name=name), False
 
 
+def storable_id(value: int) -> bool:
+    """Whether an INTEGER id column can hold `value` (else: simply not found)."""
+    return 0 < value <= INT32_MAX
+
+
 async def get_type(*, caller: Caller, type_id: int) -> PipelineType:
     caller.require(Scope.READ)
-    row = await PipelineType.filter(id=type_id, organisation_id=caller.organisation_id).first()
+    row = await PipelineType.filter(
+        id=type_id, organisation_id=caller.organisation_id).first() \
+        if storable_id(type_id) else None
     if row is None:
         raise NotFound("pipeline type", type_id)
     return row
@@ -208,7 +215,9 @@ async def _upsert(
 
 async def get_watcher_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
     caller.require(Scope.READ)
-    row = await Pipeline.filter(id=pipeline_id, organisation_id=caller.organisation_id).first()
+    row = await Pipeline.filter(
+        id=pipeline_id, organisation_id=caller.organisation_id).first() \
+        if storable_id(pipeline_id) else None
     if row is None:
         raise NotFound("pipeline", pipeline_id)
     return row
@@ -258,9 +267,12 @@ async def patch_pipeline(*, caller: Caller, raw: dict[str, Any]) -> Pipeline:
         query = Pipeline.filter(organisation_id=caller.organisation_id)
         query = query.filter(id=raw["id"]) if raw.get("id") is not None else query.filter(
             name=text(raw["name"], "name", Errors()))
-        pipeline = await query.select_for_update().using_db(conn).first()
+        pipeline = await query.select_for_update().using_db(conn).first() if (
+            raw.get("id") is None or storable_id(raw["id"])) else None
         if pipeline is None:
             raise NotFound("pipeline", raw.get("id") or raw.get("name"))
+        if "pipeline_type_id" in changes and not storable_id(changes["pipeline_type_id"]):
+            raise NotFound("pipeline type", changes["pipeline_type_id"])
         if "pipeline_type_id" in changes and not await PipelineType.filter(
             id=changes["pipeline_type_id"], organisation_id=caller.organisation_id
         ).using_db(conn).exists():
