@@ -23,7 +23,7 @@ from runwatch import __version__
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
-from runwatch.rest_shim import elt, warehouse
+from runwatch.rest_shim import elt, warehouse, watcher
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services.workers import run_workers
@@ -134,6 +134,7 @@ def create_app(
         WebSocketRoute("/graphql", graphql),
         *warehouse.routes(options),
         *elt.routes(settings),
+        *watcher.routes(settings),
     ]
     return Starlette(
         routes=routes,

@@ -40,11 +40,11 @@ def iso(moment: datetime | None) -> str | None:
 
 def parse_iso(value: object) -> datetime | None:
     """An ISO 8601 date-time string as an aware UTC datetime (no offset: UTC); None when it
-    is not one."""
+    is not one. Case does not matter (`2024-01-01t10:00:00z`: the Watcher lower-cases)."""
     if not isinstance(value, str) or ("T" not in value.upper() and " " not in value):
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(value.strip().upper())
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None

@@ -23,16 +23,19 @@ from runwatch.schema.live import LiveSubscription
 from runwatch.schema.pipeline import PipelineQuery
 from runwatch.schema.run import RunMutation, RunQuery
 from runwatch.schema.types import BIGINT_SCALAR, BigInt
+from runwatch.schema.watcher import WatcherMutation, WatcherQuery
 from runwatch.schema.webhook import WebhookMutation, WebhookQuery
 
 
 @strawberry.type
-class Query(ConnectionQuery, PipelineQuery, RunQuery, GatewayQuery, WebhookQuery):
+class Query(ConnectionQuery, PipelineQuery, RunQuery, GatewayQuery, WebhookQuery,
+            WatcherQuery):
     pass
 
 
 @strawberry.type
-class Mutation(ConnectionMutation, RunMutation, EltMutation, GatewayMutation, WebhookMutation):
+class Mutation(ConnectionMutation, RunMutation, EltMutation, GatewayMutation, WebhookMutation,
+               WatcherMutation):
     pass
 
 

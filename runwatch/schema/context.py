@@ -35,6 +35,7 @@ class Loaders:
     pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
     gateway: DataLoader[int, Gateway | None] = field(init=False)
     run: DataLoader[int, Run | None] = field(init=False)
+    children_of_run: DataLoader[int, list[Run]] = field(init=False)
     webhook_endpoint: DataLoader[int, WebhookEndpoint | None] = field(init=False)
     delivery_attempts: DataLoader[int, list[WebhookAttempt]] = field(init=False)
 
@@ -46,6 +47,7 @@ class Loaders:
         self.pipeline_telemetry = DataLoader(self._pipeline_telemetry)
         self.gateway = DataLoader(self._gateways)
         self.run = DataLoader(self._runs)
+        self.children_of_run = DataLoader(self._children_of_runs)
         self.webhook_endpoint = DataLoader(self._webhook_endpoints)
         self.delivery_attempts = DataLoader(self._delivery_attempts)
 
@@ -70,6 +72,14 @@ class Loaders:
     async def _runs(self, ids: list[int]) -> list[Run | None]:
         rows = {r.id: r for r in await Run.filter(organisation_id=self._org(), id__in=ids)}
         return [rows.get(i) for i in ids]
+
+    async def _children_of_runs(self, ids: list[int]) -> list[list[Run]]:
+        grouped: dict[int, list[Run]] = {i: [] for i in ids}
+        for run in await Run.filter(organisation_id=self._org(), parent_id__in=ids).order_by(
+            "id"
+        ):
+            grouped[run.parent_id].append(run)  # type: ignore[attr-defined]
+        return [grouped[i] for i in ids]
 
     async def _webhook_endpoints(self, ids: list[int]) -> list[WebhookEndpoint | None]:
         rows = {e.id: e for e in await WebhookEndpoint.filter(

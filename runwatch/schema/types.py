@@ -55,12 +55,15 @@ LogLevel = strawberry.enum(LogLevelModel, description="A log line's level.")
 
 if TYPE_CHECKING:
     from runwatch.schema.gateway import Gateway
+    from runwatch.schema.watcher import AnomalyResult, PipelineType
     from runwatch.schema.webhook import WebhookDeliveryPage, WebhookEndpoint
 
 GatewayRef = Annotated["Gateway", strawberry.lazy("runwatch.schema.gateway")]
 WebhookDeliveryPageRef = Annotated[
     "WebhookDeliveryPage", strawberry.lazy("runwatch.schema.webhook")]
 WebhookEndpointRef = Annotated["WebhookEndpoint", strawberry.lazy("runwatch.schema.webhook")]
+PipelineTypeRef = Annotated["PipelineType", strawberry.lazy("runwatch.schema.watcher")]
+AnomalyResultRef = Annotated["AnomalyResult", strawberry.lazy("runwatch.schema.watcher")]
 
 
 @strawberry.enum(description="Delivery status; the rule is documented in the README.")
@@ -193,14 +196,51 @@ class Pipeline:
         description="A run still open this long after its start times out; null: the "
         "deployment's default.")
     created_at: datetime
+    updated_at: datetime | None
+    watermark: str | None
+    next_watermark: str | None
+    pipeline_metadata: JSON | None
+    last_target_insert: datetime | None
+    last_target_update: datetime | None
+    last_target_soft_delete: datetime | None
+    freshness_number: int | None
+    freshness_datepart: str | None
+    mute_freshness_check: bool
+    timeliness_number: int | None
+    timeliness_datepart: str | None
+    mute_timeliness_check: bool
+    load_lineage: bool
+    active: bool
     connection_id: strawberry.Private[int | None]
+    pipeline_type_id: strawberry.Private[int | None]
 
     @staticmethod
     def of(m: PipelineModel) -> Pipeline:
-        return Pipeline(id=strawberry.ID(str(m.id)), name=m.name, kind=m.kind,
-                        description=m.description, max_runtime_seconds=m.max_runtime_seconds,
-                        created_at=m.created_at,
-                        connection_id=m.connection_id)  # type: ignore[attr-defined]
+        return Pipeline(
+            id=strawberry.ID(str(m.id)), name=m.name, kind=m.kind, description=m.description,
+            max_runtime_seconds=m.max_runtime_seconds, created_at=m.created_at,
+            updated_at=m.updated_at, watermark=m.watermark, next_watermark=m.next_watermark,
+            pipeline_metadata=m.pipeline_metadata, last_target_insert=m.last_target_insert,
+            last_target_update=m.last_target_update,
+            last_target_soft_delete=m.last_target_soft_delete,
+            freshness_number=m.freshness_number, freshness_datepart=m.freshness_datepart,
+            mute_freshness_check=m.mute_freshness_check,
+            timeliness_number=m.timeliness_number, timeliness_datepart=m.timeliness_datepart,
+            mute_timeliness_check=m.mute_timeliness_check, load_lineage=m.load_lineage,
+            active=m.active,
+            connection_id=m.connection_id,  # type: ignore[attr-defined]
+            pipeline_type_id=m.pipeline_type_id)  # type: ignore[attr-defined]
+
+    @strawberry.field(description="The Watcher pipeline type, if any.")
+    async def pipeline_type(self, info: Info) -> PipelineTypeRef | None:
+        from runwatch.resolvers import watcher_pipelines
+        from runwatch.schema.watcher import PipelineType
+
+        if self.pipeline_type_id is None:
+            return None
+        caller = info.context.require_caller()
+        row = await watcher_pipelines.get_type(caller=caller, type_id=self.pipeline_type_id)
+        return PipelineType.of(row)
 
     @strawberry.field(description="This pipeline's own webhook endpoint (it wins over the "
                       "organisation's default), if any.")
@@ -315,6 +355,14 @@ class Run:
         description="Log lines that fell out of the 500-line cap.")
     telemetry_samples_dropped: BigInt = strawberry.field(  # type: ignore[valid-type]
         description="Samples that fell out of the 2000-sample cap.")
+    hour_recorded: int | None = strawberry.field(description="UTC hour of the start.")
+    duration_seconds: BigInt | None  # type: ignore[valid-type]
+    throughput: float | None = strawberry.field(description="Total rows per second.")
+    watermark: str | None
+    next_watermark: str | None
+    execution_metadata: JSON | None
+    anomaly_flags: JSON | None
+    parent_id: strawberry.Private[int | None]
     pipeline_id: strawberry.Private[int]
     gateway_id: strawberry.Private[int | None]
     target_gateway_id: strawberry.Private[int | None]
@@ -340,6 +388,10 @@ class Run:
             telemetry_summary=RunTelemetrySummary.of(m),
             log_lines_dropped=LOGS.dropped(m.log_seq, m.log_base),
             telemetry_samples_dropped=SAMPLES.dropped(m.sample_seq, m.sample_base),
+            hour_recorded=m.hour_recorded, duration_seconds=m.duration_seconds,
+            throughput=m.throughput, watermark=m.watermark, next_watermark=m.next_watermark,
+            execution_metadata=m.execution_metadata, anomaly_flags=m.anomaly_flags,
+            parent_id=m.parent_id,  # type: ignore[attr-defined]
             pipeline_id=m.pipeline_id,  # type: ignore[attr-defined]
             gateway_id=m.gateway_id,  # type: ignore[attr-defined]
             target_gateway_id=m.target_gateway_id,  # type: ignore[attr-defined]
@@ -350,6 +402,29 @@ class Run:
         info.context.require_caller()
         row = await info.context.loaders.pipeline.load(self.pipeline_id)
         return Pipeline.of(row)  # type: ignore[arg-type]
+
+    @strawberry.field(description="The run this one is a child of (Watcher executions nest).")
+    async def parent(self, info: Info) -> Run | None:
+        if self.parent_id is None:
+            return None
+        info.context.require_caller()
+        row = await info.context.loaders.run.load(self.parent_id)
+        return Run.of(row) if row else None
+
+    @strawberry.field(description="Direct children, oldest first (ask for their children in "
+                      "turn for any depth).")
+    async def children(self, info: Info) -> list[Run]:
+        info.context.require_caller()
+        return [Run.of(r) for r in await info.context.loaders.children_of_run.load(int(self.id))]
+
+    @strawberry.field(description="This run's flagged metrics.")
+    async def anomaly_results(self, info: Info) -> list[AnomalyResultRef]:
+        from runwatch.resolvers import anomalies
+        from runwatch.schema.watcher import AnomalyResult
+
+        caller = info.context.require_caller()
+        page = await anomalies.list_results(caller=caller, run_id=int(self.id), first=200)
+        return [AnomalyResult.of(r) for r in page.items]
 
     @strawberry.field(description="The gateway that claimed this run, if one did.")
     async def gateway(self, info: Info) -> GatewayRef | None:

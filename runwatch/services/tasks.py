@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from runwatch.models import Task, TaskStatus
-from runwatch.resolvers import alerts, queue, signals, sql
+from runwatch.resolvers import alerts, anomalies, checks, queue, retention, signals, sql
 from runwatch.resolvers import tasks as tasks_api
 from runwatch.resolvers.clock import utcnow
 from runwatch.settings import Settings
@@ -91,15 +91,15 @@ class TaskRunner:
         self.settings = settings
         self.schedules: dict[str, tuple[int, Callable[[], Awaitable[Any]]]] = {
             SCHEDULE_TIMELINESS: (settings.check_interval_seconds,
-                                  lambda: checks().check_all(kind=tasks_api.TIMELINESS)),
+                                  lambda: checks.check_all(kind=tasks_api.TIMELINESS)),
             SCHEDULE_FRESHNESS: (settings.check_interval_seconds,
-                                 lambda: checks().check_all(kind=tasks_api.FRESHNESS)),
+                                 lambda: checks.check_all(kind=tasks_api.FRESHNESS)),
             SCHEDULE_QUEUE: (settings.queue_monitor_interval_seconds, monitor_queue),
         }
         if settings.retention_days:
             self.schedules[SCHEDULE_RETENTION] = (
                 settings.retention_interval_seconds,
-                lambda: retention().clean_up_all(retention_days=settings.retention_days))
+                lambda: retention.clean_up_all(retention_days=settings.retention_days))
         self.schedules = {k: v for k, v in self.schedules.items() if v[0] > 0}
 
     async def ensure_schedules(self, now: datetime | None = None) -> None:
@@ -128,14 +128,14 @@ class TaskRunner:
 
     async def handle(self, task: Claimed) -> Any:
         if task.kind == tasks_api.ANOMALY:
-            return await anomalies().detect_for_run(
+            return await anomalies.detect_for_run(
                 organisation_id=task.organisation_id, run_id=int(task.payload["run_id"]))
         if task.kind == tasks_api.TIMELINESS:
-            return await checks().check_timeliness(
+            return await checks.check_timeliness(
                 organisation_id=task.organisation_id,
                 lookback_minutes=int(task.payload.get("lookback_minutes", 60)))
         if task.kind == tasks_api.FRESHNESS:
-            return await checks().check_freshness(organisation_id=task.organisation_id)
+            return await checks.check_freshness(organisation_id=task.organisation_id)
         raise ValueError(f"unknown task kind {task.kind!r}")
 
     async def _run_schedule(self, task: Claimed) -> None:
@@ -178,22 +178,3 @@ class TaskRunner:
                 await asyncio.wait({stopped, wake}, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in (stopped, wake):
                     waiter.cancel()
-
-
-# The domain modules, imported when first used (they import this package's siblings).
-def anomalies():  # type: ignore[no-untyped-def]
-    from runwatch.resolvers import anomalies as module
-
-    return module
-
-
-def checks():  # type: ignore[no-untyped-def]
-    from runwatch.resolvers import checks as module
-
-    return module
-
-
-def retention():  # type: ignore[no-untyped-def]
-    from runwatch.resolvers import retention as module
-
-    return module

@@ -4,7 +4,9 @@ Runs inside `runwatch serve` by default (embedded mode) and as `runwatch worker`
 deployments; all coordination goes through the database, so any number can run.
 
 - the stuck-run reaper, every `RUNWATCH_REAPER_INTERVAL_SECONDS` (0 disables it here);
-- webhook delivery, continuously (woken at once by an enqueue in this process).
+- webhook delivery, continuously (woken at once by an enqueue in this process);
+- background tasks (anomaly detection, freshness and timeliness checks, their schedules,
+  retention, queue monitoring), continuously.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from datetime import timedelta
 
 from runwatch.services.reaper import reap_stuck_runs
+from runwatch.services.tasks import TaskRunner
 from runwatch.services.webhooks import sender_from
 from runwatch.settings import Settings
 
@@ -43,4 +46,5 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
-    await asyncio.gather(run_reaper(settings, stop), run_webhooks(settings, stop))
+    await asyncio.gather(run_reaper(settings, stop), run_webhooks(settings, stop),
+                         TaskRunner(settings).run(stop))

@@ -1,0 +1,456 @@
+"""Watcher contract: the documented paths (under `RUNWATCH_WATCHER_PREFIX`, root by default).
+
+Wire conventions of the original service, kept: every top-level string of a request body is
+trimmed and lower-cased except `watermark` / `next_watermark` (and so are the text fields of
+answers); nested objects are left alone; unknown keys are ignored; validation errors are 422
+`{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`; other errors `{"detail": "..."}`.
+Its defects, fixed: unknown ids are 404 (not 500), an end before its start is 400, the
+execution hierarchy works for root executions too, log cleanup commits, change detection is
+a stable digest. Every route needs a token of the caller's organisation (`read` for GET;
+`report` or `write` for the rest).
+
+Wire names -> runwatch: an execution is a `Run` (`total_rows` -> `rows_total`, `inserts` ->
+`rows_inserted`, `updates` -> `rows_updated`, `soft_deletes` -> `rows_deleted`,
+`completed_successfully` -> status `succeeded` / `failed`, `start_date` / `end_date` ->
+`started_at` / `finished_at`); a pipeline is a `Pipeline` (kind `watcher` when created here).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from runwatch.models import (
+    INT32_MAX,
+    INT64_MAX,
+    Address,
+    AddressType,
+    AnomalyRule,
+    Pipeline,
+    PipelineType,
+    Run,
+    RunStatus,
+)
+from runwatch.resolvers import addresses, anomalies, checks, executions, retention
+from runwatch.resolvers import watcher_pipelines as pipelines
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import iso
+from runwatch.resolvers.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidRange,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from runwatch.resolvers.executions import ExecutionTree
+from runwatch.resolvers.watcher_pipelines import require_writer
+from runwatch.rest_shim.common import Handler, caller_of, routes_with_optional_slash
+from runwatch.services.tasks import monitor_queue
+from runwatch.settings import Settings
+
+KEEP_CASE = {"watermark", "next_watermark"}
+
+
+class Unprocessable(Exception):
+    """A 422 of the shim itself (unreadable body, a path parameter that is not an int)."""
+
+    def __init__(self, loc: list[Any], msg: str, kind: str) -> None:
+        super().__init__(msg)
+        self.detail = [{"loc": loc, "msg": msg, "type": kind}]
+
+
+def normalise(value: Any, key: str | None = None) -> Any:
+    """Trim and lower-case a top-level string (and the strings of a top-level list)."""
+    if key in KEEP_CASE:
+        return value.strip() if isinstance(value, str) else value
+    if isinstance(value, str):
+        return value.strip().lower()
+    if isinstance(value, list):
+        return [v.strip().lower() if isinstance(v, str) else v for v in value]
+    return value
+
+
+async def body_of(request: Request, *, required: bool = True) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise Unprocessable(["body"], "field required", "missing")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
+    if not isinstance(body, dict):
+        raise Unprocessable(["body"], "input should be a valid dictionary", "dict_type")
+    return {key: normalise(value, key) for key, value in body.items()}
+
+
+def path_int(request: Request, name: str, maximum: int = INT32_MAX) -> int:
+    raw = request.path_params[name]
+    if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()):
+        raise Unprocessable(["path", name], "input should be a valid integer", "int_parsing")
+    value = int(raw)
+    if not 0 < value <= maximum:
+        raise NotFound(name.removesuffix("_id").replace("_", " "), value)
+    return value
+
+
+def detail(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="runwatch"'} if status == 401 else None
+    return JSONResponse({"detail": message.strip().lower()}, status_code=status,
+                        headers=headers)
+
+
+def translate_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Unprocessable as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=422)
+        except InvalidRange as exc:
+            return detail(400, " ".join(m for msgs in exc.fields.values() for m in msgs))
+        except InvalidInput as exc:
+            return JSONResponse({"detail": [
+                {"loc": ["body", *name.split(".")], "msg": message.lower(),
+                 "type": "value_error"}
+                for name, messages in exc.fields.items() for message in messages
+            ]}, status_code=422)
+        except NotFound as exc:
+            return detail(404, f"{exc.kind} not found")
+        except Conflict as exc:
+            return detail(409, exc.message)
+        except Unauthenticated as exc:
+            return detail(401, exc.message)
+        except PermissionDenied as exc:
+            return detail(403, exc.message)
+
+    return wrapped
+
+
+def reader(request: Request) -> Caller:
+    return caller_of(request, Scope.READ)
+
+
+def writer(request: Request) -> Caller:
+    caller = caller_of(request)
+    require_writer(caller)
+    return caller
+
+
+# ------------------------------------------------------------------------------- wire shapes
+
+
+def pipeline_json(p: Pipeline) -> dict[str, Any]:
+    return {
+        "id": p.id, "name": p.name.lower(),
+        "pipeline_type_id": p.pipeline_type_id,  # type: ignore[attr-defined]
+        "watermark": p.watermark, "next_watermark": p.next_watermark,
+        "pipeline_metadata": p.pipeline_metadata,
+        "last_target_insert": iso(p.last_target_insert),
+        "last_target_update": iso(p.last_target_update),
+        "last_target_soft_delete": iso(p.last_target_soft_delete),
+        "freshness_number": p.freshness_number, "freshness_datepart": p.freshness_datepart,
+        "mute_freshness_check": p.mute_freshness_check,
+        "timeliness_number": p.timeliness_number, "timeliness_datepart": p.timeliness_datepart,
+        "mute_timeliness_check": p.mute_timeliness_check,
+        "load_lineage": p.load_lineage, "active": p.active,
+        "created_at": iso(p.created_at), "updated_at": iso(p.updated_at),
+    }
+
+
+def type_json(t: PipelineType) -> dict[str, Any]:
+    return {
+        "id": t.id, "name": t.name.lower(),
+        "freshness_number": t.freshness_number, "freshness_datepart": t.freshness_datepart,
+        "mute_freshness_check": t.mute_freshness_check,
+        "timeliness_number": t.timeliness_number, "timeliness_datepart": t.timeliness_datepart,
+        "mute_timeliness_check": t.mute_timeliness_check,
+        "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+    }
+
+
+def execution_json(run: Run) -> dict[str, Any]:
+    done = {RunStatus.SUCCEEDED: True, RunStatus.FAILED: False, RunStatus.TIMED_OUT: False,
+            RunStatus.CANCELLED: False}
+    return {
+        "id": run.id, "parent_id": run.parent_id,  # type: ignore[attr-defined]
+        "pipeline_id": run.pipeline_id,  # type: ignore[attr-defined]
+        "start_date": iso(run.started_at), "end_date": iso(run.finished_at),
+        "duration_seconds": run.duration_seconds,
+        "completed_successfully": done.get(RunStatus(run.status)),
+        "inserts": run.rows_inserted, "updates": run.rows_updated,
+        "soft_deletes": run.rows_deleted, "total_rows": run.rows_total,
+        "watermark": run.watermark, "next_watermark": run.next_watermark,
+        "execution_metadata": run.execution_metadata, "anomaly_flags": run.anomaly_flags,
+        "throughput": run.throughput,
+        "hour_recorded": run.hour_recorded,
+        "date_recorded": run.date_recorded.isoformat() if run.date_recorded else None,
+        "status": RunStatus(run.status).value,
+    }
+
+
+def tree_json(tree: ExecutionTree) -> dict[str, Any]:
+    return {**execution_json(tree.run), "child_executions": [tree_json(c) for c in tree.children]}
+
+
+def address_json(a: Address) -> dict[str, Any]:
+    return {
+        "id": a.id, "name": a.name.lower(),
+        "address_type_id": a.address_type_id,  # type: ignore[attr-defined]
+        "namespace": a.namespace,
+        "database_name": a.database_name, "schema_name": a.schema_name,
+        "table_name": a.table_name, "primary_key": a.primary_key,
+        "address_metadata": a.address_metadata,
+        "created_at": iso(a.created_at), "updated_at": iso(a.updated_at),
+    }
+
+
+def address_type_json(t: AddressType) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name.lower(), "group_name": t.group_name.lower(),
+            "created_at": iso(t.created_at), "updated_at": iso(t.updated_at)}
+
+
+def rule_json(r: AnomalyRule) -> dict[str, Any]:
+    return {
+        "id": r.id, "pipeline_id": r.pipeline_id,  # type: ignore[attr-defined]
+        "metric_field": r.metric_field, "z_threshold": r.z_threshold,
+        "lookback_days": r.lookback_days, "minimum_executions": r.minimum_executions,
+        "active": r.active, "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
+    }
+
+
+def created(found: tuple[Any, bool], body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=201 if found[1] else 200)
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    prefix = settings.watcher_prefix
+    default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
+
+    # ---- pipelines and types
+
+    @translate_errors
+    async def post_pipeline(request: Request) -> Response:
+        caller = writer(request)
+        raw = await body_of(request)
+        found = await pipelines.get_or_create_pipeline(caller=caller, raw=raw)
+        p = found[0]
+        answer: dict[str, Any] = {"id": p.id, "active": p.active, "load_lineage": p.load_lineage}
+        if "next_watermark" in raw:
+            answer["watermark"] = None if found[1] else p.watermark
+        return created(found, answer)
+
+    @translate_errors
+    async def list_pipelines(request: Request) -> Response:
+        rows = await pipelines.list_watcher_pipelines(caller=reader(request))
+        return JSONResponse([pipeline_json(p) for p in rows])
+
+    @translate_errors
+    async def get_pipeline(request: Request) -> Response:
+        p = await pipelines.get_watcher_pipeline(
+            caller=reader(request), pipeline_id=path_int(request, "pipeline_id"))
+        return JSONResponse(pipeline_json(p))
+
+    @translate_errors
+    async def patch_pipeline(request: Request) -> Response:
+        caller = writer(request)
+        p = await pipelines.patch_pipeline(caller=caller, raw=await body_of(request))
+        return JSONResponse(pipeline_json(p))
+
+    @translate_errors
+    async def post_type(request: Request) -> Response:
+        caller = writer(request)
+        found = await pipelines.get_or_create_type(caller=caller, raw=await body_of(request))
+        return created(found, {"id": found[0].id})
+
+    @translate_errors
+    async def list_types(request: Request) -> Response:
+        return JSONResponse([type_json(t) for t in
+                             await pipelines.list_types(caller=reader(request))])
+
+    @translate_errors
+    async def get_type(request: Request) -> Response:
+        t = await pipelines.get_type(caller=reader(request),
+                                     type_id=path_int(request, "pipeline_type_id"))
+        return JSONResponse(type_json(t))
+
+    # ---- executions
+
+    @translate_errors
+    async def start(request: Request) -> Response:
+        caller = writer(request)
+        run = await executions.start_execution(
+            caller=caller, raw=await body_of(request), default_max_runtime=default_max_runtime)
+        return JSONResponse({"id": run.id}, status_code=201)
+
+    @translate_errors
+    async def end(request: Request) -> Response:
+        caller = writer(request)
+        await executions.end_execution(caller=caller, raw=await body_of(request))
+        return Response(status_code=204)
+
+    @translate_errors
+    async def get_execution(request: Request) -> Response:
+        tree = await executions.execution_tree(
+            caller=reader(request),
+            run_id=path_int(request, "pipeline_execution_id", INT64_MAX))
+        return JSONResponse(tree_json(tree))
+
+    # ---- addresses, types, lineage
+
+    @translate_errors
+    async def post_address(request: Request) -> Response:
+        caller = writer(request)
+        found = await addresses.get_or_create_address(caller=caller, raw=await body_of(request))
+        return created(found, {"id": found[0].id})
+
+    @translate_errors
+    async def list_addresses(request: Request) -> Response:
+        return JSONResponse([address_json(a) for a in
+                             await addresses.list_addresses(caller=reader(request))])
+
+    @translate_errors
+    async def get_address(request: Request) -> Response:
+        a = await addresses.get_address(caller=reader(request),
+                                        address_id=path_int(request, "address_id"))
+        return JSONResponse(address_json(a))
+
+    @translate_errors
+    async def patch_address(request: Request) -> Response:
+        caller = writer(request)
+        a = await addresses.patch_address(caller=caller, raw=await body_of(request))
+        return JSONResponse(address_json(a))
+
+    @translate_errors
+    async def post_address_type(request: Request) -> Response:
+        caller = writer(request)
+        found = await addresses.get_or_create_address_type(
+            caller=caller, raw=await body_of(request))
+        return created(found, {"id": found[0].id})
+
+    @translate_errors
+    async def list_address_types(request: Request) -> Response:
+        return JSONResponse([address_type_json(t) for t in
+                             await addresses.list_address_types(caller=reader(request))])
+
+    @translate_errors
+    async def get_address_type(request: Request) -> Response:
+        t = await addresses.get_address_type(caller=reader(request),
+                                             type_id=path_int(request, "address_type_id"))
+        return JSONResponse(address_type_json(t))
+
+    @translate_errors
+    async def post_lineage(request: Request) -> Response:
+        caller = writer(request)
+        result = await addresses.create_lineage(caller=caller, raw=await body_of(request))
+        return JSONResponse({
+            "pipeline_id": result.pipeline_id,
+            "lineage_relationships_created": result.created,
+            "message": result.message.lower(),
+        }, status_code=201 if result.applied else 200)
+
+    # ---- anomaly detection
+
+    @translate_errors
+    async def post_rule(request: Request) -> Response:
+        caller = writer(request)
+        found = await anomalies.get_or_create_rule(caller=caller, raw=await body_of(request))
+        return created(found, {"id": found[0].id})
+
+    @translate_errors
+    async def list_rules(request: Request) -> Response:
+        return JSONResponse([rule_json(r) for r in
+                             await anomalies.list_rules(caller=reader(request))])
+
+    @translate_errors
+    async def get_rule(request: Request) -> Response:
+        r = await anomalies.get_rule(caller=reader(request),
+                                     rule_id=path_int(request, "anomaly_detection_rule_id"))
+        return JSONResponse(rule_json(r))
+
+    @translate_errors
+    async def patch_rule(request: Request) -> Response:
+        caller = writer(request)
+        r = await anomalies.patch_rule(caller=caller, raw=await body_of(request))
+        return JSONResponse(rule_json(r))
+
+    @translate_errors
+    async def unflag(request: Request) -> Response:
+        caller = writer(request)
+        await anomalies.unflag(caller=caller, raw=await body_of(request))
+        return Response(status_code=204)
+
+    # ---- checks, retention, queue
+
+    @translate_errors
+    async def timeliness(request: Request) -> Response:
+        caller = writer(request)
+        await checks.request_timeliness(caller=caller, raw=await body_of(request))
+        return JSONResponse({"status": "queued"})
+
+    @translate_errors
+    async def freshness(request: Request) -> Response:
+        caller = writer(request)
+        await body_of(request, required=False)
+        await checks.request_freshness(caller=caller)
+        return JSONResponse({"status": "queued"})
+
+    @translate_errors
+    async def log_cleanup(request: Request) -> Response:
+        caller = writer(request)
+        days, batch = retention.parse_cleanup(await body_of(request))
+        counts = await retention.clean_up(organisation_id=caller.organisation_id,
+                                          retention_days=days, batch_size=batch)
+        return JSONResponse(counts.as_dict())
+
+    @translate_errors
+    async def monitor(request: Request) -> Response:
+        caller = writer(request)
+        try:
+            await monitor_queue(alert_organisation_id=caller.organisation_id)
+        except Exception:  # the contract's own error answer: the queue could not be read
+            return JSONResponse({"status": "error"}, status_code=500)
+        return JSONResponse({"status": "success"})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def path(p: str) -> str:
+        return prefix + p
+
+    return [
+        *routes_with_optional_slash(path("/pipeline"), GET=list_pipelines, POST=post_pipeline,
+                                    PATCH=patch_pipeline),
+        *routes_with_optional_slash(path("/pipeline/{pipeline_id}"), GET=get_pipeline),
+        *routes_with_optional_slash(path("/pipeline_type"), GET=list_types, POST=post_type),
+        *routes_with_optional_slash(path("/pipeline_type/{pipeline_type_id}"), GET=get_type),
+        *routes_with_optional_slash(path("/start_pipeline_execution"), POST=start),
+        *routes_with_optional_slash(path("/end_pipeline_execution"), POST=end),
+        *routes_with_optional_slash(path("/pipeline_execution/{pipeline_execution_id}"),
+                                    GET=get_execution),
+        *routes_with_optional_slash(path("/address"), GET=list_addresses, POST=post_address,
+                                    PATCH=patch_address),
+        *routes_with_optional_slash(path("/address/{address_id}"), GET=get_address),
+        *routes_with_optional_slash(path("/address_type"), GET=list_address_types,
+                                    POST=post_address_type),
+        *routes_with_optional_slash(path("/address_type/{address_type_id}"),
+                                    GET=get_address_type),
+        *routes_with_optional_slash(path("/address_lineage"), POST=post_lineage),
+        *routes_with_optional_slash(path("/anomaly_detection_rule"), GET=list_rules,
+                                    POST=post_rule, PATCH=patch_rule),
+        *routes_with_optional_slash(path("/anomaly_detection_rule/{anomaly_detection_rule_id}"),
+                                    GET=get_rule),
+        *routes_with_optional_slash(path("/unflag_anomaly"), POST=unflag),
+        *routes_with_optional_slash(path("/timeliness"), POST=timeliness),
+        *routes_with_optional_slash(path("/freshness"), POST=freshness),
+        *routes_with_optional_slash(path("/log_cleanup"), POST=log_cleanup),
+        *routes_with_optional_slash(path("/celery/monitor-queue"), POST=monitor),
+        *(routes_with_optional_slash(path("/"), GET=health) if prefix
+          else [Route("/", health, methods=["GET"])]),
+    ]
