@@ -82,7 +82,7 @@ async def health(request: Request) -> Response:
 
 
 # Paths whose contract words errors as `{"error": ...}` (the others: `{"detail": ...}`).
-ERROR_SHAPED = ("/api/elt/", "/api/agent/")
+ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

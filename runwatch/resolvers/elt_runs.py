@@ -258,11 +258,11 @@ async def _status_changes(
         return sets
     if change.error_summary is not UNSET:
         sets["error"] = change.error_summary
+    if change.finished_at is not None and not is_terminal(target):  # also with the claim
+        raise InvalidInput.one(
+            "finished_at", "finishedAt goes with a terminal status (succeeded, failed or "
+            "cancelled).")
     if target == current:
-        if change.finished_at is not None:
-            raise InvalidInput.one(
-                "finished_at", "finishedAt goes with a terminal status (succeeded, failed or "
-                "cancelled).")
         if change.status == RunStatus.RUNNING and (reason := _claim_conflict(caller, run)):
             raise Conflict(reason)
         return sets

@@ -16,11 +16,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from runwatch.models import (
+    INT32_MAX,
     INT64_MAX,
     Gateway,
     Pipeline,
@@ -71,9 +73,13 @@ def snake(name: str) -> str:
 
 
 def domain_body(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
-    """Wire keys -> domain names; an unknown key keeps its wire name so that the resolver's
-    "Unknown field." names it as the client wrote it."""
-    return {snake(k) if k in known else k: v for k, v in body.items()}
+    """Wire keys -> domain names. An unknown key is refused here, named as the client wrote
+    it: handed on, a snake_case spelling (`append_log`) would pass for the domain name and
+    the resolver's field names would be camelCased (`foo_bar` reported as `fooBar`)."""
+    unknown = {k: ["Unknown field."] for k in body if k not in known}
+    if unknown:
+        raise BadRequest(unknown)
+    return {snake(k): v for k, v in body.items()}
 
 
 def error(status: int, message: Any, **extra: Any) -> JSONResponse:
@@ -204,7 +210,8 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.lstrip("-").isdigit()) or len(raw) > 10:
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(raw) > 10:
         raise BadRequest({name: ["A valid integer is required."]})
     return max(lo, min(hi, int(raw)))
 
@@ -232,8 +239,28 @@ def _filter_id(request: Request, name: str) -> int | None:
         return 0
 
 
+def _path_id(request: Request, kind: str, maximum: int) -> int:
+    """A path id; anything no row can have is that kind of object not found."""
+    raw = request.path_params["id"]
+    try:
+        return parse_pk(raw, maximum)
+    except NotFound:
+        raise NotFound(kind, raw) from None
+
+
 def _run_id(request: Request) -> int:
-    return parse_pk(request.path_params["id"], INT64_MAX)
+    return _path_id(request, "run", INT64_MAX)
+
+
+def _pipeline_id(request: Request) -> int:
+    return _path_id(request, "pipeline", INT32_MAX)
+
+
+def _not_the_webhook(request: Request) -> None:
+    """`/api/elt/runs/webhook` is not a run: the `{id}` route also matches it, so a method the
+    webhook route lacks would land here and be a run "webhook" not found."""
+    if request.path_params["id"] == "webhook":
+        raise HTTPException(405, headers={"Allow": "GET, PUT"})
 
 
 def _person(request: Request, scope: Scope) -> Caller:
@@ -271,7 +298,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         caller = _person(request, Scope.READ)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         before = _filter_id(request, "before")
-        after = encode_cursor(before) if before else None
+        # before=0 (or an id no row can have, which _filter_id makes 0): an empty page
+        after = encode_cursor(before) if before is not None else None
         page = await runs.list_runs(
             caller=caller, first=limit, after=after,
             pipeline_id=_filter_id(request, "pipelineId"), statuses=_statuses(request),
@@ -295,6 +323,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def patch_run(request: Request) -> Response:
+        _not_the_webhook(request)
         caller = _person(request, Scope.WRITE)
         return JSONResponse({"run": run_json(await patch(request, caller))})
 
@@ -353,8 +382,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @translate_errors
     async def get_pipeline(request: Request) -> Response:
         caller = _person(request, Scope.READ)
-        pipeline = await pipelines.get_pipeline(
-            caller=caller, pipeline_id=parse_pk(request.path_params["id"]))
+        pipeline = await pipelines.get_pipeline(caller=caller, pipeline_id=_pipeline_id(request))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
     @translate_errors
@@ -362,7 +390,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         caller = _person(request, Scope.WRITE)
         body = await json_body(request)
         pipeline = await pipelines.update_pipeline(
-            caller=caller, pipeline_id=parse_pk(request.path_params["id"]),
+            caller=caller, pipeline_id=_pipeline_id(request),
             raw=domain_body(body, PIPELINE_FIELDS))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
@@ -413,9 +441,6 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller, version=body.get("version"), labels=body.get("labels"))
         return JSONResponse({"ok": True, "gateway": gateway_json(gateway)})
 
-    def pipeline_id(request: Request) -> int:
-        return parse_pk(request.path_params["id"])
-
     return [
         # The webhook routes come before /runs/{id}: "webhook" is not a run id.
         *routes_with_optional_slash("/api/elt/runs/webhook/", **webhook_routes(lambda r: None)),
@@ -426,7 +451,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *routes_with_optional_slash("/api/elt/pipelines/{id}/", GET=get_pipeline,
                                     PATCH=patch_pipeline),
         *routes_with_optional_slash("/api/elt/pipelines/{id}/webhook/",
-                                    **webhook_routes(pipeline_id)),
+                                    **webhook_routes(_pipeline_id)),
         *routes_with_optional_slash("/api/agent/runs/", GET=agent_list),
         *routes_with_optional_slash("/api/agent/runs/{id}/", GET=agent_get, PATCH=agent_patch),
         *routes_with_optional_slash("/api/agent/manifest/", GET=manifest),
