@@ -10,7 +10,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from runwatch.models import OPEN_STATUSES, Pipeline, Run, RunStatus
+from runwatch.models import Pipeline, Run, RunStatus
 from runwatch.resolvers import signals, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import parse_iso, to_utc, utcnow
@@ -132,7 +132,7 @@ _END = """
 UPDATE run SET status = ?, finished_at = ?, duration_seconds = ?, throughput = ?,
   rows_total = ?, rows_inserted = ?, rows_updated = ?, rows_deleted = ?,
   execution_metadata = ?, updated_at = ?
-WHERE id = ? AND organisation_id = ? AND status IN (?, ?)
+WHERE id = ? AND organisation_id = ? AND status = ?
 RETURNING *
 """
 
@@ -150,21 +150,24 @@ async def end_execution(
     require_writer(caller)
     end = parse_end(raw)
     run = await _run_of(caller, end.run_id)
+    if run.status == RunStatus.PENDING:  # the state machine: pending -> running -> ended
+        raise Conflict(f"pipeline execution {run.id} has not started (pending)")
     if run.started_at is not None and end.end_date <= run.started_at:
         raise InvalidRange.one("end_date", "end_date must be greater than start_date")
     status = RunStatus.SUCCEEDED if end.succeeded else RunStatus.FAILED
     duration, throughput = duration_and_throughput(
         run.started_at or end.end_date, end.end_date, end.counts["total_rows"])
     meta = None if end.execution_metadata is None else sql.json_param(end.execution_metadata)
+    stamp = now or utcnow()
     async with in_transaction() as conn:
         rows = await sql.fetch(_END, [
             status.value, end.end_date, duration, throughput,
-            *(end.counts[k] for k in COUNTS), meta, now or utcnow(),
-            run.id, caller.organisation_id, *(s.value for s in OPEN_STATUSES)], conn)
+            *(end.counts[k] for k in COUNTS), meta, stamp,
+            run.id, caller.organisation_id, RunStatus.RUNNING.value], conn)
         if rows:
             run = Run._init_from_db(**rows[0])
             if end.succeeded:
-                await _advance_pipeline(conn, run, end)
+                await _advance_pipeline(conn, run, end, stamp)
             await on_terminal(conn, run)
     if rows:
         signals.run_changed(run.id)
@@ -178,15 +181,19 @@ async def end_execution(
     raise Conflict(f"pipeline execution {run.id} already ended ({run.status.value})")
 
 
-async def _advance_pipeline(conn: Any, run: Run, end: End) -> None:
+async def _advance_pipeline(conn: Any, run: Run, end: End, stamp: datetime) -> None:
+    """`stamp` (when this change is made) is the pipeline's `updated_at`; the client's end
+    date only goes into the `last_target_*` columns."""
     columns = {"inserts": "last_target_insert", "updates": "last_target_update",
                "soft_deletes": "last_target_soft_delete"}
     sets = ["watermark = next_watermark", "load_lineage = ?", "updated_at = ?"]
-    params: list[Any] = [False, end.end_date]
+    params: list[Any] = [False, stamp]
     for key, column in columns.items():
         if (end.counts[key] or 0) > 0:
-            sets.append(f"{column} = ?")
-            params.append(end.end_date)
+            # Only forward: an older execution that ends late does not move freshness back.
+            sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? "
+                        f"ELSE {column} END")
+            params.extend([end.end_date, end.end_date])
     await sql.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = ?",
                       [*params, run.pipeline_id], conn)  # type: ignore[attr-defined]
 

@@ -73,7 +73,12 @@ def metadata(value: Any, name: str, errors: Errors) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         errors.add(name, f"{name} must be an object")
         return None
-    if len(json.dumps(value)) > 65_536 or "\\u0000" in json.dumps(value):
+    try:  # NaN / Infinity: not JSON (PostgreSQL's jsonb refuses them), so not storable
+        encoded = json.dumps(value, allow_nan=False)
+    except ValueError:
+        errors.add(name, f"{name} must be JSON (NaN and Infinity are not)")
+        return None
+    if len(encoded) > 65_536 or "\\u0000" in encoded:
         errors.add(name, f"{name} must be at most 64 KiB of JSON, without null characters")
         return None
     return value
@@ -241,11 +246,14 @@ async def patch_pipeline(*, caller: Caller, raw: dict[str, Any]) -> Pipeline:
     if raw.get("id") is None and raw.get("name") is None:
         raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
     changes: dict[str, Any] = {}
+    lookup_name = None
     if raw.get("id") is not None:
         if isinstance(raw["id"], bool) or not isinstance(raw["id"], int):
             errors.add("id", "id must be an integer")
         if "name" in raw:
             changes["name"] = text(raw["name"], "name", errors, required=True)
+    else:  # found by name: a malformed name is invalid input, not "not found"
+        lookup_name = text(raw["name"], "name", errors, required=True)
     for key in ("watermark", "next_watermark"):
         if key in raw:
             changes[key] = watermark(raw[key], key, errors)
@@ -266,7 +274,7 @@ async def patch_pipeline(*, caller: Caller, raw: dict[str, Any]) -> Pipeline:
     async with in_transaction() as conn:
         query = Pipeline.filter(organisation_id=caller.organisation_id)
         query = query.filter(id=raw["id"]) if raw.get("id") is not None else query.filter(
-            name=text(raw["name"], "name", Errors()))
+            name=lookup_name)
         pipeline = await query.select_for_update().using_db(conn).first() if (
             raw.get("id") is None or storable_id(raw["id"])) else None
         if pipeline is None:
