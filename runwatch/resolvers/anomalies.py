@@ -176,6 +176,11 @@ async def list_rules(*, caller: Caller, pipeline_id: int | None = None) -> list[
 
 async def get_rule(*, caller: Caller, rule_id: int) -> AnomalyRule:
     caller.require(Scope.READ)
+    return await _rule(caller, rule_id)
+
+
+async def _rule(caller: Caller, rule_id: int) -> AnomalyRule:
+    """The organisation's rule, for a caller whose scope was checked already."""
     rule = await AnomalyRule.filter(
         id=rule_id, organisation_id=caller.organisation_id).first() \
         if 0 < rule_id <= INT32_MAX else None
@@ -195,7 +200,7 @@ async def patch_rule(*, caller: Caller, raw: dict[str, Any]) -> AnomalyRule:
     if raw.get("metric_field") is not None:
         changes["metric_field"] = _metric(raw["metric_field"], "metric_field", errors)
     errors.raise_any()
-    rule = await get_rule(caller=caller, rule_id=rule_id)  # type: ignore[arg-type]
+    rule = await _rule(caller, rule_id)  # type: ignore[arg-type]
     if "pipeline_id" in changes:
         await _pipeline_of(caller, changes["pipeline_id"])
     changes["updated_at"] = utcnow()

@@ -88,16 +88,28 @@ async def body_of(request: Request, *, required: bool = True) -> dict[str, Any]:
         raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
     if not isinstance(body, dict):
         raise Unprocessable(["body"], "input should be a valid dictionary", "dict_type")
+    try:  # a lone surrogate (`"\ud800"`) is valid JSON but no database or answer can hold it
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise Unprocessable(["body"], "input should be valid unicode (no lone surrogates)",
+                            "string_unicode") from None
+    except RecursionError:
+        raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
     return {key: normalise(value, key) for key, value in body.items()}
 
 
 def path_int(request: Request, name: str, maximum: int = INT32_MAX) -> int:
     raw = request.path_params[name]
-    if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()):
+    digits = raw.removeprefix("-")  # one sign at most: `--5` is not an integer
+    if not (digits.isascii() and digits.isdigit()):
         raise Unprocessable(["path", name], "input should be a valid integer", "int_parsing")
-    value = int(raw)
+    kind = name.removesuffix("_id").replace("_", " ")
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)):  # no id is this big (int() refuses > 4300 digits)
+        raise NotFound(kind, raw)
+    value = -int(significant) if raw.startswith("-") else int(significant)
     if not 0 < value <= maximum:
-        raise NotFound(name.removesuffix("_id").replace("_", " "), value)
+        raise NotFound(kind, value)
     return value
 
 
@@ -117,7 +129,8 @@ def translate_errors(handler: Handler) -> Handler:
             return detail(400, " ".join(m for msgs in exc.fields.values() for m in msgs))
         except InvalidInput as exc:
             return JSONResponse({"detail": [
-                {"loc": ["body", *name.split(".")], "msg": message.lower(),
+                {"loc": ["body", *(int(p) if p.isdigit() else p for p in name.split("."))],
+                 "msg": message.lower(),
                  "type": "value_error"}
                 for name, messages in exc.fields.items() for message in messages
             ]}, status_code=422)

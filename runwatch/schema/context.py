@@ -9,9 +9,12 @@ import strawberry
 from strawberry.dataloader import DataLoader
 
 from runwatch.models import (
+    AddressType,
+    AnomalyResult,
     Connection,
     Gateway,
     Pipeline,
+    PipelineType,
     Run,
     WebhookAttempt,
     WebhookEndpoint,
@@ -34,7 +37,10 @@ class Loaders:
     connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
     pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
     gateway: DataLoader[int, Gateway | None] = field(init=False)
+    pipeline_type: DataLoader[int, PipelineType | None] = field(init=False)
     run: DataLoader[int, Run | None] = field(init=False)
+    address_type: DataLoader[int, AddressType | None] = field(init=False)
+    anomaly_results_of_run: DataLoader[int, list[AnomalyResult]] = field(init=False)
     children_of_run: DataLoader[int, list[Run]] = field(init=False)
     webhook_endpoint: DataLoader[int, WebhookEndpoint | None] = field(init=False)
     delivery_attempts: DataLoader[int, list[WebhookAttempt]] = field(init=False)
@@ -46,7 +52,10 @@ class Loaders:
         self.connection_telemetry = DataLoader(self._connection_telemetry)
         self.pipeline_telemetry = DataLoader(self._pipeline_telemetry)
         self.gateway = DataLoader(self._gateways)
+        self.pipeline_type = DataLoader(self._pipeline_types)
         self.run = DataLoader(self._runs)
+        self.address_type = DataLoader(self._address_types)
+        self.anomaly_results_of_run = DataLoader(self._anomaly_results_of_runs)
         self.children_of_run = DataLoader(self._children_of_runs)
         self.webhook_endpoint = DataLoader(self._webhook_endpoints)
         self.delivery_attempts = DataLoader(self._delivery_attempts)
@@ -69,9 +78,27 @@ class Loaders:
         rows = {g.id: g for g in await Gateway.filter(organisation_id=self._org(), id__in=ids)}
         return [rows.get(i) for i in ids]
 
+    async def _pipeline_types(self, ids: list[int]) -> list[PipelineType | None]:
+        rows = {t.id: t for t in await PipelineType.filter(
+            organisation_id=self._org(), id__in=ids)}
+        return [rows.get(i) for i in ids]
+
     async def _runs(self, ids: list[int]) -> list[Run | None]:
         rows = {r.id: r for r in await Run.filter(organisation_id=self._org(), id__in=ids)}
         return [rows.get(i) for i in ids]
+
+    async def _address_types(self, ids: list[int]) -> list[AddressType | None]:
+        rows = {t.id: t for t in await AddressType.filter(
+            organisation_id=self._org(), id__in=ids)}
+        return [rows.get(i) for i in ids]
+
+    async def _anomaly_results_of_runs(self, ids: list[int]) -> list[list[AnomalyResult]]:
+        grouped: dict[int, list[AnomalyResult]] = {i: [] for i in ids}
+        for result in await AnomalyResult.filter(
+            organisation_id=self._org(), run_id__in=ids
+        ).order_by("-id"):
+            grouped[result.run_id].append(result)  # type: ignore[attr-defined]
+        return [grouped[i] for i in ids]
 
     async def _children_of_runs(self, ids: list[int]) -> list[list[Run]]:
         grouped: dict[int, list[Run]] = {i: [] for i in ids}

@@ -233,14 +233,13 @@ class Pipeline:
 
     @strawberry.field(description="The Watcher pipeline type, if any.")
     async def pipeline_type(self, info: Info) -> PipelineTypeRef | None:
-        from runwatch.resolvers import watcher_pipelines
         from runwatch.schema.watcher import PipelineType
 
         if self.pipeline_type_id is None:
             return None
-        caller = info.context.require_caller()
-        row = await watcher_pipelines.get_type(caller=caller, type_id=self.pipeline_type_id)
-        return PipelineType.of(row)
+        info.context.require_caller()
+        row = await info.context.loaders.pipeline_type.load(self.pipeline_type_id)
+        return PipelineType.of(row) if row else None
 
     @strawberry.field(description="This pipeline's own webhook endpoint (it wins over the "
                       "organisation's default), if any.")
@@ -419,12 +418,11 @@ class Run:
 
     @strawberry.field(description="This run's flagged metrics.")
     async def anomaly_results(self, info: Info) -> list[AnomalyResultRef]:
-        from runwatch.resolvers import anomalies
         from runwatch.schema.watcher import AnomalyResult
 
-        caller = info.context.require_caller()
-        page = await anomalies.list_results(caller=caller, run_id=int(self.id), first=200)
-        return [AnomalyResult.of(r) for r in page.items]
+        info.context.require_caller()
+        rows = await info.context.loaders.anomaly_results_of_run.load(int(self.id))
+        return [AnomalyResult.of(r) for r in rows]
 
     @strawberry.field(description="The gateway that claimed this run, if one did.")
     async def gateway(self, info: Info) -> GatewayRef | None:

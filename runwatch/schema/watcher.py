@@ -25,6 +25,7 @@ from runwatch.resolvers import alerts as alerts_api
 from runwatch.resolvers import anomalies as anomalies_api
 from runwatch.resolvers import checks as checks_api
 from runwatch.resolvers import watcher_pipelines as pipelines_api
+from runwatch.resolvers.errors import InvalidInput
 from runwatch.resolvers.pagination import Page
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
@@ -103,9 +104,8 @@ class Address:
 
     @strawberry.field
     async def address_type(self, info: Info) -> AddressType | None:
-        caller = info.context.require_caller()
-        row = await or_none(lambda: addresses_api.get_address_type(
-            caller=caller, type_id=self.address_type_id))
+        info.context.require_caller()
+        row = await info.context.loaders.address_type.load(self.address_type_id)
         return AddressType.of(row) if row else None
 
 
@@ -300,8 +300,10 @@ class WatcherQuery:
             row = await or_none(lambda: addresses_api.get_address(
                 caller=caller, address_id=parse_id(id, "address")))
         elif name is not None:
+            # Both are stored lower-cased (the Watcher's wire convention), so both are matched so.
             row = await or_none(lambda: addresses_api.find_address(
-                caller=caller, name=name.strip().lower(), namespace=namespace))
+                caller=caller, name=name.strip().lower(),
+                namespace=None if namespace is None else namespace.strip().lower()))
         else:
             return None
         return Address.of(row) if row else None
@@ -467,10 +469,14 @@ class WatcherMutation:
         caller = info.context.require_caller()
 
         async def call() -> DoneSuccess:
-            await anomalies_api.unflag(caller=caller, raw={
-                "pipeline_id": parse_id(pipeline_id, "pipeline"),
-                "pipeline_execution_id": parse_id(run_id, "run"),
-                "metric_field": [m.strip().lower() for m in metric_fields]})
+            try:
+                await anomalies_api.unflag(caller=caller, raw={
+                    "pipeline_id": parse_id(pipeline_id, "pipeline"),
+                    "pipeline_execution_id": parse_id(run_id, "run"),
+                    "metric_field": [m.strip().lower() for m in metric_fields]})
+            except InvalidInput as exc:  # the REST body's `metric_field` is `metricFields` here
+                raise InvalidInput({"metric_fields" if k == "metric_field" else k: v
+                                    for k, v in exc.fields.items()}) from None
             return DoneSuccess()
 
         return await as_data(call)  # type: ignore[return-value]
