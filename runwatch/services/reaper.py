@@ -65,49 +65,63 @@ async def _past_deadline(now: datetime, batch: int) -> list[int]:
     while True:
         async with in_transaction() as conn:
             # Claim a batch: on PostgreSQL other workers skip these rows instead of waiting
-            # for them (SQLite serialises transactions, so there is nothing to skip).
+            # for them (SQLite serialises transactions, so there is nothing to skip). A model
+            # query, not `.values()`: the ORM leaves FOR UPDATE out of values queries.
             candidates = await (
                 Run.filter(status__in=OPEN_STATUSES, deadline_at__lt=now)
                 .order_by("deadline_at").limit(batch)
                 .select_for_update(skip_locked=True)
+                .only("id", "started_at", "deadline_at", "error")
                 .using_db(conn)
-                .values("id", "started_at", "deadline_at", "error")
             )
-            for row in candidates:
-                started_at, deadline = row["started_at"], row["deadline_at"]
-                if await _time_out(conn, row, finished_at=deadline, now=now,
+            for run in candidates:
+                started_at, deadline = run.started_at, run.deadline_at
+                if await _time_out(conn, {"id": run.id, "error": run.error},
+                                   finished_at=deadline, now=now,
                                    reason=orphan_message(started_at, deadline - started_at)):
-                    reaped.append(row["id"])
+                    reaped.append(run.id)
         if len(candidates) < batch:
             return reaped
 
 
 async def _silent_gateways(now: datetime, lease: timedelta, batch: int) -> list[int]:
+    silent_since = Q(last_seen_at=None) | Q(last_seen_at__lt=now - lease)
     silent = await Gateway.filter(
-        Q(last_seen_at=None) | Q(last_seen_at__lt=now - lease),
-        claimed_runs__status=RunStatus.RUNNING,
-    ).distinct().values("id", "name", "last_seen_at")
+        silent_since, claimed_runs__status=RunStatus.RUNNING,
+    ).distinct().values_list("id", flat=True)
     reaped = []
-    for gateway in silent:
+    for gateway_id in silent:
         while True:
             async with in_transaction() as conn:
+                # Lock the gateway while its runs time out, and check its silence again: a
+                # gateway that came back since the query above (a heartbeat, a new claim)
+                # keeps its runs, the one it just claimed included; its heartbeats wait for
+                # this transaction. Another worker holding it has its runs in hand.
+                gateway = await (
+                    Gateway.filter(silent_since, id=gateway_id)
+                    .select_for_update(skip_locked=True)
+                    .only("id", "name", "last_seen_at")
+                    .using_db(conn).first()
+                )
+                if gateway is None:
+                    break
                 candidates = await (
-                    Run.filter(gateway_id=gateway["id"], status=RunStatus.RUNNING)
+                    Run.filter(gateway_id=gateway_id, status=RunStatus.RUNNING)
                     .order_by("id").limit(batch)
                     .select_for_update(skip_locked=True)
+                    .only("id", "started_at", "error")
                     .using_db(conn)
-                    .values("id", "started_at", "error")
                 )
-                for row in candidates:
-                    seen = gateway["last_seen_at"]
-                    finished_at = max(row["started_at"], (seen or row["started_at"]) + lease)
+                seen = gateway.last_seen_at
+                for run in candidates:
+                    finished_at = max(run.started_at, (seen or run.started_at) + lease)
                     reason = (
-                        f"gateway {gateway['name']!r} stopped heartbeating (last seen at "
+                        f"gateway {gateway.name!r} stopped heartbeating (last seen at "
                         f"{iso(seen) if seen else 'never'}); timed out after a lease of "
                         f"{_span(lease)}")
-                    if await _time_out(conn, row, finished_at=finished_at, reason=reason,
-                                       now=now):
-                        reaped.append(row["id"])
+                    if await _time_out(conn, {"id": run.id, "error": run.error},
+                                       finished_at=finished_at, reason=reason, now=now):
+                        reaped.append(run.id)
             if len(candidates) < batch:
                 break
     return reaped

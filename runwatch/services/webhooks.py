@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch import __version__
@@ -148,13 +149,30 @@ class Sender:
             "webhook-signature": sign(endpoint.secret, delivery.message_id, timestamp, body),
         }
         started = time.monotonic()
+        # The timeout bounds the whole exchange, not each read: a receiver that trickles its
+        # answer must not hold this worker past its claim (another would send it again).
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        request = self.client.build_request("POST", endpoint.url, content=body, headers=headers)
         try:
-            response = await self.client.post(endpoint.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout_at(deadline):
+                response = await self.client.send(request, stream=True)
+        except (httpx.HTTPError, TimeoutError) as exc:
             elapsed = int((time.monotonic() - started) * 1000)
-            return Result(None, elapsed, f"{type(exc).__name__}: {exc}"[:1000] or "error", None)
+            text = (f"{type(exc).__name__}: {exc}" if str(exc) else
+                    f"{type(exc).__name__}: no answer within {self.timeout:g}s")
+            return Result(None, elapsed, text[:1000], None)
+        try:  # the status decides; of the body, what arrives in time (the start of it)
+            start = bytearray()
+            with contextlib.suppress(httpx.HTTPError, TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    async for chunk in response.aiter_bytes():
+                        start += chunk
+                        if len(start) >= EXCERPT_CHARS * 4:
+                            break
+        finally:
+            await response.aclose()
         elapsed = int((time.monotonic() - started) * 1000)
-        excerpt = response.text[:EXCERPT_CHARS] if response.content else None
+        excerpt = _decode(bytes(start), response.charset_encoding)[:EXCERPT_CHARS] or None
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         return Result(response.status_code, elapsed, error, excerpt)
 
@@ -231,17 +249,28 @@ async def record(delivery: Claimed, result: Result, *, attempted_at: datetime,
     changes.update(attempts=attempts, claim=None, last_status_code=result.status_code,
                    last_error=result.error)
     assignments = ", ".join(f"{column} = ?" for column in changes)
-    async with in_transaction() as conn:
-        await WebhookAttempt.create(
-            delivery_id=delivery.id, attempted_at=attempted_at, status_code=result.status_code,
-            duration_ms=result.duration_ms, error=result.error, response_excerpt=result.excerpt,
-            using_db=conn)
-        updated = await sql.execute(
-            f"UPDATE webhook_delivery SET {assignments} WHERE id = ? AND claim = ?",
-            [*changes.values(), delivery.id, delivery.claim], conn)
+    try:
+        async with in_transaction() as conn:
+            await WebhookAttempt.create(
+                delivery_id=delivery.id, attempted_at=attempted_at,
+                status_code=result.status_code, duration_ms=result.duration_ms,
+                error=result.error, response_excerpt=result.excerpt, using_db=conn)
+            updated = await sql.execute(
+                f"UPDATE webhook_delivery SET {assignments} WHERE id = ? AND claim = ?",
+                [*changes.values(), delivery.id, delivery.claim], conn)
+    except IntegrityError:  # the delivery was deleted (with its endpoint) while being sent
+        log.info("delivery %s was deleted before its result was recorded", delivery.id)
+        return False
     if not updated:
         log.warning("delivery %s: claim lost before its result was recorded", delivery.id)
     return bool(updated)
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
 
 
 @contextlib.asynccontextmanager
