@@ -207,32 +207,10 @@ async def test_auth_and_trailing_slash(client, tenant, world, route):
 
 
 # Routes where a write-only token is refused (a bug outside the shim).
-WRITE_ONLY_BUGS = {
-    ("GET", "/api/elt/runs/webhook"): "webhooks.endpoint_for",
-    ("GET", "/api/elt/pipelines/{pipeline}/webhook"): "webhooks.endpoint_for",
-}
-
-
-def write_only_param(route: tuple[str, str, Any]) -> Any:
-    where = WRITE_ONLY_BUGS[route[:2]]
-    return pytest.param(route, id=route_id(route), marks=[pytest.mark.xfail(
-        reason=f"{where} also requires the 'read' scope: a write-only token is 403 on the "
-               "webhook GET although the same token can PUT the webhook and see its secret",
-        strict=True)])
-
-
 async def test_writes_work_with_the_write_scope_alone(client, tenant, world):
     for route in WRITE_ROUTES:
-        if route[:2] not in WRITE_ONLY_BUGS:
-            r = await call(client, world, route, tenant.headers("write"))
-            assert r.status_code == success(route), (route, r.text)
-
-
-@pytest.mark.parametrize("route", [write_only_param(r) for r in WRITE_ROUTES
-                                   if r[:2] in WRITE_ONLY_BUGS])
-async def test_write_scope_alone_on(client, tenant, world, route):
-    r = await call(client, world, route, tenant.headers("write"))
-    assert r.status_code == success(route), r.text
+        r = await call(client, world, route, tenant.headers("write"))
+        assert r.status_code == success(route), (route, r.text)
 
 
 async def test_unknown_paths_are_404(client, tenant, world):

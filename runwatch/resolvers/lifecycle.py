@@ -11,7 +11,7 @@ exactly once per run, together with the change or not at all.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -63,7 +63,10 @@ def deadline_for(started_at: datetime, max_runtime_seconds: int | None,
     """When a run started at `started_at` times out if it is still open."""
     runtime = (timedelta(seconds=max_runtime_seconds) if max_runtime_seconds
                else default_max_runtime)
-    return started_at + runtime
+    try:
+        return started_at + runtime
+    except OverflowError:  # a start at the end of time: it never times out
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def outcome_of(run: Run) -> Outcome:

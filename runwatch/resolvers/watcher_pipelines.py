@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -57,7 +58,9 @@ def watermark(value: Any, name: str, errors: Errors) -> str | None:
     """string | int | datetime | date, stored as text (at most 50 characters)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
         errors.add(name, f"{name} must be a string, an integer, a date or a datetime")
         return None
     stored = str(value).strip()

@@ -191,8 +191,10 @@ async def get_endpoint(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
 
 
 async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEndpoint | None:
-    """The organisation's default endpoint, or a pipeline's own (None when it has none)."""
-    caller.require(Scope.READ)
+    """The organisation's default endpoint, or a pipeline's own (None when it has none).
+    Readable with `read`, and with `write` (which may set it, secret included)."""
+    if not caller.has(Scope.WRITE):
+        caller.require(Scope.READ)
     pipeline = await _pipeline_of(caller, pipeline_id)
     return await WebhookEndpoint.filter(
         organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None

@@ -67,6 +67,11 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise UnreadableBody(reason, not_json=True) from None
     if not isinstance(body, dict):
         raise UnreadableBody(type(body).__name__, not_json=False)
+    try:  # a lone surrogate (`"\ud800"`) is valid JSON, but no database can store it
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise UnreadableBody("a string holds a lone surrogate (not valid Unicode)",
+                             not_json=True) from None
     return body
 
 

@@ -71,10 +71,12 @@ async def _past_deadline(now: datetime, batch: int) -> list[int]:
                 Run.filter(status__in=OPEN_STATUSES, deadline_at__lt=now)
                 .order_by("deadline_at").limit(batch)
                 .select_for_update(skip_locked=True)
-                .only("id", "started_at", "deadline_at", "error")
+                .only("id", "pipeline_id", "started_at", "deadline_at", "error")
                 .using_db(conn)
             )
-            for run in candidates:
+            # Pipeline order: every transaction takes its roll-up rows in the same order, so
+            # two passes (or a pass and a report) cannot deadlock on them.
+            for run in sorted(candidates, key=lambda r: (r.pipeline_id, r.id)):  # type: ignore[attr-defined]
                 started_at, deadline = run.started_at, run.deadline_at
                 if await _time_out(conn, {"id": run.id, "error": run.error},
                                    finished_at=deadline, now=now,

@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import random
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,8 +34,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch import __version__
-from runwatch.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint
-from runwatch.resolvers import signals, sql
+from runwatch.models import (
+    AlertChannel,
+    ChannelKind,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
+from runwatch.resolvers import queue, signals, sql
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.netguard import target_problem
 from runwatch.resolvers.webhooks import SECRET_PREFIX
@@ -70,41 +75,49 @@ def retry_delay(attempts: int) -> timedelta:
 
 @dataclass(frozen=True)
 class Claimed:
+    """A claimed delivery: a run event for an endpoint, or an alert for a channel."""
+
     id: int
-    endpoint_id: int
+    endpoint_id: int | None
     message_id: str
     payload: dict
     attempts: int
     claim: str
+    channel_id: int | None = None
 
 
-_CLAIM = """
-UPDATE webhook_delivery SET claim = ?, next_attempt_at = ?
-WHERE id IN (
-  SELECT id FROM webhook_delivery
-  WHERE status = ? AND next_attempt_at <= ?
-  ORDER BY next_attempt_at, id
-  LIMIT ?{lock}
-)
-RETURNING id, endpoint_id, message_id, payload, attempts
-"""
+@dataclass(frozen=True)
+class Target:
+    url: str
+    secret: str | None  # None: unsigned (a Slack-compatible incoming webhook)
 
 
 async def claim_due(*, limit: int, hold: timedelta, now: datetime | None = None) -> list[Claimed]:
     """Take up to `limit` due deliveries for this worker (held for `hold`)."""
-    now = now or utcnow()
-    token = secrets.token_hex(16)
-    conn = sql.client()
-    statement = _CLAIM.format(lock=" FOR UPDATE SKIP LOCKED" if sql.is_postgres(conn) else "")
-    async with in_transaction() as tx:
-        rows = await sql.fetch(
-            statement, [token, now + hold, DeliveryStatus.PENDING.value, now, limit], tx)
+    token, rows = await queue.claim_due(
+        "webhook_delivery", due_column="next_attempt_at",
+        columns="id, endpoint_id, channel_id, message_id, payload, attempts",
+        limit=limit, hold=hold, now=now or utcnow(), status=DeliveryStatus.PENDING.value)
     return [
-        Claimed(id=int(r["id"]), endpoint_id=int(r["endpoint_id"]), message_id=r["message_id"],
-                payload=json.loads(r["payload"]) if isinstance(r["payload"], str)
-                else r["payload"], attempts=int(r["attempts"]), claim=token)
+        Claimed(id=int(r["id"]), endpoint_id=r["endpoint_id"], channel_id=r["channel_id"],
+                message_id=r["message_id"], payload=sql.as_json(r["payload"]),
+                attempts=int(r["attempts"]), claim=token)
         for r in rows
     ]
+
+
+async def target_of(delivery: Claimed) -> Target | None:
+    """Where a delivery goes now; None when its endpoint or channel is disabled or gone."""
+    if delivery.channel_id is not None:
+        channel = await AlertChannel.filter(id=delivery.channel_id).first()
+        if channel is None or not channel.enabled:
+            return None
+        return Target(channel.url, channel.secret if channel.kind == ChannelKind.WEBHOOK
+                      else None)
+    endpoint = await WebhookEndpoint.filter(id=delivery.endpoint_id).first()
+    if endpoint is None or not endpoint.enabled:
+        return None
+    return Target(endpoint.url, endpoint.secret)
 
 
 @dataclass(frozen=True)
@@ -136,8 +149,8 @@ class Sender:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _post(self, endpoint: WebhookEndpoint, delivery: Claimed) -> Result:
-        problem = await target_problem(endpoint.url, allow_private=self.allow_private)
+    async def _post(self, target: Target, delivery: Claimed) -> Result:
+        problem = await target_problem(target.url, allow_private=self.allow_private)
         if problem:
             return Result(None, 0, f"refused: {problem}", None)
         body = json.dumps(delivery.payload, separators=(",", ":")).encode()
@@ -146,13 +159,15 @@ class Sender:
             "content-type": "application/json",
             "webhook-id": delivery.message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(endpoint.secret, delivery.message_id, timestamp, body),
         }
+        if target.secret:
+            headers["webhook-signature"] = sign(target.secret, delivery.message_id, timestamp,
+                                                body)
         started = time.monotonic()
         # The timeout bounds the whole exchange, not each read: a receiver that trickles its
         # answer must not hold this worker past its claim (another would send it again).
         deadline = asyncio.get_running_loop().time() + self.timeout
-        request = self.client.build_request("POST", endpoint.url, content=body, headers=headers)
+        request = self.client.build_request("POST", target.url, content=body, headers=headers)
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self.client.send(request, stream=True)
@@ -178,14 +193,13 @@ class Sender:
 
     async def send(self, delivery: Claimed) -> Result:
         """Send one claimed delivery and record the attempt (and the delivery's new state)."""
-        endpoint = await WebhookEndpoint.filter(id=delivery.endpoint_id).first()
+        target = await target_of(delivery)
         attempted_at = utcnow()
-        if endpoint is None or not endpoint.enabled:
-            result = Result(None, 0, "endpoint disabled or deleted", None)
+        if target is None:
+            result = Result(None, 0, "endpoint or channel disabled or deleted", None)
         else:
-            result = await self._post(endpoint, delivery)
-        await record(delivery, result, attempted_at=attempted_at, final=endpoint is None
-                     or not endpoint.enabled)
+            result = await self._post(target, delivery)
+        await record(delivery, result, attempted_at=attempted_at, final=target is None)
         return result
 
     async def deliver_due(self, *, now: datetime | None = None, limit: int | None = None) -> int:
