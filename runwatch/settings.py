@@ -139,6 +139,18 @@ class Settings:
     retention_days: int = 0
     retention_interval_seconds: int = 86_400
     task_poll_seconds: int = 1
+    # Hardening. GraphQL cost bounds (checked before any resolver runs), batching, the
+    # introspection switch; per-token rate limits (requests per minute, 0 = off: the
+    # embedded SQLite default is off, PostgreSQL deployments default to 1200); request body
+    # size; how long a rotated token keeps working.
+    graphql_max_depth: int = 15
+    graphql_max_aliases: int = 30
+    graphql_max_tokens: int = 5000
+    graphql_batching: bool = False
+    graphql_introspection: bool = True
+    rate_limit_per_minute: int = 0
+    max_body_bytes: int = 1_048_576
+    token_rotation_overlap_seconds: int = 86_400
 
     @property
     def is_sqlite(self) -> bool:
@@ -176,4 +188,17 @@ class Settings:
             retention_interval_seconds=_int(env, "RUNWATCH_RETENTION_INTERVAL_SECONDS", 86_400,
                                             minimum=60),
             task_poll_seconds=_int(env, "RUNWATCH_TASK_POLL_SECONDS", 1, minimum=1),
+            graphql_max_depth=_int(env, "RUNWATCH_GRAPHQL_MAX_DEPTH", 15, minimum=1),
+            graphql_max_aliases=_int(env, "RUNWATCH_GRAPHQL_MAX_ALIASES", 30, minimum=1),
+            graphql_max_tokens=_int(env, "RUNWATCH_GRAPHQL_MAX_TOKENS", 5000, minimum=10),
+            graphql_batching=_bool(env, "RUNWATCH_GRAPHQL_BATCHING", False),
+            graphql_introspection=_bool(env, "RUNWATCH_GRAPHQL_INTROSPECTION", True),
+            rate_limit_per_minute=_int(
+                env, "RUNWATCH_RATE_LIMIT_PER_MINUTE",
+                0 if normalise_database_url(
+                    env.get("DATABASE_URL") or DEFAULT_DATABASE_URL).startswith("sqlite")
+                else 1200),
+            max_body_bytes=_int(env, "RUNWATCH_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+            token_rotation_overlap_seconds=_int(env, "RUNWATCH_TOKEN_ROTATION_OVERLAP_SECONDS",
+                                                86_400),
         )
