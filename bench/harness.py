@@ -9,12 +9,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,14 +34,27 @@ from bench.procs import (
     WrkResult,
     ensure_wrk,
     machine_busy,
+    process_cpu_seconds,
     run_wrk,
 )
+from bench.seed import GROUPS, IdRange
 
 BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 LUA_SEQUENTIAL = BENCH_DIR / "sequential_ids.lua"
-SETUP_TIMEOUT = 180  # seconds for drop/create/migrate/seed/check
+SETUP_TIMEOUT = 300  # seconds for drop/create/migrate/seed/check (slow when the machine is busy)
 GRAPHQL_REPORT = "mutation($i: ReportRunInput!) { reportRun(input: $i) { __typename } }"
+APPEND_BODIES = {
+    "log": {"appendLog": {"level": "info", "message": seed.LOG_MESSAGE}},
+    "sample": {"appendTelemetrySample": {"rows": 10, "bytes": 100, "progress": 5}},
+}
+FINISH_BODY = {"status": "succeeded"}
+GROUP_HELP = {
+    "report": "1, 2: run reports (REST, GraphQL)",
+    "telemetry": "3, 4, 3', 4': telemetry throughput and latency",
+    "elt": "5-8: ELT appendLog / appendTelemetrySample, empty and at the cap",
+    "webhooks": "9, 10: webhook burst, reporter latency against a slow receiver",
+}
 
 
 class HardTimeout(Exception):
@@ -56,6 +71,15 @@ class Options:
     time_limit: int
     keep_db: bool
     show_sql: bool
+    only: tuple[str, ...] = GROUPS
+    hook_delay_ms: float = 20
+    slow_receiver_seconds: float = 10
+    drain_timeout: float = 60
+
+    @property
+    def hook_rate_cap(self) -> float:
+        """The most terminal PATCHes a second scenario 10's wrk can send."""
+        return self.latency_connections * 1000 / self.hook_delay_ms
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -64,24 +88,48 @@ def parse_args(argv: list[str] | None) -> Options:
         description="runwatch vs a raw asyncpg baseline, driven by wrk on 127.0.0.1; prints "
                     "ratios (see bench/README.md).",
     )
-    parser.add_argument("--duration", type=float, default=10, help="measured seconds per run")
+    parser.add_argument("--duration", type=float, default=8, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds before each")
     parser.add_argument("--rounds", type=int, default=2, help="rounds (results are the mean)")
     parser.add_argument("--connections", type=int, default=16,
-                        help="wrk connections for the throughput scenarios 1-3")
+                        help="wrk connections for the throughput scenarios 1-3 and 5-8 (and "
+                             "the concurrency of the webhook burst's PATCHes)")
     parser.add_argument("--latency-connections", type=int, default=4,
-                        help="wrk connections for the latency scenario 4")
-    parser.add_argument("--time-limit", type=int, default=480,
+                        help="wrk connections for the latency scenarios 4 and 10")
+    parser.add_argument("--hook-delay-ms", type=float, default=20,
+                        help="scenario 10: each connection's pause before each terminal PATCH "
+                             "(caps the rate, so that latency is measured below saturation)")
+    parser.add_argument("--slow-receiver-seconds", type=float, default=10,
+                        help="scenario 10: how long the slow receiver takes to answer")
+    parser.add_argument("--drain-timeout", type=float, default=60,
+                        help="scenarios 9, 10: the longest wait for webhook deliveries to drain")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help="comma-separated groups of scenarios to run: "
+                             + "; ".join(f"{g} ({h})" for g, h in GROUP_HELP.items())
+                             + " (default: all)")
+    parser.add_argument("--time-limit", type=int, default=900,
                         help="hard stop after this many seconds (everything started is stopped)")
     parser.add_argument("--keep-db", action="store_true",
                         help=f"keep the {seed.DB_NAME} database afterwards (dropped by default)")
     parser.add_argument("--show-sql", action="store_true",
-                        help="print the statements of one first report (runwatch and baseline)")
+                        help="print the statements of one first report (runwatch and baseline) "
+                             "and of one ELT append of each kind")
     a = parser.parse_args(argv)
     if a.rounds < 1 or a.duration < 1 or a.warmup < 1 or a.connections < 1:
         parser.error("--rounds, --duration, --warmup and --connections must be at least 1")
+    if a.hook_delay_ms <= 0 or a.slow_receiver_seconds <= 0 or a.drain_timeout <= 0:
+        parser.error("--hook-delay-ms, --slow-receiver-seconds and --drain-timeout must be "
+                     "positive")
+    only = tuple(g.strip().lower() for g in a.only.split(",") if g.strip())
+    unknown = [g for g in only if g not in GROUPS]
+    if unknown or not only:
+        parser.error(f"--only: unknown group {unknown[0] if unknown else '(none)'!r}; "
+                     f"known: {', '.join(GROUPS)}")
     return Options(a.duration, a.warmup, a.rounds, a.connections, a.latency_connections,
-                   a.time_limit, a.keep_db, a.show_sql)
+                   a.time_limit, a.keep_db, a.show_sql,
+                   only=tuple(g for g in GROUPS if g in only), hook_delay_ms=a.hook_delay_ms,
+                   slow_receiver_seconds=a.slow_receiver_seconds,
+                   drain_timeout=a.drain_timeout)
 
 
 def iso_z(moment: datetime) -> str:
@@ -99,13 +147,17 @@ class Log:
         print(f"[{self.elapsed():5.0f}s] {message}" if message else "", flush=True)
 
 
+def run_async(coro: Any, timeout: float = 30) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
 # ------------------------------------------------------------------------------- the bench
 
 
 @dataclass
 class Measured:
     scenario: str
-    target: str  # "runwatch", "baseline", "10k", "1m"
+    target: str  # "runwatch", "baseline", "10k", "1m", "empty", "cap", "fast", "slow"
     round: int
     result: WrkResult
 
@@ -122,6 +174,7 @@ class Row:
     higher_is_better: bool
     valid: bool
     round_ratios: list[float] = field(default_factory=list)
+    ratio_format: str = "ratio"  # "ratio", or "count" (a number of things, goal a maximum)
 
     @property
     def verdict(self) -> str:
@@ -129,6 +182,8 @@ class Row:
             return "INVALID"
         if self.goal_value is None:
             return "info"
+        if math.isnan(self.ratio):
+            return "MISS"
         if self.higher_is_better:
             ok = self.ratio >= self.goal_value
         else:
@@ -136,17 +191,69 @@ class Row:
         return "PASS" if ok else "MISS"
 
 
+class Check:
+    """What the database must show after a wrk run (a GraphQL error is HTTP 200, an append
+    that stored nothing would be too: wrk cannot see either)."""
+
+    def before(self, ids: IdRange) -> Any:
+        return None
+
+    def after(self, ids: IdRange, result: WrkResult, state: Any, phase: str) -> None:
+        raise NotImplementedError
+
+
+class CompletedRuns(Check):
+    """Every answered request completed a fresh run of the range."""
+
+    def after(self, ids: IdRange, result: WrkResult, state: Any, phase: str) -> None:
+        done = run_async(seed.completed_runs(ids.first, ids.count))
+        result.runs_completed = done
+        if done < result.requests:
+            result.problems.append(
+                f"{result.requests - done} answered requests completed no run "
+                f"({result.requests} requests, {done} runs completed)")
+
+
+class Appended(Check):
+    """Every answered request stored one line (sample) on the set of runs; on runwatch, every
+    run's stored series still matches its numbers (the cap holds, nothing lost)."""
+
+    def __init__(self, kind: str, target: str) -> None:
+        self.kind, self.target = kind, target
+
+    def before(self, ids: IdRange) -> Any:
+        return run_async(seed.appended(self.kind, self.target, ids))
+
+    def after(self, ids: IdRange, result: WrkResult, state: Any, phase: str) -> None:
+        stored = run_async(seed.appended(self.kind, self.target, ids)) - state
+        result.details["appended"] = stored
+        if stored < result.requests:
+            result.problems.append(
+                f"{result.requests - stored} answered requests appended nothing "
+                f"({result.requests} requests, {stored} appended)")
+        if self.target == "runwatch":
+            bad = run_async(seed.inconsistent_series(self.kind, ids), 60)
+            result.details["inconsistent_runs"] = bad
+            if bad:
+                result.problems.append(f"{bad} runs' stored {self.kind} series no longer "
+                                       "match their numbers")
+
+
 class Bench:
-    def __init__(self, opts: Options, fixture: seed.Fixture, runwatch: Server,
-                 baseline: Server, nocache: Server, log: Log) -> None:
+    def __init__(self, opts: Options, fixture: seed.Fixture, servers: dict[str, Server],
+                 log: Log) -> None:
         self.opts = opts
         self.f = fixture
-        self.servers = {"runwatch": runwatch, "baseline": baseline, "nocache": nocache}
+        self.servers = servers
         self.log = log
         self.measured: list[Measured] = []
         self.completed_at = iso_z(fixture.now - timedelta(minutes=30))
         org = fixture.organisation_id
         self.prefix = f"/api/v1/organisations/{org}/integrations/warehouse-connections"
+        self.burst: dict[str, Any] = {}
+        self.burst_problems: list[str] = []
+        assert fixture.elt is not None
+        self.elt = fixture.elt
 
     # -- request shapes ---------------------------------------------------------------------
 
@@ -169,94 +276,173 @@ class Bench:
     def pk_path(self) -> str:
         return f"/pk/{self.f.connections['small']}"
 
+    @staticmethod
+    def elt_path(target: str, run_id: str) -> str:
+        return f"/elt/runs/{run_id}" if target == "baseline" else f"/api/elt/runs/{run_id}"
+
+    def write_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.elt.write_token}"}
+
     # -- preflight: every request shape once, outside wrk -----------------------------------
 
     def preflight(self) -> None:
+        groups = self.opts.only
+        with httpx.Client(timeout=30) as client:
+            if "report" in groups:
+                self._preflight_report(client)
+            if "telemetry" in groups:
+                self._preflight_telemetry(client)
+            if "elt" in groups:
+                self._preflight_elt(client)
+
+    def _preflight_report(self, client: httpx.Client) -> None:
         report_auth = {"Authorization": f"Bearer {self.f.report_token}",
                        "Content-Type": "application/json"}
+        for target in ("runwatch", "baseline"):
+            url = self.servers[target].url + self.report_path(
+                target, str(self.f.preflight_id("rest")))
+            r = client.patch(url, content=self.report_body(), headers=report_auth)
+            if r.status_code != 204:
+                raise BenchError(f"preflight: {target} REST report answered "
+                                 f"{r.status_code}: {r.text[:300]}")
+        r = client.post(self.servers["runwatch"].url + "/graphql", headers=report_auth,
+                        content=self.graphql_body(str(self.f.preflight_id("graphql"))))
+        typename = None
+        if r.status_code == 200:
+            data = r.json().get("data") or {}
+            typename = (data.get("reportRun") or {}).get("__typename")
+        if typename != "ReportRunSuccess":
+            raise BenchError(f"preflight: GraphQL reportRun answered {r.status_code} "
+                             f"{r.text[:300]} (expected __typename ReportRunSuccess)")
+        self.log("preflight: REST report 204 on both servers; GraphQL reportRun "
+                 "__typename = ReportRunSuccess")
+
+    def _preflight_telemetry(self, client: httpx.Client) -> None:
         read_auth = {"Authorization": f"Bearer {self.f.read_token}"}
-        with httpx.Client(timeout=30) as client:
-            for target in ("runwatch", "baseline"):
-                url = self.servers[target].url + self.report_path(
-                    target, str(self.f.preflight_id("rest")))
-                r = client.patch(url, content=self.report_body(), headers=report_auth)
-                if r.status_code != 204:
-                    raise BenchError(f"preflight: {target} REST report answered "
-                                     f"{r.status_code}: {r.text[:300]}")
-            r = client.post(self.servers["runwatch"].url + "/graphql", headers=report_auth,
-                            content=self.graphql_body(str(self.f.preflight_id("graphql"))))
-            typename = None
-            if r.status_code == 200:
-                data = r.json().get("data") or {}
-                typename = (data.get("reportRun") or {}).get("__typename")
-            if typename != "ReportRunSuccess":
-                raise BenchError(f"preflight: GraphQL reportRun answered {r.status_code} "
-                                 f"{r.text[:300]} (expected __typename ReportRunSuccess)")
-            self.log("preflight: REST report 204 on both servers; GraphQL reportRun "
-                     "__typename = ReportRunSuccess")
-            telemetry = {}
-            for role in ("small", "large"):
-                r = client.get(self.servers["runwatch"].url + self.telemetry_path(role),
-                               headers=read_auth)
-                if r.status_code != 200:
-                    raise BenchError(f"preflight: telemetry ({role}) answered {r.status_code}: "
-                                     f"{r.text[:300]}")
-                telemetry[role] = t = r.json()
-                self.log(f"preflight: telemetry {role:>5}: status {t['status']}, events 24h "
-                         f"{t['events_last_24h']['total']:,}, 7d {t['events_last_7d']['total']:,},"
-                         f" failed 24h {t['failed_deliveries_last_24h']}, recent_errors "
-                         f"{len(t['recent_errors'])}")
-            small, large = telemetry["small"], telemetry["large"]
-            same = ["status", "events_last_24h", "failed_deliveries_last_24h", "recent_errors"]
-            if any(small[k] != large[k] for k in same):
-                self.log("WARNING: the 10k and 1M connections should read the same 24 h "
-                         "telemetry (same density, same recent runs); they differ")
-            r = client.get(self.servers["baseline"].url + self.pk_path(), headers=read_auth)
-            if r.status_code != 200 or r.json().get("id") != self.f.connections["small"]:
-                raise BenchError(f"preflight: baseline pk answered {r.status_code}: "
+        telemetry = {}
+        for role in ("small", "large"):
+            r = client.get(self.servers["runwatch"].url + self.telemetry_path(role),
+                           headers=read_auth)
+            if r.status_code != 200:
+                raise BenchError(f"preflight: telemetry ({role}) answered {r.status_code}: "
                                  f"{r.text[:300]}")
-            self.log("preflight: telemetry 200 on both history sizes; baseline /pk 200")
+            telemetry[role] = t = r.json()
+            self.log(f"preflight: telemetry {role:>5}: status {t['status']}, events 24h "
+                     f"{t['events_last_24h']['total']:,}, 7d {t['events_last_7d']['total']:,},"
+                     f" failed 24h {t['failed_deliveries_last_24h']}, recent_errors "
+                     f"{len(t['recent_errors'])}")
+        small, large = telemetry["small"], telemetry["large"]
+        same = ["status", "events_last_24h", "failed_deliveries_last_24h", "recent_errors"]
+        if any(small[k] != large[k] for k in same):
+            self.log("WARNING: the 10k and 1M connections should read the same 24 h "
+                     "telemetry (same density, same recent runs); they differ")
+        r = client.get(self.servers["baseline"].url + self.pk_path(), headers=read_auth)
+        if r.status_code != 200 or r.json().get("id") != self.f.connections["small"]:
+            raise BenchError(f"preflight: baseline pk answered {r.status_code}: "
+                             f"{r.text[:300]}")
+        self.log("preflight: telemetry 200 on both history sizes; baseline /pk 200")
+
+    def _preflight_elt(self, client: httpx.Client) -> None:
+        runwatch, baseline = self.servers["runwatch"].url, self.servers["baseline"].url
+        gateway = {"Authorization": f"Bearer {self.elt.gateway_token}"}
+        for kind, dropped_key in (("log", "logEntriesDropped"),
+                                  ("sample", "telemetrySamplesDropped")):
+            # An empty run: nothing dropped; a run at its cap: the oldest entry dropped.
+            for state, dropped in (("empty", 0), ("cap", 1)):
+                run_id = self.f.preflight_id(f"{kind}-{state}")
+                r = client.patch(f"{runwatch}/api/elt/runs/{run_id}", json=APPEND_BODIES[kind],
+                                 headers=self.write_auth())
+                got = r.json().get("run", {}).get(dropped_key) if r.status_code == 200 else None
+                if got != dropped:
+                    raise BenchError(f"preflight: runwatch {kind} append to a run {state} "
+                                     f"answered {r.status_code} ({dropped_key} {got}, expected "
+                                     f"{dropped}): {r.text[:300]}")
+                bad = run_async(seed.inconsistent_series(kind, IdRange(run_id, 1)))
+                if bad:
+                    raise BenchError(f"preflight: run {run_id}'s {kind} series does not match "
+                                     "its numbers after one append")
+            r = client.patch(f"{baseline}/elt/runs/{self.f.preflight_id(f'{kind}-empty')}",
+                             json=APPEND_BODIES[kind], headers=self.write_auth())
+            if r.status_code != 204:
+                raise BenchError(f"preflight: baseline {kind} append answered {r.status_code}: "
+                                 f"{r.text[:300]}")
+        r = client.patch(f"{runwatch}/api/agent/runs/{self.f.preflight_id('log-empty')}",
+                         json=APPEND_BODIES["log"], headers=gateway)
+        if r.status_code != 200:
+            raise BenchError(f"preflight: runwatch appendLog through /api/agent (gateway token) "
+                             f"answered {r.status_code}: {r.text[:300]}")
+        self.log("preflight: appendLog and appendTelemetrySample 200 on runwatch (empty run: "
+                 "0 dropped; run at its cap: 1 dropped, series consistent; /api/agent too), "
+                 "204 on the baseline")
 
     # -- wrk runs ---------------------------------------------------------------------------
 
     def _wrk(self, scenario: str, target: str, server: str, round_no: int, *,
              path: str | None = None, method: str = "GET", slot: str | None = None,
-             body: str = "", connections: int | None = None) -> WrkResult:
-        """Warm-up, then the measured run; returns (and records) the measured one."""
+             body: str = "", connections: int | None = None, token: str | None = None,
+             cycle: bool = False, delay_ms: float | None = None, check: Check | None = None,
+             around: Callable[[str], Any] | None = None,
+             after_measure: Callable[[WrkResult], None] | None = None) -> WrkResult:
+        """Warm-up, then the measured run; returns (and records) the measured one.
+
+        `slot`: the pre-created runs the requests go to (`{slot}-r{round}-{phase}` ranges, an
+        id each; with `cycle`, the one range `slot` for both phases, round and round).
+        `around(phase)` runs before each phase; `after_measure` after the measured run."""
         srv = self.servers[server]
         result: WrkResult | None = None
         warmup_problems: list[str] = []
+        if slot is not None and check is None:
+            check = CompletedRuns()
         for phase, seconds in (("warmup", self.opts.warmup), ("measure", self.opts.duration)):
             label = f"{scenario} {target} r{round_no} {phase}"
             kwargs: dict[str, Any] = {"duration": seconds,
                                       "connections": connections or self.opts.connections}
+            ids: IdRange | None = None
             if slot is not None:
-                ids = self.f.ranges[f"{slot}-r{round_no}-{phase}"]
+                ids = self.f.ranges[slot if cycle else f"{slot}-r{round_no}-{phase}"]
                 kwargs["script"] = LUA_SEQUENTIAL
                 kwargs["script_env"] = {
                     "BENCH_METHOD": method, "BENCH_PATH": path or "/", "BENCH_BODY": body,
-                    "BENCH_TOKEN": self.f.report_token, "BENCH_FIRST_ID": str(ids.first),
-                    "BENCH_ID_COUNT": str(ids.count),
+                    "BENCH_TOKEN": token or self.f.report_token,
+                    "BENCH_FIRST_ID": str(ids.first), "BENCH_ID_COUNT": str(ids.count),
+                    "BENCH_CYCLE": "1" if cycle else "0",
+                    "BENCH_DELAY_MS": f"{delay_ms:g}" if delay_ms else "0",
                 }
                 url = srv.url + "/"
             else:
                 kwargs["headers"] = [f"Authorization: Bearer {self.f.read_token}"]
                 url = srv.url + (path or "/")
+            if around is not None:
+                around(phase)
+            state = check.before(ids) if check is not None and ids is not None else None
+            pg_before = run_async(seed.pg_snapshot())
+            db_before = self._db_cpu(pg_before)
             cpu_before = srv.cpu_seconds()
             result = run_wrk(label, url, **kwargs)
             cpu_after = srv.cpu_seconds()
+            pg_after = run_async(seed.pg_snapshot())
+            db_after = self._db_cpu(pg_after)
             if cpu_before is not None and cpu_after is not None and result.requests:
                 result.server_cpu_ms = (cpu_after - cpu_before) * 1000 / result.requests
+            if db_after and result.requests:
+                # A backend that appeared meanwhile (a pool replacing a connection) spent all
+                # its CPU during the run; one that went away is missed (rare).
+                result.db_cpu_ms = (sum(cpu - db_before.get(pid, 0.0)
+                                        for pid, cpu in db_after.items()) * 1000
+                                    / result.requests)
+            if result.requests:
+                result.wal_bytes = ((pg_after.wal_position - pg_before.wal_position)
+                                    / result.requests)
+            if pg_before.checkpoints is not None and pg_after.checkpoints is not None:
+                result.checkpoint = pg_after.checkpoints > pg_before.checkpoints
             srv.check_alive()
-            if slot is not None:
-                # Every answered request must have completed a fresh run: a GraphQL error
-                # (NotFoundError, InvalidInputError...) is HTTP 200 and wrk cannot see it.
-                done = asyncio.run(asyncio.wait_for(seed.completed_runs(ids.first, ids.count), 30))
-                result.runs_completed = done
-                if done < result.requests:
-                    result.problems.append(
-                        f"{result.requests - done} answered requests completed no run "
-                        f"({result.requests} requests, {done} runs completed)")
+            if result.non_2xx:
+                result.problems.append(self._probe(srv, method, path or "/", body, token, ids,
+                                                   result, cycle))
+            if phase == "measure" and after_measure is not None:
+                after_measure(result)  # first: it observes the state right after the load
+            if check is not None and ids is not None:
+                check.after(ids, result, state, phase)
             if phase == "warmup" and not result.valid:
                 self.log(f"{label}: {result.summary()}")
                 warmup_problems.append(f"the warm-up was invalid ({result.errors} errors, "
@@ -266,7 +452,36 @@ class Bench:
         self.measured.append(Measured(scenario, target, round_no, result))
         mark = "" if result.valid else "   <<<<<<<<<< INVALID"
         self.log(f"r{round_no} {scenario:<22} {target:<8} {result.summary()}{mark}")
+        if result.details:
+            self.log("    " + ", ".join(f"{k} {v}" for k, v in result.details.items()))
         return result
+
+    def _probe(self, srv: Server, method: str, path: str, body: str, token: str | None,
+               ids: IdRange | None, result: WrkResult, cycle: bool) -> str:
+        """What a request of the same shape answers now (wrk counts non-2xx answers, it does
+        not keep them): on the next run of the range, or the first of a cycled set."""
+        run_id = 0
+        if ids is not None:
+            used = result.ids_used or 0
+            run_id = ids.first if cycle else ids.first + min(used, ids.count - 1)
+        # The token the wrk run used (see above): given, or the report (read) token.
+        auth = token or (self.f.report_token if ids is not None else self.f.read_token)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {auth}"}
+        try:
+            r = httpx.request(method, srv.url + path.replace("{ID}", str(run_id)),
+                              content=body.replace("{ID}", str(run_id)) or None,
+                              headers=headers, timeout=10)
+            answer = f"{r.status_code}: {' '.join(r.text.split())[:200]}"
+        except httpx.HTTPError as exc:
+            answer = type(exc).__name__
+        return f"a request of the same shape now answers {answer}"
+
+    @staticmethod
+    def _db_cpu(snapshot: seed.PgSnapshot) -> dict[int, float]:
+        """CPU seconds of each backend of the benchmark database that /proc can tell about
+        (none when PostgreSQL runs elsewhere)."""
+        seconds = {pid: process_cpu_seconds(pid) for pid in snapshot.backend_pids}
+        return {pid: s for pid, s in seconds.items() if s is not None}
 
     def rest_report(self, target: str, round_no: int) -> None:
         self._wrk("1 REST report", target, target, round_no, method="PATCH",
@@ -288,21 +503,201 @@ class Bench:
         self._wrk("4 telemetry latency", target, server, round_no,
                   path=self.telemetry_path(role), connections=self.opts.latency_connections)
 
+    def append(self, kind: str, target: str, round_no: int) -> None:
+        """`target`: "runwatch" (runs without lines yet), "cap" (runwatch on runs at their cap)
+        or "baseline"."""
+        server = "baseline" if target == "baseline" else "runwatch"
+        slot = f"{kind}-cap" if target == "cap" else f"{kind}-{target}-r{round_no}"
+        scenario = "5 appendLog" if kind == "log" else "7 appendTelemetrySample"
+        self._wrk(scenario, target, server, round_no, method="PATCH",
+                  path=self.elt_path(server, "{ID}"), slot=slot, cycle=True,
+                  body=json.dumps(APPEND_BODIES[kind]), token=self.elt.write_token,
+                  check=Appended(kind, server))
+
     def run(self) -> None:
+        groups = self.opts.only
         for round_no in range(1, self.opts.rounds + 1):
             # Alternate the order from one round to the next, so that drift (caches, autovacuum,
             # a noisy neighbour) does not always favour the same side.
-            pair = ("baseline", "runwatch") if round_no % 2 else ("runwatch", "baseline")
-            sizes = ("10k", "1m") if round_no % 2 else ("1m", "10k")
-            self.log(f"round {round_no} of {self.opts.rounds}")
-            for target in pair:
-                self.rest_report(target, round_no)
-            self.graphql_report(round_no)
-            for target in (*pair, "nocache"):
-                self.telemetry_throughput(target, round_no)
-            for server in ("runwatch", "nocache"):
-                for size in sizes:
-                    self.telemetry_latency(size, round_no, server)
+            odd = round_no % 2 == 1
+            pair = ("baseline", "runwatch") if odd else ("runwatch", "baseline")
+            sizes = ("10k", "1m") if odd else ("1m", "10k")
+            appends = ("baseline", "runwatch", "cap") if odd else ("cap", "runwatch", "baseline")
+            if {"report", "telemetry", "elt"} & set(groups):
+                self.log(f"round {round_no} of {self.opts.rounds}")
+            if "report" in groups:
+                for target in pair:
+                    self.rest_report(target, round_no)
+                self.graphql_report(round_no)
+            if "telemetry" in groups:
+                for target in (*pair, "nocache"):
+                    self.telemetry_throughput(target, round_no)
+                for server in ("runwatch", "nocache"):
+                    for size in sizes:
+                        self.telemetry_latency(size, round_no, server)
+            if "elt" in groups:
+                for kind in ("log", "sample"):
+                    for target in appends:
+                        self.append(kind, target, round_no)
+
+    # -- webhooks (scenarios 9 and 10): their own runwatch server and the receiver ------------
+
+    def receiver(self, **control: Any) -> dict[str, Any]:
+        r = httpx.post(self.servers["receiver"].url + "/control", json=control, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def receiver_stats(self, with_ids: bool = False) -> dict[str, Any]:
+        r = httpx.get(self.servers["receiver"].url + "/stats",
+                      params={"ids": "1"} if with_ids else None, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def drain(self, what: str) -> float:
+        """Wait (bounded) until the ELT organisation has no delivery left to send; returns
+        how long it took. The receiver must be answering at once."""
+        t0 = time.monotonic()
+        deadline = t0 + self.opts.drain_timeout
+        while True:
+            pending = run_async(seed.pending_deliveries(self.elt.organisation_id))
+            if pending == 0:
+                return time.monotonic() - t0
+            if time.monotonic() > deadline:
+                raise BenchError(f"{what}: {pending} webhook deliveries still pending after "
+                                 f"{self.opts.drain_timeout:g}s (--drain-timeout)")
+            time.sleep(0.2)
+
+    def webhook_setup(self) -> None:
+        hooks = self.servers["hooks"].url
+        hook_url = self.servers["receiver"].url + "/hook"
+        r = httpx.put(f"{hooks}/api/elt/runs/webhook", json={"url": hook_url},
+                      headers=self.write_auth(), timeout=30)
+        webhook = r.json().get("webhook") if r.status_code == 200 else None
+        if not webhook or not webhook.get("secret"):
+            raise BenchError(f"PUT /api/elt/runs/webhook answered {r.status_code}: "
+                             f"{r.text[:300]}")
+        self.receiver(delay=0, secret=webhook["secret"], reset=True)
+        self.log(f"webhook endpoint {webhook['id']} (organisation default) -> {hook_url}; the "
+                 "receiver verifies its signatures")
+        # One delivery end to end before anything is measured.
+        run_id = self.f.preflight_id("hooks")
+        r = httpx.patch(f"{hooks}/api/elt/runs/{run_id}", json=FINISH_BODY,
+                        headers=self.write_auth(), timeout=30)
+        if r.status_code != 200 or r.json()["run"]["status"] != "succeeded":
+            raise BenchError(f"preflight: terminal PATCH answered {r.status_code}: "
+                             f"{r.text[:300]}")
+        waited = self.drain("preflight delivery")
+        stats = self.receiver_stats()
+        if stats["distinct"] != 1 or stats["bad_signatures"] or stats["duplicates"]:
+            raise BenchError(f"preflight: the receiver saw {stats} after one delivery")
+        self.log(f"preflight: terminal PATCH 200, its delivery received in {waited:.2f}s with a "
+                 "valid signature")
+
+    def webhook_burst(self) -> None:
+        """Scenario 9: finish HOOK_BURST running runs, wait for every delivery, count what the
+        receiver got."""
+        ids = self.f.ranges["hooks-burst"]
+        hooks = self.servers["hooks"]
+        self.receiver(delay=0, reset=True)
+        before_cpu = hooks.cpu_seconds()
+
+        async def finish_all() -> tuple[list[int | str], float]:
+            gate = asyncio.Semaphore(self.opts.connections)
+            limits = httpx.Limits(max_connections=self.opts.connections)
+            async with httpx.AsyncClient(base_url=hooks.url, timeout=30, limits=limits,
+                                         headers=self.write_auth()) as client:
+                async def one(run_id: int) -> int | str:
+                    async with gate:
+                        try:
+                            r = await client.patch(f"/api/elt/runs/{run_id}", json=FINISH_BODY)
+                        except httpx.HTTPError as exc:
+                            return type(exc).__name__
+                        return r.status_code
+                t0 = time.monotonic()
+                statuses = await asyncio.gather(*(one(ids.first + n) for n in range(ids.count)))
+                return list(statuses), time.monotonic() - t0
+
+        t0 = time.monotonic()
+        statuses, sent_seconds = run_async(finish_all(), 120)
+        bad = [s for s in statuses if s != 200]
+        if bad:
+            self.burst_problems.append(f"{len(bad)} terminal PATCHes failed (e.g. {bad[0]})")
+        deadline = t0 + self.opts.drain_timeout
+        while True:
+            got = run_async(seed.deliveries(ids))
+            if got.delivered + got.failed >= ids.count or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        drained = time.monotonic() - t0
+        after_cpu = hooks.cpu_seconds()
+        got = run_async(seed.deliveries(ids, with_ids=True))
+        stats = self.receiver_stats(with_ids=True)
+        received = set(stats.pop("ids"))
+        missing = len(got.message_ids - received)
+        unknown = len(received - got.message_ids)
+        self.burst = {
+            "runs": ids.count, "patches_ok": ids.count - len(bad),
+            "patch_seconds": round(sent_seconds, 2),
+            "drain_seconds": round(drained, 2), "drained": got.delivered >= ids.count,
+            "deliveries": got.total, "delivered": got.delivered, "failed": got.failed,
+            "pending": got.pending, "attempts": got.attempts,
+            "received_requests": stats["requests"], "received_distinct": stats["distinct"],
+            "duplicates": stats["duplicates"], "bad_signatures": stats["bad_signatures"],
+            "missing_id": stats["missing_id"], "not_received": missing,
+            "received_unknown": unknown,
+            "server_cpu_ms_per_run": (round((after_cpu - before_cpu) * 1000 / ids.count, 2)
+                                      if before_cpu is not None and after_cpu is not None
+                                      else None),
+        }
+        b = self.burst
+        rate = b["delivered"] / drained if drained else float("nan")
+        self.log(f"9 webhook burst: {b['patches_ok']}/{ids.count} terminal PATCHes 200 in "
+                 f"{sent_seconds:.1f}s; {b['delivered']}/{b['deliveries']} deliveries delivered "
+                 f"after {drained:.1f}s ({rate:.0f}/s; {b['failed']} failed, {b['pending']} "
+                 f"pending, {b['attempts']} attempts); receiver: {b['received_requests']} "
+                 f"requests, {b['received_distinct']} distinct webhook-ids, {b['duplicates']} "
+                 f"duplicates, {b['bad_signatures']} bad signatures, {missing} not received, "
+                 f"{unknown} unknown; server CPU {b['server_cpu_ms_per_run']} ms per run")
+
+    def hook_latency(self, mode: str, round_no: int) -> None:
+        """Scenario 10: terminal PATCH latency while the receiver answers at once ("fast") or
+        after --slow-receiver-seconds ("slow"). Every wrk phase starts with no delivery
+        queued (the receiver answers at once while the queue drains)."""
+        delay = self.opts.slow_receiver_seconds if mode == "slow" else 0
+
+        def around(phase: str) -> None:
+            self.receiver(delay=0)  # releases any sleeping answer
+            waited = self.drain(f"10 before {mode} r{round_no} {phase}")
+            if waited > 0.5:
+                self.log(f"    queue drained in {waited:.1f}s before {mode} r{round_no} {phase}")
+            self.receiver(delay=delay, reset=True)
+
+        def observe(result: WrkResult) -> None:
+            stats = self.receiver_stats()
+            pending = run_async(seed.pending_deliveries(self.elt.organisation_id))
+            result.details.update(
+                receiver_requests=stats["requests"], in_flight_at_end=stats["in_flight"],
+                max_in_flight=stats["max_in_flight"], slow_answers=stats["slow_answers"],
+                queued_at_end=pending)
+            if mode == "slow" and (stats["in_flight"] < 1 or pending < 1):
+                result.problems.append(
+                    f"the slow receiver was not holding deliveries at the end of the run "
+                    f"({stats['in_flight']} in flight, {pending} queued): not measured against "
+                    "a slow receiver")
+
+        self._wrk("10 terminal PATCH", mode, "hooks", round_no, method="PATCH",
+                  path="/api/elt/runs/{ID}", slot=f"hooks-{mode}", body=json.dumps(FINISH_BODY),
+                  token=self.elt.write_token, connections=self.opts.latency_connections,
+                  delay_ms=self.opts.hook_delay_ms, around=around, after_measure=observe)
+
+    def run_webhooks(self) -> None:
+        self.webhook_setup()
+        self.webhook_burst()
+        for round_no in range(1, self.opts.rounds + 1):
+            modes = ("fast", "slow") if round_no % 2 else ("slow", "fast")
+            self.log(f"scenario 10, round {round_no} of {self.opts.rounds}")
+            for mode in modes:
+                self.hook_latency(mode, round_no)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -311,7 +706,9 @@ class Bench:
 
     def rows(self) -> list[Row]:
         def row(name: str, unit: str, runwatch: list[WrkResult], baseline: list[WrkResult],
-                metric: str, goal: float | None, higher: bool) -> Row:
+                metric: str, goal: float | None, higher: bool) -> Row | None:
+            if not runwatch or not baseline:
+                return None  # not selected (--only)
             rw = [getattr(r, metric) for r in runwatch]
             bl = [getattr(r, metric) for r in baseline]
             rw_mean, bl_mean = mean(rw), mean(bl)
@@ -326,7 +723,7 @@ class Bench:
             )
 
         rest_bl = self._runs("1 REST report", "baseline")
-        return [
+        rows = [
             row("1 REST report", "req/s", self._runs("1 REST report", "runwatch"), rest_bl,
                 "rps", 0.7, True),
             row("2 GraphQL reportRun", "req/s", self._runs("2 GraphQL reportRun", "runwatch"),
@@ -346,32 +743,98 @@ class Bench:
             row("4' p99 1M/10k, no cache", "ms", self._runs("4 telemetry latency", "1m nocache"),
                 self._runs("4 telemetry latency", "10k nocache"), "p99_ms", 1.3, False),
         ]
+        for number, kind, scenario in (("5", "log", "5 appendLog"),
+                                       ("7", "sample", "7 appendTelemetrySample")):
+            title = "appendLog" if kind == "log" else "appendTelemetrySample"
+            short = "appendLog" if kind == "log" else "appendSample"
+            rows.append(row(f"{number} {title}", "req/s", self._runs(scenario, "runwatch"),
+                            self._runs(scenario, "baseline"), "rps", 0.5, True))
+            rows.append(row(f"{int(number) + 1} {short} at cap/empty", "req/s",
+                            self._runs(scenario, "cap"), self._runs(scenario, "runwatch"),
+                            "rps", 0.9, True))
+        rows.extend(self.burst_rows())
+        for metric in ("p50", "p99"):
+            rows.append(row(f"10 PATCH {metric} slow/fast", "ms",
+                            self._runs("10 terminal PATCH", "slow"),
+                            self._runs("10 terminal PATCH", "fast"), f"{metric}_ms", 1.3,
+                            False))
+        return [r for r in rows if r is not None]
+
+    def burst_rows(self) -> list[Row]:
+        b = self.burst
+        if not b:
+            return []
+        valid = not self.burst_problems
+        runs = b["runs"]
+        return [
+            Row("9 webhooks delivered", "count", b["delivered"], runs, b["delivered"] / runs,
+                ">= 1.00", 1.0, True, valid),
+            Row("9 webhook duplicates", "count", b["duplicates"], b["received_distinct"],
+                b["duplicates"], "= 0", 0, False, valid, ratio_format="count"),
+            Row("9 bad signatures", "count", b["bad_signatures"], b["received_requests"],
+                b["bad_signatures"], "= 0", 0, False, valid, ratio_format="count"),
+            Row("9 webhook ids not received", "count", b["not_received"] + b["received_unknown"],
+                b["deliveries"], b["not_received"] + b["received_unknown"], "= 0", 0, False,
+                valid, ratio_format="count"),
+            Row("9 time to drain", "s", b["drain_seconds"], b["patch_seconds"],
+                b["drain_seconds"] / b["patch_seconds"] if b["patch_seconds"] else float("nan"),
+                "-", None, False, valid),
+        ]
 
 
-def ratio_text(ratio: float) -> str:
-    """Two decimals, three below 0.1 (so that a ratio far below its goal does not read 0.00)."""
+def ratio_text(ratio: float, fmt: str = "ratio") -> str:
+    """Two decimals, three below 0.1 (so that a ratio far below its goal does not read 0.00);
+    a count as a whole number."""
+    if math.isnan(ratio):
+        return "-"
+    if fmt == "count":
+        return f"{ratio:,.0f}"
     return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.3f}"
 
 
 def format_table(rows: list[Row]) -> str:
-    header = (f"{'scenario':<24} {'runwatch':>13} {'baseline':>13} {'ratio':>7}   "
+    header = (f"{'scenario':<28} {'runwatch':>13} {'baseline':>13} {'ratio':>7}   "
               f"{'goal':<8} {'result':<8} rounds")
     lines = [header, "-" * len(header)]
+
     def fig(value: float, unit: str) -> str:
-        return f"{value:,.1f} {unit}" if unit == "req/s" else f"{value:.2f} {unit}"
+        if unit == "req/s":
+            return f"{value:,.1f} {unit}"
+        if unit == "count":
+            return f"{value:,.0f}"
+        if unit == "s":
+            return f"{value:.1f} s"
+        return f"{value:.2f} {unit}"
 
     for r in rows:
         rounds = " ".join(ratio_text(x) for x in r.round_ratios)
         runwatch, baseline = fig(r.runwatch, r.unit), fig(r.baseline, r.unit)
-        lines.append(f"{r.scenario:<24} {runwatch:>13} {baseline:>13} {ratio_text(r.ratio):>7}   "
+        lines.append(f"{r.scenario:<28} {runwatch:>13} {baseline:>13} "
+                     f"{ratio_text(r.ratio, r.ratio_format):>7}   "
                      f"{r.goal:<8} {r.verdict:<8} {rounds}")
     lines.append("-" * len(header))
-    lines.append("Scenarios 1-3: runwatch / raw baseline (2: over the REST baseline's PATCH rate; "
-                 "3: over the baseline's GET /pk).")
-    lines.append("Scenario 4: runwatch's telemetry latency on 1,000,000 runs of history (runwatch "
-                 "column) / 10,000 runs (baseline column).")
-    lines.append("3', 4': the same against a runwatch with RUNWATCH_TELEMETRY_CACHE=0, so that "
-                 "every read computes telemetry from the database.")
+    shown = {r.scenario.split()[0] for r in rows}
+    notes = [
+        ({"1", "2", "3"}, "Scenarios 1-3: runwatch / raw baseline (2: over the REST baseline's "
+                          "PATCH rate; 3: over the baseline's GET /pk)."),
+        ({"4"}, "Scenario 4: runwatch's telemetry latency on 1,000,000 runs of history "
+                "(runwatch column) / 10,000 runs (baseline column)."),
+        ({"3'", "4'"}, "3', 4': the same against a runwatch with RUNWATCH_TELEMETRY_CACHE=0, so "
+                       "that every read computes telemetry from the database."),
+        ({"5", "7"}, "5, 7: PATCH /api/elt/runs/{id} appends over 256 open runs / the baseline's "
+                     "one INSERT in its own transaction."),
+        ({"6", "8"}, "6, 8: runwatch on runs at their cap (500 lines, 2,000 samples: each append "
+                     "drops the oldest; runwatch column) / on runs far below it."),
+        ({"9"}, "9: 1,000 runs finished; deliveries delivered (runwatch) of runs (baseline); "
+                "duplicates / bad signatures / ids missing or unknown (runwatch) of what the "
+                "receiver got (baseline); time to drain = first PATCH to last delivery "
+                "(runwatch) vs to the last PATCH's answer (baseline)."),
+        ({"10"}, "10: terminal PATCH latency while the receiver sleeps 10 s per delivery "
+                 "(runwatch column) / while it answers at once (baseline column)."),
+    ]
+    for keys, text in notes:
+        if keys & shown:
+            lines.append(text)
     return "\n".join(lines)
 
 
@@ -394,7 +857,8 @@ async def prepare(opts: Options) -> Prepared:
     async def run() -> Prepared:
         try:
             fixture = await seed.setup(rounds=opts.rounds, warmup=opts.warmup,
-                                       duration=opts.duration)
+                                       duration=opts.duration, groups=opts.only,
+                                       hook_rate_cap=opts.hook_rate_cap)
             completed_at = iso_z(fixture.now - timedelta(minutes=30))
             check = await sqlcheck.check(fixture, completed_at)
             profiles = await profile.profile(fixture, completed_at)
@@ -413,6 +877,13 @@ def base_env() -> dict[str, str]:
             if not k.startswith(("RUNWATCH_", "BASELINE_", "BENCH_")) and k != "DATABASE_URL"}
 
 
+# The one runwatch default a benchmark cannot keep: the per-token rate limit (1,200 requests a
+# minute on PostgreSQL) would refuse nearly every request here, where one token sends thousands
+# a minute. A limit that is never reached keeps the limiter, and its cost per request, in the
+# measured path. (A runwatch without the setting ignores it.)
+RUNWATCH_BENCH_SETTINGS = {"RUNWATCH_RATE_LIMIT_PER_MINUTE": str(10**9)}
+
+
 def print_sql(check: sqlcheck.SqlCheck) -> None:
     for title, statements in (("runwatch", check.runwatch), ("baseline", check.baseline)):
         print(f"--- {title}: {len(statements)} statements (+ BEGIN/COMMIT around all but the "
@@ -420,11 +891,26 @@ def print_sql(check: sqlcheck.SqlCheck) -> None:
         for sql, params in statements:
             print(" ".join(sql.split()))
             print(f"    params: {sqlcheck.normalise_params(params)}")
+    for kind, statements in check.elt_runwatch.items():
+        print(f"--- runwatch {kind}: {len(statements)} statements (one transaction)")
+        for sql, params in statements:
+            print(" ".join(sql.split()))
+            print(f"    params: {sqlcheck.normalise_params(params)}")
+        print(f"--- baseline {kind}: 1 statement (its own transaction)")
+        print(check.elt_baseline[kind])
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def start_servers(servers: list[Server], log: Log) -> None:
+    for server in servers:
+        server.start()
+    for server in servers:
+        server.wait_ready("/health")
+        log(f"{server.name} ready on {server.url} ({' '.join(server.command()[1:])})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,10 +932,11 @@ def main(argv: list[str] | None = None) -> int:
                 ((signal.SIGALRM, on_alarm), (signal.SIGTERM, on_term))}
     signal.alarm(opts.time_limit)
     try:
+        groups = opts.only
         log(f"runwatch benchmark: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"{opts.rounds} rounds x ({opts.warmup:g}s warm-up + {opts.duration:g}s), "
-            f"{opts.connections} connections (scenario 4: {opts.latency_connections}), "
-            f"hard limit {opts.time_limit}s")
+            f"{opts.connections} connections (latency scenarios: {opts.latency_connections}), "
+            f"scenarios: {', '.join(groups)}, hard limit {opts.time_limit}s")
         wrk = ensure_wrk()
         log(f"load generator: {wrk}")
         busy = machine_busy()
@@ -463,15 +950,19 @@ def main(argv: list[str] | None = None) -> int:
         database_touched = True
         prepared = asyncio.run(prepare(opts))
         fixture, check, facts = prepared.fixture, prepared.check, prepared.facts
+        assert fixture.elt is not None
         for name, seconds in fixture.timings.items():
             log(f"  {name}: {seconds:.1f}s")
         for line in facts:
             log(f"  {line}")
         if check.ok:
+            elt = "; ".join(f"{kind} {len(st)} statements, one of them the baseline's INSERT"
+                            for kind, st in check.elt_runwatch.items())
             log(f"SQL check: the baseline issues runwatch's {len(check.runwatch)} statements for "
-                f"a first REST report (GraphQL reportRun issues {check.graphql_statements})")
+                f"a first REST report (GraphQL reportRun issues {check.graphql_statements}); "
+                f"ELT {elt}")
         else:
-            log("WARNING: the baseline's SQL no longer matches runwatch's for a first report:")
+            log("WARNING: the baseline's SQL no longer matches runwatch's:")
             for problem in check.problems:
                 log(f"  {problem}")
         if opts.show_sql:
@@ -484,28 +975,60 @@ def main(argv: list[str] | None = None) -> int:
 
         log_dir = RESULTS_DIR / "logs"
         env = base_env()
-        runwatch = Server("runwatch", "runwatch.app:create_app",
-                          {**env, "DATABASE_URL": fixture.database_url}, log_dir)
-        nocache = Server("nocache", "runwatch.app:create_app",
-                         {**env, "DATABASE_URL": fixture.database_url,
-                          "RUNWATCH_TELEMETRY_CACHE": "0"}, log_dir)
-        baseline = Server("baseline", "bench.baseline:create_app", {
-            **env,
-            "BASELINE_DATABASE_URL": fixture.database_url,
-            "BASELINE_ORGANISATION_ID": str(fixture.organisation_id),
-            "BASELINE_REPORT_TOKEN": fixture.report_token,
-            "BASELINE_READ_TOKEN": fixture.read_token,
-        }, log_dir)
-        for server in (runwatch, baseline, nocache):
-            servers.append(server)
-            server.start()
-        for server in (runwatch, baseline, nocache):
-            server.wait_ready("/health")
-            log(f"{server.name} ready on {server.url} ({' '.join(server.command()[1:])})")
+        database = {"DATABASE_URL": fixture.database_url, **RUNWATCH_BENCH_SETTINGS}
+        by_name: dict[str, Server] = {}
+        if {"report", "telemetry", "elt"} & set(groups):
+            by_name["runwatch"] = Server("runwatch", "runwatch.app:create_app",
+                                         {**env, **database}, log_dir)
+            by_name["baseline"] = Server("baseline", "bench.baseline:create_app", {
+                **env,
+                "BASELINE_DATABASE_URL": fixture.database_url,
+                "BASELINE_ORGANISATION_ID": str(fixture.organisation_id),
+                "BASELINE_REPORT_TOKEN": fixture.report_token,
+                "BASELINE_READ_TOKEN": fixture.read_token,
+                "BASELINE_WRITE_TOKEN": fixture.elt.write_token,
+                # Past any number runwatch's own appends reach (they start at 1 per run).
+                "BASELINE_SEQ_START": "1000000000",
+            }, log_dir)
+        if "telemetry" in groups:
+            by_name["nocache"] = Server("nocache", "runwatch.app:create_app",
+                                        {**env, **database, "RUNWATCH_TELEMETRY_CACHE": "0"},
+                                        log_dir)
+        main_servers = list(by_name.values())
+        webhook_servers: list[Server] = []
+        if "webhooks" in groups:
+            # Started now with the others (not when its scenarios come), so that every server
+            # runs the code the database was just migrated with; idle until then.
+            webhook_servers = [
+                Server("receiver", "bench.receiver:create_app", env, log_dir,
+                       extra_args=("--timeout-graceful-shutdown", "1")),
+                Server("hooks", "runwatch.app:create_app",
+                       {**env, **database, "RUNWATCH_WEBHOOK_ALLOW_PRIVATE": "1"}, log_dir),
+            ]
+            by_name.update(receiver=webhook_servers[0], hooks=webhook_servers[1])
+        # Stopped in this order on any exit: the receiver before `hooks`.
+        servers.extend([*main_servers, *webhook_servers])
+        start_servers([*main_servers, *webhook_servers], log)
 
-        bench = Bench(opts, fixture, runwatch, baseline, nocache, log)
+        bench = Bench(opts, fixture, by_name, log)
         bench.preflight()
         bench.run()
+
+        if webhook_servers:
+            # The other runwatch servers' workers would claim these deliveries too (and refuse
+            # a loopback receiver): scenarios 9 and 10 run with their own server alone.
+            for server in main_servers:
+                server.stop()
+            receiver, hooks = webhook_servers
+            try:
+                bench.run_webhooks()
+            finally:
+                # Stop the receiver first: sleeping answers end at once, so runwatch's worker
+                # does not wait for them (the deliveries still queued are fine).
+                t0 = time.monotonic()
+                receiver.stop()
+                hooks.stop()
+                log(f"receiver and webhook server stopped in {time.monotonic() - t0:.1f}s")
 
         rows = bench.rows()
         valid = all(r.valid for r in rows)
@@ -515,9 +1038,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         if not valid:
             print("!" * 78)
-            print("INVALID: at least one scenario had non-2xx responses, socket errors or "
-                  "requests that completed no fresh run; its figures are not results. See the "
-                  "INVALID lines above.")
+            print("INVALID: at least one scenario had non-2xx responses, socket errors, "
+                  "requests that did not change what they should have, or a slow receiver that "
+                  "was not slow; its figures are not results. See the INVALID lines above.")
             print("!" * 78)
         print(f"total time {total:.0f}s; absolute figures are for this machine only, the ratios "
               "are the result.")
@@ -532,15 +1055,19 @@ def main(argv: list[str] | None = None) -> int:
             "setup_seconds": {k: round(v, 2) for k, v in fixture.timings.items()},
             "sql_check": {"ok": check.ok, "problems": check.problems,
                           "runwatch_statements": len(check.runwatch),
-                          "graphql_statements": check.graphql_statements},
+                          "graphql_statements": check.graphql_statements,
+                          "elt_statements": {k: len(v) for k, v in check.elt_runwatch.items()}},
             "profile": [{"request": p.name, "status": p.status, "wall_ms": round(p.wall_ms, 3),
                          "db_ms": round(p.db_ms, 3),
+                         "round_trips": [{"statement": h, "ms": round(ms, 3)}
+                                         for h, ms in p.round_trips],
                          "statements": [{"sql": " ".join(st.sql.split()),
-                                         "db_ms": round(st.db_ms, 3),
+                                         "db_ms": round(st.db_ms, 3), "note": st.note,
                                          "scans": [asdict(x) for x in st.scans[:3]]}
                                         for st in p.statements]}
                         for p in prepared.profiles],
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
+            "webhook_burst": {**bench.burst, "problems": bench.burst_problems},
             "runs": [{"scenario": m.scenario, "target": m.target, "round": m.round,
                       **{k: v for k, v in asdict(m.result).items() if k != "raw"}}
                      for m in bench.measured],

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -87,9 +88,14 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     ids_used: int | None = None
     ids_available: int | None = None
+    ids_cycled: int | None = None  # cycle mode: the requests went round this many runs
     server_cpu_ms: float | None = None  # CPU time of the server process per request
+    db_cpu_ms: float | None = None  # CPU time of the server's PostgreSQL backends per request
+    wal_bytes: float | None = None  # WAL PostgreSQL wrote per request (all databases)
+    checkpoint: bool | None = None  # a checkpoint ran meanwhile (full-page writes follow)
     runs_completed: int | None = None  # runs of the id range the requests really completed
     problems: list[str] = field(default_factory=list)  # what makes this run invalid, besides
+    details: dict[str, Any] = field(default_factory=dict)  # scenario-specific observations
     raw: str = ""
 
     @property
@@ -105,8 +111,16 @@ class WrkResult:
                 f"({self.requests} requests in {self.seconds:.1f}s")
         if self.server_cpu_ms is not None:
             text += f", server CPU {self.server_cpu_ms:.2f} ms/req"
+        if self.db_cpu_ms is not None:
+            text += f", PostgreSQL CPU {self.db_cpu_ms:.2f} ms/req"
+        if self.wal_bytes is not None and self.wal_bytes >= 1:
+            text += f", WAL {self.wal_bytes:,.0f} B/req"
+        if self.checkpoint:
+            text += ", a checkpoint ran"
         if self.ids_used is not None:
             text += f", run ids used {self.ids_used}/{self.ids_available}"
+        if self.ids_cycled is not None:
+            text += f", over {self.ids_cycled} runs"
         text += ")"
         if not self.valid:
             text += (f"  INVALID: {self.non_2xx} non-2xx/3xx responses, socket errors "
@@ -137,6 +151,7 @@ def parse_wrk(label: str, text: str) -> WrkResult:
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
     )
     ids = re.search(r"BENCH_IDS_USED (\d+) of (\d+)", text)
+    cycled = re.search(r"BENCH_IDS_CYCLED (\d+) over (\d+)", text)
     problems = []
     if ids and int(ids.group(1)) > int(ids.group(2)):
         problems.append(f"ran out of pre-created runs ({ids.group(1)} requests for "
@@ -156,6 +171,7 @@ def parse_wrk(label: str, text: str) -> WrkResult:
         socket_errors=socket_errors,
         ids_used=int(ids.group(1)) if ids else None,
         ids_available=int(ids.group(2)) if ids else None,
+        ids_cycled=int(cycled.group(2)) if cycled else None,
         problems=problems,
         raw=text,
     )
@@ -223,10 +239,13 @@ def free_port() -> int:
 class Server:
     """One uvicorn process: one worker, the same flags for every server under test."""
 
-    def __init__(self, name: str, factory: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, factory: str, env: dict[str, str], log_dir: Path,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.factory = factory
         self.env = env
+        self.extra_args = extra_args  # only for helpers (the webhook receiver), never for a
+        # server under test: those all run with the same flags
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -237,7 +256,8 @@ class Server:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "--factory", self.factory, "--host", HOST,
-                "--port", str(self.port), "--no-access-log", "--log-level", "warning"]
+                "--port", str(self.port), "--no-access-log", "--log-level", "warning",
+                *self.extra_args]
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

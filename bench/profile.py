@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from statistics import median
@@ -20,32 +21,62 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.seed import DSN, Fixture
+from bench.seed import DSN, LOG_MESSAGE, Fixture
 
 
 class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.statements: list[tuple[str, list[Any]]] = []
+        # Every call to the database driver meanwhile, BEGIN and COMMIT included: (the
+        # statement's first words, wall ms from the call until its answer).
+        self.round_trips: list[tuple[str, float]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.args, tuple) and len(record.args) == 2:
             self.statements.append((str(record.args[0]), list(record.args[1] or [])))
 
 
+_DRIVER_CALLS = ("execute", "fetch", "fetchrow", "fetchval")
+
+
+def _head(sql: str, words: int = 3) -> str:
+    if sql.startswith("SELECT pg_advisory_unlock_all()"):
+        return "pool reset"  # asyncpg's, when a connection goes back to its pool
+    return " ".join(sql.replace('"', "").split()[:words]).rstrip(";,")
+
+
 class capture_sql:
-    """Context manager: the statements Tortoise issues meanwhile (in `.statements`)."""
+    """Context manager: the statements Tortoise issues meanwhile (in `.statements`), and the
+    time of every call to asyncpg (`.round_trips`: Tortoise's statements and the BEGIN /
+    COMMIT of its transactions, each from the call until the answer)."""
 
     def __enter__(self) -> _Capture:
         self.logger = logging.getLogger("tortoise.db_client")
-        self.handler = _Capture()
+        self.handler = handler = _Capture()
         self.saved = (self.logger.level, self.logger.propagate)
         self.logger.addHandler(self.handler)
         self.logger.setLevel(logging.DEBUG)
         self.logger.propagate = False
+        self.originals = {name: getattr(asyncpg.Connection, name) for name in _DRIVER_CALLS}
+
+        def timed(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def call(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return await original(conn, query, *args, **kwargs)
+                finally:
+                    handler.round_trips.append((_head(query),
+                                                (time.perf_counter() - t0) * 1000))
+            return call
+
+        for name, original in self.originals.items():
+            setattr(asyncpg.Connection, name, timed(original))
         return self.handler
 
     def __exit__(self, *exc: object) -> None:
+        for name, original in self.originals.items():
+            setattr(asyncpg.Connection, name, original)
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.saved[0])
         self.logger.propagate = self.saved[1]
@@ -62,6 +93,7 @@ class StatementProfile:
     sql: str
     db_ms: float
     scans: list[Scan] = field(default_factory=list)
+    note: str | None = None  # why it could not be explained
 
     @property
     def head(self) -> str:
@@ -74,10 +106,18 @@ class RequestProfile:
     status: int
     wall_ms: float  # median in-process time of the whole request
     statements: list[StatementProfile]
+    # Each call to the database driver in order, BEGIN and COMMIT included, with its median
+    # wall time (from the call to the answer: the round trip, PostgreSQL's work, the driver);
+    # the rest of wall_ms is Python (HTTP, routing, auth, validation, ORM, JSON).
+    round_trips: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def round_trip_ms(self) -> float:
+        return sum(ms for _, ms in self.round_trips)
 
     @property
     def db_ms(self) -> float:
-        return sum(s.db_ms for s in self.statements)
+        return sum(s.db_ms for s in self.statements if s.note is None)
 
     def lines(self) -> list[str]:
         out = [f"{self.name:<15} {self.wall_ms:8.2f} ms per request in-process "
@@ -86,7 +126,13 @@ class RequestProfile:
         for s in self.statements:
             scans = ", ".join(f"{x.node} {x.rows_read:,} rows" for x in s.scans[:2])
             out.append(f"    {s.db_ms:8.2f} ms  {s.head}{'…' if len(s.sql) > 60 else ''}"
-                       + (f"  [{scans}]" if scans else ""))
+                       + (f"  [{scans}]" if scans else "")
+                       + (f"  (not explained: {s.note})" if s.note else ""))
+        if self.round_trips:
+            trips = ", ".join(f"{head} {ms:.2f}" for head, ms in self.round_trips)
+            out.append(f"    {len(self.round_trips)} round trips {self.round_trip_ms:.2f} ms "
+                       f"({trips}); the other {self.wall_ms - self.round_trip_ms:.2f} ms: "
+                       "Python")
         return out
 
 
@@ -116,6 +162,8 @@ async def explain(conn: asyncpg.Connection, sql: str, params: list[Any]) -> Stat
         await tr.start()
         try:
             raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params)
+        except asyncpg.PostgresError as exc:  # e.g. a unique value the request already used
+            return StatementProfile(sql=sql, db_ms=0.0, note=f"{type(exc).__name__}: {exc}")
         finally:
             await tr.rollback()
         doc = (json.loads(raw) if isinstance(raw, str) else raw)[0]
@@ -132,6 +180,7 @@ async def profile_request(
     """`send` makes one request (a fresh one each call); the statements of the last call are
     explained, their parameters passed through `rewrite` first (e.g. to target a fresh run)."""
     times: list[float] = []
+    trips: list[list[tuple[str, float]]] = []
     statements: list[tuple[str, list[Any]]] = []
     status = 0
     for _ in range(repeat):
@@ -140,10 +189,16 @@ async def profile_request(
             response = await send()
             times.append((time.perf_counter() - t0) * 1000)
         status, statements = response.status_code, captured.statements
+        trips.append(captured.round_trips)
     explained = []
     for sql, params in statements:
         explained.append(await explain(conn, sql, rewrite(params) if rewrite else params))
-    return RequestProfile(name=name, status=status, wall_ms=median(times), statements=explained)
+    # Medians position by position, over the calls that made the same round trips as the last.
+    same = [t for t in trips if [h for h, _ in t] == [h for h, _ in trips[-1]]]
+    round_trips = [(column[0][0], median(ms for _, ms in column)) for column in zip(*same,
+                                                                                    strict=True)]
+    return RequestProfile(name=name, status=status, wall_ms=median(times), statements=explained,
+                          round_trips=round_trips)
 
 
 async def profile(fixture: Fixture, completed_at: str) -> list[RequestProfile]:
@@ -164,7 +219,9 @@ async def profile(fixture: Fixture, completed_at: str) -> list[RequestProfile]:
     profiles: list[RequestProfile] = []
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            await client.get("/health")
+            # The in-process client's and ASGI's own cost: part of every figure below.
+            profiles.append(await profile_request("GET /health", lambda: client.get("/health"),
+                                                  repeat=30, conn=conn))
             last: dict[str, int] = {}
 
             def rest() -> Awaitable[httpx.Response]:
@@ -192,7 +249,10 @@ async def profile(fixture: Fixture, completed_at: str) -> list[RequestProfile]:
                                                   rewrite=fresh("rest")))
             profiles.append(await profile_request("GraphQL report", graphql, repeat=15,
                                                   conn=conn, rewrite=fresh("graphql")))
-            for role, label in (("small", "telemetry 10k"), ("large", "telemetry 1M")):
+            # The history is seeded only when the telemetry scenarios run.
+            telemetry_roles = ((("small", "telemetry 10k"), ("large", "telemetry 1M"))
+                               if "telemetry" in fixture.groups else ())
+            for role, label in telemetry_roles:
                 path = f"{prefix}/{fixture.connections[role]}/telemetry/"
                 await client.get(path, headers=read_auth)
 
@@ -200,6 +260,79 @@ async def profile(fixture: Fixture, completed_at: str) -> list[RequestProfile]:
                     return client.get(path, headers=read_auth)
 
                 profiles.append(await profile_request(label, telemetry, repeat=3, conn=conn))
+            if fixture.elt is not None:
+                profiles.extend(await profile_elt(fixture, client, conn))
     finally:
         await conn.close()
+    return profiles
+
+
+APPEND_LOG = {"appendLog": {"level": "info", "message": LOG_MESSAGE}}
+APPEND_SAMPLE = {"appendTelemetrySample": {"rows": 10, "bytes": 100, "progress": 5}}
+
+
+async def profile_elt(fixture: Fixture, client: httpx.AsyncClient,
+                      conn: asyncpg.Connection) -> list[RequestProfile]:
+    """The ELT PATCHes: appends to an empty run and to one at its cap (the statements of the
+    last of 15 appends to one run, explained against a spare run in the same state: a fresh
+    empty one, or one seeded at the cap), and a terminal PATCH with an enabled webhook endpoint
+    (a fresh run each, explained against a spare fresh run; message ids are unique, so the
+    delivery's is replaced by a new one). The endpoint is removed afterwards, with the
+    deliveries it got (nothing is ever sent)."""
+    from runwatch.resolvers.caller import Caller, Scope
+    from runwatch.resolvers.webhooks import remove_endpoint_for, set_endpoint
+
+    elt = fixture.elt
+    assert elt is not None
+    write = {"Authorization": f"Bearer {elt.write_token}"}
+    gateway = {"Authorization": f"Bearer {elt.gateway_token}"}
+    profiles: list[RequestProfile] = []
+
+    def swap(old: int, new: int) -> Callable[[list[Any]], list[Any]]:
+        def rewrite(params: list[Any]) -> list[Any]:
+            out = []
+            for p in params:
+                if p == old:
+                    p = new
+                elif isinstance(p, str) and p.startswith("msg_"):
+                    p = f"msg_{uuid.uuid4().hex}"
+                out.append(p)
+            return out
+        return rewrite
+
+    for label, role, body, headers, prefix in (
+        ("appendLog", "log-empty", APPEND_LOG, write, "/api/elt/runs"),
+        ("appendLog cap", "log-cap", APPEND_LOG, write, "/api/elt/runs"),
+        ("appendLog agent", "log-empty", APPEND_LOG, gateway, "/api/agent/runs"),
+        ("sample", "sample-empty", APPEND_SAMPLE, write, "/api/elt/runs"),
+        ("sample cap", "sample-cap", APPEND_SAMPLE, write, "/api/elt/runs"),
+    ):
+        run_id, spare = fixture.preflight_id(role), fixture.preflight_id(role)
+
+        def append(path: str = f"{prefix}/{run_id}", body: Any = body,
+                   headers: dict[str, str] = headers) -> Awaitable[httpx.Response]:
+            return client.patch(path, json=body, headers=headers)
+
+        await append()  # the token's cache entry warm, as under load
+        profiles.append(await profile_request(label, append, repeat=15, conn=conn,
+                                              rewrite=swap(run_id, spare)))
+
+    caller = Caller(organisation_id=elt.organisation_id, scopes=frozenset({Scope.WRITE}))
+    await set_endpoint(caller=caller, url="http://127.0.0.1:9/hook", allow_private=True)
+    try:
+        last: dict[str, int] = {}
+
+        def finish() -> Awaitable[httpx.Response]:
+            last["id"] = fixture.preflight_id("hooks")
+            return client.patch(f"/api/elt/runs/{last['id']}", json={"status": "succeeded"},
+                                headers=write)
+
+        await finish()
+        spare = fixture.preflight_id("hooks")
+        profile_run = await profile_request(
+            "terminal PATCH", finish, repeat=10, conn=conn,
+            rewrite=lambda params: swap(last["id"], spare)(params))
+        profiles.append(profile_run)
+    finally:
+        await remove_endpoint_for(caller=caller, pipeline_id=None)
     return profiles

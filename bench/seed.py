@@ -8,6 +8,17 @@ Layout (one organisation):
 - connection `bench-history-10k`: 10,000 runs of history, one a minute ending now.
 - connection `bench-history-1m`: 1,000,000 runs of history at the same density.
 
+A second organisation, `bench-elt`, holds the ELT-runs scenarios (so that its webhook endpoint
+and its deliveries never touch the first organisation's reports): a `read,write` token, a gateway
+(and its token), and two ELT pipelines:
+
+- `bench-elt-series`: sets of `running` runs that appendLog / appendTelemetrySample PATCHes
+  cycle over (`ELT_SERIES_RUNS` runs a set): empty runs (one set per round for runwatch, one for
+  the baseline), and runs already holding a full series (500 log lines / 2,000 samples, seeded
+  with their `log_seq`/`sample_seq` consistent with the rows kept).
+- `bench-elt-hooks`: `running` runs that terminal PATCHes finish (the webhook burst's 1,000 and
+  the reporter-latency ranges, one per wrk run).
+
 History: about 1 in 50 runs failed with an error (no events), about 1 in 211 sent batches to the
 dead-letter queue (failed, with events); the rest succeeded. `pipeline_hourly_stats` is filled
 from the seeded runs by one INSERT ... SELECT ... GROUP BY (what runwatch's roll-up would have
@@ -36,6 +47,31 @@ SMALL_HISTORY = 10_000
 LARGE_HISTORY = 1_000_000
 PREFLIGHT_IDS = 50  # per PATCH connection: preflight checks and the SQL equivalence check
 
+# The ELT scenarios. An append set: the runs one wrk run's PATCHes cycle over (one after the
+# other, so the 16 requests in flight are always on 16 different runs: the append is measured,
+# not one run's row lock).
+ELT_SERIES_RUNS = 256
+LOG_CAP = 500  # runwatch.resolvers.run_input.LOG_CAP
+SAMPLE_CAP = 2000  # runwatch.resolvers.run_input.SAMPLE_CAP
+# What appendLog sends, and what the seeded full logs hold (about the same length).
+LOG_MESSAGE = "loaded batch of events.page_views into the warehouse: 1000 rows in 85 ms"
+HOOK_BURST = 1000  # runs the webhook burst finishes
+ELT_PREFLIGHT_IDS = 40  # per ELT kind: preflight, SQL check and request profile
+# Groups of scenarios (`--only`): which servers, seeds and checks a run needs.
+GROUPS = ("report", "telemetry", "elt", "webhooks")
+
+
+@dataclass
+class EltFixture:
+    """The second organisation: ELT runs, their logs and samples, webhooks."""
+
+    organisation_id: int
+    write_token: str
+    write_token_id: int
+    gateway_id: int
+    gateway_token: str
+    pipelines: dict[str, int]  # "series", "hooks" -> pipeline id
+
 
 @dataclass(frozen=True)
 class IdRange:
@@ -59,6 +95,8 @@ class Fixture:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     timings: dict[str, float] = field(default_factory=dict)
     rollup_columns: list[str] = field(default_factory=list)
+    elt: EltFixture | None = None
+    groups: tuple[str, ...] = GROUPS
     _preflight_next: dict[str, int] = field(default_factory=dict)
 
     def preflight_id(self, role: str) -> int:
@@ -81,6 +119,12 @@ def slot_names(rounds: int) -> list[tuple[str, str]]:
                 for phase in ("warmup", "measure"):
                     slots.append((f"{scenario}-{server}-r{round_no}-{phase}", role))
     return slots
+
+
+def hook_slot_names(rounds: int) -> list[str]:
+    """Every wrk invocation of the reporter-latency scenario (terminal PATCHes)."""
+    return [f"hooks-{mode}-r{round_no}-{phase}" for mode in ("fast", "slow")
+            for round_no in range(1, rounds + 1) for phase in ("warmup", "measure")]
 
 
 async def recreate_database() -> None:
@@ -127,17 +171,43 @@ async def bootstrap() -> tuple[int, str, str, dict[str, int], dict[str, int]]:
     return org.id, report.token, read.token, connections, pipelines
 
 
+async def bootstrap_elt() -> EltFixture:
+    """The ELT organisation through runwatch's resolvers: a write token, a gateway, two ELT
+    pipelines (no webhook endpoint yet: the webhook scenarios set it through the REST API)."""
+    from runwatch.resolvers.caller import Caller, Scope
+    from runwatch.resolvers.gateways import create_gateway
+    from runwatch.resolvers.organisations import create_organisation
+    from runwatch.resolvers.pipelines import create_pipeline
+    from runwatch.resolvers.tokens import create_token
+
+    org = await create_organisation(name="bench-elt")
+    write = await create_token(organisation_id=org.id, scopes="read,write", name="bench-write")
+    admin = Caller(organisation_id=org.id, scopes=frozenset({Scope.ADMIN}))
+    gateway, issued = await create_gateway(caller=admin, name="bench-gateway")
+    pipelines = {}
+    for role in ("series", "hooks"):
+        pipeline = await create_pipeline(caller=admin, raw={
+            "name": f"bench-elt-{role}", "description": f"runwatch benchmark ({role})"})
+        pipelines[role] = pipeline.id
+    return EltFixture(organisation_id=org.id, write_token=write.token, write_token_id=write.id,
+                      gateway_id=gateway.id, gateway_token=issued.token, pipelines=pipelines)
+
+
+# Every run gets the columns runwatch's ORM fills by default (environment, the series'
+# numbers) and, like `start_run`, a deadline fixed at its start (the default 2 h maximum
+# runtime: the running runs, started an hour ago, are never timed out during a run).
 HISTORY_SQL = """
 INSERT INTO run (id, organisation_id, pipeline_id, status, created_at, updated_at, started_at,
                  finished_at, events_delivered, events_evaluations, events_custom, dlq_batches,
-                 error)
+                 error, deadline_at, environment, log_seq, log_base, sample_seq, sample_base)
 SELECT $1::bigint + ($3::int - 1 - i), $4::int, $5::int,
        CASE WHEN is_error OR is_dlq THEN 'failed' ELSE 'succeeded' END,
        fin - interval '45 seconds', fin, fin - interval '45 seconds', fin,
        events, events * 6 / 10, events * 3 / 10,
        CASE WHEN is_dlq THEN 2 ELSE 0 END,
        CASE WHEN is_error THEN 'warehouse rejected the load of run #' || i
-                               || ': connection reset by peer' END
+                               || ': connection reset by peer' END,
+       fin - interval '45 seconds' + interval '2 hours', 'default', 0, 0, 0, 0
 FROM (
   SELECT i, fin, is_error, is_dlq,
          CASE WHEN is_error THEN 0 ELSE 1000 + (i % 97) * 10 END AS events
@@ -150,9 +220,27 @@ FROM (
 """
 
 RUNNING_SQL = """
-INSERT INTO run (id, organisation_id, pipeline_id, status, created_at, updated_at, started_at)
-SELECT g, $3::int, $4::int, 'running', $5::timestamptz, $5::timestamptz, $5::timestamptz
+INSERT INTO run (id, organisation_id, pipeline_id, status, created_at, updated_at, started_at,
+                 deadline_at, environment, claimed_by_token_id, log_seq, log_base, sample_seq,
+                 sample_base)
+SELECT g, $3::int, $4::int, 'running', $5::timestamptz, $5::timestamptz, $5::timestamptz,
+       $5::timestamptz + interval '2 hours', 'default', $6::int, $7::bigint, 0, $8::bigint, 0
 FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) AS g
+"""
+
+# A full series for every run of a range: numbers 1..n (log_seq / sample_seq = n, base 0: the
+# rows kept are exactly (max(base, seq - cap), seq]).
+FULL_LOG_SQL = """
+INSERT INTO run_log_line (run_id, seq, at, level, message)
+SELECT r, s, $3::timestamptz + make_interval(secs => s), 'info', $5::text || ' #' || s
+FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) AS r,
+     generate_series(1, $4::int) AS s
+"""
+FULL_SAMPLES_SQL = """
+INSERT INTO run_telemetry_sample (run_id, seq, at, rows, bytes, progress)
+SELECT r, s, $3::timestamptz + make_interval(secs => s), s * 10, s * 100, s * 100.0 / $4::int
+FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) AS r,
+     generate_series(1, $4::int) AS s
 """
 
 HOURLY_SQL = """
@@ -203,8 +291,12 @@ async def seed_pipeline_rollups(conn: asyncpg.Connection, pipeline_ids: list[int
     return present
 
 
-async def seed(fixture: Fixture, *, rounds: int, warmup: float, duration: float) -> None:
+async def seed(fixture: Fixture, *, rounds: int, warmup: float, duration: float,
+               hook_rate_cap: float) -> None:
+    """`hook_rate_cap`: the most terminal PATCHes a second the reporter-latency scenario can
+    send (its wrk script waits between requests), which sizes its id ranges."""
     conn = await asyncpg.connect(DSN, timeout=10)
+    groups = fixture.groups
     try:
         await conn.execute("SET synchronous_commit = off; SET TIME ZONE 'UTC'")
         now = fixture.now
@@ -212,36 +304,84 @@ async def seed(fixture: Fixture, *, rounds: int, warmup: float, duration: float)
 
         t0 = time.monotonic()
         next_id = 1
-        for role, size in (("small", SMALL_HISTORY), ("large", LARGE_HISTORY)):
-            await conn.execute(HISTORY_SQL, next_id, now, size, org, fixture.pipelines[role])
-            fixture.ranges[f"history-{role}"] = IdRange(next_id, size)
-            next_id += size
-        fixture.timings["seed history runs"] = time.monotonic() - t0
+        if "telemetry" in groups:
+            for role, size in (("small", SMALL_HISTORY), ("large", LARGE_HISTORY)):
+                await conn.execute(HISTORY_SQL, next_id, now, size, org,
+                                   fixture.pipelines[role])
+                fixture.ranges[f"history-{role}"] = IdRange(next_id, size)
+                next_id += size
+            fixture.timings["seed history runs"] = time.monotonic() - t0
+        else:
+            next_id = LARGE_HISTORY + SMALL_HISTORY  # the same ids whatever is selected
 
         t0 = time.monotonic()
         started_at = now - timedelta(hours=1)
         next_id = 10 ** math.ceil(math.log10(next_id + 1))  # a round number past the history
-        to_insert: list[tuple[IdRange, str]] = []
+        # (range, organisation, pipeline, claimed by token, log lines, samples)
+        to_insert: list[tuple[IdRange, int, int, int | None, int, int]] = []
+
+        def add(slot: str, count: int, org_id: int, pipeline: int,
+                token: int | None = None, logs: int = 0, samples: int = 0) -> None:
+            nonlocal next_id
+            fixture.ranges[slot] = r = IdRange(next_id, count)
+            to_insert.append((r, org_id, pipeline, token, logs, samples))
+            next_id += count
+
         for role in ("rest", "graphql"):
-            fixture.ranges[f"preflight-{role}"] = r = IdRange(next_id, PREFLIGHT_IDS)
-            to_insert.append((r, role))
-            next_id += PREFLIGHT_IDS
-        for slot, role in slot_names(rounds):
-            seconds = warmup if slot.endswith("warmup") else duration
-            fixture.ranges[slot] = r = IdRange(next_id, math.ceil(seconds * RATE_CAP))
-            to_insert.append((r, role))
-            next_id += r.count
-        for r, role in to_insert:  # one generate_series INSERT per range
-            await conn.execute(RUNNING_SQL, r.first, r.count, org, fixture.pipelines[role],
-                               started_at)
+            add(f"preflight-{role}", PREFLIGHT_IDS, org, fixture.pipelines[role])
+        if "report" in groups:
+            for slot, role in slot_names(rounds):
+                seconds = warmup if slot.endswith("warmup") else duration
+                add(slot, math.ceil(seconds * RATE_CAP), org, fixture.pipelines[role])
+        elt = fixture.elt
+        if elt is not None:
+            e_org, token = elt.organisation_id, elt.write_token_id
+            series, hooks = elt.pipelines["series"], elt.pipelines["hooks"]
+            # Runs that a managed worker (the write token) started: no gateway holds them, so
+            # no gateway lease can time them out while the benchmark runs.
+            for kind, cap_logs, cap_samples in (("log", LOG_CAP, 0), ("sample", 0, SAMPLE_CAP)):
+                add(f"preflight-{kind}-empty", ELT_PREFLIGHT_IDS, e_org, series, token)
+                add(f"preflight-{kind}-cap", ELT_PREFLIGHT_IDS, e_org, series, token,
+                    cap_logs, cap_samples)
+                if "elt" in groups:
+                    for round_no in range(1, rounds + 1):
+                        for target in ("runwatch", "baseline"):
+                            add(f"{kind}-{target}-r{round_no}", ELT_SERIES_RUNS, e_org, series,
+                                token)
+                    # Runs stay at the cap whatever is appended (each append drops the
+                    # oldest), so one set serves every round.
+                    add(f"{kind}-cap", ELT_SERIES_RUNS, e_org, series, token, cap_logs,
+                        cap_samples)
+            add("preflight-hooks", ELT_PREFLIGHT_IDS, e_org, hooks, token)
+            if "webhooks" in groups:
+                add("hooks-burst", HOOK_BURST, e_org, hooks, token)
+                for slot in hook_slot_names(rounds):
+                    seconds = warmup if slot.endswith("warmup") else duration
+                    add(slot, math.ceil(seconds * hook_rate_cap * 1.2) + 20, e_org, hooks,
+                        token)
+        for r, org_id, pipeline, token_id, logs, samples in to_insert:
+            # one generate_series INSERT per range
+            await conn.execute(RUNNING_SQL, r.first, r.count, org_id, pipeline, started_at,
+                               token_id, logs, samples)
         await conn.execute("SELECT setval(pg_get_serial_sequence('run', 'id'), $1)", next_id)
         fixture.timings["seed running runs"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        history = [fixture.pipelines["small"], fixture.pipelines["large"]]
-        await conn.execute(HOURLY_SQL, history)
-        fixture.rollup_columns = await seed_pipeline_rollups(conn, history)
-        fixture.timings["seed roll-ups"] = time.monotonic() - t0
+        for r, _org, _pipeline, _token, logs, samples in to_insert:
+            if logs:
+                await conn.execute(FULL_LOG_SQL, r.first, r.count, started_at, logs,
+                                   LOG_MESSAGE)
+            if samples:
+                await conn.execute(FULL_SAMPLES_SQL, r.first, r.count, started_at, samples)
+        if elt is not None:
+            fixture.timings["seed full logs and samples"] = time.monotonic() - t0
+
+        if "telemetry" in groups:
+            t0 = time.monotonic()
+            history = [fixture.pipelines["small"], fixture.pipelines["large"]]
+            await conn.execute(HOURLY_SQL, history)
+            fixture.rollup_columns = await seed_pipeline_rollups(conn, history)
+            fixture.timings["seed roll-ups"] = time.monotonic() - t0
 
         # Statistics for the planner, hint bits and the visibility map set (as autovacuum would
         # have on a live table), and the seeding's dirty pages flushed, so that no measured run
@@ -267,31 +407,155 @@ async def completed_runs(first: int, count: int) -> int:
         await conn.close()
 
 
+# What a wrk run of appends did, read from the database: runwatch numbers every line it
+# appends (the run's log_seq / sample_seq), the baseline only inserts rows.
+_APPENDED = {
+    ("log", "runwatch"):
+        "SELECT coalesce(sum(log_seq), 0) FROM run WHERE id >= $1 AND id < $1 + $2",
+    ("sample", "runwatch"):
+        "SELECT coalesce(sum(sample_seq), 0) FROM run WHERE id >= $1 AND id < $1 + $2",
+    ("log", "baseline"):
+        "SELECT count(*) FROM run_log_line WHERE run_id >= $1 AND run_id < $1 + $2",
+    ("sample", "baseline"):
+        "SELECT count(*) FROM run_telemetry_sample WHERE run_id >= $1 AND run_id < $1 + $2",
+}
+
+# Runs of a range whose stored series does not match their numbers: the rows kept must be
+# exactly the numbers (max(base, seq - cap), seq].
+_INCONSISTENT = """
+SELECT count(*) FROM run r
+LEFT JOIN (SELECT run_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM {table}
+           WHERE run_id >= $1 AND run_id < $1 + $2 GROUP BY run_id) s ON s.run_id = r.id
+WHERE r.id >= $1 AND r.id < $1 + $2
+  AND (coalesce(s.n, 0) <> least(r.{seq} - r.{base}, $3)
+       OR (s.n > 0 AND (s.hi <> r.{seq} OR s.lo <> r.{seq} - s.n + 1)))
+"""
+
+
+async def appended(kind: str, target: str, ids: IdRange) -> int:
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        return int(await conn.fetchval(_APPENDED[(kind, target)], ids.first, ids.count))
+    finally:
+        await conn.close()
+
+
+async def inconsistent_series(kind: str, ids: IdRange) -> int:
+    """How many runs of the range break the series invariant (0 when all is well)."""
+    table, seq, base, cap = (("run_log_line", "log_seq", "log_base", LOG_CAP) if kind == "log"
+                             else ("run_telemetry_sample", "sample_seq", "sample_base",
+                                   SAMPLE_CAP))
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        return int(await conn.fetchval(_INCONSISTENT.format(table=table, seq=seq, base=base),
+                                       ids.first, ids.count, cap))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Deliveries:
+    total: int  # deliveries of the range's runs
+    delivered: int
+    failed: int
+    pending: int
+    attempts: int  # HTTP attempts over all of them
+    message_ids: set[str] = field(default_factory=set)
+
+
+async def deliveries(ids: IdRange, *, with_ids: bool = False) -> Deliveries:
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS total, "
+            "count(*) FILTER (WHERE status = 'delivered') AS delivered, "
+            "count(*) FILTER (WHERE status = 'failed') AS failed, "
+            "count(*) FILTER (WHERE status = 'pending') AS pending, "
+            "coalesce(sum(attempts), 0) AS attempts "
+            "FROM webhook_delivery WHERE run_id >= $1 AND run_id < $1 + $2",
+            ids.first, ids.count)
+        found = Deliveries(int(row["total"]), int(row["delivered"]), int(row["failed"]),
+                           int(row["pending"]), int(row["attempts"]))
+        if with_ids:
+            found.message_ids = {r["message_id"] for r in await conn.fetch(
+                "SELECT message_id FROM webhook_delivery WHERE run_id >= $1 AND run_id < $1 + $2",
+                ids.first, ids.count)}
+        return found
+    finally:
+        await conn.close()
+
+
+async def pending_deliveries(organisation_id: int) -> int:
+    """Deliveries of an organisation not yet delivered nor failed (queued or being sent)."""
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM webhook_delivery WHERE organisation_id = $1 "
+            "AND status = 'pending'", organisation_id))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class PgSnapshot:
+    """PostgreSQL's side of a wrk run: the benchmark database's backends, WAL, checkpoints."""
+
+    backend_pids: list[int]
+    wal_position: int  # bytes
+    checkpoints: int | None
+
+
+async def pg_snapshot() -> PgSnapshot:
+    """The backends of the benchmark database now (the servers' pools), the WAL position and
+    the number of checkpoints so far."""
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'", DB_NAME)]
+        position = int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+        checkpoints = None
+        for sql in ("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+                    "SELECT num_timed + num_requested FROM pg_stat_checkpointer"):  # PG 17
+            try:
+                checkpoints = int(await conn.fetchval(sql))
+                break
+            except asyncpg.PostgresError:
+                continue
+        return PgSnapshot(pids, position, checkpoints)
+    finally:
+        await conn.close()
+
+
 async def describe(fixture: Fixture) -> list[str]:
     """A few facts about the seeded data, for the log."""
     conn = await asyncpg.connect(DSN, timeout=10)
     try:
         lines = []
         rows = await conn.fetch(
-            "SELECT p.*, c.name AS connection_name, "
+            "SELECT p.*, coalesce(c.name, p.name) AS label, "
             "(SELECT count(*) FROM run r WHERE r.pipeline_id = p.id) AS runs, "
             "(SELECT count(*) FROM pipeline_hourly_stats h WHERE h.pipeline_id = p.id) AS hours "
-            "FROM pipeline p JOIN connection c ON c.id = p.connection_id ORDER BY p.id"
+            "FROM pipeline p LEFT JOIN connection c ON c.id = p.connection_id ORDER BY p.id"
         )
         for row in rows:
             rollups = ", ".join(f"{c} {row[c]}" for c in fixture.rollup_columns)
             lines.append(
-                f"{row['connection_name']:<18} pipeline {row['id']}: {row['runs']:>9,} runs, "
-                f"{row['hours']:>5,} hourly rows; {rollups}"
+                f"{row['label']:<18} pipeline {row['id']}: {row['runs']:>9,} runs, "
+                f"{row['hours']:>5,} hourly rows" + (f"; {rollups}" if rollups else "")
             )
-        size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('run'))")
-        lines.append(f"run table incl. indexes: {size}")
+        for table in ("run", "run_log_line", "run_telemetry_sample"):
+            count = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            size = await conn.fetchval(
+                f"SELECT pg_size_pretty(pg_total_relation_size('{table}'))")
+            lines.append(f"{table} incl. indexes: {count:,} rows, {size}")
         return lines
     finally:
         await conn.close()
 
 
-async def setup(*, rounds: int, warmup: float, duration: float) -> Fixture:
+async def setup(*, rounds: int, warmup: float, duration: float,
+                groups: tuple[str, ...] = GROUPS, hook_rate_cap: float = 200) -> Fixture:
     """Drop/create the database, migrate, bootstrap and seed. Tortoise is left initialised
     (the SQL equivalence check uses it; Tortoise's context lives in a context variable, so the
     check must run in the same task); the caller closes it."""
@@ -308,7 +572,10 @@ async def setup(*, rounds: int, warmup: float, duration: float) -> Fixture:
     await Tortoise.init(config=tortoise_config(url))
     org, report, read, connections, pipelines = await bootstrap()
     fixture = Fixture(database_url=DSN, organisation_id=org, report_token=report,
-                      read_token=read, connections=connections, pipelines=pipelines)
+                      read_token=read, connections=connections, pipelines=pipelines,
+                      groups=groups)
+    fixture.elt = await bootstrap_elt()
     fixture.timings["create + migrate"] = migrated
-    await seed(fixture, rounds=rounds, warmup=warmup, duration=duration)
+    await seed(fixture, rounds=rounds, warmup=warmup, duration=duration,
+               hook_rate_cap=hook_rate_cap)
     return fixture

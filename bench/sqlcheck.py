@@ -1,4 +1,5 @@
-"""Checks that the baseline issues exactly the SQL runwatch issues for a first run report.
+"""Checks that the baseline issues exactly the SQL runwatch issues for a first run report, and
+that its ELT appends insert the very row runwatch's appends insert.
 
 runwatch runs in-process (its ASGI app over httpx, on the benchmark database, token cache
 warmed by a first report) while the logger `tortoise.db_client` is at DEBUG; the statements it
@@ -7,6 +8,12 @@ Whitespace is normalised, an ORM SELECT's column list is compared as a set (Tort
 differently from one process to the next) and timestamps are compared by type only (`updated_at`
 is "now"). BEGIN/COMMIT are not logged by Tortoise; both sides run one transaction.
 
+The ELT baseline is not meant to issue runwatch's statements (it inserts one row; runwatch also
+locks and numbers the run and trims the series, which is what the ratio measures), so for one
+appendLog and one appendTelemetrySample PATCH the check is that one of runwatch's statements is
+the baseline's INSERT (same table, same columns), and it reports how many statements runwatch
+issues for each.
+
 A mismatch is a warning, not a failure: runwatch's SQL changes, and the baseline must then be
 brought up to date by hand (the message shows both texts).
 """
@@ -14,7 +21,7 @@ brought up to date by hand (the message shows both texts).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,13 +47,27 @@ def normalise_params(params: Any) -> list[Any]:
     return [f"<{type(p).__name__}>" if isinstance(p, datetime) else p for p in (params or [])]
 
 
+Statements = list[tuple[str, list[Any]]]
+
+
 @dataclass
 class SqlCheck:
     ok: bool
-    runwatch: list[tuple[str, list[Any]]]
-    baseline: list[tuple[str, list[Any]]]
+    runwatch: Statements
+    baseline: Statements
     problems: list[str]
     graphql_statements: int
+    # ELT appends: kind ("appendLog", "appendTelemetrySample") -> runwatch's statements, and
+    # the baseline's one statement
+    elt_runwatch: dict[str, Statements] = field(default_factory=dict)
+    elt_baseline: dict[str, str] = field(default_factory=dict)
+
+
+APPEND_BODIES = {
+    "appendLog": {"appendLog": {"level": "info", "message": "bench"}},
+    "appendTelemetrySample": {"appendTelemetrySample": {"rows": 10, "bytes": 100,
+                                                        "progress": 5}},
+}
 
 
 def report_body(completed_at: str) -> dict[str, Any]:
@@ -83,6 +104,21 @@ async def check(fixture: Fixture, completed_at: str) -> SqlCheck:
                 "variables": {"i": {"runId": str(graphql_id), "completedAt": completed_at,
                                     "eventsDelivered": 1234}},
             })
+        elt_runwatch: dict[str, Statements] = {}
+        if fixture.elt is not None:
+            elt_headers = {"Authorization": f"Bearer {fixture.elt.write_token}"}
+            for kind, role in (("appendLog", "log-empty"),
+                               ("appendTelemetrySample", "sample-empty")):
+                # The first PATCH warms the write token's cache entry.
+                for _ in range(2):
+                    with capture_sql() as elt_capture:
+                        answer = await client.patch(
+                            f"/api/elt/runs/{fixture.preflight_id(role)}",
+                            json=APPEND_BODIES[kind], headers=elt_headers)
+                    if answer.status_code != 200:
+                        problems.append(f"{kind} PATCH answered {answer.status_code}: "
+                                        f"{answer.text[:200]}")
+                elt_runwatch[kind] = elt_capture.statements
     if response.status_code != 204:
         problems.append(f"captured report answered {response.status_code}: {response.text[:200]}")
     if graphql.status_code != 200:
@@ -108,5 +144,15 @@ async def check(fixture: Fixture, completed_at: str) -> SqlCheck:
             problems.append(f"statement {n} parameters differ: runwatch "
                             f"{normalise_params(got_params)}, baseline "
                             f"{normalise_params(want_params)}")
+    elt_baseline = {"appendLog": baseline.INSERT_LOG_LINE,
+                    "appendTelemetrySample": baseline.INSERT_SAMPLE}
+    for kind, statements in elt_runwatch.items():
+        want = normalise_sql(elt_baseline[kind])
+        if not any(normalise_sql(sql) == want for sql, _ in statements):
+            problems.append(f"{kind}: none of runwatch's {len(statements)} statements is the "
+                            f"baseline's INSERT:\n  baseline: {want}\n"
+                            + "\n".join(f"  runwatch: {normalise_sql(sql)}"
+                                        for sql, _ in statements))
     return SqlCheck(ok=not problems, runwatch=runwatch_statements, baseline=expected,
-                    problems=problems, graphql_statements=graphql_statements)
+                    problems=problems, graphql_statements=graphql_statements,
+                    elt_runwatch=elt_runwatch, elt_baseline=elt_baseline)
