@@ -96,11 +96,11 @@ ON CONFLICT (pipeline_id, hour) DO UPDATE SET
 ADVANCE = "{column} = CASE WHEN {column} IS NULL OR {column} < ${a} THEN ${b} ELSE {column} END"
 
 # runwatch.resolvers.tasks._ANOMALY_IF_RULES: after a success, an anomaly-detection task if
-# the pipeline has an active rule (the run id is part of the statement's text, as there).
+# the pipeline has an active rule (the payload a JSON parameter, as there).
 ANOMALY_IF_RULES = """
 INSERT INTO task (organisation_id, kind, payload, status, due_at, attempts, created_at)
-SELECT $1, $2, '{{"run_id": {run_id}}}', $3, $4, 0, $5
-WHERE EXISTS (SELECT 1 FROM anomaly_rule WHERE pipeline_id = $6 AND active = $7)
+SELECT $1, $2, CAST($3 AS JSONB), $4, $5, 0, $6
+WHERE EXISTS (SELECT 1 FROM anomaly_rule WHERE pipeline_id = $7 AND active = $8)
 """
 
 # runwatch.resolvers.webhooks.enqueue_run_event: the endpoint that wants a terminal run's
@@ -167,8 +167,9 @@ def rollup_statements(organisation_id: int, pipeline_id: int, run_id: int,
     ))
     statements.append((FIND_ENDPOINT, [organisation_id, pipeline_id]))
     if succeeded:
-        statements.append((ANOMALY_IF_RULES.format(run_id=int(run_id)), [
-            organisation_id, "anomaly_detection", "pending", now, now, pipeline_id, True]))
+        statements.append((ANOMALY_IF_RULES, [
+            organisation_id, "anomaly_detection", json.dumps({"run_id": int(run_id)}),
+            "pending", now, now, pipeline_id, True]))
     return statements
 
 

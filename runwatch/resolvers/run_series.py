@@ -11,7 +11,7 @@ none is lost. `seq - base - cap` rows were dropped, which the API shows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -46,11 +46,12 @@ SAMPLES = Series(RunTelemetrySample._meta.db_table, "sample_seq", "sample_base",
                   "resource"))
 
 
-def _values(item: LogEntry | Sample) -> tuple[Any, ...]:
-    values = astuple(item)
+def item_values(item: LogEntry | Sample) -> tuple[Any, ...]:
+    """An item's column values, in the order of its series' `columns`."""
     if isinstance(item, LogEntry):
-        return (values[0], item.level.value, values[2])
-    return values
+        return (item.at, item.level.value, item.message)
+    return (item.at, item.rows, item.bytes, item.rows_delta, item.bytes_delta, item.progress,
+            item.phase, item.resource)
 
 
 async def write(
@@ -72,7 +73,7 @@ async def write(
         chunk = numbered[start:start + _CHUNK]
         params: list[Any] = []
         for seq, item in chunk:
-            params.extend((run_id, seq, *_values(item)))
+            params.extend((run_id, seq, *item_values(item)))
         await sql.execute(
             f"INSERT INTO {series.table} ({', '.join(columns)}) VALUES "
             + ", ".join([row_marks] * len(chunk)),

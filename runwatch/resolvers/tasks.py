@@ -29,9 +29,11 @@ async def enqueue(
     return task
 
 
+# The payload is a parameter (one prepared statement for every run); PostgreSQL needs to be
+# told it is JSON, because INSERT ... SELECT does not type parameters from the columns.
 _ANOMALY_IF_RULES = """
 INSERT INTO task (organisation_id, kind, payload, status, due_at, attempts, created_at)
-SELECT ?, ?, '{{"run_id": {run_id}}}', ?, ?, 0, ?
+SELECT ?, ?, {payload}, ?, ?, 0, ?
 WHERE EXISTS (SELECT 1 FROM anomaly_rule WHERE pipeline_id = ? AND active = ?)
 """
 
@@ -42,9 +44,11 @@ async def enqueue_anomaly_detection(
     """After a successful run: a detection task, only if its pipeline has an active rule (one
     statement either way)."""
     now = utcnow()
+    payload = "CAST(? AS JSONB)" if sql.is_postgres(conn) else "?"
     inserted = await sql.execute(
-        _ANOMALY_IF_RULES.format(run_id=int(run_id)),
-        [organisation_id, ANOMALY, TaskStatus.PENDING.value, now, now, pipeline_id, True], conn)
+        _ANOMALY_IF_RULES.format(payload=payload),
+        [organisation_id, ANOMALY, sql.json_param({"run_id": int(run_id)}),
+         TaskStatus.PENDING.value, now, now, pipeline_id, True], conn)
     return bool(inserted)
 
 
