@@ -22,8 +22,10 @@ from tortoise.contrib.starlette import RegisterTortoise
 from runwatch import __version__
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
+from runwatch.faults import DatabaseFaults
+from runwatch.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
-from runwatch.rest_shim import elt, warehouse, watcher
+from runwatch.rest_shim import elt, openapi, warehouse, watcher
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services.workers import run_workers
@@ -109,7 +111,7 @@ def create_app(
     background = settings.workers_in_serve if run_background is None else run_background
     authenticator = Authenticator(settings.token_cache_seconds)
     graphql = RunwatchGraphQL(
-        build_schema(),
+        build_schema(settings),
         options=options,
         settings=settings,
         authenticator=authenticator,
@@ -130,6 +132,7 @@ def create_app(
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi.endpoint(settings), methods=["GET"]),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         *warehouse.routes(options),
@@ -140,7 +143,12 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(AuthMiddleware, authenticator=authenticator)
+            # outermost: a database fault anywhere inside (the token look-up too) is a 503
+            Middleware(DatabaseFaults, error_shaped=ERROR_SHAPED),
+            Middleware(AuthMiddleware, authenticator=authenticator),
+            Middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute,
+                       watcher_prefix=settings.watcher_prefix),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},
     )

@@ -8,43 +8,56 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runwatch.resolvers.caller import Caller
-from runwatch.resolvers.tokens import authenticate
+from runwatch.resolvers.tokens import identify
 
 MAX_CACHED_TOKENS = 10_000
+# The longest a process may keep accepting a token after it was revoked (the hardening
+# promise): a larger `RUNWATCH_TOKEN_CACHE_SECONDS` is clamped to this.
+MAX_CACHE_SECONDS = 60
 
 
 class Authenticator:
     """Token -> Caller, remembered for `ttl` seconds per process (0 disables the cache).
 
     The cache is keyed by a hash of the token (the token itself is not kept) and holds only
-    successful look-ups, so unknown tokens cannot fill it. A revoked token stops working on
-    every replica within `ttl` seconds.
+    successful look-ups, so unknown tokens cannot fill it. `ttl` is clamped to
+    `MAX_CACHE_SECONDS`, so a revoked token stops working on every replica within a minute
+    (within `ttl` seconds); an entry never outlives the token's own `expires_at` (the end of a
+    rotation's overlap). `clock` (monotonic seconds) is for tests.
     """
 
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
+    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = min(max(ttl, 0), MAX_CACHE_SECONDS)
+        self.clock = clock
         self._cache: dict[str, tuple[Caller, float]] = {}
 
     async def __call__(self, token: str) -> Caller | None:
         if self.ttl <= 0:
-            return await authenticate(token)
+            identity = await identify(token)
+            return identity.caller if identity is not None else None
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        caller = await authenticate(token)
-        if caller is None:
+        identity = await identify(token)
+        if identity is None:
             self._cache.pop(key, None)
             return None
+        until = now + self.ttl
+        if identity.expires_at is not None:
+            left = (identity.expires_at - datetime.now(UTC)).total_seconds()
+            until = min(until, now + left)
         if len(self._cache) >= MAX_CACHED_TOKENS:
             self._cache.clear()
-        self._cache[key] = (caller, now + self.ttl)
-        return caller
+        self._cache[key] = (identity.caller, until)
+        return identity.caller
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:

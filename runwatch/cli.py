@@ -131,6 +131,23 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch.resolvers.clock import iso
+    from runwatch.resolvers.tokens import rotate_token
+
+    token_id = int(args.token) if args.token.isascii() and args.token.isdigit() else None
+    overlap = (settings.token_rotation_overlap_seconds if args.overlap_seconds is None
+               else args.overlap_seconds)
+    issued = asyncio.run(_with_orm(settings, lambda: rotate_token(
+        token_id=token_id, token=None if token_id is not None else args.token,
+        overlap_seconds=overlap)))
+    print(f"token {issued.id} replaces token {issued.replaces} (organisation "
+          f"{issued.organisation_id}, scopes {','.join(sorted(issued.scopes))}), which keeps "
+          f"working until {iso(issued.replaced_until)}; the new token is shown only once:")
+    print(issued.token)
+    return 0
+
+
 def _operator(org_id: int):  # type: ignore[no-untyped-def]
     """The CLI acts for an organisation as its administrator (it has the database)."""
     from runwatch.resolvers.caller import Caller, Scope
@@ -240,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token.add_parser("revoke", help="revoke a token by id or by the token itself")
     revoke.add_argument("token")
     revoke.set_defaults(func=cmd_token_revoke)
+    rotate = token.add_parser(
+        "rotate", help="issue a successor for a token (by id or by the token itself); the old "
+        "one keeps working for the overlap, then stops; prints the new token once, last line")
+    rotate.add_argument("token")
+    rotate.add_argument("--overlap-seconds", type=int, metavar="N",
+                        help="how long the old token keeps working (default: "
+                        "RUNWATCH_TOKEN_ROTATION_OVERLAP_SECONDS, 86400; 0: stops at once)")
+    rotate.set_defaults(func=cmd_token_rotate)
 
     gateway = sub.add_parser("gateway", help="gateways (agents that claim and execute runs)"
                              ).add_subparsers(dest="gateway_cmd", required=True)

@@ -104,8 +104,8 @@ class Settings:
     reaper_interval_seconds: int = 30
     # Whether `runwatch serve` runs the background workers itself (the embedded default).
     workers_in_serve: bool = True
-    # How long an authenticated token is remembered by one process. Revocation takes at most
-    # this long to reach every replica.
+    # How long an authenticated token is remembered by one process (at most 60 s, whatever
+    # is set). Revocation takes at most this long to reach every replica.
     token_cache_seconds: int = 10
     graphiql: bool = True
     # Memoise computed telemetry per process, validated by pipeline revisions on every read.

@@ -17,7 +17,8 @@ class ServiceToken(Model):
     """A bearer token. Only a SHA-256 of its secret part is stored.
 
     The token handed out reads `rw_<key_id>_<secret>`: `key_id` finds the row through a unique
-    index, the secret's hash is compared in constant time.
+    index, the secret's hash is compared in constant time. A rotated token keeps working until
+    `expires_at` (the end of the rotation's overlap window), then it is refused.
     """
 
     id = fields.IntField(primary_key=True)
@@ -30,6 +31,8 @@ class ServiceToken(Model):
     scopes = fields.CharField(max_length=200, description="comma-separated scopes")
     created_at = fields.DatetimeField(auto_now_add=True)
     revoked_at = fields.DatetimeField(null=True)
+    # Set when the token is rotated: it stops working at this instant (null: never expires).
+    expires_at = fields.DatetimeField(null=True)
     # A gateway's token stands for that gateway (scope `gateway`) and for nothing else.
     gateway = fields.ForeignKeyField(
         "models.Gateway", related_name="tokens", null=True, on_delete=fields.CASCADE

@@ -1,8 +1,14 @@
-"""Service tokens: creation, revocation and authentication.
+"""Service tokens: creation, rotation, revocation and authentication.
 
 A token reads `rw_<key_id>_<secret>`. The prefix makes it recognisable (secret scanners, logs);
 `key_id` finds the row through a unique index; only SHA-256 of the secret is stored and it is
 compared with `hmac.compare_digest`.
+
+Rotation issues a successor (same organisation, scopes, name and gateway) and gives the old
+token an `expires_at` at the end of the overlap window: both work until then, so clients can
+switch without an outage; afterwards only the new one does. Revocation takes effect at once in
+the database; a process that cached the token stops accepting it when its cache entry ends
+(at most 60 seconds: see `runwatch.auth`).
 """
 
 from __future__ import annotations
@@ -10,14 +16,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from runwatch.models import Organisation, ServiceToken
 from runwatch.resolvers.caller import Caller, Scope, parse_scopes
 from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.settings import Settings
 
 TOKEN_PREFIX = "rw_"
 
@@ -29,6 +37,9 @@ class IssuedToken:
     name: str
     scopes: frozenset[Scope]
     token: str  # shown once, never stored
+    # Set by `rotate_token`: the token this one replaces, and when that one stops working.
+    replaces: int | None = None
+    replaced_until: datetime | None = None
 
 
 def _hash(secret: str) -> str:
@@ -81,10 +92,14 @@ async def create_token(
     )
 
 
-async def revoke_token(*, token_id: int | None = None, token: str | None = None) -> int:
-    """Revoke by id or by the token itself; returns the revoked token's id."""
-    query = ServiceToken.filter(revoked_at=None)
+async def _live_token(
+    *, token_id: int | None, token: str | None, using_db: BaseDBAsyncClient | None = None,
+    now: datetime | None = None,
+) -> ServiceToken:
+    """The token named by id or by the token itself, unless it is unknown, revoked or expired
+    (a token given by value must match its secret too)."""
     parts = split_token(token) if token is not None else None
+    query = ServiceToken.filter(revoked_at=None).using_db(using_db)
     if token_id is not None:
         query = query.filter(id=token_id)
     elif parts is not None:
@@ -94,27 +109,79 @@ async def revoke_token(*, token_id: int | None = None, token: str | None = None)
     row = await query.first()
     if row is None or (
         parts is not None and not hmac.compare_digest(row.secret_hash, _hash(parts[1]))
-    ):
+    ) or (now is not None and row.expires_at is not None and row.expires_at <= now):
         raise NotFound("token", token_id if token_id is not None else "given")
+    return row
+
+
+async def revoke_token(*, token_id: int | None = None, token: str | None = None) -> int:
+    """Revoke by id or by the token itself; returns the revoked token's id."""
+    row = await _live_token(token_id=token_id, token=token)
     row.revoked_at = datetime.now(UTC)
     await row.save(update_fields=["revoked_at"])
     return row.id
 
 
-async def authenticate(token: str) -> Caller | None:
-    """The caller a token stands for, or None when it is unknown, malformed or revoked."""
+async def rotate_token(
+    *, token_id: int | None = None, token: str | None = None,
+    overlap_seconds: int = Settings.token_rotation_overlap_seconds,
+) -> IssuedToken:
+    """A successor for a live token (by id or by the token itself): same organisation, scopes,
+    name and gateway. The old token keeps working for `overlap_seconds` more (0: it stops at
+    once), then it is refused. Rotating a token again never extends its window."""
+    if overlap_seconds < 0:
+        raise InvalidInput.one("overlap_seconds", "The overlap cannot be negative.")
+    now = datetime.now(UTC)
+    async with in_transaction() as conn:
+        old = await _live_token(token_id=token_id, token=token, using_db=conn, now=now)
+        until = now + timedelta(seconds=overlap_seconds)
+        if old.expires_at is not None:
+            until = min(until, old.expires_at)
+        issued = await create_token(
+            organisation_id=old.organisation_id,  # type: ignore[attr-defined]
+            scopes=parse_scopes(old.scopes), name=old.name,
+            gateway_id=old.gateway_id,  # type: ignore[attr-defined]
+            using_db=conn,
+        )
+        # Conditional, so that a concurrent revocation is not undone.
+        await ServiceToken.filter(id=old.id, revoked_at=None).using_db(conn).update(
+            expires_at=until)
+    return replace(issued, replaces=old.id, replaced_until=until)
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """What a token stands for, and until when (`expires_at`: None = until revoked)."""
+
+    caller: Caller
+    expires_at: datetime | None
+
+
+async def identify(token: str) -> TokenIdentity | None:
+    """The caller a token stands for and when it expires; None when it is unknown, malformed,
+    revoked or expired."""
     parts = split_token(token)
     if parts is None:
         return None
     key_id, secret = parts
     row = (
         await ServiceToken.filter(key_id=key_id, revoked_at=None)
-        .only("id", "organisation_id", "secret_hash", "scopes", "gateway_id")
+        .only("id", "organisation_id", "secret_hash", "scopes", "gateway_id", "expires_at")
         .first()
     )
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         return None
-    return Caller(
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        return None
+    caller = Caller(
         organisation_id=row.organisation_id, scopes=parse_scopes(row.scopes), token_id=row.id,
         gateway_id=row.gateway_id,  # type: ignore[attr-defined]
     )
+    return TokenIdentity(caller=caller, expires_at=row.expires_at)
+
+
+async def authenticate(token: str) -> Caller | None:
+    """The caller a token stands for, or None when it is unknown, malformed, revoked or
+    expired."""
+    identity = await identify(token)
+    return identity.caller if identity is not None else None

@@ -183,6 +183,11 @@ async def set_endpoint(
 
 async def get_endpoint(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
     caller.require(Scope.READ)
+    return await _endpoint(caller, endpoint_id)
+
+
+async def _endpoint(caller: Caller, endpoint_id: int) -> WebhookEndpoint:
+    """The organisation's endpoint, for a caller whose scope was checked already."""
     row = await WebhookEndpoint.filter(
         id=endpoint_id, organisation_id=caller.organisation_id).first()
     if row is None:
@@ -231,7 +236,7 @@ async def remove_endpoint_for(*, caller: Caller, pipeline_id: int | None) -> Non
 async def rotate_secret(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
     """A new signing secret; deliveries sent from now on are signed with it."""
     caller.require(Scope.WRITE)
-    endpoint = await get_endpoint(caller=caller, endpoint_id=endpoint_id)
+    endpoint = await _endpoint(caller, endpoint_id)
     endpoint.secret = new_secret()
     await endpoint.save(update_fields=["secret", "updated_at"])
     return endpoint
@@ -262,6 +267,10 @@ async def list_deliveries(
 
 async def get_delivery(*, caller: Caller, delivery_id: int) -> WebhookDelivery:
     caller.require(Scope.READ)
+    return await _delivery(caller, delivery_id)
+
+
+async def _delivery(caller: Caller, delivery_id: int) -> WebhookDelivery:
     row = await WebhookDelivery.filter(
         id=delivery_id, organisation_id=caller.organisation_id).first()
     if row is None:
@@ -288,7 +297,7 @@ async def redeliver(
     """Send a delivery again as soon as a worker is free, whatever its state: the same event
     with the same `webhook-id`, so a receiver that did process it can tell."""
     caller.require(Scope.WRITE)
-    delivery = await get_delivery(caller=caller, delivery_id=delivery_id)
+    delivery = await _delivery(caller, delivery_id)
     delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now or utcnow()
     delivery.claim = None

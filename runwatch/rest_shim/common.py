@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import INT32_MAX
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import parse_iso
@@ -134,6 +135,10 @@ def drf_errors(wire_field: Callable[[str], str]) -> Callable[[Handler], Handler]
                 return detail(401, exc.message, {"WWW-Authenticate": 'Bearer realm="runwatch"'})
             except PermissionDenied as exc:
                 return detail(403, exc.message)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                return unavailable("detail", exc, request.url.path)
 
         return wrapped
 

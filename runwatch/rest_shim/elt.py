@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import (
     INT32_MAX,
     INT64_MAX,
@@ -112,6 +113,10 @@ def translate_errors(handler: Handler) -> Handler:
                          "Authentication required: send 'Authorization: Bearer <token>'.")
         except PermissionDenied as exc:
             return error(403, exc.message)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return unavailable("error", exc, request.url.path)
 
     return wrapped
 

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import (
     INT32_MAX,
     INT64_MAX,
@@ -142,6 +143,10 @@ def translate_errors(handler: Handler) -> Handler:
             return detail(401, exc.message)
         except PermissionDenied as exc:
             return detail(403, exc.message)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return unavailable("detail", exc, request.url.path)
 
     return wrapped
 

@@ -1,14 +1,16 @@
 """The GraphQL schema: roots compose per-domain classes; `build_schema` is the one place that
-attaches extensions."""
+attaches extensions (and the cost bounds, batching and introspection switches from settings)."""
 
 from __future__ import annotations
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
-from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.config import BatchingConfig, StrawberryConfig
 
+from runwatch.faults import DatabaseFaultErrors, graphql_fault
 from runwatch.resolvers.errors import DomainError
+from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.schema.connection import ConnectionMutation, ConnectionQuery
 from runwatch.schema.elt import EltMutation
 from runwatch.schema.errors import (
@@ -19,12 +21,14 @@ from runwatch.schema.errors import (
     PermissionDeniedError,
 )
 from runwatch.schema.gateway import GatewayMutation, GatewayQuery
+from runwatch.schema.limits import MAX_BATCH_OPERATIONS, CostBounds
 from runwatch.schema.live import LiveSubscription
 from runwatch.schema.pipeline import PipelineQuery
 from runwatch.schema.run import RunMutation, RunQuery
 from runwatch.schema.types import BIGINT_SCALAR, BigInt
 from runwatch.schema.watcher import WatcherMutation, WatcherQuery
 from runwatch.schema.webhook import WebhookMutation, WebhookQuery
+from runwatch.settings import Settings
 
 
 @strawberry.type
@@ -45,9 +49,11 @@ class Subscription(LiveSubscription):
 
 
 def _is_unexpected(error: GraphQLError) -> bool:
-    """Mask everything but the errors we raise on purpose (and parse/validation errors)."""
+    """Mask everything but the errors we raise on purpose (and parse/validation errors), and
+    the database's faults (`DatabaseFaultErrors` words them)."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError | DomainError)
+    return (original is not None and not isinstance(original, GraphQLError | DomainError)
+            and not graphql_fault(error))
 
 
 class RunwatchSchema(strawberry.Schema):
@@ -56,17 +62,36 @@ class RunwatchSchema(strawberry.Schema):
         super().process_errors([e for e in errors if _is_unexpected(e)], execution_context)
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(
+    settings: Settings | None = None, *, max_page_size: int = MAX_PAGE_SIZE
+) -> strawberry.Schema:
+    """The schema for `settings` (the defaults when omitted, e.g. to print the SDL).
+
+    Every extension is a class or factory, so each request gets fresh instances; the cost
+    bounds' validation rule classes are built here, once, so that the validation cache's key
+    stays the same from one request to the next (see `runwatch.schema.limits`)."""
+    settings = settings or Settings()
+    bounds = CostBounds(
+        max_depth=settings.graphql_max_depth,
+        max_aliases=settings.graphql_max_aliases,
+        max_tokens=settings.graphql_max_tokens,
+        max_page_size=max_page_size,
+        introspection=settings.graphql_introspection,
+    )
+    batching = (BatchingConfig(max_operations=MAX_BATCH_OPERATIONS)
+                if settings.graphql_batching else None)
     return RunwatchSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}),
+        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}, batching_config=batching),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
         extensions=[
             lambda: MaskErrors(should_mask_error=_is_unexpected),
             DomainErrorCodes,
+            DatabaseFaultErrors,  # SERVICE_UNAVAILABLE (and a 503)
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
+            bounds.extension,  # after ValidationCache: it checks variables once validated
         ],
     )

@@ -7,6 +7,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Generic, NewType, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.scalars import JSON
 
 from runwatch.models import Connection as ConnectionModel
@@ -32,11 +33,16 @@ BigInt = NewType("BigInt", int)
 
 
 def _parse_bigint(value: object) -> int:
+    """GraphQLError, not ValueError: a bad value is the client's error, shown as such (an
+    error the schema did not raise on purpose is masked)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("BigInt must be an integer")
-    parsed = int(value)
+        raise GraphQLError("BigInt must be an integer")
+    try:
+        parsed = int(value)
+    except ValueError:
+        raise GraphQLError("BigInt must be an integer") from None
     if not -(2**63) <= parsed < 2**63:
-        raise ValueError("BigInt must fit in 64 bits")
+        raise GraphQLError("BigInt must fit in 64 bits")
     return parsed
 
 

@@ -1,0 +1,204 @@
+"""Abuse limits: per-token rate limits and a request body size limit, as plain ASGI middleware.
+
+Not `BaseHTTPMiddleware`: it would break the context variables Tortoise relies on. Both answer
+in the error shape of the contract the path belongs to: `{"error": ...}` under `/api/elt/` and
+`/api/agent/`, a GraphQL response (`{"errors": [{"message", "extensions": {"code"}}]}`) on
+`/graphql`, `{"detail": ...}` everywhere else (the warehouse and Watcher contracts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Same prefixes as the app's own error handler (`runwatch.app.ERROR_SHAPED`).
+ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
+GRAPHQL_PATH = "/graphql"
+WINDOW_SECONDS = 60.0
+MAX_TRACKED_KEYS = 100_000
+
+
+def error_body(path: str, message: str, code: str) -> dict[str, Any]:
+    """`message` in the error shape of the contract `path` belongs to (`code`: the GraphQL
+    `extensions.code`)."""
+    if path == GRAPHQL_PATH or path.startswith(GRAPHQL_PATH + "/"):
+        return {"errors": [{"message": message, "extensions": {"code": code}}]}
+    if path.startswith(ERROR_SHAPED):
+        return {"error": message}
+    return {"detail": message}
+
+
+class RateLimiter:
+    """At most `limit` requests per key in a fixed window of `window` seconds that starts at
+    the key's first request (so `Retry-After` is exact). Across a window boundary a key can
+    get up to twice `limit` requests in a short time: the price of keeping two numbers per key.
+
+    Memory is bounded: windows are kept in the order they started (a new window re-inserts its
+    key at the end), so the expired ones are always at the front and are dropped as new windows
+    open; with `max_keys` live windows, the oldest is dropped (that key starts afresh).
+    `clock` (monotonic seconds) is for tests.
+    """
+
+    def __init__(
+        self, limit: int, *, window: float = WINDOW_SECONDS, max_keys: int = MAX_TRACKED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self.clock = clock
+        self._windows: OrderedDict[Hashable, list[float]] = OrderedDict()  # key -> [start, n]
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def hit(self, key: Hashable) -> float:
+        """Count a request of `key`: 0 when it is allowed, else the seconds until it would be."""
+        now = self.clock()
+        entry = self._windows.get(key)
+        if entry is not None and now - entry[0] >= self.window:
+            del self._windows[key]
+            entry = None
+        if entry is None:
+            self._prune(now)
+            self._windows[key] = [now, 1]
+            return 0.0
+        if entry[1] >= self.limit:
+            return max(entry[0] + self.window - now, 0.001)
+        entry[1] += 1
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        windows = self._windows
+        while windows:
+            start = next(iter(windows.values()))[0]
+            if now - start < self.window and len(windows) < self.max_keys:
+                return
+            windows.popitem(last=False)
+
+
+class RateLimitMiddleware:
+    """`per_minute` requests per minute per token (keyed by the token's id, so a rotated
+    token's successor has its own budget), and per client address for requests without a
+    valid token; past it, `429 Too Many Requests` with `Retry-After` (seconds). `/health` and
+    the Watcher's `GET /` (at `watcher_prefix`) are exempt. `per_minute=0` turns it off.
+
+    The counts live in this process: with N replicas behind a load balancer a token may get up
+    to N times the limit. That is deliberate: a shared count in the database would put a write
+    on every request. The client address is the one the ASGI server reports (behind a reverse
+    proxy, the proxy's, unless the server is told to trust its forwarded headers).
+
+    It runs after `AuthMiddleware` (it needs the caller) and before the body is read, so a
+    refused request costs no body parsing. A refused WebSocket handshake gets the same 429 when
+    the server supports denial responses, else it is closed (code 1008); a WebSocket whose
+    token comes only in `connection_init` is counted by its address (the handshake carries no
+    token).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, per_minute: int, watcher_prefix: str = "",
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.app = app
+        self.per_minute = per_minute
+        self.limiter = limiter or (RateLimiter(per_minute) if per_minute > 0 else None)
+        prefix = watcher_prefix.rstrip("/")
+        self.exempt_get = {"/", prefix or "/", prefix + "/"}
+
+    def exempt(self, scope: Scope) -> bool:
+        path = scope["path"]
+        return path == "/health" or (
+            scope["type"] == "http" and scope["method"] in {"GET", "HEAD"}
+            and path in self.exempt_get
+        )
+
+    @staticmethod
+    def key(scope: Scope) -> Hashable:
+        caller = scope.get("state", {}).get("caller")
+        if caller is not None and caller.token_id is not None:
+            return ("token", caller.token_id)
+        client = scope.get("client")
+        return ("client", client[0] if client else None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (self.limiter is None or scope["type"] not in {"http", "websocket"}
+                or self.exempt(scope)):
+            await self.app(scope, receive, send)
+            return
+        wait = self.limiter.hit(self.key(scope))
+        if not wait:
+            await self.app(scope, receive, send)
+            return
+        seconds = max(1, math.ceil(wait))
+        response = JSONResponse(
+            error_body(scope["path"], f"Rate limit exceeded ({self.per_minute} requests per "
+                       f"minute): retry after {seconds} seconds.", "RATE_LIMITED"),
+            status_code=429, headers={"Retry-After": str(seconds)},
+        )
+        if scope["type"] == "http":
+            await response(scope, receive, send)
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 429,
+                        "headers": response.raw_headers})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class BodySizeLimitMiddleware:
+    """Refuses a request body larger than `max_bytes` with `413 Content Too Large`, before any
+    handler sees it: at once when `Content-Length` says so, else (a chunked body) as soon as
+    the bytes read pass the limit. The body is read here, at most `max_bytes` of it, and handed
+    on as it came; the handlers read whole bodies anyway."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.strip().isdigit():
+            if int(declared) > self.max_bytes:
+                await self.refuse(scope, receive, send)
+                return
+            if int(declared) == 0:
+                await self.app(scope, receive, send)
+                return
+        read: deque[Message] = deque()
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self.refuse(scope, receive, send)
+                return
+            read.append(message)
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return read.popleft() if read else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            error_body(scope["path"], f"Request body too large: the limit is {self.max_bytes} "
+                       "bytes.", "PAYLOAD_TOO_LARGE"),
+            status_code=413,
+            # The rest of the body is not read: the connection cannot be reused.
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,292 @@
+"""GraphQL cost bounds, checked before any resolver runs.
+
+Depth, aliases, tokens and page size (`first`) are bounded; introspection can be switched off.
+A document over a bound is rejected with `extensions.code` `QUERY_TOO_COMPLEX` (a page size
+over the maximum: `BAD_USER_INPUT`, the code the resolver's own range check has always used),
+with `extensions.limit` / `extensions.maximum` naming the bound and its configured value.
+
+Why not strawberry's `QueryDepthLimiter` / `MaxAliasesLimiter`: they build a new validation
+rule *class* in `__init__`. Extensions are constructed per request (they must be passed as a
+class or factory), so every request gets a fresh class, and `ValidationCache` keys its LRU on
+`(schema, document, validation_rules)`: a fresh class in that tuple makes every key new and
+the cache never hits (strawberry#4635). Here the rule classes are built once per schema
+(`CostBounds`) and the per-request extension only appends those same classes. Their walks are
+also iterative and memoised per fragment, so a chain of fragments that each spread the next
+twice cannot make validation exponential (nor hit the recursion limit).
+
+Variable values are not part of the validation cache key, so `first: $n` cannot be checked by
+a cached rule: `BoundsExtension.on_validate` checks it per request, after the (cached)
+validation and still before execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    ArgumentNode,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionNode,
+    ValidationRule,
+    VariableNode,
+    get_operation_ast,
+)
+from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import SchemaExtension
+
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
+BAD_PAGE_SIZE = "BAD_USER_INPUT"
+# With batching on, the most operations one request may carry (each is bounded on its own).
+MAX_BATCH_OPERATIONS = 10
+PAGE_SIZE_ARGUMENT = "first"
+
+Owner = OperationDefinitionNode | FragmentDefinitionNode | FieldNode | InlineFragmentNode
+
+
+def too_complex(message: str, limit: str, maximum: int,
+                nodes: Iterable[Any] | None = None) -> GraphQLError:
+    return GraphQLError(
+        message, list(nodes) if nodes else None,
+        extensions={"code": TOO_COMPLEX, "limit": limit, "maximum": maximum},
+    )
+
+
+def _selections(owner: Owner) -> tuple[SelectionNode, ...]:
+    return tuple(owner.selection_set.selections) if owner.selection_set else ()
+
+
+def measure(operation: OperationDefinitionNode,
+            fragments: Mapping[str, FragmentDefinitionNode],
+            memo: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(depth, aliases) of an operation: depth counts nested fields (`{ a { b } }` is 2;
+    introspection fields `__…` add none: they have their own depth rule), aliases count every
+    aliased field as often as it would be resolved (a fragment spread twice counts twice).
+
+    Iterative, and each fragment is measured once (`memo`), so the cost is linear in the
+    document. A fragment that spreads itself counts as empty (NoFragmentCycles reports it)."""
+    # A frame: the owner, its remaining selections, the greatest depth and the aliases so far.
+    stack: list[list[Any]] = [[operation, iter(_selections(operation)), 0, 0]]
+    active: set[str] = set()
+    result = (0, 0)
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], None)
+        if child is None:
+            stack.pop()
+            owner, _, depth, aliases = frame
+            if isinstance(owner, FieldNode):
+                aliases += 1 if owner.alias else 0
+                depth = 0 if owner.name.value.startswith("__") else depth + 1
+            elif isinstance(owner, FragmentDefinitionNode):
+                memo[owner.name.value] = (depth, aliases)
+                active.discard(owner.name.value)
+            if stack:
+                stack[-1][2] = max(stack[-1][2], depth)
+                stack[-1][3] += aliases
+            else:
+                result = (depth, aliases)
+            continue
+        if isinstance(child, FieldNode | InlineFragmentNode):
+            stack.append([child, iter(_selections(child)), 0, 0])
+        elif isinstance(child, FragmentSpreadNode):
+            name = child.name.value
+            if name in memo:
+                frame[2] = max(frame[2], memo[name][0])
+                frame[3] += memo[name][1]
+            elif name in fragments and name not in active:
+                active.add(name)
+                stack.append([fragments[name], iter(_selections(fragments[name])), 0, 0])
+    return result
+
+
+def page_size_arguments(operation: OperationDefinitionNode,
+                        fragments: Mapping[str, FragmentDefinitionNode]) -> Iterator[ArgumentNode]:
+    """Every `first` argument the operation would use, through its fragments (each once)."""
+    owners: list[Owner] = [operation]
+    seen: set[str] = set()
+    while owners:
+        for selection in _selections(owners.pop()):
+            if isinstance(selection, FieldNode):
+                for argument in selection.arguments or ():
+                    if argument.name.value == PAGE_SIZE_ARGUMENT:
+                        yield argument
+                owners.append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                owners.append(selection)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in fragments and name not in seen:
+                    seen.add(name)
+                    owners.append(fragments[name])
+
+
+def _int_literal(node: Any) -> int | None:
+    """An Int literal's value; None for anything else, and for a literal too long to be an
+    Int at all (graphql-core's own rules refuse it: converting thousands of digits raises)."""
+    if not isinstance(node, IntValueNode) or len(node.value) > 20:
+        return None
+    return int(node.value)
+
+
+def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
+def _page_size_error(value: float, maximum: int, node: Any) -> GraphQLError:
+    """Worded like the resolver's own range check (`BAD_USER_INPUT` with `fieldErrors`), which
+    it runs ahead of: an out-of-range `first` is the same error whichever catches it."""
+    problem = f"must be at most {maximum} (the maximum page size), got {value}"
+    return GraphQLError(
+        f"{PAGE_SIZE_ARGUMENT}: {problem}", [node],
+        extensions={"code": BAD_PAGE_SIZE, "fieldErrors": {PAGE_SIZE_ARGUMENT: [problem]},
+                    "limit": "maxPageSize", "maximum": maximum},
+    )
+
+
+class _IntrospectionDisabled(NoSchemaIntrospectionCustomRule):
+    def report_error(self, error: GraphQLError) -> None:
+        super().report_error(GraphQLError(error.message, error.nodes,
+                                          extensions={"code": INTROSPECTION_DISABLED}))
+
+
+@dataclass(frozen=True)
+class CostBounds:
+    """The bounds of one schema, and the validation rule classes that enforce them.
+
+    Build it once per schema (the rule classes must stay the same objects for the validation
+    cache to hit) and pass `extension` as the schema extension factory."""
+
+    max_depth: int
+    max_aliases: int
+    max_tokens: int
+    max_page_size: int
+    introspection: bool = True
+    rules: tuple[type[ValidationRule], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", self._build_rules())
+
+    def _build_rules(self) -> tuple[type[ValidationRule], ...]:
+        bounds = self
+
+        class CostBoundsRule(ValidationRule):
+            """Depth and aliases per operation; `first` literals anywhere."""
+
+            def enter_document(self, node: DocumentNode, *_: Any) -> None:
+                fragments = _fragments(node)
+                memo: dict[str, tuple[int, int]] = {}
+                for operation in node.definitions:
+                    if not isinstance(operation, OperationDefinitionNode):
+                        continue
+                    depth, aliases = measure(operation, fragments, memo)
+                    what = (f"Operation '{operation.name.value}'" if operation.name
+                            else "The operation")
+                    if depth > bounds.max_depth:
+                        self.report_error(too_complex(
+                            f"{what} is nested {depth} levels deep, more than the maximum "
+                            f"depth of {bounds.max_depth}.",
+                            "maxDepth", bounds.max_depth, [operation]))
+                    if aliases > bounds.max_aliases:
+                        self.report_error(too_complex(
+                            f"{what} uses {aliases} aliases, more than the maximum of "
+                            f"{bounds.max_aliases} aliases.",
+                            "maxAliases", bounds.max_aliases, [operation]))
+
+            def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+                if node.name.value == PAGE_SIZE_ARGUMENT:
+                    value = _int_literal(node.value)
+                    if value is not None and value > bounds.max_page_size:
+                        self.report_error(_page_size_error(value, bounds.max_page_size, node))
+
+        if self.introspection:
+            return (CostBoundsRule, MaxIntrospectionDepthRule)
+        return (CostBoundsRule, _IntrospectionDisabled)
+
+    def page_size_variable_errors(
+        self, document: DocumentNode, operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+    ) -> list[GraphQLError]:
+        """`first: $n` over the maximum, with `$n` from this request's variables (or its
+        default). Not cacheable with the document: it is checked for every request."""
+        operation = get_operation_ast(document, operation_name)
+        if operation is None or not operation.variable_definitions:
+            return []
+        defaults = {d.variable.name.value: _int_literal(d.default_value)
+                    for d in operation.variable_definitions}
+        variables = variables or {}
+        errors = []
+        for argument in page_size_arguments(operation, _fragments(document)):
+            if not isinstance(argument.value, VariableNode):
+                continue
+            name = argument.value.name.value
+            value = variables[name] if name in variables else defaults.get(name)
+            if (isinstance(value, int | float) and not isinstance(value, bool)
+                    and value > self.max_page_size):
+                errors.append(_page_size_error(value, self.max_page_size, argument))
+        return errors
+
+    @property
+    def extension(self) -> Callable[[], SchemaExtension]:
+        return lambda: BoundsExtension(self)
+
+
+class BoundsExtension(SchemaExtension):
+    """Per request: the token limit for the parser, the (shared) rule classes for validation,
+    and the page-size check of variable values. List it after `ValidationCache`."""
+
+    def __init__(self, bounds: CostBounds) -> None:
+        self.bounds = bounds
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self.bounds.max_tokens
+        context.validation_rules = (*context.validation_rules, *self.bounds.rules)
+        # The parser's error for too many tokens gets our wording and code. With ParserCache
+        # it is raised from that extension's hook (so it arrives here, thrown at the yield,
+        # and no `on_parse` after-yield would see it); without, it is a pre-execution error.
+        try:
+            yield
+        except GraphQLSyntaxError as error:
+            self._word_token_limit(error)
+            raise
+        for error in context.pre_execution_errors or ():
+            self._word_token_limit(error)
+
+    def _word_token_limit(self, error: GraphQLError) -> None:
+        if (isinstance(error, GraphQLSyntaxError)
+                and error.description.startswith("Document contains more than")):
+            maximum = self.bounds.max_tokens
+            error.message = f"The document exceeds the maximum of {maximum} tokens."
+            error.extensions = {"code": TOO_COMPLEX, "limit": "maxTokens", "maximum": maximum}
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.pre_execution_errors is None:
+            # No validation cache ran before this extension: validate here, as strawberry
+            # would, so that the errors set below do not skip validation.
+            from strawberry.schema.schema import validate_document
+
+            assert context.graphql_document is not None
+            context.pre_execution_errors = validate_document(
+                context.schema._schema, context.graphql_document, context.validation_rules)
+        if not context.pre_execution_errors:
+            assert context.graphql_document is not None
+            errors = self.bounds.page_size_variable_errors(
+                context.graphql_document, context.operation_name, context.variables)
+            if errors:  # a new list: the one from the validation cache is shared
+                context.pre_execution_errors = errors
+        yield
+
+
+__all__ = ["MAX_BATCH_OPERATIONS", "BoundsExtension", "CostBounds"]
