@@ -42,11 +42,12 @@ appends use).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -141,19 +142,18 @@ def complete_statement(organisation_id: int, connection_id: int, run_id: int,
     ]
 
 
-def rollup_statements(organisation_id: int, pipeline_id: int, run_id: int,
-                      report: dict[str, Any], now: datetime) -> list[Statement]:
-    """on_terminal's statements: record_outcome's additive hourly upsert, then the pipeline's
-    revision and the roll-ups that move (returning its name); enqueue_run_event's look-up of
-    the endpoint; after a success, the conditional anomaly-detection task."""
-    finished_at: datetime = report["completed_at"]
-    events = report["events_delivered"]
-    status = report_status(report)
+def terminal_statements(organisation_id: int, pipeline_id: int, run_id: int, status: str,
+                        finished_at: datetime, events: int, evaluations: int, custom_events: int,
+                        dlq_batches: int, now: datetime) -> list[Statement]:
+    """on_terminal's statements for a run that just became `status`: record_outcome's
+    additive hourly upsert, then the pipeline's revision and the roll-ups that move
+    (returning its name); enqueue_run_event's look-up of the endpoint; after a success, the
+    conditional anomaly-detection task."""
     succeeded = status == "succeeded"
     hour = finished_at.replace(minute=0, second=0, microsecond=0)
     statements: list[Statement] = [(UPSERT_HOURLY, [
         pipeline_id, hour, int(succeeded), int(status in ("failed", "timed_out")), events,
-        report["evaluations"] or 0, report["custom_events"] or 0, report["batches_dlq"],
+        evaluations, custom_events, dlq_batches,
     ])]
     columns = (["last_success_at"] if succeeded else []) + (
         ["last_delivery_at"] if events > 0 else [])
@@ -168,9 +168,19 @@ def rollup_statements(organisation_id: int, pipeline_id: int, run_id: int,
     statements.append((FIND_ENDPOINT, [organisation_id, pipeline_id]))
     if succeeded:
         statements.append((ANOMALY_IF_RULES, [
-            organisation_id, "anomaly_detection", json.dumps({"run_id": int(run_id)}),
+            organisation_id, "anomaly_detection",
+            json.dumps({"run_id": int(run_id)}, separators=(",", ":")),  # sql.json_param's
             "pending", now, now, pipeline_id, True]))
     return statements
+
+
+def rollup_statements(organisation_id: int, pipeline_id: int, run_id: int,
+                      report: dict[str, Any], now: datetime) -> list[Statement]:
+    """on_terminal's statements after a first report (see `terminal_statements`)."""
+    return terminal_statements(
+        organisation_id, pipeline_id, run_id, report_status(report), report["completed_at"],
+        report["events_delivered"], report["evaluations"] or 0, report["custom_events"] or 0,
+        report["batches_dlq"], now)
 
 
 def report_statements(organisation_id: int, connection_id: int, run_id: int, pipeline_id: int,
@@ -244,6 +254,360 @@ def parse_append(body: Any, now: datetime) -> tuple[str, list[Any]] | None:
     return None
 
 
+# ------------------------------------------------------------------------ the Watcher round
+#
+# The four requests of a Watcher job's round (`runwatch/rest_shim/watcher.py`), issuing the
+# statements runwatch issues for them (`runwatch.resolvers.watcher_pipelines`,
+# `runwatch.resolvers.executions`, `runwatch.resolvers.lifecycle.on_terminal`), in the same
+# transactions: a statement runwatch issues outside a transaction runs here on a connection of
+# its own from the pool (as Tortoise's do), the others in one transaction on one connection.
+# The ORM's SELECTs name every column of the model (`bench/sqlcheck.py` compares the lists as
+# sets, so a column added to runwatch's models shows up as a difference).
+
+RUN_COLUMNS = (
+    "id", "organisation_id", "pipeline_id", "parent_id", "status", "created_at", "updated_at",
+    "started_at", "finished_at", "events_delivered", "events_evaluations", "events_custom",
+    "dlq_batches", "rows_total", "rows_inserted", "rows_updated", "rows_deleted", "bytes",
+    "error", "deadline_at", "environment", "correlation_id", "triggered_by", "partition_column",
+    "partition_value", "target_gateway_id", "gateway_id", "claimed_by_token_id",
+    "telemetry_summary", "hour_recorded", "date_recorded", "duration_seconds", "throughput",
+    "watermark", "next_watermark", "execution_metadata", "anomaly_flags", "log_seq", "log_base",
+    "sample_seq", "sample_base",
+)
+PIPELINE_COLUMNS = (
+    "id", "organisation_id", "connection_id", "pipeline_type_id", "name", "kind", "description",
+    "max_runtime_seconds", "created_at", "last_success_at", "revision", "last_delivery_at",
+    "watermark", "next_watermark", "pipeline_metadata", "last_target_insert",
+    "last_target_update", "last_target_soft_delete", "freshness_number", "freshness_datepart",
+    "mute_freshness_check", "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
+    "load_lineage", "active", "updated_at", "input_digest",
+)
+PIPELINE_TYPE_COLUMNS = (
+    "id", "organisation_id", "name", "freshness_number", "freshness_datepart",
+    "mute_freshness_check", "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
+    "created_at", "updated_at",
+)
+
+
+def _quoted(columns: tuple[str, ...]) -> str:
+    return ",".join(f'"{c}"' for c in columns)
+
+
+def _select(table: str, columns: tuple[str, ...], where: str) -> str:
+    return f'SELECT {_quoted(columns)} FROM "{table}" {where}'
+
+
+# watcher_pipelines._upsert: the type found by name, then the pipeline by name, locked.
+SELECT_TYPE_BY_NAME = _select("pipeline_type", PIPELINE_TYPE_COLUMNS,
+                              'WHERE "organisation_id"=$1 AND "name"=$2 LIMIT $3')
+SELECT_PIPELINE_BY_NAME = _select("pipeline", PIPELINE_COLUMNS,
+                                  'WHERE "organisation_id"=$1 AND "name"=$2 LIMIT $3 FOR UPDATE')
+# executions.start_execution: the pipeline, the parent execution, then the run and the
+# pipeline's revision (rollups.touch_pipeline) in one transaction.
+SELECT_PIPELINE_BY_ID = _select("pipeline", PIPELINE_COLUMNS,
+                                'WHERE "id"=$1 AND "organisation_id"=$2 LIMIT $3')
+SELECT_RUN_BY_ID = _select("run", RUN_COLUMNS, 'WHERE "id"=$1 AND "organisation_id"=$2 LIMIT $3')
+# What Tortoise's `Run.create` inserts: every column but the id, in the model's order.
+INSERT_RUN_COLUMNS = (
+    "status", "created_at", "updated_at", "started_at", "finished_at", "events_delivered",
+    "events_evaluations", "events_custom", "dlq_batches", "rows_total", "rows_inserted",
+    "rows_updated", "rows_deleted", "bytes", "error", "deadline_at", "environment",
+    "correlation_id", "triggered_by", "partition_column", "partition_value",
+    "claimed_by_token_id", "telemetry_summary", "hour_recorded", "date_recorded",
+    "duration_seconds", "throughput", "watermark", "next_watermark", "execution_metadata",
+    "anomaly_flags", "log_seq", "log_base", "sample_seq", "sample_base", "gateway_id",
+    "organisation_id", "parent_id", "pipeline_id", "target_gateway_id",
+)
+INSERT_RUN = (
+    f'INSERT INTO "run" ({_quoted(INSERT_RUN_COLUMNS)}) '
+    f'VALUES ({",".join(f"${n}" for n in range(1, len(INSERT_RUN_COLUMNS) + 1))}) '
+    'RETURNING "id"'
+)
+TOUCH_PIPELINE = "UPDATE pipeline SET revision = revision + 1 WHERE id = $1"
+# executions._END: the conditional UPDATE that ends a running execution.
+END_RUN = """
+UPDATE run SET status = $1, finished_at = $2, duration_seconds = $3, throughput = $4,
+  rows_total = $5, rows_inserted = $6, rows_updated = $7, rows_deleted = $8,
+  execution_metadata = $9, updated_at = $10
+WHERE id = $11 AND organisation_id = $12 AND status = $13
+RETURNING *
+"""
+# executions._advance_pipeline: after a successful end; each last_target_* only moves forward.
+TARGET_COLUMNS = (("inserts", "last_target_insert"), ("updates", "last_target_update"),
+                  ("soft_deletes", "last_target_soft_delete"))
+WATCHER_COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted",
+                  "updates": "rows_updated", "soft_deletes": "rows_deleted"}
+# What POST /pipeline may define (watcher_pipelines.DEFINITION: its digest covers these).
+DEFINITION = ("pipeline_type_name", "pipeline_metadata", "freshness_number",
+              "freshness_datepart", "timeliness_number", "timeliness_datepart")
+KEEP_CASE = {"watermark", "next_watermark"}
+MAX_TREE_DEPTH = 100  # executions.MAX_DEPTH
+
+
+class Fail(Exception):
+    """An answer other than the round's: (status, detail)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class Db:
+    """Where the Watcher handlers send statements: a pool (a statement outside a transaction
+    takes a connection of its own, as Tortoise's do) or one connection (the SQL check).
+    `log`, when given, records every statement with its parameters."""
+
+    def __init__(self, target: Any, log: list[Statement] | None = None) -> None:
+        self.target, self.log = target, log
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        if self.log is not None:
+            self.log.append((sql, list(args)))
+        return await self.target.fetch(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        if self.log is not None:
+            self.log.append((sql, list(args)))
+        await self.target.execute(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Db]:
+        if isinstance(self.target, asyncpg.Pool):
+            async with self.target.acquire() as conn, conn.transaction():
+                yield Db(conn, self.log)
+        else:
+            async with self.target.transaction():
+                yield self
+
+
+def watcher_body(body: Any) -> dict[str, Any]:
+    """The Watcher's wire convention: top-level strings trimmed and lower-cased, but the
+    watermarks (only trimmed)."""
+    if not isinstance(body, dict):
+        raise Fail(422, "not an object")
+    return {k: (v.strip() if k in KEEP_CASE else v.strip().lower()) if isinstance(v, str) else v
+            for k, v in body.items()}
+
+
+def _int_field(body: dict[str, Any], key: str, required: bool = True) -> int | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Fail(422, f"{key} must be an integer")
+    return value
+
+
+def _mark(value: Any) -> str | None:
+    return None if value is None else str(value).strip()
+
+
+def _when(value: Any, key: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value).strip().upper())
+    except ValueError:
+        raise Fail(422, f"{key} must be an ISO 8601 date-time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def definition_digest(sent: dict[str, Any]) -> str:
+    """watcher_pipelines.digest: canonical JSON, SHA-256."""
+    canonical = json.dumps(sent, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def watcher_pipeline(db: Db, organisation_id: int, raw: Any,
+                           now: datetime) -> tuple[int, dict[str, Any]]:
+    """POST /pipeline, the found path (the round's): the type and the pipeline found by name,
+    the pipeline locked, the next watermark stored when it changed. 200."""
+    body = watcher_body(raw)
+    name, type_name = body.get("name"), body.get("pipeline_type_name")
+    if not isinstance(name, str) or not name or not isinstance(type_name, str) or not type_name:
+        raise Fail(422, "name and pipeline_type_name are required")
+    next_mark = _mark(body.get("next_watermark"))
+    sent = {k: body[k] for k in DEFINITION if k in body}
+    if set(sent) - {"pipeline_type_name"}:
+        raise Fail(422, "the baseline only handles a definition of pipeline_type_name")
+    async with db.transaction() as tx:
+        types = await tx.fetch(SELECT_TYPE_BY_NAME, organisation_id, type_name, 1)
+        if not types:
+            raise Fail(409, "the baseline only finds pipeline types")
+        rows = await tx.fetch(SELECT_PIPELINE_BY_NAME, organisation_id, name, 1)
+        if not rows:
+            raise Fail(409, "the baseline only finds pipelines")
+        pipeline = rows[0]
+        changes: dict[str, Any] = {}
+        if "next_watermark" in body and next_mark != pipeline["next_watermark"]:
+            changes["next_watermark"] = next_mark
+        new_digest = definition_digest(sent)
+        if new_digest != pipeline["input_digest"]:
+            changes["input_digest"] = new_digest
+            changes["pipeline_type_id"] = types[0]["id"]
+        if changes:
+            changes["updated_at"] = now
+            sets = ",".join(f'"{column}"=${n}' for n, column in enumerate(changes, 1))
+            await tx.execute(f'UPDATE "pipeline" SET {sets} WHERE "id"=${len(changes) + 1}',
+                             *changes.values(), pipeline["id"])
+    answer = {"id": pipeline["id"], "active": pipeline["active"],
+              "load_lineage": pipeline["load_lineage"]}
+    if "next_watermark" in body:
+        answer["watermark"] = pipeline["watermark"]
+    return 200, answer
+
+
+async def watcher_start(db: Db, organisation_id: int, token_id: int | None, raw: Any,
+                        now: datetime, default_max_runtime: timedelta) -> tuple[int, dict]:
+    """POST /start_pipeline_execution: a running run of the pipeline (a child of `parent_id`
+    when sent). 201 {"id"}."""
+    body = watcher_body(raw)
+    pipeline_id = _int_field(body, "pipeline_id")
+    parent_id = _int_field(body, "parent_id", required=False)
+    started = _when(body["start_date"], "start_date") if body.get("start_date") else now
+    rows = await db.fetch(SELECT_PIPELINE_BY_ID, pipeline_id, organisation_id, 1)
+    if not rows:
+        raise Fail(404, "pipeline not found")
+    if parent_id is not None and not await db.fetch(SELECT_RUN_BY_ID, parent_id,
+                                                    organisation_id, 1):
+        raise Fail(404, "parent execution not found")
+    runtime = rows[0]["max_runtime_seconds"]
+    values = dict.fromkeys(INSERT_RUN_COLUMNS)
+    values.update(
+        status="running", created_at=now, updated_at=now, started_at=started,
+        deadline_at=started + (timedelta(seconds=runtime) if runtime else default_max_runtime),
+        environment="default", claimed_by_token_id=token_id, hour_recorded=started.hour,
+        date_recorded=started.date(), watermark=_mark(body.get("watermark")),
+        next_watermark=_mark(body.get("next_watermark")), log_seq=0, log_base=0, sample_seq=0,
+        sample_base=0, organisation_id=organisation_id, parent_id=parent_id,
+        pipeline_id=pipeline_id)
+    async with db.transaction() as tx:
+        created = await tx.fetch(INSERT_RUN, *values.values())
+        await tx.execute(TOUCH_PIPELINE, pipeline_id)
+    return 201, {"id": created[0]["id"]}
+
+
+async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> int:
+    """POST /end_pipeline_execution: the running execution ended; after a success the
+    pipeline's watermark and last_target_* move on; then on_terminal's statements. 204."""
+    body = watcher_body(raw)
+    run_id = _int_field(body, "id")
+    if "end_date" not in body:
+        raise Fail(422, "end_date is required")
+    end_date = _when(body["end_date"], "end_date")
+    succeeded = body.get("completed_successfully")
+    if not isinstance(succeeded, bool):
+        raise Fail(422, "completed_successfully must be a boolean")
+    counts = {k: _int_field(body, k, required=False) for k in WATCHER_COUNTS}
+    if body.get("execution_metadata") is not None:
+        raise Fail(422, "the baseline does not store execution_metadata")
+    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id, 1)
+    if not rows:
+        raise Fail(404, "pipeline execution not found")
+    run = rows[0]
+    if run["status"] == "pending":
+        raise Fail(409, "pipeline execution has not started (pending)")
+    started = run["started_at"]
+    if started is not None and end_date <= started:
+        raise Fail(400, "end_date must be greater than start_date")
+    duration = round((end_date - (started or end_date)).total_seconds())
+    total = counts["total_rows"]
+    throughput = None if total is None else (round(total / duration, 4) if duration else 0.0)
+    status = "succeeded" if succeeded else "failed"
+    async with db.transaction() as tx:
+        ended = await tx.fetch(END_RUN, status, end_date, duration, throughput,
+                               *counts.values(), None, now, run_id, organisation_id, "running")
+        if not ended:
+            # Already ended: runwatch answers 204 for the same end again, 409 otherwise; the
+            # benchmark never ends an execution twice, so this must show as a failure.
+            raise Fail(409, "pipeline execution already ended")
+        row = ended[0]
+        pipeline_id = row["pipeline_id"]
+        if succeeded:
+            sets = ["watermark = next_watermark", "load_lineage = $1", "updated_at = $2"]
+            params: list[Any] = [False, now]
+            for key, column in TARGET_COLUMNS:
+                if (counts[key] or 0) > 0:
+                    a = len(params) + 1
+                    sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ${a} "
+                                f"THEN ${a + 1} ELSE {column} END")
+                    params.extend([end_date, end_date])
+            await tx.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = "
+                             f"${len(params) + 1}", *params, pipeline_id)
+        for sql, params in terminal_statements(
+            organisation_id, pipeline_id, run_id, row["status"], row["finished_at"],
+            row["events_delivered"] or 0, row["events_evaluations"] or 0,
+            row["events_custom"] or 0, row["dlq_batches"] or 0, now,
+        ):
+            # As Tortoise's client does: rows fetched when the statement returns some.
+            if sql.startswith("SELECT") or "RETURNING" in sql:
+                await tx.fetch(sql, *params)
+            else:
+                await tx.execute(sql, *params)
+    return 204
+
+
+def iso_z(moment: datetime | None) -> str | None:
+    """runwatch's wire form of an instant: UTC, `Z`, microseconds only when there are some."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _json_column(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+_DONE = {"succeeded": True, "failed": False, "timed_out": False, "cancelled": False}
+
+
+def execution_json(row: Any, children: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shim's execution_json + child_executions, from a row of `run`."""
+    return {
+        "id": row["id"], "parent_id": row["parent_id"], "pipeline_id": row["pipeline_id"],
+        "start_date": iso_z(row["started_at"]), "end_date": iso_z(row["finished_at"]),
+        "duration_seconds": row["duration_seconds"],
+        "completed_successfully": _DONE.get(row["status"]),
+        "inserts": row["rows_inserted"], "updates": row["rows_updated"],
+        "soft_deletes": row["rows_deleted"], "total_rows": row["rows_total"],
+        "watermark": row["watermark"], "next_watermark": row["next_watermark"],
+        "execution_metadata": _json_column(row["execution_metadata"]),
+        "anomaly_flags": _json_column(row["anomaly_flags"]),
+        "throughput": row["throughput"], "hour_recorded": row["hour_recorded"],
+        "date_recorded": row["date_recorded"].isoformat() if row["date_recorded"] else None,
+        "status": row["status"], "child_executions": children,
+    }
+
+
+async def watcher_execution(db: Db, organisation_id: int,
+                            run_id: int) -> tuple[int, dict[str, Any]]:
+    """GET /pipeline_execution/{id}: the execution and its children at any depth, one
+    statement per level (executions.execution_tree). 200."""
+    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id, 1)
+    if not rows:
+        raise Fail(404, "pipeline execution not found")
+    root = rows[0]
+    children: dict[int, list[dict[str, Any]]] = {root["id"]: []}
+    frontier = [root["id"]]
+    for _ in range(MAX_TREE_DEPTH):
+        marks = ",".join(f"${n}" for n in range(2, len(frontier) + 2))
+        level = await db.fetch(
+            _select("run", RUN_COLUMNS,
+                    f'WHERE "organisation_id"=$1 AND "parent_id" IN ({marks}) '
+                    'ORDER BY "id" ASC'),
+            organisation_id, *frontier)
+        frontier = []
+        for child in level:
+            if child["id"] in children:
+                continue
+            children[child["id"]] = []
+            children[child["parent_id"]].append(execution_json(child, children[child["id"]]))
+            frontier.append(child["id"])
+        if not frontier:
+            break
+    return 200, execution_json(root, children[root["id"]])
+
+
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -254,6 +618,10 @@ def create_app() -> Starlette:
     report_auth = "Bearer " + os.environ["BASELINE_REPORT_TOKEN"]
     read_auth = "Bearer " + os.environ["BASELINE_READ_TOKEN"]
     write_auth = "Bearer " + os.environ.get("BASELINE_WRITE_TOKEN", "")
+    watcher_organisation = int(os.environ.get("BASELINE_WATCHER_ORGANISATION_ID", "0"))
+    watcher_auth = "Bearer " + os.environ.get("BASELINE_WATCHER_TOKEN", "")
+    watcher_token_id = int(os.environ.get("BASELINE_WATCHER_TOKEN_ID", "0")) or None
+    max_runtime = timedelta(seconds=int(os.environ.get("BASELINE_MAX_RUNTIME_SECONDS", "7200")))
     # Unique (run_id, seq) whatever the run: one counter for every append of this process.
     seq = itertools.count(int(os.environ.get("BASELINE_SEQ_START", "1")))
     pool: asyncpg.Pool | None = None
@@ -332,6 +700,42 @@ def create_app() -> Starlette:
             data["settings"] = json.loads(data["settings"])
         return JSONResponse(data)
 
+    async def watcher(request: Request, handle: Callable[[Db, Any], Awaitable[Any]]) -> Response:
+        """The Watcher routes: the token compared as above, the body parsed, then `handle`."""
+        if request.headers.get("authorization") != watcher_auth:
+            return JSONResponse({"detail": "invalid token."}, status_code=401)
+        body: Any = None
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return JSONResponse({"detail": "json decode error"}, status_code=422)
+        assert pool is not None
+        try:
+            answer = await handle(Db(pool), body)
+        except Fail as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        if isinstance(answer, int):
+            return Response(status_code=answer)
+        return JSONResponse(answer[1], status_code=answer[0])
+
+    async def post_pipeline(request: Request) -> Response:
+        return await watcher(request, lambda db, body: watcher_pipeline(
+            db, watcher_organisation, body, datetime.now(UTC)))
+
+    async def start_execution(request: Request) -> Response:
+        return await watcher(request, lambda db, body: watcher_start(
+            db, watcher_organisation, watcher_token_id, body, datetime.now(UTC), max_runtime))
+
+    async def end_execution(request: Request) -> Response:
+        return await watcher(request, lambda db, body: watcher_end(
+            db, watcher_organisation, body, datetime.now(UTC)))
+
+    async def get_execution(request: Request) -> Response:
+        run_id = int(request.path_params["run_id"])
+        return await watcher(request, lambda db, body: watcher_execution(
+            db, watcher_organisation, run_id))
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -340,6 +744,10 @@ def create_app() -> Starlette:
             Route("/metrics/{connection_id:int}/{run_id:int}", report, methods=["PATCH"]),
             Route("/elt/runs/{run_id:int}", append, methods=["PATCH"]),
             Route("/pk/{id:int}", pk, methods=["GET"]),
+            Route("/pipeline", post_pipeline, methods=["POST"]),
+            Route("/start_pipeline_execution", start_execution, methods=["POST"]),
+            Route("/end_pipeline_execution", end_execution, methods=["POST"]),
+            Route("/pipeline_execution/{run_id:int}", get_execution, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,

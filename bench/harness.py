@@ -42,6 +42,7 @@ from bench.seed import GROUPS, IdRange
 BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 LUA_SEQUENTIAL = BENCH_DIR / "sequential_ids.lua"
+LUA_WATCHER = BENCH_DIR / "watcher_round.lua"
 SETUP_TIMEOUT = 300  # seconds for drop/create/migrate/seed/check (slow when the machine is busy)
 GRAPHQL_REPORT = "mutation($i: ReportRunInput!) { reportRun(input: $i) { __typename } }"
 APPEND_BODIES = {
@@ -54,7 +55,10 @@ GROUP_HELP = {
     "telemetry": "3, 4, 3', 4': telemetry throughput and latency",
     "elt": "5-8: ELT appendLog / appendTelemetrySample, empty and at the cap",
     "webhooks": "9, 10: webhook burst, reporter latency against a slow receiver",
+    "watcher": "11: the Watcher round (POST /pipeline, start, end, GET the execution)",
 }
+# The end of a Watcher round outside wrk (the counts watcher_round.lua reports too).
+WATCHER_END = sqlcheck.WATCHER_END
 
 
 class HardTimeout(Exception):
@@ -112,8 +116,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--keep-db", action="store_true",
                         help=f"keep the {seed.DB_NAME} database afterwards (dropped by default)")
     parser.add_argument("--show-sql", action="store_true",
-                        help="print the statements of one first report (runwatch and baseline) "
-                             "and of one ELT append of each kind")
+                        help="print the statements of one first report (runwatch and baseline), "
+                             "of one ELT append of each kind and of one Watcher round (both)")
     a = parser.parse_args(argv)
     if a.rounds < 1 or a.duration < 1 or a.warmup < 1 or a.connections < 1:
         parser.error("--rounds, --duration, --warmup and --connections must be at least 1")
@@ -239,6 +243,27 @@ class Appended(Check):
                                        "match their numbers")
 
 
+class WatcherRounds(Check):
+    """Every round the script counted (its GET answered 200) ended an execution of the
+    Watcher pipelines (wrk cannot see which request of a round an answer was for)."""
+
+    def __init__(self, pipelines: list[int]) -> None:
+        self.pipelines = pipelines
+
+    def before(self, ids: IdRange | None) -> Any:
+        return run_async(seed.max_run_id())
+
+    def after(self, ids: IdRange | None, result: WrkResult, state: Any, phase: str) -> None:
+        started, ended = run_async(seed.watcher_executions(self.pipelines, state))
+        result.details.update(rounds=result.rounds, executions_started=started,
+                              executions_ended=ended)
+        if result.rounds is None:
+            result.problems.append("the round script reported no count of rounds")
+        elif ended < result.rounds:
+            result.problems.append(f"{result.rounds - ended} rounds ended no execution "
+                                   f"({result.rounds} rounds, {ended} executions ended)")
+
+
 class Bench:
     def __init__(self, opts: Options, fixture: seed.Fixture, servers: dict[str, Server],
                  log: Log) -> None:
@@ -252,8 +277,9 @@ class Bench:
         self.prefix = f"/api/v1/organisations/{org}/integrations/warehouse-connections"
         self.burst: dict[str, Any] = {}
         self.burst_problems: list[str] = []
-        assert fixture.elt is not None
+        assert fixture.elt is not None and fixture.watcher is not None
         self.elt = fixture.elt
+        self.watcher = fixture.watcher
 
     # -- request shapes ---------------------------------------------------------------------
 
@@ -294,6 +320,8 @@ class Bench:
                 self._preflight_telemetry(client)
             if "elt" in groups:
                 self._preflight_elt(client)
+            if "watcher" in groups:
+                self._preflight_watcher(client)
 
     def _preflight_report(self, client: httpx.Client) -> None:
         report_auth = {"Authorization": f"Bearer {self.f.report_token}",
@@ -375,6 +403,63 @@ class Bench:
                  "0 dropped; run at its cap: 1 dropped, series consistent; /api/agent too), "
                  "204 on the baseline")
 
+    def watcher_round_once(self, client: httpx.Client, base: str, mark: str) -> dict[str, Any]:
+        """One Watcher round on the check pipeline (outside wrk): each answer, checked."""
+        w = self.watcher
+        auth = {"Authorization": f"Bearer {w.token}"}
+        answers: dict[str, Any] = {}
+
+        def expect(step: str, r: httpx.Response, status: int) -> Any:
+            if r.status_code != status:
+                raise BenchError(f"{base}: Watcher {step} answered {r.status_code} "
+                                 f"(expected {status}): {r.text[:300]}")
+            answers[step] = r.json() if r.content else None
+            return answers[step]
+
+        found = expect("POST /pipeline", client.post(f"{base}/pipeline", headers=auth, json={
+            "name": w.check_name, "pipeline_type_name": seed.WATCHER_TYPE,
+            "next_watermark": mark}), 200)
+        if found.get("id") != w.check_pipeline:
+            raise BenchError(f"{base}: POST /pipeline found {found}, expected "
+                             f"pipeline {w.check_pipeline}")
+        started = expect("start", client.post(f"{base}/start_pipeline_execution", headers=auth,
+                                              json={"pipeline_id": w.check_pipeline,
+                                                    "parent_id": w.check_parent}), 201)
+        end_date = iso_z(datetime.now(UTC) + timedelta(seconds=1))
+        expect("end", client.post(f"{base}/end_pipeline_execution", headers=auth,
+                                  json={"id": started["id"], "end_date": end_date,
+                                        **WATCHER_END}), 204)
+        tree = expect("GET", client.get(f"{base}/pipeline_execution/{started['id']}",
+                                        headers=auth), 200)
+        if (tree.get("id") != started["id"] or tree.get("status") != "succeeded"
+                or tree.get("parent_id") != w.check_parent
+                or tree.get("child_executions") != []):
+            raise BenchError(f"{base}: GET /pipeline_execution answered {tree}")
+        return answers
+
+    def _preflight_watcher(self, client: httpx.Client) -> None:
+        """A round on each server; the second one's POST /pipeline must answer the watermark
+        the first one's end moved (the next watermark it had sent); both answer the same
+        shapes."""
+        shapes = {}
+        for n, target in enumerate(("runwatch", "baseline")):
+            try:
+                answers = self.watcher_round_once(client, self.servers[target].url,
+                                                  f"preflight-{n}")
+            except BenchError as exc:
+                raise BenchError(f"preflight: {target} {exc}") from None
+            if n == 1 and answers["POST /pipeline"].get("watermark") != "preflight-0":
+                raise BenchError("preflight: the baseline's POST /pipeline answered watermark "
+                                 f"{answers['POST /pipeline'].get('watermark')!r}, expected "
+                                 "'preflight-0' (runwatch's end should have moved it)")
+            shapes[target] = {step: sorted(a) if isinstance(a, dict) else a
+                              for step, a in answers.items()}
+        if shapes["runwatch"] != shapes["baseline"]:
+            raise BenchError(f"preflight: the Watcher answers differ in shape: runwatch "
+                             f"{shapes['runwatch']}, baseline {shapes['baseline']}")
+        self.log("preflight: Watcher round 200/201/204/200 on both servers, same answer shapes, "
+                 "the watermark moved by the end")
+
     # -- wrk runs ---------------------------------------------------------------------------
 
     def _wrk(self, scenario: str, target: str, server: str, round_no: int, *,
@@ -382,12 +467,16 @@ class Bench:
              body: str = "", connections: int | None = None, token: str | None = None,
              cycle: bool = False, delay_ms: float | None = None, check: Check | None = None,
              around: Callable[[str], Any] | None = None,
-             after_measure: Callable[[WrkResult], None] | None = None) -> WrkResult:
+             after_measure: Callable[[WrkResult], None] | None = None,
+             script: Path | None = None, script_env: dict[str, str] | None = None,
+             threads: int = 1, probe: Callable[[], str] | None = None) -> WrkResult:
         """Warm-up, then the measured run; returns (and records) the measured one.
 
         `slot`: the pre-created runs the requests go to (`{slot}-r{round}-{phase}` ranges, an
         id each; with `cycle`, the one range `slot` for both phases, round and round).
-        `around(phase)` runs before each phase; `after_measure` after the measured run."""
+        `around(phase)` runs before each phase; `after_measure` after the measured run.
+        `script` (with `script_env`, `threads`): another wrk script, its own parameters;
+        `probe()`: what a request of the same kind answers now, after non-2xx answers."""
         srv = self.servers[server]
         result: WrkResult | None = None
         warmup_problems: list[str] = []
@@ -409,12 +498,15 @@ class Bench:
                     "BENCH_DELAY_MS": f"{delay_ms:g}" if delay_ms else "0",
                 }
                 url = srv.url + "/"
+            elif script is not None:
+                kwargs.update(script=script, script_env=script_env or {}, threads=threads)
+                url = srv.url + "/"
             else:
                 kwargs["headers"] = [f"Authorization: Bearer {self.f.read_token}"]
                 url = srv.url + (path or "/")
             if around is not None:
                 around(phase)
-            state = check.before(ids) if check is not None and ids is not None else None
+            state = check.before(ids) if check is not None else None
             pg_before = run_async(seed.pg_snapshot())
             db_before = self._db_cpu(pg_before)
             cpu_before = srv.cpu_seconds()
@@ -437,11 +529,11 @@ class Bench:
                 result.checkpoint = pg_after.checkpoints > pg_before.checkpoints
             srv.check_alive()
             if result.non_2xx:
-                result.problems.append(self._probe(srv, method, path or "/", body, token, ids,
-                                                   result, cycle))
+                result.problems.append(probe() if probe is not None else self._probe(
+                    srv, method, path or "/", body, token, ids, result, cycle))
             if phase == "measure" and after_measure is not None:
                 after_measure(result)  # first: it observes the state right after the load
-            if check is not None and ids is not None:
+            if check is not None:
                 check.after(ids, result, state, phase)
             if phase == "warmup" and not result.valid:
                 self.log(f"{label}: {result.summary()}")
@@ -514,6 +606,29 @@ class Bench:
                   body=json.dumps(APPEND_BODIES[kind]), token=self.elt.write_token,
                   check=Appended(kind, server))
 
+    def watcher_round(self, target: str, round_no: int) -> None:
+        """Scenario 11: each wrk connection (its own thread) a Watcher job going round its
+        pipeline: POST /pipeline, start a child of the pipeline's running root, end it, GET
+        it."""
+        w = self.watcher
+        srv = self.servers[target]
+
+        def probe() -> str:
+            try:
+                with httpx.Client(timeout=10) as client:
+                    self.watcher_round_once(client, srv.url, f"probe-{time.monotonic()}")
+                return "one more round on the check pipeline now succeeds"
+            except (BenchError, httpx.HTTPError) as exc:
+                return f"one more round on the check pipeline now fails: {exc}"
+
+        self._wrk("11 Watcher round", target, target, round_no, script=LUA_WATCHER,
+                  threads=self.opts.connections, script_env={
+                      "BENCH_TOKEN": w.token, "BENCH_TYPE": seed.WATCHER_TYPE,
+                      "BENCH_PIPELINES": ",".join(map(str, w.pipelines)),
+                      "BENCH_NAMES": ",".join(w.names),
+                      "BENCH_PARENTS": ",".join(map(str, w.parents)),
+                  }, check=WatcherRounds(w.pipelines), probe=probe)
+
     def run(self) -> None:
         groups = self.opts.only
         for round_no in range(1, self.opts.rounds + 1):
@@ -523,7 +638,7 @@ class Bench:
             pair = ("baseline", "runwatch") if odd else ("runwatch", "baseline")
             sizes = ("10k", "1m") if odd else ("1m", "10k")
             appends = ("baseline", "runwatch", "cap") if odd else ("cap", "runwatch", "baseline")
-            if {"report", "telemetry", "elt"} & set(groups):
+            if {"report", "telemetry", "elt", "watcher"} & set(groups):
                 self.log(f"round {round_no} of {self.opts.rounds}")
             if "report" in groups:
                 for target in pair:
@@ -539,6 +654,9 @@ class Bench:
                 for kind in ("log", "sample"):
                     for target in appends:
                         self.append(kind, target, round_no)
+            if "watcher" in groups:
+                for target in pair:
+                    self.watcher_round(target, round_no)
 
     # -- webhooks (scenarios 9 and 10): their own runwatch server and the receiver ------------
 
@@ -758,6 +876,8 @@ class Bench:
                             self._runs("10 terminal PATCH", "slow"),
                             self._runs("10 terminal PATCH", "fast"), f"{metric}_ms", 1.3,
                             False))
+        rows.append(row("11 Watcher round", "rounds/s", self._runs("11 Watcher round", "runwatch"),
+                        self._runs("11 Watcher round", "baseline"), "rounds_ps", 0.5, True))
         return [r for r in rows if r is not None]
 
     def burst_rows(self) -> list[Row]:
@@ -793,12 +913,12 @@ def ratio_text(ratio: float, fmt: str = "ratio") -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = (f"{'scenario':<28} {'runwatch':>13} {'baseline':>13} {'ratio':>7}   "
+    header = (f"{'scenario':<28} {'runwatch':>14} {'baseline':>14} {'ratio':>7}   "
               f"{'goal':<8} {'result':<8} rounds")
     lines = [header, "-" * len(header)]
 
     def fig(value: float, unit: str) -> str:
-        if unit == "req/s":
+        if unit in ("req/s", "rounds/s"):
             return f"{value:,.1f} {unit}"
         if unit == "count":
             return f"{value:,.0f}"
@@ -809,7 +929,7 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         rounds = " ".join(ratio_text(x) for x in r.round_ratios)
         runwatch, baseline = fig(r.runwatch, r.unit), fig(r.baseline, r.unit)
-        lines.append(f"{r.scenario:<28} {runwatch:>13} {baseline:>13} "
+        lines.append(f"{r.scenario:<28} {runwatch:>14} {baseline:>14} "
                      f"{ratio_text(r.ratio, r.ratio_format):>7}   "
                      f"{r.goal:<8} {r.verdict:<8} {rounds}")
     lines.append("-" * len(header))
@@ -831,6 +951,9 @@ def format_table(rows: list[Row]) -> str:
                 "(runwatch) vs to the last PATCH's answer (baseline)."),
         ({"10"}, "10: terminal PATCH latency while the receiver sleeps 10 s per delivery "
                  "(runwatch column) / while it answers at once (baseline column)."),
+        ({"11"}, "11: Watcher rounds (POST /pipeline, start, end, GET the execution: 4 "
+                 "requests) a second, 16 jobs / the baseline's raw asyncpg handlers issuing "
+                 "the same statements."),
     ]
     for keys, text in notes:
         if keys & shown:
@@ -858,7 +981,8 @@ async def prepare(opts: Options) -> Prepared:
         try:
             fixture = await seed.setup(rounds=opts.rounds, warmup=opts.warmup,
                                        duration=opts.duration, groups=opts.only,
-                                       hook_rate_cap=opts.hook_rate_cap)
+                                       hook_rate_cap=opts.hook_rate_cap,
+                                       watcher_pipelines=opts.connections)
             completed_at = iso_z(fixture.now - timedelta(minutes=30))
             check = await sqlcheck.check(fixture, completed_at)
             profiles = await profile.profile(fixture, completed_at)
@@ -869,6 +993,15 @@ async def prepare(opts: Options) -> Prepared:
         return Prepared(fixture, check, facts, profiles)
 
     return await asyncio.wait_for(run(), SETUP_TIMEOUT)
+
+
+def _default_orphan_window() -> int:
+    from runwatch.settings import Settings
+
+    return Settings.from_env({}).orphan_window_seconds
+
+
+WATCHER_MAX_RUNTIME_SECONDS = _default_orphan_window()
 
 
 def base_env() -> dict[str, str]:
@@ -898,6 +1031,13 @@ def print_sql(check: sqlcheck.SqlCheck) -> None:
             print(f"    params: {sqlcheck.normalise_params(params)}")
         print(f"--- baseline {kind}: 1 statement (its own transaction)")
         print(check.elt_baseline[kind])
+    for title, rounds in (("runwatch", check.watcher_runwatch),
+                          ("baseline", check.watcher_baseline)):
+        for step, statements in rounds.items():
+            print(f"--- {title} Watcher {step}: {len(statements)} statements")
+            for sql, params in statements:
+                print(" ".join(sql.split()))
+                print(f"    params: {sqlcheck.normalise_params(params)}")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -956,11 +1096,15 @@ def main(argv: list[str] | None = None) -> int:
         for line in facts:
             log(f"  {line}")
         if check.ok:
-            elt = "; ".join(f"{kind} {len(st)} statements, one of them the baseline's INSERT"
+            elt = "; ".join(f"{kind} {len(st)} statement(s), one of them inserting the "
+                            "baseline's row"
                             for kind, st in check.elt_runwatch.items())
+            watcher = ", ".join(f"{step} {len(st)}" for step, st in check.watcher_runwatch.items())
             log(f"SQL check: the baseline issues runwatch's {len(check.runwatch)} statements for "
                 f"a first REST report (GraphQL reportRun issues {check.graphql_statements}); "
-                f"ELT {elt}")
+                f"ELT {elt}"
+                + (f"; the Watcher round's statements, the same on both sides ({watcher})"
+                   if watcher else ""))
         else:
             log("WARNING: the baseline's SQL no longer matches runwatch's:")
             for problem in check.problems:
@@ -977,7 +1121,9 @@ def main(argv: list[str] | None = None) -> int:
         env = base_env()
         database = {"DATABASE_URL": fixture.database_url, **RUNWATCH_BENCH_SETTINGS}
         by_name: dict[str, Server] = {}
-        if {"report", "telemetry", "elt"} & set(groups):
+        watcher = fixture.watcher
+        assert watcher is not None
+        if {"report", "telemetry", "elt", "watcher"} & set(groups):
             by_name["runwatch"] = Server("runwatch", "runwatch.app:create_app",
                                          {**env, **database}, log_dir)
             by_name["baseline"] = Server("baseline", "bench.baseline:create_app", {
@@ -989,6 +1135,11 @@ def main(argv: list[str] | None = None) -> int:
                 "BASELINE_WRITE_TOKEN": fixture.elt.write_token,
                 # Past any number runwatch's own appends reach (they start at 1 per run).
                 "BASELINE_SEQ_START": "1000000000",
+                "BASELINE_WATCHER_ORGANISATION_ID": str(watcher.organisation_id),
+                "BASELINE_WATCHER_TOKEN": watcher.token,
+                "BASELINE_WATCHER_TOKEN_ID": str(watcher.token_id),
+                # runwatch's default maximum runtime of an execution (its deadline)
+                "BASELINE_MAX_RUNTIME_SECONDS": str(WATCHER_MAX_RUNTIME_SECONDS),
             }, log_dir)
         if "telemetry" in groups:
             by_name["nocache"] = Server("nocache", "runwatch.app:create_app",
@@ -1056,7 +1207,9 @@ def main(argv: list[str] | None = None) -> int:
             "sql_check": {"ok": check.ok, "problems": check.problems,
                           "runwatch_statements": len(check.runwatch),
                           "graphql_statements": check.graphql_statements,
-                          "elt_statements": {k: len(v) for k, v in check.elt_runwatch.items()}},
+                          "elt_statements": {k: len(v) for k, v in check.elt_runwatch.items()},
+                          "watcher_statements": {k: len(v)
+                                                 for k, v in check.watcher_runwatch.items()}},
             "profile": [{"request": p.name, "status": p.status, "wall_ms": round(p.wall_ms, 3),
                          "db_ms": round(p.db_ms, 3),
                          "round_trips": [{"statement": h, "ms": round(ms, 3)}

@@ -94,9 +94,17 @@ class WrkResult:
     wal_bytes: float | None = None  # WAL PostgreSQL wrote per request (all databases)
     checkpoint: bool | None = None  # a checkpoint ran meanwhile (full-page writes follow)
     runs_completed: int | None = None  # runs of the id range the requests really completed
+    rounds: int | None = None  # the Watcher round's script: rounds completed (4 requests each)
     problems: list[str] = field(default_factory=list)  # what makes this run invalid, besides
     details: dict[str, Any] = field(default_factory=dict)  # scenario-specific observations
     raw: str = ""
+
+    @property
+    def rounds_ps(self) -> float:
+        """Watcher rounds a second (NaN when the script counted none)."""
+        if self.rounds is None or not self.seconds:
+            return float("nan")
+        return self.rounds / self.seconds
 
     @property
     def errors(self) -> int:
@@ -107,7 +115,8 @@ class WrkResult:
         return self.errors == 0 and not self.problems
 
     def summary(self) -> str:
-        text = (f"{self.rps:9.1f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  "
+        text = "" if self.rounds is None else f"{self.rounds_ps:7.1f} rounds/s = "
+        text += (f"{self.rps:9.1f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  "
                 f"({self.requests} requests in {self.seconds:.1f}s")
         if self.server_cpu_ms is not None:
             text += f", server CPU {self.server_cpu_ms:.2f} ms/req"
@@ -152,7 +161,11 @@ def parse_wrk(label: str, text: str) -> WrkResult:
     )
     ids = re.search(r"BENCH_IDS_USED (\d+) of (\d+)", text)
     cycled = re.search(r"BENCH_IDS_CYCLED (\d+) over (\d+)", text)
+    rounds = re.search(r"BENCH_ROUNDS (\d+)", text)
+    no_id = re.search(r"BENCH_ROUND_STARTS_WITHOUT_ID (\d+)", text)
     problems = []
+    if no_id and int(no_id.group(1)):
+        problems.append(f"{no_id.group(1)} execution starts answered without an id")
     if ids and int(ids.group(1)) > int(ids.group(2)):
         problems.append(f"ran out of pre-created runs ({ids.group(1)} requests for "
                         f"{ids.group(2)} runs)")
@@ -172,6 +185,7 @@ def parse_wrk(label: str, text: str) -> WrkResult:
         ids_used=int(ids.group(1)) if ids else None,
         ids_available=int(ids.group(2)) if ids else None,
         ids_cycled=int(cycled.group(2)) if cycled else None,
+        rounds=int(rounds.group(1)) if rounds else None,
         problems=problems,
         raw=text,
     )
@@ -179,11 +193,13 @@ def parse_wrk(label: str, text: str) -> WrkResult:
 
 def run_wrk(label: str, url: str, *, duration: float, connections: int,
             script: Path | None = None, script_env: dict[str, str] | None = None,
-            headers: list[str] | None = None, timeout_s: int = 10) -> WrkResult:
-    """One wrk run: one thread (one Lua state), `connections` keep-alive connections."""
+            headers: list[str] | None = None, timeout_s: int = 10,
+            threads: int = 1) -> WrkResult:
+    """One wrk run: `connections` keep-alive connections on one thread (one Lua state) unless
+    `threads` says otherwise (the Watcher round: a thread, so a Lua state, per connection)."""
     if urlsplit(url).hostname != HOST:
         raise BenchError(f"refusing to load {url}: the benchmark only targets {HOST}")
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
            f"--timeout={timeout_s}s"]
     if script is not None:
         cmd += ["-s", str(script)]

@@ -190,6 +190,16 @@ async def profile_request(
             times.append((time.perf_counter() - t0) * 1000)
         status, statements = response.status_code, captured.statements
         trips.append(captured.round_trips)
+    return await summarise(name, status, times, trips, statements, conn, rewrite)
+
+
+async def summarise(
+    name: str, status: int, times: list[float], trips: list[list[tuple[str, float]]],
+    statements: list[tuple[str, list[Any]]], conn: asyncpg.Connection,
+    rewrite: Callable[[list[Any]], list[Any]] | None = None,
+) -> RequestProfile:
+    """The profile of one kind of request from its calls: the median time, the statements of
+    the last call explained, the round trips' medians."""
     explained = []
     for sql, params in statements:
         explained.append(await explain(conn, sql, rewrite(params) if rewrite else params))
@@ -262,6 +272,8 @@ async def profile(fixture: Fixture, completed_at: str) -> list[RequestProfile]:
                 profiles.append(await profile_request(label, telemetry, repeat=3, conn=conn))
             if fixture.elt is not None:
                 profiles.extend(await profile_elt(fixture, client, conn))
+            if fixture.watcher is not None:
+                profiles.extend(await profile_watcher(fixture, client, conn))
     finally:
         await conn.close()
     return profiles
@@ -335,4 +347,61 @@ async def profile_elt(fixture: Fixture, client: httpx.AsyncClient,
         profiles.append(profile_run)
     finally:
         await remove_endpoint_for(caller=caller, pipeline_id=None)
+    return profiles
+
+
+async def profile_watcher(fixture: Fixture, client: httpx.AsyncClient,
+                          conn: asyncpg.Connection, repeat: int = 10) -> list[RequestProfile]:
+    """The Watcher round's four requests on the check pipeline (found, a new next watermark
+    each round, a child of its running root), `repeat` rounds; the last round's statements
+    explained (the end's against a spare running execution: the last one has ended)."""
+    from datetime import UTC, datetime, timedelta
+
+    from bench.seed import WATCHER_TYPE
+
+    w = fixture.watcher
+    assert w is not None
+    auth = {"Authorization": f"Bearer {w.token}"}
+    steps = ("Watcher pipeline", "Watcher start", "Watcher end", "Watcher GET")
+    times: dict[str, list[float]] = {s: [] for s in steps}
+    trips: dict[str, list[list[tuple[str, float]]]] = {s: [] for s in steps}
+    last: dict[str, tuple[int, list[tuple[str, list[Any]]]]] = {}
+    start_body = {"pipeline_id": w.check_pipeline, "parent_id": w.check_parent}
+    run_id = 0
+    for n in range(repeat + 1):  # the first round warms the token's cache entry
+        for step in steps:
+            if step == "Watcher pipeline":
+                send = client.post("/pipeline", headers=auth, json={
+                    "name": w.check_name, "pipeline_type_name": WATCHER_TYPE,
+                    "next_watermark": f"profile-{uuid.uuid4().hex[:12]}"})
+            elif step == "Watcher start":
+                send = client.post("/start_pipeline_execution", headers=auth, json=start_body)
+            elif step == "Watcher end":
+                ended = datetime.now(UTC) + timedelta(seconds=1)
+                send = client.post("/end_pipeline_execution", headers=auth, json={
+                    "id": run_id, "end_date": ended.isoformat(), "completed_successfully": True,
+                    "total_rows": 1000, "inserts": 600, "updates": 300, "soft_deletes": 100})
+            else:
+                send = client.get(f"/pipeline_execution/{run_id}", headers=auth)
+            with capture_sql() as captured:
+                t0 = time.perf_counter()
+                response = await send
+                elapsed = (time.perf_counter() - t0) * 1000
+            if step == "Watcher start" and response.status_code == 201:
+                run_id = int(response.json()["id"])
+            if n:
+                times[step].append(elapsed)
+                trips[step].append(captured.round_trips)
+                last[step] = (response.status_code, captured.statements)
+    spare = await client.post("/start_pipeline_execution", headers=auth, json=start_body)
+    spare_id = int(spare.json()["id"]) if spare.status_code == 201 else run_id
+
+    def to_spare(params: list[Any]) -> list[Any]:
+        return [spare_id if p == run_id and not isinstance(p, bool) else p for p in params]
+
+    profiles = []
+    for step in steps:
+        status, statements = last[step]
+        profiles.append(await summarise(step, status, times[step], trips[step], statements,
+                                        conn, to_spare if step == "Watcher end" else None))
     return profiles

@@ -19,6 +19,15 @@ and its deliveries never touch the first organisation's reports): a `read,write`
 - `bench-elt-hooks`: `running` runs that terminal PATCHes finish (the webhook burst's 1,000 and
   the reporter-latency ranges, one per wrk run).
 
+A third organisation, `bench-watcher`, holds the Watcher round (scenario 11): a `read,report`
+token (a Watcher job's: it writes with `report` and reads its execution back with `read`),
+Watcher pipelines `bench-watcher-00` ... (one per wrk connection) and `bench-watcher-check`
+(preflight, SQL check, profile), all of type `extraction`, created through
+`get_or_create_pipeline`. Each has one `running` root execution (the job in progress whose
+steps the round's executions are children of) and, when the scenario runs, a history of
+`WATCHER_JOBS` ended jobs of `WATCHER_STEPS` child executions each, with the columns
+`start_execution` / `end_execution` store.
+
 History: about 1 in 50 runs failed with an error (no events), about 1 in 211 sent batches to the
 dead-letter queue (failed, with events); the rest succeeded. `pipeline_hourly_stats` is filled
 from the seeded runs by one INSERT ... SELECT ... GROUP BY (what runwatch's roll-up would have
@@ -57,8 +66,13 @@ SAMPLE_CAP = 2000  # runwatch.resolvers.run_input.SAMPLE_CAP
 LOG_MESSAGE = "loaded batch of events.page_views into the warehouse: 1000 rows in 85 ms"
 HOOK_BURST = 1000  # runs the webhook burst finishes
 ELT_PREFLIGHT_IDS = 40  # per ELT kind: preflight, SQL check and request profile
+# The Watcher round: a history per pipeline of ended jobs (a root execution with child
+# executions), one an hour.
+WATCHER_JOBS = 200
+WATCHER_STEPS = 4
+WATCHER_TYPE = "extraction"
 # Groups of scenarios (`--only`): which servers, seeds and checks a run needs.
-GROUPS = ("report", "telemetry", "elt", "webhooks")
+GROUPS = ("report", "telemetry", "elt", "webhooks", "watcher")
 
 
 @dataclass
@@ -71,6 +85,26 @@ class EltFixture:
     gateway_id: int
     gateway_token: str
     pipelines: dict[str, int]  # "series", "hooks" -> pipeline id
+
+
+@dataclass
+class WatcherFixture:
+    """The third organisation: Watcher pipelines, one per wrk connection, and one for the
+    checks outside wrk; each with a running root execution (`parents`)."""
+
+    organisation_id: int
+    token: str  # read,report
+    token_id: int
+    pipelines: list[int]  # the measured ones, one per wrk connection
+    names: list[str]
+    check_pipeline: int
+    check_name: str
+    parents: list[int] = field(default_factory=list)  # running root of each measured pipeline
+    check_parent: int = 0
+
+    @property
+    def all_pipelines(self) -> list[int]:
+        return [*self.pipelines, self.check_pipeline]
 
 
 @dataclass(frozen=True)
@@ -96,6 +130,7 @@ class Fixture:
     timings: dict[str, float] = field(default_factory=dict)
     rollup_columns: list[str] = field(default_factory=list)
     elt: EltFixture | None = None
+    watcher: WatcherFixture | None = None
     groups: tuple[str, ...] = GROUPS
     _preflight_next: dict[str, int] = field(default_factory=dict)
 
@@ -191,6 +226,62 @@ async def bootstrap_elt() -> EltFixture:
         pipelines[role] = pipeline.id
     return EltFixture(organisation_id=org.id, write_token=write.token, write_token_id=write.id,
                       gateway_id=gateway.id, gateway_token=issued.token, pipelines=pipelines)
+
+
+async def bootstrap_watcher(pipelines: int) -> WatcherFixture:
+    """The Watcher organisation through runwatch's resolvers: its token and `pipelines`
+    Watcher pipelines (+ the check pipeline), created as `POST /pipeline` creates them."""
+    from runwatch.resolvers.caller import Caller, Scope
+    from runwatch.resolvers.organisations import create_organisation
+    from runwatch.resolvers.tokens import create_token
+    from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
+
+    org = await create_organisation(name="bench-watcher")
+    token = await create_token(organisation_id=org.id, scopes="read,report",
+                               name="bench-watcher")
+    caller = Caller(organisation_id=org.id, scopes=frozenset({Scope.READ, Scope.REPORT}),
+                    token_id=token.id)
+    names = [f"bench-watcher-{n:02d}" for n in range(pipelines)] + ["bench-watcher-check"]
+    ids = []
+    for name in names:
+        pipeline, created = await get_or_create_pipeline(caller=caller, raw={
+            "name": name, "pipeline_type_name": WATCHER_TYPE, "next_watermark": "0"})
+        assert created, name
+        ids.append(pipeline.id)
+    return WatcherFixture(organisation_id=org.id, token=token.token, token_id=token.id,
+                          pipelines=ids[:-1], names=names[:-1], check_pipeline=ids[-1],
+                          check_name=names[-1])
+
+
+# A Watcher history: for each pipeline (in the order of the array, numbered n from 1), jobs k
+# = 0..jobs-1 started k + 2 hours ago (a root execution of 30 minutes, i = 0) with `steps`
+# child executions of 4 minutes each (i = 1..steps), ids consecutive from $1; about 1 job in
+# 50 failed (its last step and the root). Every column start_execution / end_execution fill.
+WATCHER_HISTORY_SQL = """
+INSERT INTO run (id, organisation_id, pipeline_id, parent_id, status, created_at, updated_at,
+                 started_at, finished_at, deadline_at, environment, claimed_by_token_id,
+                 hour_recorded, date_recorded, duration_seconds, throughput, rows_total,
+                 rows_inserted, rows_updated, rows_deleted, log_seq, log_base, sample_seq,
+                 sample_base)
+SELECT id, $2::int, pipeline_id, CASE WHEN i = 0 THEN NULL ELSE root END,
+       CASE WHEN k % 50 = 7 AND i IN (0, $6::int) THEN 'failed' ELSE 'succeeded' END,
+       st, st + make_interval(secs => dur), st, st + make_interval(secs => dur),
+       st + interval '2 hours', 'default', $3::int,
+       extract(hour FROM st AT TIME ZONE 'UTC')::int, (st AT TIME ZONE 'UTC')::date,
+       dur, round(rows::numeric / dur, 4)::float8, rows, rows * 6 / 10, rows * 3 / 10,
+       rows / 10, 0, 0, 0, 0
+FROM (
+  SELECT $1::bigint + (p.n - 1) * $7::bigint + k * ($6::int + 1) + i AS id,
+         $1::bigint + (p.n - 1) * $7::bigint + k * ($6::int + 1) AS root,
+         p.pipeline_id, k, i,
+         $4::timestamptz - make_interval(hours => k + 2)
+           + CASE WHEN i = 0 THEN interval '0' ELSE make_interval(mins => 5 * i - 4) END AS st,
+         CASE WHEN i = 0 THEN 1800 ELSE 240 END AS dur,
+         1000 + (k % 97) * 10 AS rows
+  FROM unnest($8::int[]) WITH ORDINALITY AS p(pipeline_id, n),
+       generate_series(0, $5::int - 1) AS k, generate_series(0, $6::int) AS i
+) a
+"""
 
 
 # Every run gets the columns runwatch's ORM fills by default (environment, the series'
@@ -359,10 +450,33 @@ async def seed(fixture: Fixture, *, rounds: int, warmup: float, duration: float,
                     seconds = warmup if slot.endswith("warmup") else duration
                     add(slot, math.ceil(seconds * hook_rate_cap * 1.2) + 20, e_org, hooks,
                         token)
+        watcher = fixture.watcher
+        history: IdRange | None = None
+        if watcher is not None:
+            # The running root execution of each pipeline: the job whose steps the round's
+            # executions are (started by the Watcher token).
+            for n, pipeline in enumerate(watcher.all_pipelines):
+                add(f"watcher-parent-{n}", 1, watcher.organisation_id, pipeline,
+                    watcher.token_id)
+            watcher.parents = [fixture.ranges[f"watcher-parent-{n}"].first
+                               for n in range(len(watcher.pipelines))]
+            watcher.check_parent = fixture.ranges[
+                f"watcher-parent-{len(watcher.pipelines)}"].first
+            if "watcher" in groups:
+                per_pipeline = WATCHER_JOBS * (WATCHER_STEPS + 1)
+                history = IdRange(next_id, per_pipeline * len(watcher.all_pipelines))
+                fixture.ranges["watcher-history"] = history
+                next_id += history.count
         for r, org_id, pipeline, token_id, logs, samples in to_insert:
             # one generate_series INSERT per range
             await conn.execute(RUNNING_SQL, r.first, r.count, org_id, pipeline, started_at,
                                token_id, logs, samples)
+        if watcher is not None and history is not None:
+            await conn.execute(WATCHER_HISTORY_SQL, history.first, watcher.organisation_id,
+                               watcher.token_id, now, WATCHER_JOBS, WATCHER_STEPS,
+                               WATCHER_JOBS * (WATCHER_STEPS + 1), watcher.all_pipelines)
+            await conn.execute(HOURLY_SQL, watcher.all_pipelines)
+            await seed_pipeline_rollups(conn, watcher.all_pipelines)
         await conn.execute("SELECT setval(pg_get_serial_sequence('run', 'id'), $1)", next_id)
         fixture.timings["seed running runs"] = time.monotonic() - t0
 
@@ -496,6 +610,26 @@ async def pending_deliveries(organisation_id: int) -> int:
         await conn.close()
 
 
+async def max_run_id() -> int:
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM run"))
+    finally:
+        await conn.close()
+
+
+async def watcher_executions(pipelines: list[int], after_id: int) -> tuple[int, int]:
+    """(started, ended successfully) executions of the pipelines with an id past `after_id`."""
+    conn = await asyncpg.connect(DSN, timeout=10)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS started, count(*) FILTER (WHERE status = 'succeeded') AS ended "
+            "FROM run WHERE id > $1 AND pipeline_id = ANY($2::int[])", after_id, pipelines)
+        return int(row["started"]), int(row["ended"])
+    finally:
+        await conn.close()
+
+
 @dataclass
 class PgSnapshot:
     """PostgreSQL's side of a wrk run: the benchmark database's backends, WAL, checkpoints."""
@@ -538,7 +672,14 @@ async def describe(fixture: Fixture) -> list[str]:
             "(SELECT count(*) FROM pipeline_hourly_stats h WHERE h.pipeline_id = p.id) AS hours "
             "FROM pipeline p LEFT JOIN connection c ON c.id = p.connection_id ORDER BY p.id"
         )
+        watcher = [row for row in rows if row["kind"] == "watcher"]
+        if watcher:
+            lines.append(f"{len(watcher)} Watcher pipelines ({watcher[0]['label']} ...): "
+                         f"{sum(r['runs'] for r in watcher):,} executions, "
+                         f"{sum(r['hours'] for r in watcher):,} hourly rows")
         for row in rows:
+            if row["kind"] == "watcher":
+                continue
             rollups = ", ".join(f"{c} {row[c]}" for c in fixture.rollup_columns)
             lines.append(
                 f"{row['label']:<18} pipeline {row['id']}: {row['runs']:>9,} runs, "
@@ -555,7 +696,8 @@ async def describe(fixture: Fixture) -> list[str]:
 
 
 async def setup(*, rounds: int, warmup: float, duration: float,
-                groups: tuple[str, ...] = GROUPS, hook_rate_cap: float = 200) -> Fixture:
+                groups: tuple[str, ...] = GROUPS, hook_rate_cap: float = 200,
+                watcher_pipelines: int = 16) -> Fixture:
     """Drop/create the database, migrate, bootstrap and seed. Tortoise is left initialised
     (the SQL equivalence check uses it; Tortoise's context lives in a context variable, so the
     check must run in the same task); the caller closes it."""
@@ -575,6 +717,7 @@ async def setup(*, rounds: int, warmup: float, duration: float,
                       read_token=read, connections=connections, pipelines=pipelines,
                       groups=groups)
     fixture.elt = await bootstrap_elt()
+    fixture.watcher = await bootstrap_watcher(watcher_pipelines)
     fixture.timings["create + migrate"] = migrated
     await seed(fixture, rounds=rounds, warmup=warmup, duration=duration,
                hook_rate_cap=hook_rate_cap)
