@@ -9,7 +9,9 @@ connection is closed` for a transaction's rollback on the dead connection, `Admi
 `CannotConnectNowError`, `OSError` from a refused connect), often chained (a failed rollback
 raised while the lost query's error was being handled). asyncpg's pool replaces a closed
 connection on the next acquire, so the service recovers by itself as soon as the server
-answers again: nothing here retries, the client does (`Retry-After`).
+answers again: requests are not retried here, the client does (`Retry-After`). Background
+workers, which have no client to answer, retry their own database steps a few times
+(`retrying`) so that a momentary loss does not leave claimed work waiting for its hold.
 
 SQLite: the file locked by another process for longer than the busy timeout ("database is
 locked"), or the file unreadable.
@@ -20,10 +22,12 @@ the database's availability and stays what it was (a domain error, or a 500).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import asyncpg
 from graphql import GraphQLError
@@ -33,6 +37,9 @@ from strawberry.extensions import SchemaExtension
 from tortoise.exceptions import DBConnectionError, OperationalError
 
 log = logging.getLogger("runwatch.faults")
+
+T = TypeVar("T")
+RETRY_DELAY = 0.25  # `retrying`'s first pause, in seconds
 
 RETRY_AFTER_SECONDS = 1
 MESSAGE = "The database is unavailable; retry shortly."
@@ -101,6 +108,22 @@ def _unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OSError):  # TimeoutError, ConnectionRefusedError, … while connecting
         return _raised_in(exc, "/asyncpg/")  # (a webhook's is not the database's)
     return False
+
+
+async def retrying(step: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
+    """Run `step`; while it fails because the database is unavailable, run it again after
+    `RETRY_DELAY`, doubling (at most `attempts` runs, about 4 s of pauses in all). Any other
+    failure, and the last one, propagates. For background workers only: a request answers
+    503 at once instead."""
+    for attempt in range(attempts):
+        try:
+            return await step()
+        except Exception as exc:
+            if attempt == attempts - 1 or not database_unavailable(exc):
+                raise
+            log.info("database unavailable (%s: %s); trying again", type(exc).__name__, exc)
+            await asyncio.sleep(RETRY_DELAY * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _raised_in(exc: BaseException, path: str, function: str | None = None) -> bool:

@@ -7,6 +7,9 @@ import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
+import asyncpg
+
+from runwatch import faults
 from runwatch.models import AlertChannel, ChannelKind, Task, TaskStatus, WebhookDelivery
 from runwatch.resolvers import tasks as tasks_api
 from runwatch.resolvers.clock import utcnow
@@ -37,6 +40,33 @@ async def test_a_failing_task_is_retried_then_failed(settings, tenant):
         now = row.due_at + timedelta(seconds=1)
     assert row.status == TaskStatus.FAILED and row.finished_at is not None
     assert await runner.run_due(now=now + timedelta(days=1)) == 0
+
+
+async def test_a_task_the_database_failed_is_given_back_without_an_attempt(
+    settings, tenant, monkeypatch
+):
+    monkeypatch.setattr(faults, "RETRY_DELAY", 0.01)
+    runner = TaskRunner(settings)
+    task = await tasks_api.enqueue(kind="anything", organisation_id=tenant.org_id)
+    handled = []
+
+    async def lost(claimed):
+        handled.append(claimed.id)
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed mid-operation")
+
+    monkeypatch.setattr(runner, "handle", lost)
+    before = utcnow()
+    assert await runner.run_due() == 1
+    row = await Task.get(id=task.id)
+    assert handled == [task.id]
+    assert row.status == TaskStatus.PENDING and row.claim is None and row.attempts == 0
+    assert row.last_error is None
+    # due again after the short pause, not after the 5-minute hold or a counted retry's backoff
+    assert before + runner_module.UNAVAILABLE_DELAY <= row.due_at
+    assert row.due_at <= utcnow() + runner_module.UNAVAILABLE_DELAY
+    assert await runner.run_due() == 0
+    assert await runner.run_due(now=row.due_at + timedelta(milliseconds=1)) == 1
+    assert handled == [task.id, task.id]
 
 
 async def test_schedules_are_one_row_each_and_come_back(settings, tenant):

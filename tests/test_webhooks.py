@@ -6,15 +6,19 @@ SSRF refusals, slow receivers, and tenancy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from tortoise.transactions import in_transaction
 
+from runwatch import faults
 from runwatch.models import (
     DeliveryStatus,
     Pipeline,
@@ -24,12 +28,13 @@ from runwatch.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from runwatch.resolvers import elt_runs, pipelines, webhooks
+from runwatch.resolvers import elt_runs, pipelines, queue, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso as clock_iso
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.run_input import RunChange
+from runwatch.services import webhooks as webhook_service
 from runwatch.services.reaper import reap_stuck_runs
 from runwatch.services.webhooks import (
     MAX_ATTEMPTS,
@@ -417,6 +422,117 @@ async def test_a_dead_workers_claim_delays_the_delivery_until_it_expires(
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1
     assert delivery.last_status_code == 200
     assert await sender.deliver_due(now=now + timedelta(days=2)) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the database lost mid-delivery: a claimed delivery is sent, or given back at once
+
+
+def lost_connection() -> Exception:
+    return asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+def failing(times: int, step):
+    """`step`, failing the first `times` calls as if the database connection were lost."""
+    calls = {"n": 0}
+
+    async def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise lost_connection()
+        return await step(*args, **kwargs)
+
+    wrapped.calls = calls
+    return wrapped
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(faults, "RETRY_DELAY", 0.01)
+
+
+async def test_a_lost_connection_before_the_send_is_retried(
+    caller, receiver, sender, monkeypatch, quick_retries
+):
+    pipeline = await new_pipeline(caller)
+    await new_endpoint(caller, receiver.url)
+    await finish(caller, await running_run(caller, pipeline))
+    lookup = failing(2, webhook_service.target_of)
+    monkeypatch.setattr(webhook_service, "target_of", lookup)
+
+    assert await sender.deliver_due() == 1
+    assert lookup.calls["n"] == 3 and len(receiver.requests) == 1
+    delivery = await one_delivery(status=DeliveryStatus.DELIVERED)
+    assert delivery.attempts == 1 and delivery.claim is None
+
+
+async def test_a_delivery_the_database_keeps_failing_is_given_back_unsent(
+    caller, receiver, sender, monkeypatch, quick_retries
+):
+    pipeline = await new_pipeline(caller)
+    await new_endpoint(caller, receiver.url)
+    await finish(caller, await running_run(caller, pipeline))
+    monkeypatch.setattr(webhook_service, "target_of", failing(100, webhook_service.target_of))
+
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        await sender.deliver_due()
+    assert receiver.requests == []
+    delivery = await one_delivery()
+    # not held for `sender.hold` (35 s) but due again now, with no attempt counted
+    assert delivery.status == DeliveryStatus.PENDING and delivery.claim is None
+    assert delivery.attempts == 0 and delivery.next_attempt_at <= later(seconds=1)
+    assert await attempts_of(delivery) == []
+
+    monkeypatch.undo()
+    assert await sender.deliver_due() == 1
+    assert len(receiver.requests) == 1
+    assert (await one_delivery()).status == DeliveryStatus.DELIVERED
+
+
+async def test_a_claim_whose_answer_was_lost_after_its_commit_is_still_this_workers(
+    caller, receiver, sender, monkeypatch, quick_retries
+):
+    pipeline = await new_pipeline(caller)
+    await new_endpoint(caller, receiver.url)
+    await finish(caller, await running_run(caller, pipeline))
+
+    @contextlib.asynccontextmanager
+    async def committed_then_lost():
+        async with in_transaction() as tx:
+            yield tx
+        raise lost_connection()  # committed, but the worker never heard
+
+    monkeypatch.setattr(queue, "in_transaction", committed_then_lost)
+    [claimed] = await claim_due(limit=10, hold=timedelta(seconds=60))
+    monkeypatch.undo()
+    assert await claim_due(limit=10, hold=timedelta(seconds=60)) == []  # held, by this claim
+    await sender.send(claimed)
+    assert len(receiver.requests) == 1
+    assert (await one_delivery()).status == DeliveryStatus.DELIVERED
+
+
+async def test_recording_a_result_outlasts_a_lost_connection_without_a_second_attempt(
+    caller, receiver, sender, monkeypatch, quick_retries
+):
+    pipeline = await new_pipeline(caller)
+    await new_endpoint(caller, receiver.url)
+    await finish(caller, await running_run(caller, pipeline))
+
+    calls = {"n": 0}
+
+    async def commit_then_lose(delivery, result, **kwargs):
+        """The first call is stored but its answer is lost (a kill during COMMIT)."""
+        calls["n"] += 1
+        stored = await record(delivery, result, **kwargs)
+        if calls["n"] == 1:
+            raise lost_connection()
+        return stored
+
+    monkeypatch.setattr(webhook_service, "record", commit_then_lose)
+    assert await sender.deliver_due() == 1
+    assert calls["n"] == 2 and len(receiver.requests) == 1
+    delivery = await one_delivery(status=DeliveryStatus.DELIVERED)
+    assert delivery.attempts == 1 and len(await attempts_of(delivery)) == 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ deliveries, tasks). One UPDATE takes up to N due rows, stamps them with this wor
 and moves their due time past `hold`: on PostgreSQL the inner SELECT locks them with
 `FOR UPDATE SKIP LOCKED`, so concurrent workers take different rows instead of waiting; on
 SQLite the statement is atomic on its own. A worker that dies mid-work only delays its rows
-until the hold runs out; a worker's result counts only while its claim stands."""
+until the hold runs out; a worker's result counts only while its claim stands, and a worker
+that cannot do the work now gives it back (`release`) rather than sit on it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from runwatch import faults
 from runwatch.resolvers import sql
 
 _CLAIM = """
@@ -36,6 +38,24 @@ async def claim_due(
     token = secrets.token_hex(16)
     lock = " FOR UPDATE SKIP LOCKED" if sql.is_postgres(sql.client()) else ""
     statement = _CLAIM.format(table=table, due=due_column, columns=columns, lock=lock)
-    async with in_transaction() as tx:
-        rows = await sql.fetch(statement, [token, now + hold, status, now, limit], tx)
+    held_until = now + hold
+    try:
+        async with in_transaction() as tx:
+            rows = await sql.fetch(statement, [token, held_until, status, now, limit], tx)
+    except Exception as exc:
+        if not faults.database_unavailable(exc):
+            raise
+        # The answer was lost, perhaps after the commit: what this claim took (if anything) is
+        # this worker's, not left held by nobody. The due time the claim set finds it by index.
+        rows = await faults.retrying(lambda: sql.fetch(
+            f"SELECT {columns} FROM {table} WHERE status = ? AND {due_column} = ? AND claim = ?",
+            [status, held_until, token]))
     return token, rows
+
+
+async def release(table: str, row_id: int, claim: str, *, due_column: str,
+                  due: datetime) -> bool:
+    """Give a claimed row back, due at `due`, if the claim still stands (nothing counted as an
+    attempt); False when it no longer did."""
+    statement = f"UPDATE {table} SET claim = NULL, {due_column} = ? WHERE id = ? AND claim = ?"
+    return bool(await sql.execute(statement, [due, row_id, claim]))

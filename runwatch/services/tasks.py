@@ -7,7 +7,10 @@
   monitoring.
 
 A task that fails is retried with backoff (up to `MAX_ATTEMPTS`), then marked failed with its
-error; a schedule that fails is simply due again at its next tick.
+error; a schedule that fails is simply due again at its next tick. A task that failed because
+the database was unavailable is not counted as an attempt: it is given back, due again in
+`UNAVAILABLE_DELAY`, and the worker's own bookkeeping writes outlast a momentary loss
+(`faults.retrying`) instead of leaving the task claimed until its hold runs out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from runwatch import faults
 from runwatch.models import Task, TaskStatus
 from runwatch.resolvers import alerts, anomalies, checks, queue, retention, signals, sql
 from runwatch.resolvers import tasks as tasks_api
@@ -29,6 +33,7 @@ log = logging.getLogger("runwatch.tasks")
 
 MAX_ATTEMPTS = 5
 HOLD = timedelta(minutes=5)  # a claimed task is someone's for this long
+UNAVAILABLE_DELAY = timedelta(seconds=2)  # a task the database failed is due again after this
 QUEUE_WARNING, QUEUE_CRITICAL = 50, 100
 SCHEDULE_TIMELINESS = "schedule:timeliness"
 SCHEDULE_FRESHNESS = "schedule:freshness"
@@ -113,18 +118,27 @@ class TaskRunner:
             return
         try:
             await self.handle(task)
-        except Exception as exc:  # recorded and retried
-            log.exception("task %s (%s) failed", task.id, task.kind)
+        except Exception as exc:
+            if faults.database_unavailable(exc):  # not the task's failure: again shortly
+                log.warning("task %s (%s): database unavailable (%s: %s); due again in %ss",
+                            task.id, task.kind, type(exc).__name__, exc,
+                            UNAVAILABLE_DELAY.total_seconds())
+                await faults.retrying(lambda: queue.release(
+                    "task", task.id, task.claim, due_column="due_at",
+                    due=utcnow() + UNAVAILABLE_DELAY))
+                return
+            log.exception("task %s (%s) failed", task.id, task.kind)  # recorded and retried
             attempts = task.attempts + 1
-            final = attempts >= MAX_ATTEMPTS
-            await Task.filter(id=task.id, claim=task.claim).update(
-                attempts=attempts, claim=None, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            final, error = attempts >= MAX_ATTEMPTS, f"{type(exc).__name__}: {exc}"[:2000]
+            await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
+                attempts=attempts, claim=None, last_error=error,
                 status=TaskStatus.FAILED if final else TaskStatus.PENDING,
                 due_at=utcnow() + timedelta(seconds=30 * 2**attempts),
-                finished_at=utcnow() if final else None)
+                finished_at=utcnow() if final else None))
             return
-        await Task.filter(id=task.id, claim=task.claim).update(
-            status=TaskStatus.DONE, claim=None, finished_at=utcnow(), attempts=task.attempts + 1)
+        await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
+            status=TaskStatus.DONE, claim=None, finished_at=utcnow(),
+            attempts=task.attempts + 1))
 
     async def handle(self, task: Claimed) -> Any:
         if task.kind == tasks_api.ANOMALY:
@@ -150,9 +164,9 @@ class TaskRunner:
         except Exception as exc:  # a schedule runs again at its next tick
             log.exception("schedule %s failed", task.key)
             error = f"{type(exc).__name__}: {exc}"[:2000]
-        await Task.filter(id=task.id, claim=task.claim).update(
+        await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
             claim=None, due_at=utcnow() + timedelta(seconds=interval), last_error=error,
-            attempts=task.attempts + 1)
+            attempts=task.attempts + 1))
 
     async def run_due(self, *, now: datetime | None = None, limit: int = 20) -> int:
         """Claim and run what is due (one after the other); returns how many ran."""

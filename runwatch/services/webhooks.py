@@ -33,7 +33,7 @@ import httpx
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from runwatch import __version__
+from runwatch import __version__, faults
 from runwatch.models import (
     AlertChannel,
     ChannelKind,
@@ -192,14 +192,30 @@ class Sender:
         return Result(response.status_code, elapsed, error, excerpt)
 
     async def send(self, delivery: Claimed) -> Result:
-        """Send one claimed delivery and record the attempt (and the delivery's new state)."""
-        target = await target_of(delivery)
+        """Send one claimed delivery and record the attempt (and the delivery's new state).
+        Its database steps outlast a momentary loss of the database (`faults.retrying`); a
+        delivery whose target cannot be read even so is given back unsent, due again at once,
+        instead of waiting for its hold to run out."""
+        try:
+            target = await faults.retrying(lambda: target_of(delivery))
+        except Exception as exc:
+            if faults.database_unavailable(exc):
+                await give_back(delivery)
+            raise
         attempted_at = utcnow()
         if target is None:
             result = Result(None, 0, "endpoint or channel disabled or deleted", None)
         else:
             result = await self._post(target, delivery)
-        await record(delivery, result, attempted_at=attempted_at, final=target is None)
+        tries = 0
+
+        async def store() -> bool:
+            nonlocal tries
+            tries += 1
+            return await record(delivery, result, attempted_at=attempted_at,
+                                final=target is None, again=tries > 1)
+
+        await faults.retrying(store)
         return result
 
     async def deliver_due(self, *, now: datetime | None = None, limit: int | None = None) -> int:
@@ -248,10 +264,26 @@ class Sender:
             log.exception("webhook delivery %s failed unexpectedly", delivery.id)
 
 
+async def give_back(delivery: Claimed) -> None:
+    """Return a claimed delivery unsent, due now; best effort (if the database is still away,
+    its hold runs out instead)."""
+    try:
+        await queue.release("webhook_delivery", delivery.id, delivery.claim,
+                            due_column="next_attempt_at", due=utcnow())
+    except Exception as exc:
+        log.warning("delivery %s could not be given back (%s: %s); due again when its hold "
+                    "runs out", delivery.id, type(exc).__name__, exc)
+
+
 async def record(delivery: Claimed, result: Result, *, attempted_at: datetime,
-                 final: bool = False) -> bool:
+                 final: bool = False, again: bool = False) -> bool:
     """Store an attempt and move the delivery on; False when this worker's claim was lost
-    (then only the attempt is stored)."""
+    (then only the attempt is stored). `again`: a retry of a call whose outcome is unknown
+    (the connection was lost, perhaps after the commit): an attempt already stored is not
+    stored twice."""
+    if again and await WebhookAttempt.filter(delivery_id=delivery.id,
+                                             attempted_at=attempted_at).exists():
+        return True
     attempts = delivery.attempts + 1
     if result.ok:
         changes = {"status": DeliveryStatus.DELIVERED.value, "delivered_at": utcnow(),
