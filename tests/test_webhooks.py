@@ -28,7 +28,7 @@ from runwatch.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from runwatch.resolvers import elt_runs, pipelines, queue, webhooks
+from runwatch.resolvers import elt_runs, pipelines, queue, signals, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso as clock_iso
 from runwatch.resolvers.clock import utcnow
@@ -682,6 +682,31 @@ async def test_no_endpoint_no_delivery(caller, other_caller, receiver):
     await finish(caller, await running_run(caller, pipeline))
     await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
     assert await WebhookDelivery.all().count() == 0
+
+
+async def test_workers_are_woken_only_when_an_end_enqueued_work(client, tenant, caller, receiver):
+    """An end with nothing to deliver leaves idle workers asleep (no claim statements for
+    nothing); one with a delivery wakes them at once (an ELT end, a warehouse report)."""
+    pipeline = await new_pipeline(caller)
+    connection = await create_connection(client, tenant, "warehouse")
+    with signals.watching_work() as woken:
+        await finish(caller, await running_run(caller, pipeline))
+        run_id = await start_run(client, tenant, connection)
+        r = await report(client, tenant, connection, run_id, completed_at=iso(later(seconds=1)),
+                         events_delivered=1)
+        assert r.status_code == 204, r.text
+        assert not woken.is_set()
+
+        await new_endpoint(caller, receiver.url)
+        await finish(caller, await running_run(caller, pipeline))
+        assert woken.is_set()
+        woken.clear()
+        run_id = await start_run(client, tenant, connection)
+        r = await report(client, tenant, connection, run_id, completed_at=iso(later(seconds=1)),
+                         events_delivered=1)
+        assert r.status_code == 204, r.text
+        assert woken.is_set()
+    assert await WebhookDelivery.all().count() == 2
 
 
 async def test_unknown_event_types_are_refused(caller):

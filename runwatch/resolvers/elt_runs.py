@@ -352,7 +352,7 @@ async def update_run(
             return appended
         # not found, or claimed by another gateway: the general path says which
     statement, params = _lock_statement(caller, run_id, change, now)
-    became_terminal = False
+    enqueued = False
     async with in_transaction() as conn:
         rows = await sql.fetch(statement, params, conn)
         if not rows:
@@ -377,7 +377,7 @@ async def update_run(
                     await Gateway.filter(id=caller.gateway_id).using_db(conn).update(
                         last_seen_at=now)
                 if became_terminal:
-                    await on_terminal(conn, run)
+                    enqueued = await on_terminal(conn, run)
                 else:
                     await touch_pipeline(conn, run.pipeline_id)  # type: ignore[attr-defined]
         for series, items, replace in (
@@ -390,7 +390,7 @@ async def update_run(
                 await write(conn, series, run_id=run.id, old_seq=seq - len(items),
                             old_base=base, replace=replace, items=items)
     signals.run_changed(run.id)
-    if became_terminal:
+    if enqueued:
         signals.work_enqueued()
     return run
 

@@ -168,10 +168,11 @@ async def end_execution(
             run = Run._init_from_db(**rows[0])
             if end.succeeded:
                 await _advance_pipeline(conn, run, end, stamp)
-            await on_terminal(conn, run)
+            enqueued = await on_terminal(conn, run)
     if rows:
         signals.run_changed(run.id)
-        signals.work_enqueued()
+        if enqueued:
+            signals.work_enqueued()
         return run, True
     run = await _run_of(caller, end.run_id)
     same = (run.status == status and run.finished_at == end.end_date and all(

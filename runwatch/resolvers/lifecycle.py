@@ -82,23 +82,25 @@ def outcome_of(run: Run) -> Outcome:
     )
 
 
-async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> None:
+async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> bool:
     """What happens once when a run first becomes terminal, in the transaction that made it
     so: the roll-ups; a webhook delivery for the endpoint that wants the event; after a
     success, anomaly detection (a task, when the pipeline has active rules); after a
-    timeout, an alert."""
+    timeout, an alert. Returns whether background work was enqueued: the caller wakes this
+    process's workers after its commit only then (`signals.work_enqueued`)."""
     pipeline_name = await record_outcome(conn, outcome_of(run))
-    await webhooks.enqueue_run_event(conn, run, pipeline_name=pipeline_name)
+    enqueued = await webhooks.enqueue_run_event(conn, run, pipeline_name=pipeline_name)
     organisation_id = run.organisation_id  # type: ignore[attr-defined]
     if run.status == RunStatus.SUCCEEDED:
-        await tasks.enqueue_anomaly_detection(
+        enqueued |= await tasks.enqueue_anomaly_detection(
             conn, organisation_id=organisation_id,
             pipeline_id=run.pipeline_id, run_id=run.id)  # type: ignore[attr-defined]
     elif run.status == RunStatus.TIMED_OUT:
-        await alerts.enqueue_alert(
+        enqueued |= bool(await alerts.enqueue_alert(
             conn, organisation_id=organisation_id, alert="stuck_run", severity="warning",
             title=f"Run {run.id} of {pipeline_name} timed out",
             message=run.error or "the run was stuck",
             details={"runId": str(run.id), "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
-                     "pipelineName": pipeline_name})
+                     "pipelineName": pipeline_name}))
+    return enqueued
 

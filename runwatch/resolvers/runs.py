@@ -19,7 +19,7 @@ from runwatch.models import (
     Run,
     RunStatus,
 )
-from runwatch.resolvers import sql
+from runwatch.resolvers import signals, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import SECOND, floor_second, to_utc, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
@@ -168,7 +168,9 @@ async def _complete(
         if not rows:
             return None
         run = Run._init_from_db(**rows[0])
-        await on_terminal(conn, run)
+        enqueued = await on_terminal(conn, run)
+    if enqueued:
+        signals.work_enqueued()
     return run
 
 
