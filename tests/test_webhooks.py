@@ -447,16 +447,18 @@ def failing(times: int, step):
 
 
 @pytest.fixture
-def quick_retries(monkeypatch):
+async def due_delivery(caller, receiver, monkeypatch):
+    """One finished run's delivery, due, for the receiver; the workers' retries without the
+    pauses."""
     monkeypatch.setattr(faults, "RETRY_DELAY", 0.01)
-
-
-async def test_a_lost_connection_before_the_send_is_retried(
-    caller, receiver, sender, monkeypatch, quick_retries
-):
     pipeline = await new_pipeline(caller)
     await new_endpoint(caller, receiver.url)
     await finish(caller, await running_run(caller, pipeline))
+
+
+async def test_a_lost_connection_before_the_send_is_retried(
+    receiver, sender, monkeypatch, due_delivery
+):
     lookup = failing(2, webhook_service.target_of)
     monkeypatch.setattr(webhook_service, "target_of", lookup)
 
@@ -467,11 +469,8 @@ async def test_a_lost_connection_before_the_send_is_retried(
 
 
 async def test_a_delivery_the_database_keeps_failing_is_given_back_unsent(
-    caller, receiver, sender, monkeypatch, quick_retries
+    receiver, sender, monkeypatch, due_delivery
 ):
-    pipeline = await new_pipeline(caller)
-    await new_endpoint(caller, receiver.url)
-    await finish(caller, await running_run(caller, pipeline))
     monkeypatch.setattr(webhook_service, "target_of", failing(100, webhook_service.target_of))
 
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
@@ -490,11 +489,8 @@ async def test_a_delivery_the_database_keeps_failing_is_given_back_unsent(
 
 
 async def test_a_claim_whose_answer_was_lost_after_its_commit_is_still_this_workers(
-    caller, receiver, sender, monkeypatch, quick_retries
+    receiver, sender, monkeypatch, due_delivery
 ):
-    pipeline = await new_pipeline(caller)
-    await new_endpoint(caller, receiver.url)
-    await finish(caller, await running_run(caller, pipeline))
 
     @contextlib.asynccontextmanager
     async def committed_then_lost():
@@ -512,11 +508,8 @@ async def test_a_claim_whose_answer_was_lost_after_its_commit_is_still_this_work
 
 
 async def test_recording_a_result_outlasts_a_lost_connection_without_a_second_attempt(
-    caller, receiver, sender, monkeypatch, quick_retries
+    receiver, sender, monkeypatch, due_delivery
 ):
-    pipeline = await new_pipeline(caller)
-    await new_endpoint(caller, receiver.url)
-    await finish(caller, await running_run(caller, pipeline))
 
     calls = {"n": 0}
 
