@@ -61,6 +61,13 @@ async def claim(limit: int, now: datetime) -> list[Claimed]:
                     attempts=int(r["attempts"]), claim=token) for r in rows]
 
 
+async def _settle(task: Claimed, **changes: Any) -> None:
+    """Write a claimed task's outcome and end the claim, if it still stands; outlasts a
+    momentary loss of the database (`faults.retrying`)."""
+    await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
+        claim=None, **changes))
+
+
 def queue_level(pending: int) -> str | None:
     if pending >= QUEUE_CRITICAL:
         return "critical"
@@ -129,16 +136,14 @@ class TaskRunner:
                 return
             log.exception("task %s (%s) failed", task.id, task.kind)  # recorded and retried
             attempts = task.attempts + 1
-            final, error = attempts >= MAX_ATTEMPTS, f"{type(exc).__name__}: {exc}"[:2000]
-            await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
-                attempts=attempts, claim=None, last_error=error,
-                status=TaskStatus.FAILED if final else TaskStatus.PENDING,
-                due_at=utcnow() + timedelta(seconds=30 * 2**attempts),
-                finished_at=utcnow() if final else None))
+            final = attempts >= MAX_ATTEMPTS
+            await _settle(task, attempts=attempts, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                          status=TaskStatus.FAILED if final else TaskStatus.PENDING,
+                          due_at=utcnow() + timedelta(seconds=30 * 2**attempts),
+                          finished_at=utcnow() if final else None)
             return
-        await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
-            status=TaskStatus.DONE, claim=None, finished_at=utcnow(),
-            attempts=task.attempts + 1))
+        await _settle(task, status=TaskStatus.DONE, finished_at=utcnow(),
+                      attempts=task.attempts + 1)
 
     async def handle(self, task: Claimed) -> Any:
         if task.kind == tasks_api.ANOMALY:
@@ -164,9 +169,8 @@ class TaskRunner:
         except Exception as exc:  # a schedule runs again at its next tick
             log.exception("schedule %s failed", task.key)
             error = f"{type(exc).__name__}: {exc}"[:2000]
-        await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
-            claim=None, due_at=utcnow() + timedelta(seconds=interval), last_error=error,
-            attempts=task.attempts + 1))
+        await _settle(task, due_at=utcnow() + timedelta(seconds=interval), last_error=error,
+                      attempts=task.attempts + 1)
 
     async def run_due(self, *, now: datetime | None = None, limit: int = 20) -> int:
         """Claim and run what is due (one after the other); returns how many ran."""
