@@ -10,6 +10,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import Connection, Pipeline
+from runwatch.resolvers import strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
@@ -89,6 +90,10 @@ def _secret_keys(value: Any, path: str = "") -> list[str]:
 def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str, Any]:
     if not isinstance(settings, dict):
         errors["settings"] = ["Expected an object of non-secret settings."]
+        return {}
+    not_json = strict_json.problem(settings)
+    if not_json is not None:
+        errors["settings"] = [f"Settings must be JSON: {not_json}."]
         return {}
     for key in _secret_keys(settings):
         errors[f"settings.{key}"] = [

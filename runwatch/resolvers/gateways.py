@@ -11,6 +11,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import Gateway, ServiceToken
+from runwatch.resolvers import strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
@@ -125,6 +126,9 @@ def _labels(value: Any) -> dict[str, Any] | list[str]:
         labels = value
     else:
         raise InvalidInput.one("labels", "Expected an object of strings or a list of strings.")
+    not_json = strict_json.problem(labels)
+    if not_json is not None:
+        raise InvalidInput.one("labels", f"Labels must be JSON: {not_json}.")
     if len(json.dumps(labels)) > MAX_LABELS_BYTES or "\\u0000" in json.dumps(labels):
         raise InvalidInput.one("labels", f"At most {MAX_LABELS_BYTES} bytes of JSON, "
                                          "without null characters.")

@@ -12,6 +12,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import INT32_MAX, Pipeline, PipelineType
+from runwatch.resolvers import strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
@@ -76,11 +77,11 @@ def metadata(value: Any, name: str, errors: Errors) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         errors.add(name, f"{name} must be an object")
         return None
-    try:  # NaN / Infinity: not JSON (PostgreSQL's jsonb refuses them), so not storable
-        encoded = json.dumps(value, allow_nan=False)
-    except ValueError:
-        errors.add(name, f"{name} must be JSON (NaN and Infinity are not)")
+    not_json = strict_json.problem(value)  # NaN, Infinity, lone surrogates, deep nesting
+    if not_json is not None:
+        errors.add(name, f"{name} must be JSON: {not_json}")
         return None
+    encoded = json.dumps(value)
     if len(encoded) > 65_536 or "\\u0000" in encoded:
         errors.add(name, f"{name} must be at most 64 KiB of JSON, without null characters")
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,7 @@ from starlette.routing import Route
 
 from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import INT32_MAX
+from runwatch.resolvers import strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import parse_iso
 from runwatch.resolvers.errors import (
@@ -57,23 +57,26 @@ def caller_of(request: Request, scope: Scope | None = None) -> Caller:
     return caller
 
 
-async def json_body(request: Request) -> dict[str, Any]:
+async def json_object(request: Request) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is empty. The one body reader of every REST
+    shim: strict JSON (`runwatch.resolvers.strict_json`: no NaN, Infinity, lone surrogates or
+    deep nesting), refused as `UnreadableBody` before anything reads a field of it."""
     raw = await request.body()
     if not raw.strip():
-        return {}
+        return None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise UnreadableBody(reason, not_json=True) from None
+        body = strict_json.loads(raw)
+    except strict_json.NotStrictJSON as exc:
+        raise UnreadableBody(exc.reason, not_json=True) from None
     if not isinstance(body, dict):
         raise UnreadableBody(type(body).__name__, not_json=False)
-    try:  # a lone surrogate (`"\ud800"`) is valid JSON, but no database can store it
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise UnreadableBody("a string holds a lone surrogate (not valid Unicode)",
-                             not_json=True) from None
     return body
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """`json_object`, an empty body read as `{}`."""
+    body = await json_object(request)
+    return {} if body is None else body
 
 
 DATETIME_HELP = (

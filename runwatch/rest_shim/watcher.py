@@ -17,7 +17,6 @@ Wire names -> runwatch: an execution is a `Run` (`total_rows` -> `rows_total`, `
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -51,7 +50,13 @@ from runwatch.resolvers.errors import (
 )
 from runwatch.resolvers.executions import ExecutionTree
 from runwatch.resolvers.watcher_pipelines import require_writer
-from runwatch.rest_shim.common import Handler, caller_of, routes_with_optional_slash
+from runwatch.rest_shim.common import (
+    Handler,
+    UnreadableBody,
+    caller_of,
+    json_object,
+    routes_with_optional_slash,
+)
 from runwatch.services.tasks import monitor_queue
 from runwatch.settings import Settings
 
@@ -78,24 +83,18 @@ def normalise(value: Any, key: str | None = None) -> Any:
 
 
 async def body_of(request: Request, *, required: bool = True) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
+    try:
+        body = await json_object(request)
+    except UnreadableBody as exc:
+        if exc.not_json:
+            raise Unprocessable(["body", 0], f"json decode error: {exc.reason}",
+                                "json_invalid") from None
+        raise Unprocessable(["body"], "input should be a valid dictionary", "dict_type") \
+            from None
+    if body is None:
         if required:
             raise Unprocessable(["body"], "field required", "missing")
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
-    if not isinstance(body, dict):
-        raise Unprocessable(["body"], "input should be a valid dictionary", "dict_type")
-    try:  # a lone surrogate (`"\ud800"`) is valid JSON but no database or answer can hold it
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise Unprocessable(["body"], "input should be valid unicode (no lone surrogates)",
-                            "string_unicode") from None
-    except RecursionError:
-        raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
     return {key: normalise(value, key) for key, value in body.items()}
 
 

@@ -1,0 +1,108 @@
+"""Strict JSON: the one rule for every JSON value runwatch accepts, whatever the surface.
+
+Python's `json` accepts more than RFC 8259 JSON: `NaN`, `Infinity`, `-Infinity`, numbers that
+overflow to infinity (`1e999`), and strings holding lone UTF-16 surrogates (`"\\ud800"`). None
+of them can be stored faithfully (PostgreSQL's jsonb refuses them, SQLite stores them and every
+later read fails), and none can be answered (a strict client rejects them). Deep nesting is
+refused too: a 5,000-deep array would overflow the parser's recursion before anything else.
+
+`loads` is what every REST body reader calls; `problem` is what the resolvers call on JSON
+values that arrive already parsed (GraphQL `JSON` scalars, nested inputs), so that no surface
+can store what the other refuses. Neither imports a web framework.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+# Arrays and objects nested deeper than this are refused (no contract needs more than a few).
+MAX_DEPTH = 64
+
+
+class NotStrictJSON(ValueError):
+    """A body or value that is not strict JSON; `reason` says why in plain words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _constant(name: str) -> Any:
+    raise NotStrictJSON(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotStrictJSON(f"the number {text[:40]} is too large to be stored")
+    return value
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse strict JSON, or raise `NotStrictJSON` (also for input that is not JSON at all)."""
+    try:
+        value = json.loads(raw, parse_constant=_constant, parse_float=_float)
+    except NotStrictJSON:
+        raise
+    except RecursionError:
+        raise NotStrictJSON(f"nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotStrictJSON(str(exc)) from None
+    reason = _shape_problem(value, raw)
+    if reason is not None:
+        raise NotStrictJSON(reason)
+    return value
+
+
+def problem(value: Any) -> str | None:
+    """Why an already-parsed JSON value cannot be stored, or None: a non-finite number, a lone
+    surrogate, nesting deeper than MAX_DEPTH, or something that is not a JSON type at all."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not _is_unicode(item):
+                return "a string holds a lone surrogate (not valid Unicode)"
+        elif isinstance(item, bool) or item is None or isinstance(item, int):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "NaN and Infinity are not JSON numbers"
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            if isinstance(item, dict):
+                for key, inner in item.items():
+                    if not isinstance(key, str) or not _is_unicode(key):
+                        return "an object key is not a valid string"
+                    stack.append((inner, depth + 1))
+            else:
+                stack.extend((inner, depth + 1) for inner in item)
+        else:
+            return f"{type(item).__name__} is not a JSON value"
+    return None
+
+
+def _shape_problem(value: Any, raw: bytes | str) -> str | None:
+    """`problem` for a freshly parsed value, cheap in the common case: NaN and overflowing
+    numbers were refused by the parser; surrogates are found by one C-speed encode, and the
+    nesting walk only runs when the text has enough brackets to be deep at all."""
+    brackets = raw.count(b"[" if isinstance(raw, bytes) else "[") + raw.count(
+        b"{" if isinstance(raw, bytes) else "{")
+    if brackets > MAX_DEPTH:
+        return problem(value)
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return "a string holds a lone surrogate (not valid Unicode)"
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,161 @@
+"""Strict JSON at every entrance (issue 10, finding 3): NaN, Infinity, numbers that overflow to
+infinity, lone surrogates and deep nesting are refused in each contract's own 400/422 shape
+before anything is stored, and nothing half-written survives the refusal. GraphQL `JSON`
+scalars reach the same domain rule. Rows stored before the rule are repaired by a migration."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from tortoise import connections
+
+from runwatch.models import Connection, Gateway, Pipeline
+from runwatch.resolvers import strict_json
+from tests.conftest import Tenant
+from tests.elt_helpers import AGENT, ELT, make_gateway
+from tests.helpers import graphql
+
+# Bodies that Python's json module accepts but strict JSON refuses. `{}` is filled in with the
+# offending value inside a field the route stores as JSON.
+NOT_STRICT = {
+    "nan": "NaN",
+    "infinity": "Infinity",
+    "minus_infinity": "-Infinity",
+    "overflow": "1e999",
+    "lone_surrogate": '"\\ud800"',
+    "deep": "[" * 5000 + "]" * 5000,
+    "deep_objects": '{"a":' * 5000 + "1" + "}" * 5000,
+}
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+async def post_raw(client: httpx.AsyncClient, url: str, body: str,
+                   headers: dict[str, str]) -> httpx.Response:
+    return await client.post(url, content=body.encode(), headers={**headers, **JSON_HEADERS})
+
+
+@pytest.mark.parametrize("case", NOT_STRICT)
+async def test_warehouse_refuses_before_storing(client, tenant: Tenant, case: str):
+    before = (await Connection.all().count(), await Pipeline.all().count())
+    r = await post_raw(client, tenant.prefix + "/",
+                       f'{{"name":"n","type":"pg","k":{NOT_STRICT[case]}}}',
+                       tenant.headers("write"))
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"detail"} and r.json()["detail"].startswith("JSON parse error")
+    assert (await Connection.all().count(), await Pipeline.all().count()) == before
+    listing = await client.get(tenant.prefix + "/", headers=tenant.headers("read"))
+    assert listing.status_code == 200, listing.text
+
+
+@pytest.mark.parametrize("case", NOT_STRICT)
+async def test_heartbeat_refuses_and_manifest_keeps_working(client, tenant: Tenant, case: str):
+    agent = await make_gateway(tenant)
+    r = await post_raw(client, f"{AGENT}/heartbeat", f'{{"labels":{{"k":{NOT_STRICT[case]}}}}}',
+                       agent.headers())
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"error"} and r.json()["error"].startswith("Invalid JSON")
+    assert (await Gateway.get(id=agent.id)).labels == {}
+    manifest = await client.get(f"{AGENT}/manifest", headers=agent.headers())
+    assert manifest.status_code == 200, manifest.text
+
+
+@pytest.mark.parametrize("case", NOT_STRICT)
+async def test_elt_refuses_before_storing(client, tenant: Tenant, case: str):
+    before = await Pipeline.all().count()
+    r = await post_raw(client, f"{ELT}/pipelines",
+                       f'{{"name":"x","description":{NOT_STRICT[case]}}}', tenant.headers("write"))
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"error"}
+    assert await Pipeline.all().count() == before
+
+
+@pytest.mark.parametrize("case", NOT_STRICT)
+async def test_watcher_refuses_before_storing(client, tenant: Tenant, case: str):
+    before = await Pipeline.all().count()
+    r = await post_raw(client, "/pipeline",
+                       '{"name":"p","pipeline_type_name":"t","pipeline_type_group_name":"g",'
+                       f'"pipeline_metadata":{{"k":{NOT_STRICT[case]}}}}}',
+                       tenant.headers("write"))
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail[0]["type"] == "json_invalid" and detail[0]["loc"] == ["body", 0], detail
+    assert await Pipeline.all().count() == before
+
+
+async def test_a_strict_body_is_still_accepted(client, tenant: Tenant):
+    r = await post_raw(client, tenant.prefix + "/",
+                       '{"name":"n","type":"pg","k":1.5e300,"s":"\\ud83d\\ude00",'
+                       f'"deep":{"[" * 60 + "]" * 60}}}', tenant.headers("write"))
+    assert r.status_code == 201, r.text
+
+
+CREATE = """mutation($input: CreateConnectionInput!) { createConnection(input: $input) {
+  __typename ... on InvalidInputError { fieldErrors { field messages } } } }"""
+UPDATE = """mutation($input: UpdateConnectionInput!) { updateConnection(input: $input) {
+  __typename ... on InvalidInputError { fieldErrors { field messages } } } }"""
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_graphql_json_scalars_cannot_store_nan(client, tenant: Tenant, cid: int,
+                                                     constant: str):
+    """GraphQL variables are parsed by the GraphQL server (which may accept NaN); the domain
+    refuses the value, whichever JSON scalar carries it."""
+    before = await Connection.all().count()
+    body = ('{"query":' + json.dumps(CREATE) + ',"variables":{"input":{"name":"g",'
+            f'"warehouseType":"pg","settings":{{"k":{constant}}}}}}}}}')
+    r = await client.post("/graphql", content=body.encode(),
+                          headers={**tenant.headers(), **JSON_HEADERS})
+    assert r.status_code in (200, 400), r.text
+    data = r.json()
+    if r.status_code == 200 and data.get("data"):
+        assert data["data"]["createConnection"]["__typename"] == "InvalidInputError", data
+    assert await Connection.all().count() == before
+    body = ('{"query":' + json.dumps(UPDATE) + f',"variables":{{"input":{{"id":"{cid}",'
+            f'"settings":{{"k":[1,{constant}]}}}}}}}}')
+    r = await client.post("/graphql", content=body.encode(),
+                          headers={**tenant.headers(), **JSON_HEADERS})
+    assert r.status_code in (200, 400), r.text
+    assert (await Connection.get(id=cid)).settings == {}
+
+
+async def test_graphql_literal_settings_reach_the_same_rule(client, tenant: Tenant):
+    """A deep JSON literal in the query text: the domain's depth bound, not a RecursionError."""
+    deep = "[" * 70 + "]" * 70
+    data = await graphql(client, tenant, """mutation { createConnection(input: {name: "g",
+      warehouseType: "pg", settings: {k: %s}}) { __typename } }""" % deep)
+    assert data.get("data", {}) is None or data["data"]["createConnection"]["__typename"] \
+        == "InvalidInputError", data
+    assert await Connection.all().count() == 0
+
+
+def test_the_rule_itself():
+    for value in (float("nan"), float("inf"), -float("inf"), {"a": [float("nan")]}, "\ud800",
+                  {"\udc00": 1}, json.loads("[" * 70 + "]" * 70), {1: "x"},
+                  b"bytes"):
+        assert strict_json.problem(value) is not None, value
+    for value in (None, True, 1, 1.5, "😀", {"a": [1, {"b": None}]}, [[]] * 100):
+        assert strict_json.problem(value) is None, value
+    for text in NOT_STRICT.values():
+        with pytest.raises(strict_json.NotStrictJSON):
+            strict_json.loads(text)
+
+
+async def test_migration_repairs_stored_nan(tenant: Tenant, cid: int):
+    """Rows stored before the rule (only SQLite could store them) get null for each
+    non-finite number; strings that merely contain the word stay as they were."""
+    conn = connections.get("default")
+    migration = importlib.import_module("runwatch.models.migrations.0005_repair_nonfinite")
+    if conn.capabilities.dialect == "sqlite":
+        await conn.execute_query(
+            "UPDATE connection SET settings = ? WHERE id = ?",
+            ['{"k": NaN, "l": [Infinity, -Infinity, 1], "s": "NaN stays"}', cid])
+    await migration.repair_nonfinite(None, SimpleNamespace(client=conn))
+    row = await Connection.get(id=cid)
+    if conn.capabilities.dialect == "sqlite":
+        assert row.settings == {"k": None, "l": [None, None, 1], "s": "NaN stays"}
+    else:
+        assert row.settings == {}
