@@ -10,7 +10,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import Connection, Pipeline
-from runwatch.resolvers import strict_json
+from runwatch.resolvers import inputs, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
@@ -120,6 +120,8 @@ async def list_connections(
     warehouse_type: str | None = None, name_contains: str | None = None,
 ) -> Page[Connection]:
     caller.require(Scope.READ)
+    warehouse_type = inputs.filter_text(warehouse_type, "warehouse_type", 50)
+    name_contains = inputs.filter_text(name_contains, "name_contains", 200)
     query = Connection.filter(organisation_id=caller.organisation_id)
     if warehouse_type:
         query = query.filter(warehouse_type=warehouse_type.lower())

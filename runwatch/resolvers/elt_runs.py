@@ -20,7 +20,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from runwatch.models import Gateway, Pipeline, Run, RunStatus
-from runwatch.resolvers import signals, sql
+from runwatch.resolvers import inputs, signals, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
@@ -142,12 +142,14 @@ async def create_run(
     new = parse_new_run(raw)
     now = now or utcnow()
     pipeline = await Pipeline.filter(
-        id=new.pipeline_id, organisation_id=caller.organisation_id).first()
+        id=new.pipeline_id, organisation_id=caller.organisation_id
+    ).first() if inputs.storable(new.pipeline_id, "pipeline") else None
     if pipeline is None:
         raise InvalidInput.one("pipeline_id", f"No pipeline {new.pipeline_id} here.")
-    if new.target_gateway_id is not None and not await Gateway.filter(
-        id=new.target_gateway_id, organisation_id=caller.organisation_id, revoked_at=None
-    ).exists():
+    if new.target_gateway_id is not None and not (
+        inputs.storable(new.target_gateway_id, "gateway") and await Gateway.filter(
+            id=new.target_gateway_id, organisation_id=caller.organisation_id, revoked_at=None
+        ).exists()):
         raise InvalidInput.one("target_gateway_id", f"No gateway {new.target_gateway_id} here.")
     running = new.status == RunStatus.RUNNING
     try:

@@ -12,6 +12,7 @@ from runwatch.models import INT32_MAX, Connection, Pipeline
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
+from runwatch.resolvers import inputs
 from runwatch.resolvers.run_input import Errors, check_bounded_text, check_int_id
 
 PIPELINE_KEYS = ("name", "description", "max_runtime_seconds", "connection_id")
@@ -68,9 +69,10 @@ async def _fields(caller: Caller, raw: dict[str, Any], *, creating: bool) -> dic
         values["max_runtime_seconds"] = runtime
     if "connection_id" in raw:
         connection_id = check_int_id(raw["connection_id"], "connection_id", errors)
-        if connection_id is not None and not await Connection.filter(
+        if connection_id is not None and not (inputs.storable(connection_id, "connection")
+                                              and await Connection.filter(
             id=connection_id, organisation_id=caller.organisation_id
-        ).exists():
+        ).exists()):
             errors.add("connection_id", f"No connection {connection_id} here.")
         values["connection_id"] = connection_id
     errors.raise_any()

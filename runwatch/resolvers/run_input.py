@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from runwatch.models import INT64_MAX, LogLevel, RunStatus
+from runwatch.models import LogLevel, RunStatus
+from runwatch.resolvers import inputs
 from runwatch.resolvers.clock import parse_iso
 from runwatch.resolvers.errors import InvalidInput
 from runwatch.resolvers.runs import MAX_COUNT
@@ -298,11 +299,4 @@ def check_bounded_text(value: Any, name: str, errors: Errors, limit: int) -> str
 def check_int_id(value: Any, name: str, errors: Errors) -> int | None:
     """An id given in a body: an integer or a string of digits (ELT ids are strings on the
     wire). One no row can have is left to the caller's not-found check."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.add(name, "Expected an id.")
-        return None
-    return value if 0 < value <= INT64_MAX else 0
+    return inputs.check_reference(value, name, errors)

@@ -19,7 +19,7 @@ from runwatch.models import (
     Run,
     RunStatus,
 )
-from runwatch.resolvers import signals, sql
+from runwatch.resolvers import inputs, signals, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import SECOND, floor_second, to_utc, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
@@ -257,6 +257,8 @@ async def list_runs(
 ) -> Page[Run]:
     """Runs newest first, filtered; keyset pagination keeps deep pages cheap."""
     caller.require(Scope.READ)
+    environment = inputs.filter_text(environment, "environment", 100)
+    correlation_id = inputs.filter_text(correlation_id, "correlation_id", 200)
     query = Run.filter(organisation_id=caller.organisation_id)
     if environment is not None:
         query = query.filter(environment=environment)

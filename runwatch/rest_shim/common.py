@@ -11,8 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runwatch.faults import database_unavailable, unavailable
-from runwatch.models import INT32_MAX
-from runwatch.resolvers import strict_json
+from runwatch.resolvers import inputs, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import parse_iso
 from runwatch.resolvers.errors import (
@@ -100,11 +99,10 @@ def parse_int(value: Any, name: str, errors: dict[str, list[str]]) -> int | None
     return value
 
 
-def parse_pk(raw: str, maximum: int = INT32_MAX) -> int:
-    """A path id; anything but an integer the id column can hold is simply not found."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= maximum:
-        raise NotFound("object", raw)
-    return int(raw)
+def parse_pk(raw: str, kind: str = "object") -> int:
+    """A path id; anything but an integer the kind's id column can hold is simply not found
+    (`runwatch.resolvers.inputs.parse_id`, the one id rule)."""
+    return inputs.parse_id(raw, kind)
 
 
 def detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

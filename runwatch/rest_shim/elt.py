@@ -23,8 +23,6 @@ from starlette.routing import BaseRoute
 
 from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import (
-    INT32_MAX,
-    INT64_MAX,
     Gateway,
     Pipeline,
     Run,
@@ -34,7 +32,15 @@ from runwatch.models import (
     WebhookEndpoint,
 )
 from runwatch.naming import camel_field
-from runwatch.resolvers import elt_runs, gateways, pipelines, run_series, runs, webhooks
+from runwatch.resolvers import (
+    elt_runs,
+    gateways,
+    inputs,
+    pipelines,
+    run_series,
+    runs,
+    webhooks,
+)
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.elt_runs import RunFinished
@@ -233,32 +239,17 @@ def _statuses(request: Request) -> list[RunStatus] | None:
     return [RunStatus(v) for v in values]
 
 
-def _filter_id(request: Request, name: str) -> int | None:
+def _filter_id(request: Request, name: str, kind: str) -> int | None:
     """An id filter: one no row can have matches nothing (an empty list)."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return parse_pk(raw, INT64_MAX)
-    except NotFound:
-        return 0
-
-
-def _path_id(request: Request, kind: str, maximum: int) -> int:
-    """A path id; anything no row can have is that kind of object not found."""
-    raw = request.path_params["id"]
-    try:
-        return parse_pk(raw, maximum)
-    except NotFound:
-        raise NotFound(kind, raw) from None
+    return inputs.filter_id(request.query_params.get(name), kind)
 
 
 def _run_id(request: Request) -> int:
-    return _path_id(request, "run", INT64_MAX)
+    return parse_pk(request.path_params["id"], "run")
 
 
 def _pipeline_id(request: Request) -> int:
-    return _path_id(request, "pipeline", INT32_MAX)
+    return parse_pk(request.path_params["id"], "pipeline")
 
 
 def _not_the_webhook(request: Request) -> None:
@@ -302,12 +293,12 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def list_runs(request: Request) -> Response:
         caller = _person(request, Scope.READ)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
-        before = _filter_id(request, "before")
+        before = _filter_id(request, "before", "run")
         # before=0 (or an id no row can have, which _filter_id makes 0): an empty page
         after = encode_cursor(before) if before is not None else None
         page = await runs.list_runs(
             caller=caller, first=limit, after=after,
-            pipeline_id=_filter_id(request, "pipelineId"), statuses=_statuses(request),
+            pipeline_id=_filter_id(request, "pipelineId", "pipeline"), statuses=_statuses(request),
             environment=request.query_params.get("environment") or None)
         return JSONResponse({"runs": await runs_json(page.items)})
 

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from runwatch.models import INT64_MAX, Connection
+from runwatch.models import Connection
 from runwatch.resolvers import connections as connections_api
+from runwatch.resolvers import inputs
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso
@@ -113,9 +114,10 @@ def _int_query(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()):
+    value = inputs.as_int(raw)
+    if value is None:
         raise BadRequest({name: ["A valid integer is required."]})
-    return int(raw)
+    return value
 
 
 @translate_errors
@@ -187,7 +189,7 @@ def parse_report(body: dict[str, Any]) -> RunReport:
 async def report_run(request: Request) -> Response:
     caller = scoped_caller(request, Scope.REPORT)
     connection_id = parse_pk(request.path_params["id"])
-    run_id = parse_pk(request.path_params["run_id"], INT64_MAX)
+    run_id = parse_pk(request.path_params["run_id"], "run")
     report = parse_report(await json_body(request))
     await runs_api.report_run(
         caller=caller, run_id=run_id, report=report, connection_id=connection_id

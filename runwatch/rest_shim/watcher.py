@@ -26,8 +26,6 @@ from starlette.routing import BaseRoute, Route
 
 from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import (
-    INT32_MAX,
-    INT64_MAX,
     Address,
     AddressType,
     AnomalyRule,
@@ -36,7 +34,7 @@ from runwatch.models import (
     Run,
     RunStatus,
 )
-from runwatch.resolvers import addresses, anomalies, checks, executions, retention
+from runwatch.resolvers import addresses, anomalies, checks, executions, inputs, retention
 from runwatch.resolvers import watcher_pipelines as pipelines
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso
@@ -98,19 +96,18 @@ async def body_of(request: Request, *, required: bool = True) -> dict[str, Any]:
     return {key: normalise(value, key) for key, value in body.items()}
 
 
-def path_int(request: Request, name: str, maximum: int = INT32_MAX) -> int:
+def path_int(request: Request, name: str) -> int:
+    """A path id: not an integer at all is this contract's 422; an integer no row of the kind
+    can have is not found (`runwatch.resolvers.inputs`, the one id rule)."""
     raw = request.path_params[name]
     digits = raw.removeprefix("-")  # one sign at most: `--5` is not an integer
     if not (digits.isascii() and digits.isdigit()):
         raise Unprocessable(["path", name], "input should be a valid integer", "int_parsing")
     kind = name.removesuffix("_id").replace("_", " ")
-    significant = digits.lstrip("0") or "0"
-    if len(significant) > len(str(maximum)):  # no id is this big (int() refuses > 4300 digits)
+    significant = digits.lstrip("0") or "0"  # `007` is 7, as FastAPI reads it
+    if raw.startswith("-") and significant != "0":
         raise NotFound(kind, raw)
-    value = -int(significant) if raw.startswith("-") else int(significant)
-    if not 0 < value <= maximum:
-        raise NotFound(kind, value)
-    return value
+    return inputs.parse_id(significant, kind)
 
 
 def detail(status: int, message: str) -> JSONResponse:
@@ -316,7 +313,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def get_execution(request: Request) -> Response:
         tree = await executions.execution_tree(
             caller=reader(request),
-            run_id=path_int(request, "pipeline_execution_id", INT64_MAX))
+            run_id=path_int(request, "pipeline_execution_id"))
         return JSONResponse(tree_json(tree))
 
     # ---- addresses, types, lineage

@@ -9,8 +9,8 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from runwatch.models import INT32_MAX, INT64_MAX
 from runwatch.naming import camel_field
+from runwatch.resolvers import inputs
 from runwatch.resolvers.errors import (
     Conflict,
     DomainError,
@@ -132,22 +132,10 @@ async def or_none(call: Callable[[], Awaitable[T]]) -> T | None:
 def filter_id(raw: strawberry.ID | str | None, kind: str) -> int | None:
     """An id used as a filter: one no row can have filters everything out (an empty list, the
     same answer as for an id that does not exist)."""
-    if raw is None:
-        return None
-    try:
-        return parse_id(raw, kind)
-    except NotFound:
-        return 0
-
-
-# Objects with BIGINT ids; every other id is an INTEGER.
-BIGINT_ID_KINDS = frozenset({"run", "webhook delivery"})
+    return inputs.filter_id(None if raw is None else str(raw), kind)
 
 
 def parse_id(raw: strawberry.ID | str, kind: str) -> int:
-    """GraphQL ids are the same integers the REST URLs use; anything else is not found."""
-    text = str(raw)
-    maximum = INT64_MAX if kind in BIGINT_ID_KINDS else INT32_MAX
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= maximum:
-        raise NotFound(kind, text)
-    return int(text)
+    """GraphQL ids are the same integers the REST URLs use; anything else is not found
+    (`runwatch.resolvers.inputs.parse_id`, the one id rule)."""
+    return inputs.parse_id(str(raw), kind)
