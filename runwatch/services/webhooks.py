@@ -8,7 +8,9 @@ way, outside any reporter's request.
 - **Sending.** `webhook-id` (the delivery's message id, the same on every attempt),
   `webhook-timestamp` (Unix seconds) and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of
   `id.timestamp.body` under the endpoint's secret). The target is checked again at send time
-  (private and loopback addresses refused unless allowed); redirects are not followed.
+  (private and loopback addresses refused unless allowed), on the very address the connection
+  uses (`runwatch.services.pinned`); redirects are not followed, proxies from the environment
+  are not used.
 - **Recording.** Every attempt is stored (status code, duration, error, the start of the
   answer). A 2xx answer delivers; anything else is retried on `RETRY_SCHEDULE` (about a day in
   all), then the delivery is failed and can be redelivered on demand. A worker's result is
@@ -43,8 +45,9 @@ from runwatch.models import (
 )
 from runwatch.resolvers import queue, signals, sql
 from runwatch.resolvers.clock import utcnow
-from runwatch.resolvers.netguard import target_problem
+from runwatch.resolvers.netguard import AddressRefused, Resolver, resolve, url_problem
 from runwatch.resolvers.webhooks import SECRET_PREFIX
+from runwatch.services.pinned import pinned_transport
 
 log = logging.getLogger("runwatch.webhooks")
 
@@ -135,14 +138,19 @@ class Result:
 class Sender:
     """Sends claimed deliveries with one pooled HTTP client."""
 
-    def __init__(self, *, timeout: float, allow_private: bool, concurrency: int) -> None:
+    def __init__(self, *, timeout: float, allow_private: bool, concurrency: int,
+                 resolver: Resolver = resolve) -> None:
         self.timeout = timeout
         self.allow_private = allow_private
         self.concurrency = concurrency
         self.hold = timedelta(seconds=timeout + 30)
+        # Unless private targets are allowed, every connection goes through the address
+        # guard, to the very address it checked (`runwatch.services.pinned`).
+        transport = None if allow_private else pinned_transport(
+            max_connections=concurrency * 2, resolver=resolver)
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=False,
-            limits=httpx.Limits(max_connections=concurrency * 2),
+            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
+            limits=httpx.Limits(max_connections=concurrency * 2), transport=transport,
             headers={"user-agent": f"runwatch-webhooks/{__version__}"},
         )
 
@@ -150,7 +158,8 @@ class Sender:
         await self.client.aclose()
 
     async def _post(self, target: Target, delivery: Claimed) -> Result:
-        problem = await target_problem(target.url, allow_private=self.allow_private)
+        # The URL's form here; its addresses when the connection is made (AddressRefused).
+        problem = url_problem(target.url)
         if problem:
             return Result(None, 0, f"refused: {problem}", None)
         body = json.dumps(delivery.payload, separators=(",", ":")).encode()
@@ -171,6 +180,8 @@ class Sender:
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self.client.send(request, stream=True)
+        except AddressRefused as exc:
+            return Result(None, 0, f"refused: {exc}"[:1000], None)
         except (httpx.HTTPError, TimeoutError) as exc:
             elapsed = int((time.monotonic() - started) * 1000)
             text = (f"{type(exc).__name__}: {exc}" if str(exc) else
