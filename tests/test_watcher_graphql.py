@@ -786,20 +786,20 @@ async def test_alert_channels(client, tenant):
     stored = await AlertChannel.get(id=int(hook["channel"]["id"]))
     assert stored.secret == hook["secret"]
 
-    listed = (await ok(client, tenant, CHANNELS))["alertChannels"]
+    listed = (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"]
     assert listed == [slack["channel"], hook["channel"]]
 
     off = await mutate(client, tenant, SET_ENABLED, id=slack["channel"]["id"], enabled=False)
     assert off["__typename"] == "AlertChannelSuccess" and off["secret"] is None
     assert off["channel"]["enabled"] is False
-    assert [c["enabled"] for c in (await ok(client, tenant, CHANNELS))["alertChannels"]] == [
+    assert [c["enabled"] for c in (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"]] == [
         False, True]
     on = await mutate(client, tenant, SET_ENABLED, id=slack["channel"]["id"], enabled=True)
     assert on["channel"]["enabled"] is True
 
     done = await mutate(client, tenant, DELETE_CHANNEL, id=hook["channel"]["id"])
     assert done == {"__typename": "DoneSuccess", "ok": True}
-    assert (await ok(client, tenant, CHANNELS))["alertChannels"] == [on["channel"]]
+    assert (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"] == [on["channel"]]
     again = await mutate(client, tenant, DELETE_CHANNEL, id=hook["channel"]["id"])
     assert again["__typename"] == "NotFoundError" and again["kind"] == "alert channel"
     for missing in ("999999", "0", "abc", str(2**40)):
@@ -838,7 +838,7 @@ async def test_a_channel_that_was_alerted_can_be_disabled_and_deleted(client, te
     assert off["channel"]["enabled"] is False
     done = await mutate(client, tenant, DELETE_CHANNEL, id=channel["id"])
     assert done == {"__typename": "DoneSuccess", "ok": True}
-    assert (await ok(client, tenant, CHANNELS))["alertChannels"] == []
+    assert (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"] == []
     assert await WebhookDelivery.filter(id=delivery.id).count() == 0  # its deliveries go too
 
 

@@ -9,7 +9,10 @@ workers with the retries and attempt history of every webhook.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -22,6 +25,7 @@ from runwatch.resolvers.pagination import Page, paginate
 from runwatch.resolvers.webhooks import check_url, new_message_id, new_secret
 
 SEVERITIES = ("info", "warning", "critical")
+MASK = "…"
 
 
 def channel_body(kind: ChannelKind, *, alert: str, severity: str, title: str, message: str,
@@ -74,12 +78,50 @@ async def create_channel(
         secret=new_secret() if channel_kind == ChannelKind.WEBHOOK else None)
 
 
+def masked_url(url: str) -> str:
+    """A channel URL with everything that can be a credential replaced by `…`: only the scheme
+    and host (and port) stay, `https://hooks.slack.com/…`."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return MASK
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}/{MASK}" if parts.scheme and host else MASK
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """An alert channel as a caller may see it: its URL is masked unless the caller may write
+    (a Slack incoming-webhook URL is itself the credential that posts to the channel)."""
+
+    id: int
+    name: str
+    kind: ChannelKind
+    url: str
+    url_masked: bool
+    enabled: bool
+    created_at: datetime
+
+
+def channel_view(caller: Caller, channel: AlertChannel) -> ChannelView:
+    visible = caller.has(Scope.WRITE)
+    return ChannelView(id=channel.id, name=channel.name, kind=channel.kind,
+                       url=channel.url if visible else masked_url(channel.url),
+                       url_masked=not visible, enabled=channel.enabled,
+                       created_at=channel.created_at)
+
+
 async def list_channels(
     *, caller: Caller, first: int | None = None, after: str | None = None
-) -> Page[AlertChannel]:
+) -> Page[ChannelView]:
+    """The organisation's channels; their URLs in full only for callers with `write`."""
     caller.require(Scope.READ)
-    return await paginate(AlertChannel.filter(organisation_id=caller.organisation_id),
+    page = await paginate(AlertChannel.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=False)
+    return replace(page, items=[channel_view(caller, c) for c in page.items])  # type: ignore[arg-type]
 
 
 async def set_channel_enabled(*, caller: Caller, channel_id: int, enabled: bool) -> AlertChannel:
