@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
 from runwatch.faults import DatabaseFaults
 from runwatch.limits import BodySizeLimitMiddleware, RateLimitMiddleware
+from runwatch.resolvers import strict_json
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
 from runwatch.rest_shim import elt, openapi, warehouse, watcher
 from runwatch.schema import build_schema
@@ -41,6 +43,15 @@ class RunwatchGraphQL(GraphQL):
         self.options = options
         self.settings = settings
         self.authenticator = authenticator
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Strict JSON, the rule of every REST body (`runwatch.resolvers.strict_json`): NaN,
+        Infinity, lone surrogates and deep nesting are strawberry's 400 ("Unable to parse
+        request body as JSON"), not a stored value or a RecursionError."""
+        try:
+            return strict_json.loads(data)
+        except strict_json.NotStrictJSON as exc:
+            raise json.JSONDecodeError(exc.reason, "", 0) from None
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         caller = request.state.caller

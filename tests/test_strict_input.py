@@ -15,6 +15,8 @@ from tortoise import connections
 
 from runwatch.models import Connection, Gateway, Pipeline
 from runwatch.resolvers import strict_json
+from runwatch.resolvers.connections import create_connection, update_connection
+from runwatch.resolvers.errors import InvalidInput
 from tests.conftest import Tenant
 from tests.elt_helpers import AGENT, ELT, make_gateway
 from tests.helpers import graphql
@@ -102,23 +104,34 @@ UPDATE = """mutation($input: UpdateConnectionInput!) { updateConnection(input: $
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 async def test_graphql_json_scalars_cannot_store_nan(client, tenant: Tenant, cid: int,
                                                      constant: str):
-    """GraphQL variables are parsed by the GraphQL server (which may accept NaN); the domain
-    refuses the value, whichever JSON scalar carries it."""
+    """GraphQL bodies are strict JSON as well: NaN in a JSON scalar's variable is a 400."""
     before = await Connection.all().count()
     body = ('{"query":' + json.dumps(CREATE) + ',"variables":{"input":{"name":"g",'
             f'"warehouseType":"pg","settings":{{"k":{constant}}}}}}}}}')
     r = await client.post("/graphql", content=body.encode(),
                           headers={**tenant.headers(), **JSON_HEADERS})
-    assert r.status_code in (200, 400), r.text
-    data = r.json()
-    if r.status_code == 200 and data.get("data"):
-        assert data["data"]["createConnection"]["__typename"] == "InvalidInputError", data
+    assert r.status_code == 400, r.text  # the body is not strict JSON
     assert await Connection.all().count() == before
     body = ('{"query":' + json.dumps(UPDATE) + f',"variables":{{"input":{{"id":"{cid}",'
             f'"settings":{{"k":[1,{constant}]}}}}}}}}')
     r = await client.post("/graphql", content=body.encode(),
                           headers={**tenant.headers(), **JSON_HEADERS})
-    assert r.status_code in (200, 400), r.text
+    assert r.status_code == 400, r.text
+    assert (await Connection.get(id=cid)).settings == {}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1, -float("inf")], "\ud800"])
+async def test_the_resolvers_refuse_values_parsed_elsewhere(caller, cid: int, value):
+    """Whatever parsed the value (a GraphQL JSON scalar over a WebSocket, a worker), the
+    domain refuses what strict JSON refuses."""
+    before = await Connection.all().count()
+    with pytest.raises(InvalidInput) as err:
+        await create_connection(caller=caller, name="d", warehouse_type="pg",
+                                settings={"k": value})
+    assert "settings" in err.value.fields
+    with pytest.raises(InvalidInput):
+        await update_connection(caller=caller, connection_id=cid, settings_patch={"k": value})
+    assert await Connection.all().count() == before
     assert (await Connection.get(id=cid)).settings == {}
 
 
@@ -159,3 +172,15 @@ async def test_migration_repairs_stored_nan(tenant: Tenant, cid: int):
         assert row.settings == {"k": None, "l": [None, None, 1], "s": "NaN stays"}
     else:
         assert row.settings == {}
+
+
+@pytest.mark.parametrize("case", NOT_STRICT)
+@pytest.mark.parametrize("token", [True, False])
+async def test_graphql_body_is_strict_json_too(client, tenant: Tenant, case: str, token: bool):
+    """The 5,000-deep array posted to /graphql without a token was a RecursionError 500."""
+    body = '{"query":"{ __typename }","variables":{"v":' + NOT_STRICT[case] + "}}"
+    r = await client.post("/graphql", content=body.encode(),
+                          headers={**(tenant.headers() if token else {}), **JSON_HEADERS})
+    assert r.status_code == 400, r.text
+    r = await client.post("/graphql", content=NOT_STRICT[case].encode(), headers=JSON_HEADERS)
+    assert r.status_code == 400, r.text
