@@ -11,7 +11,7 @@ from runwatch.models import Pipeline, Run
 from runwatch.resolvers import inputs
 from runwatch.resolvers.errors import NotFound
 from tests.conftest import Tenant
-from tests.elt_helpers import ELT, create_pipeline, create_run, make_gateway
+from tests.elt_helpers import AGENT, ELT, create_pipeline, create_run, make_gateway
 from tests.helpers import graphql
 
 BIG = "2349699704146414"  # above 2**31 - 1, below 2**63 - 1
@@ -126,3 +126,51 @@ def test_the_id_rule():
                       ("9" * 5000, "run"), (True, "run")):
         with pytest.raises(NotFound):
             inputs.parse_id(raw, kind)
+
+
+N = "a\u0000b"
+
+
+async def test_nul_in_string_inputs_is_never_a_500(client, tenant):
+    """PostgreSQL text cannot hold NUL: every string input refuses it (or, in free text,
+    shows it as U+FFFD) before it reaches the database."""
+    h = tenant.headers("admin")
+    p = await create_pipeline(client, tenant)
+    run = await create_run(client, tenant, p["id"])
+    agent = await make_gateway(tenant)
+    calls = [
+        ("POST", tenant.prefix + "/", {"name": N, "type": "pg"}),
+        ("POST", tenant.prefix + "/", {"name": "n", "type": N}),
+        ("POST", tenant.prefix + "/", {"name": "n2", "type": "pg", N: 1}),
+        ("POST", f"{ELT}/pipelines", {"name": N}),
+        ("POST", f"{ELT}/pipelines", {"name": "x", "description": N}),
+        ("POST", f"{ELT}/runs", {"pipelineId": p["id"], "environment": N}),
+        ("POST", f"{ELT}/runs", {"pipelineId": p["id"], "correlationId": N}),
+        ("POST", f"{ELT}/runs", {"pipelineId": p["id"], "triggeredBy": N}),
+        ("POST", f"{ELT}/runs", {"pipelineId": p["id"], "partitionColumn": N, "partitionValue": N}),
+        ("PATCH", f"{ELT}/runs/{run['id']}", {"errorSummary": N, "status": "failed"}),
+        ("PATCH", f"{ELT}/runs/{run['id']}", {"telemetry": {"currentPhase": N}}),
+        ("PUT", f"{ELT}/runs/webhook", {"url": "http://x/" + N}),
+        ("POST", "/pipeline", {"name": N, "pipeline_type_name": "t"}),
+        ("POST", "/pipeline", {"name": "p", "pipeline_type_name": N}),
+        ("POST", "/pipeline_type", {"name": N, "group_name": "g"}),
+        ("POST", "/address", {"name": N, "address_type_name": "t", "address_type_group_name": "g"}),
+        ("POST", "/address_type", {"name": "t", "group_name": N}),
+        ("POST", "/start_pipeline_execution", {"pipeline_id": 1, "watermark": N}),
+        ("POST", "/timeliness", {"pipeline_id": 1, N: 1}),
+    ]
+    bad = []
+    for method, path, body in calls:
+        r = await client.request(method, path, json=body, headers=h)
+        if r.status_code >= 500:
+            bad.append((method, path, body, r.status_code, r.text[:200]))
+    r = await client.post(f"{AGENT}/heartbeat", json={"version": N}, headers=agent.headers())
+    if r.status_code >= 500: bad.append(("hb version", r.status_code))
+    for q in ['{ connections(warehouseType: "a\\u0000b") { nodes { id } } }',
+              '{ runs(first: 5) { nodes { id } } }',
+              'mutation { createPipeline(input: {name: "a\\u0000b"}) { __typename } }',
+              'mutation { createGateway(input: {name: "a\\u0000b"}) { __typename } }']:
+        r = await client.post("/graphql", json={"query": q}, headers=h)
+        if r.status_code >= 500 or "Unexpected" in r.text:
+            bad.append((q, r.text[:300]))
+    assert not bad, bad

@@ -69,6 +69,7 @@ def test_public_addresses_pass(address):
     "http://[::ffff:0:7f00:1]/", "http://[2002:a9fe:a9fe::]/", "http://[fec0::1]/",
     "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]:8443/x", "http://169.254.169.254/",
     "http://100.100.100.200/latest/meta-data",
+    "http://example.com/a\x00b", "http://example.com/a b", "http://example.com/\r\nX: y",
 ])
 async def test_endpoints_and_alert_channels_refuse_them_at_creation(caller: Caller, url):
     with pytest.raises(InvalidInput) as err:

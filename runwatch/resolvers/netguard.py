@@ -116,6 +116,8 @@ def is_internal(address: str) -> bool:
 
 def url_problem(url: str) -> str | None:
     """Why a URL cannot be a webhook target on its face, or None."""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):  # NUL, controls, spaces
+        return "A URL cannot hold spaces or control characters."
     try:
         parts = urlsplit(url)
         port = parts.port
