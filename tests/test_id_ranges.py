@@ -165,11 +165,77 @@ async def test_nul_in_string_inputs_is_never_a_500(client, tenant):
         if r.status_code >= 500:
             bad.append((method, path, body, r.status_code, r.text[:200]))
     r = await client.post(f"{AGENT}/heartbeat", json={"version": N}, headers=agent.headers())
-    if r.status_code >= 500: bad.append(("hb version", r.status_code))
+    if r.status_code >= 500:
+        bad.append(("hb version", r.status_code))
     for q in ['{ connections(warehouseType: "a\\u0000b") { nodes { id } } }',
               '{ runs(first: 5) { nodes { id } } }',
               'mutation { createPipeline(input: {name: "a\\u0000b"}) { __typename } }',
               'mutation { createGateway(input: {name: "a\\u0000b"}) { __typename } }']:
+        r = await client.post("/graphql", json={"query": q}, headers=h)
+        if r.status_code >= 500 or "Unexpected" in r.text:
+            bad.append((q, r.text[:300]))
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("big", [int(BIG), int(HUGE), -int(BIG)])
+async def test_out_of_range_numbers_are_never_a_500(client, tenant, big):
+    """Every id and number of every contract, far outside its column: an answer, never a
+    database error."""
+    h = tenant.headers("admin")
+    p = await create_pipeline(client, tenant)
+    run = await create_run(client, tenant, p["id"])
+    agent = await make_gateway(tenant)
+    r = await client.post("/pipeline", json={"name": "wp", "pipeline_type_name": "t"}, headers=h)
+    wp = r.json()["id"]
+    bad = []
+    calls = [
+        ("POST", "/start_pipeline_execution", {"pipeline_id": big}),
+        ("POST", "/start_pipeline_execution", {"pipeline_id": wp, "parent_id": big}),
+        ("POST", "/end_pipeline_execution", {"id": big, "status": "success"}),
+        ("POST", "/end_pipeline_execution", {"id": 1, "total_rows": big}),
+        ("POST", "/timeliness", {"pipeline_id": big}),
+        ("POST", "/freshness", {"pipeline_id": big}),
+        ("POST", "/pipeline", {"name": "q", "pipeline_type_name": "t",
+                               "freshness_number": big}),
+        ("POST", "/pipeline", {"name": "q2", "pipeline_type_name": "t",
+                               "timeliness_number": big}),
+        ("PATCH", "/pipeline", {"id": big, "name": "z"}),
+        ("PATCH", "/pipeline", {"id": wp, "pipeline_type_id": big}),
+        ("PATCH", "/address", {"id": big, "name": "z"}),
+        ("PATCH", "/address", {"name": "zz", "address_type_id": big}),
+        ("POST", "/address_lineage", {"pipeline_id": big, "source_addresses": [],
+                                      "target_addresses": []}),
+        ("POST", "/anomaly_detection_rule", {"pipeline_id": big, "metric_field": "total_rows"}),
+        ("PATCH", "/anomaly_detection_rule", {"id": big, "active": False}),
+        ("POST", "/unflag_anomaly", {"pipeline_id": big, "pipeline_execution_id": big}),
+        ("POST", "/log_cleanup", {"days": big}),
+        ("POST", f"{ELT}/pipelines", {"name": "m", "maxRuntimeSeconds": big}),
+        ("PATCH", f"{ELT}/runs/{run['id']}", {"telemetry": {"rowsLoaded": big}}),
+        ("PATCH", f"{ELT}/runs/{run['id']}",
+         {"appendTelemetrySample": {"rows": big, "bytes": big}}),
+        ("POST", f"{ELT}/runs", {"pipelineId": p["id"], "status": "running", "startedAt": big}),
+        ("GET", f"{ELT}/runs?limit={big}", None),
+        ("GET", f"{ELT}/pipelines?limit={big}", None),
+        ("GET", f"/anomaly_detection_rule?pipeline_id={big}", None),
+        ("GET", f"/pipeline?pipeline_id={big}", None),
+        ("GET", f"{tenant.prefix}/?limit={big}", None),
+        ("POST", f"{tenant.prefix}/1/runs/", {"rows_loaded": big}),
+        ("POST", f"{AGENT}/runs/{big}/claim", {}),
+        ("PATCH", f"{AGENT}/runs/{big}", {"status": "running"}),
+        ("GET", f"{AGENT}/runs?limit={big}", None),
+    ]
+    for method, path, body in calls:
+        hh = agent.headers() if path.startswith(AGENT) else h
+        r = await (client.request(method, path, json=body, headers=hh) if body is not None
+                   else client.request(method, path, headers=hh))
+        if r.status_code >= 500:
+            bad.append((method, path, body, r.status_code, r.text[:200]))
+    for q in ['{ runs(first: 5, pipelineId: "%d") { nodes { id } } }' % big,
+              '{ anomalyResults(pipelineId: "%d") { nodes { id } } }' % big,
+              '{ webhookDeliveries(runId: "%d") { nodes { id } } }' % big,
+              'mutation { cancelRun(id: "%d") { __typename } }' % big,
+              'mutation { startRun(input: {connectionId: "%d"}) { __typename } }' % big,
+              '{ lineage(addressId: "%d") { root { id } } }' % big]:
         r = await client.post("/graphql", json={"query": q}, headers=h)
         if r.status_code >= 500 or "Unexpected" in r.text:
             bad.append((q, r.text[:300]))

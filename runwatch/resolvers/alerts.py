@@ -121,7 +121,8 @@ async def list_channels(
     caller.require(Scope.READ)
     page = await paginate(AlertChannel.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=False)
-    return replace(page, items=[channel_view(caller, c) for c in page.items])  # type: ignore[arg-type]
+    views = [channel_view(caller, c) for c in page.items]
+    return replace(page, items=views)  # type: ignore[arg-type]
 
 
 async def set_channel_enabled(*, caller: Caller, channel_id: int, enabled: bool) -> AlertChannel:

@@ -88,7 +88,8 @@ RULES: tuple[tuple[str, str], ...] = (
      r"(?P<secret_flag>\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|[^\s\"'-][^\s\"']*)"),
     # SQL: IDENTIFIED BY 'x', PASSWORD 'x'.
     ("sql_password",
-     r"(?=[IiPp])(?i:(?P<keep_sql>\b(?:IDENTIFIED\s+BY|PASSWORD)\s+))(?P<secret_sql>'(?:[^'\n]|'')*')"),
+     r"(?=[IiPp])(?i:(?P<keep_sql>\b(?:IDENTIFIED\s+BY|PASSWORD)\s+))"
+     r"(?P<secret_sql>'(?:[^'\n]|'')*')"),
     # name=value pairs: `password="correct horse"`, `"api_key": "k"`, `token: abc`,
     # `AccountKey=…;`, `&sig=…`. The match starts at the name's last word (`db_password`
     # matches from `password`): what comes before it is kept anyway. The lookahead on the
