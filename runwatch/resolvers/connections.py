@@ -27,7 +27,7 @@ SECRET_KEY = re.compile(
 URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 MAX_SETTINGS_BYTES = 16_384
 UNSET: Any = object()
-NUL_MESSAGE = "Null characters are not allowed."
+NUL_MESSAGE = inputs.NUL_MESSAGE
 
 
 def delivery_pipeline_name(connection_name: str) -> str:
@@ -40,7 +40,7 @@ def _validate_name(name: Any, errors: dict[str, list[str]]) -> str:
         return ""
     if len(name.strip()) > 200:
         errors["name"] = ["Ensure this field has no more than 200 characters."]
-    elif "\x00" in name:
+    elif inputs.has_nul(name):
         errors["name"] = [NUL_MESSAGE]
     return name.strip()
 
@@ -58,12 +58,12 @@ def _validate_type(value: Any, errors: dict[str, list[str]]) -> str:
 def _nul_paths(value: Any, path: str = "") -> list[str]:
     """Where NUL characters hide in a JSON value (PostgreSQL cannot store them)."""
     if isinstance(value, str):
-        return [path] if "\x00" in value else []
+        return [path] if inputs.has_nul(value) else []
     found: list[str] = []
     if isinstance(value, dict):
         for key, inner in value.items():
             here = f"{path}.{key}" if path else str(key)
-            found.extend([here] if "\x00" in str(key) else _nul_paths(inner, here))
+            found.extend([here] if inputs.has_nul(str(key)) else _nul_paths(inner, here))
     elif isinstance(value, list):
         for index, inner in enumerate(value):
             found.extend(_nul_paths(inner, f"{path}[{index}]"))

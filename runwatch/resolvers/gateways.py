@@ -11,7 +11,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import Gateway, ServiceToken
-from runwatch.resolvers import strict_json
+from runwatch.resolvers import inputs, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
@@ -25,7 +25,7 @@ def _name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput.one("name", "This field is required and may not be blank.")
     name = value.strip()
-    if len(name) > 200 or "\x00" in name:
+    if len(name) > 200 or inputs.has_nul(name):
         raise InvalidInput.one("name", "At most 200 characters, without null characters.")
     return name
 
@@ -142,7 +142,7 @@ async def heartbeat(
     gateway = await current_gateway(caller=caller)
     changes: dict[str, Any] = {"last_seen_at": now or utcnow()}
     if version is not None:
-        if not isinstance(version, str) or len(version) > 100 or "\x00" in version:
+        if not isinstance(version, str) or len(version) > 100 or inputs.has_nul(version):
             raise InvalidInput.one("version", "Expected a string of at most 100 characters.")
         changes["version"] = version
     if labels is not None:

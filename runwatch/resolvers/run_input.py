@@ -143,7 +143,7 @@ def _label(value: Any, name: str, errors: Errors, limit: int) -> str | None:
     if not isinstance(value, str):
         errors.add(name, "Not a valid string.")
         return None
-    if "\x00" in value:
+    if inputs.has_nul(value):
         errors.add(name, "Null characters are not allowed.")
         return None
     if len(value) > limit:
@@ -289,7 +289,7 @@ def check_bounded_text(value: Any, name: str, errors: Errors, limit: int) -> str
         errors.add(name, "Not a valid string.")
         return None
     value = value.strip()
-    if "\x00" in value:
+    if inputs.has_nul(value):
         errors.add(name, "Null characters are not allowed.")
     elif len(value) > limit:
         errors.add(name, f"Ensure this field has no more than {limit} characters.")

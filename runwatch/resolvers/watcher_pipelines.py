@@ -12,7 +12,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import INT32_MAX, Pipeline, PipelineType
-from runwatch.resolvers import strict_json
+from runwatch.resolvers import inputs, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
@@ -49,7 +49,7 @@ def text(value: Any, name: str, errors: Errors, *, limit: int = 150,
     if not isinstance(value, str) or not value.strip():
         errors.add(name, f"{name} must be a string of 1 to {limit} characters")
         return None
-    if len(value.strip()) > limit or "\x00" in value:
+    if len(value.strip()) > limit or inputs.has_nul(value):
         errors.add(name, f"{name} must be a string of 1 to {limit} characters")
         return None
     return value.strip()
@@ -65,7 +65,7 @@ def watermark(value: Any, name: str, errors: Errors) -> str | None:
         errors.add(name, f"{name} must be a string, an integer, a date or a datetime")
         return None
     stored = str(value).strip()
-    if len(stored) > MAX_WATERMARK or "\x00" in stored:
+    if len(stored) > MAX_WATERMARK or inputs.has_nul(stored):
         errors.add(name, f"{name} must be at most {MAX_WATERMARK} characters")
         return None
     return stored
