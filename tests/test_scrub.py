@@ -223,11 +223,12 @@ def test_context_is_kept_around_the_secret(text: str, expected: str):
 
 def test_appends_stay_fast():
     """The scrubber is on the log append path: one precompiled pass. A generous bound that only
-    a pathological (backtracking) pattern would exceed."""
+    a pathological (backtracking) pattern would exceed; the long lines are the shapes that
+    were quadratic in drafts of the patterns."""
     lines = [*LOOKALIKES, *(t for t, _ in SECRETS)] * 20
-    lines.append("x" * 4000)
-    lines.append("password=" + "a," * 2000)
-    lines.append("-" * 4000)
+    lines += ["x" * 4000, "password=" + "a," * 2000, "-" * 4000, "password=a" + ")]}" * 1300,
+              "a://b:" * 660, "--password " * 360, 'password="' + "\\" * 1990,
+              "eyJab.eyJab." * 330, "Bearer a1" * 440, "-u a:" * 790]
     started = time.perf_counter()
     for line in lines:
         clean_text(line, 4000)
