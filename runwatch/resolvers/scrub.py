@@ -11,8 +11,9 @@ sent", "token count: 42", "max_tokens=4096") is left alone. The rules are a tabl
 drawn from Yelp's detect-secrets plugins (keyword, AWS, Slack, Stripe, JWT, private key,
 basic-auth, npm, SendGrid, Twilio, Azure storage, …) and gitleaks' rules; there is no entropy
 rule, so hashes, UUIDs and ids survive. detect-secrets itself was not taken as a dependency:
-it reports that a line holds a secret rather than where, runs one regex per plugin (two dozen
-passes per line on the log append path), and its entropy plugins would redact commit hashes.
+it reports each finding's value rather than its span (redacting would take a second search),
+runs one regex per plugin (two dozen passes per line on the log append path), and its entropy
+plugins would redact commit hashes.
 Here every rule is one alternative of a single precompiled pattern: one pass per text.
 """
 
