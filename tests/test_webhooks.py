@@ -18,7 +18,6 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tortoise.transactions import in_transaction
 
-from runwatch import faults
 from runwatch.models import (
     DeliveryStatus,
     Pipeline,
@@ -28,7 +27,7 @@ from runwatch.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from runwatch.resolvers import elt_runs, pipelines, queue, signals, webhooks
+from runwatch.resolvers import dbfaults, elt_runs, pipelines, queue, signals, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso as clock_iso
 from runwatch.resolvers.clock import utcnow
@@ -450,7 +449,7 @@ def failing(times: int, step):
 async def due_delivery(caller, receiver, monkeypatch):
     """One finished run's delivery, due, for the receiver; the workers' retries without the
     pauses."""
-    monkeypatch.setattr(faults, "RETRY_DELAY", 0.01)
+    monkeypatch.setattr(dbfaults, "RETRY_DELAY", 0.01)
     pipeline = await new_pipeline(caller)
     await new_endpoint(caller, receiver.url)
     await finish(caller, await running_run(caller, pipeline))

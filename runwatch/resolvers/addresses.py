@@ -114,12 +114,12 @@ async def get_or_create_address_type(
 
 
 async def list_address_types(*, caller: Caller) -> list[AddressType]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await AddressType.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
 async def get_address_type(*, caller: Caller, type_id: int) -> AddressType:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = None
     if _storable(type_id):
         row = await AddressType.filter(
@@ -200,12 +200,12 @@ async def get_or_create_address(
 
 
 async def list_addresses(*, caller: Caller) -> list[Address]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await Address.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
 async def get_address(*, caller: Caller, address_id: int) -> Address:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = None
     if _storable(address_id):
         row = await Address.filter(id=address_id, organisation_id=caller.organisation_id).first()
@@ -217,7 +217,7 @@ async def get_address(*, caller: Caller, address_id: int) -> Address:
 async def find_address(*, caller: Caller, name: str, namespace: str | None = None) -> Address:
     """An address by its name, and its namespace when one is given (an OpenLineage dataset is
     `namespace` + `name`). Matches the stored values exactly, after trimming."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = Address.filter(organisation_id=caller.organisation_id, name=name.strip())
     if namespace is not None:
         query = query.filter(namespace=namespace.strip())
@@ -445,7 +445,7 @@ async def lineage_graph(
     """The datasets feeding an address (`upstream`), fed by it (`downstream`) or both, to
     `depth` hops: one statement per hop, each address visited once per direction (cycles
     end), each edge once."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     errors = Errors()
     if direction not in DIRECTIONS:
         errors.add("direction", f"direction must be one of: {', '.join(DIRECTIONS)}")

@@ -165,7 +165,7 @@ async def get_or_create_rule(*, caller: Caller, raw: dict[str, Any]) -> tuple[An
 
 
 async def list_rules(*, caller: Caller, pipeline_id: int | None = None) -> list[AnomalyRule]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = AnomalyRule.filter(organisation_id=caller.organisation_id)
     if pipeline_id is not None:
         if not 0 < pipeline_id <= INT32_MAX:
@@ -175,7 +175,7 @@ async def list_rules(*, caller: Caller, pipeline_id: int | None = None) -> list[
 
 
 async def get_rule(*, caller: Caller, rule_id: int) -> AnomalyRule:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _rule(caller, rule_id)
 
 
@@ -446,7 +446,7 @@ async def list_results(
     first: int | None = None, after: str | None = None,
 ) -> Page[AnomalyResult]:
     """An organisation's anomaly results, newest first, optionally of one pipeline or run."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = AnomalyResult.filter(organisation_id=caller.organisation_id)
     if pipeline_id is not None:
         query = query.filter(pipeline_id=pipeline_id if 0 < pipeline_id <= INT32_MAX else 0)

@@ -320,7 +320,7 @@ async def list_timeliness_logs(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[TimelinessLog]:
     """The organisation's timeliness findings, newest first."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await paginate(TimelinessLog.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=True)
 
@@ -329,7 +329,7 @@ async def list_freshness_logs(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[FreshnessLog]:
     """The organisation's freshness findings, newest first."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await paginate(FreshnessLog.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=True)
 

@@ -103,7 +103,7 @@ def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str,
 
 
 async def get_connection(*, caller: Caller, connection_id: int) -> Connection:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await Connection.filter(id=connection_id, organisation_id=caller.organisation_id).first()
     if row is None:
         raise NotFound("connection", connection_id)
@@ -114,7 +114,7 @@ async def list_connections(
     *, caller: Caller, first: int | None = None, after: str | None = None,
     warehouse_type: str | None = None, name_contains: str | None = None,
 ) -> Page[Connection]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = Connection.filter(organisation_id=caller.organisation_id)
     if warehouse_type:
         query = query.filter(warehouse_type=warehouse_type.lower())
@@ -126,7 +126,7 @@ async def list_connections(
 async def create_connection(
     *, caller: Caller, name: Any, warehouse_type: Any, settings: Any = None
 ) -> Connection:
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     errors: dict[str, list[str]] = {}
     name = _validate_name(name, errors)
     warehouse_type = _validate_type(warehouse_type, errors)
@@ -158,7 +158,7 @@ async def update_connection(
 ) -> Connection:
     """Change a connection. `settings` replaces the settings; `settings_patch` merges into them
     (a key set to null is removed), which is what a REST PATCH of top-level keys means."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     try:
         # The row is locked while the change is made, so concurrent PATCHes of different
         # settings merge instead of overwriting each other (SQLite serialises transactions).

@@ -8,15 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.transactions import in_transaction
-
 from runwatch.models import Pipeline, Run, RunStatus
-from runwatch.resolvers import signals, sql
+from runwatch.resolvers import lifecycle, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import parse_iso, to_utc, utcnow
-from runwatch.resolvers.errors import Conflict, InvalidRange, NotFound
-from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME, deadline_for, on_terminal
-from runwatch.resolvers.rollups import touch_pipeline
+from runwatch.resolvers.errors import InvalidRange, NotFound
+from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.runs import MAX_COUNT
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
@@ -78,14 +75,11 @@ async def start_execution(
         raise NotFound("pipeline", pipeline_id)
     if parent_id is not None:
         await _run_of(caller, parent_id, "parent execution")
-    async with in_transaction() as conn:
-        run = await Run.create(
-            organisation_id=caller.organisation_id, pipeline_id=pipeline.id,
-            parent_id=parent_id, status=RunStatus.RUNNING, started_at=started,
-            deadline_at=deadline_for(started, pipeline.max_runtime_seconds, default_max_runtime),
-            hour_recorded=started.hour, date_recorded=started.date(),
-            claimed_by_token_id=caller.token_id, using_db=conn, **marks)
-        await touch_pipeline(conn, pipeline.id)
+    async with lifecycle.transaction() as (conn, effects):
+        run = await lifecycle.open_run(
+            conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
+            started_at=started, default_max_runtime=default_max_runtime, parent_id=parent_id,
+            hour_recorded=started.hour, date_recorded=started.date(), **marks)
     return run
 
 
@@ -128,15 +122,6 @@ def duration_and_throughput(started: datetime, ended: datetime,
     return duration, round(total_rows / duration, 4) if duration else 0.0
 
 
-_END = """
-UPDATE run SET status = ?, finished_at = ?, duration_seconds = ?, throughput = ?,
-  rows_total = ?, rows_inserted = ?, rows_updated = ?, rows_deleted = ?,
-  execution_metadata = ?, updated_at = ?
-WHERE id = ? AND organisation_id = ? AND status = ?
-RETURNING *
-"""
-
-
 async def end_execution(
     *, caller: Caller, raw: dict[str, Any], now: datetime | None = None
 ) -> tuple[Run, bool]:
@@ -150,36 +135,33 @@ async def end_execution(
     require_writer(caller)
     end = parse_end(raw)
     run = await _run_of(caller, end.run_id)
-    if run.status == RunStatus.PENDING:  # the state machine: pending -> running -> ended
-        raise Conflict(f"pipeline execution {run.id} has not started (pending)")
     if run.started_at is not None and end.end_date <= run.started_at:
         raise InvalidRange.one("end_date", "end_date must be greater than start_date")
     status = RunStatus.SUCCEEDED if end.succeeded else RunStatus.FAILED
     duration, throughput = duration_and_throughput(
         run.started_at or end.end_date, end.end_date, end.counts["total_rows"])
-    meta = None if end.execution_metadata is None else sql.json_param(end.execution_metadata)
     stamp = now or utcnow()
-    async with in_transaction() as conn:
-        rows = await sql.fetch(_END, [
-            status.value, end.end_date, duration, throughput,
-            *(end.counts[k] for k in COUNTS), meta, stamp,
-            run.id, caller.organisation_id, RunStatus.RUNNING.value], conn)
-        if rows:
-            run = Run._init_from_db(**rows[0])
-            if end.succeeded:
-                await _advance_pipeline(conn, run, end, stamp)
-            enqueued = await on_terminal(conn, run)
-    if rows:
-        signals.run_changed(run.id)
-        if enqueued:
-            signals.work_enqueued()
-        return run, True
+    columns = {
+        "finished_at": end.end_date, "duration_seconds": duration, "throughput": throughput,
+        **{column: end.counts[key] for key, column in COUNTS.items()},
+        "execution_metadata": None if end.execution_metadata is None
+        else sql.json_param(end.execution_metadata),
+    }
+    async with lifecycle.transaction() as (conn, effects):
+        ended = await lifecycle.move(
+            conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
+            target=status, columns=columns, from_statuses=(RunStatus.RUNNING,), caller=caller,
+            now=stamp)
+        if ended is not None and end.succeeded:
+            await _advance_pipeline(conn, ended, end, stamp)
+    if ended is not None:
+        return ended, True
     run = await _run_of(caller, end.run_id)
     same = (run.status == status and run.finished_at == end.end_date and all(
         getattr(run, column) == end.counts[key] for key, column in COUNTS.items()))
     if same:
         return run, False
-    raise Conflict(f"pipeline execution {run.id} already ended ({run.status.value})")
+    raise lifecycle.refusal(caller, run, status)
 
 
 async def _advance_pipeline(conn: Any, run: Run, end: End, stamp: datetime) -> None:
@@ -207,7 +189,7 @@ class ExecutionTree:
 
 async def execution_tree(*, caller: Caller, run_id: int) -> ExecutionTree:
     """An execution with its children at any depth (one query per level, cycle-safe)."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     root = ExecutionTree(await _run_of(caller, run_id))
     nodes = {root.run.id: root}
     frontier = [root.run.id]

@@ -19,7 +19,7 @@ MAX_DESCRIPTION_CHARS = 4000
 
 
 async def get_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _pipeline(caller, pipeline_id)
 
 
@@ -35,7 +35,7 @@ async def list_pipelines(
     *, caller: Caller, first: int | None = None, after: str | None = None,
     connection_id: int | None = None, kind: str | None = None,
 ) -> Page[Pipeline]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = Pipeline.filter(organisation_id=caller.organisation_id)
     if connection_id is not None:
         query = query.filter(connection_id=connection_id)
@@ -80,7 +80,7 @@ async def _fields(caller: Caller, raw: dict[str, Any], *, creating: bool) -> dic
 async def create_pipeline(*, caller: Caller, raw: dict[str, Any], kind: str = "elt") -> Pipeline:
     """A pipeline from domain-named values (`name`, `description`, `max_runtime_seconds`,
     `connection_id`); a duplicate name is a conflict."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     values = await _fields(caller, raw, creating=True)
     try:
         return await Pipeline.create(organisation_id=caller.organisation_id, kind=kind, **values)
@@ -89,7 +89,7 @@ async def create_pipeline(*, caller: Caller, raw: dict[str, Any], kind: str = "e
 
 
 async def update_pipeline(*, caller: Caller, pipeline_id: int, raw: dict[str, Any]) -> Pipeline:
-    caller.require(Scope.WRITE)  # a write token may change what it cannot list
+    caller.require_scope(Scope.WRITE)  # a write token may change what it cannot list
     pipeline = await _pipeline(caller, pipeline_id)
     values = await _fields(caller, raw, creating=False)
     if pipeline.kind == "delivery" and ({"name", "connection_id"} & set(values)):

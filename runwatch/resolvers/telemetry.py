@@ -406,7 +406,7 @@ async def telemetry_of_connections(
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
     """Telemetry per connection of the caller's organisation; foreign ids are left out."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     found = await _telemetry_by(
         organisation_id=caller.organisation_id, group_of="connection_id",
         keys=connection_ids, now=now or utcnow(), options=options,
@@ -426,7 +426,7 @@ async def telemetry_of_pipelines(
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
     """Telemetry per pipeline (models or ids) of the caller's organisation."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _telemetry_by(
         organisation_id=caller.organisation_id, group_of="pipeline_id",
         keys=[p if isinstance(p, int) else p.id for p in pipelines], now=now or utcnow(),

@@ -28,8 +28,7 @@ MAX_WATERMARK = 50
 
 def require_writer(caller: Caller) -> None:
     """Watcher jobs write with a `report` token (like loaders); people with `write`."""
-    if not (caller.has(Scope.REPORT) or caller.has(Scope.WRITE)):
-        caller.require(Scope.WRITE)
+    caller.require_any(Scope.REPORT, Scope.WRITE)
 
 
 def digest(definition: dict[str, Any]) -> str:
@@ -149,7 +148,7 @@ def storable_id(value: int) -> bool:
 
 
 async def get_type(*, caller: Caller, type_id: int) -> PipelineType:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await PipelineType.filter(
         id=type_id, organisation_id=caller.organisation_id).first() \
         if storable_id(type_id) else None
@@ -159,7 +158,7 @@ async def get_type(*, caller: Caller, type_id: int) -> PipelineType:
 
 
 async def list_types(*, caller: Caller) -> list[PipelineType]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await PipelineType.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
@@ -222,7 +221,7 @@ async def _upsert(
 
 
 async def get_watcher_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await Pipeline.filter(
         id=pipeline_id, organisation_id=caller.organisation_id).first() \
         if storable_id(pipeline_id) else None
@@ -232,7 +231,7 @@ async def get_watcher_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
 
 
 async def list_watcher_pipelines(*, caller: Caller) -> list[Pipeline]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await Pipeline.filter(organisation_id=caller.organisation_id).order_by("id")
 
 

@@ -12,7 +12,7 @@ Wire names -> runwatch: `errorSummary` -> Run.error, `telemetry.summary.rowsLoad
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +35,7 @@ from runwatch.models import (
 )
 from runwatch.naming import camel_field
 from runwatch.resolvers import elt_runs, gateways, pipelines, run_series, runs, webhooks
-from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.caller import Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.elt_runs import RunFinished
 from runwatch.resolvers.errors import (
@@ -268,39 +268,21 @@ def _not_the_webhook(request: Request) -> None:
         raise HTTPException(405, headers={"Allow": "GET, PUT"})
 
 
-def _person(request: Request, scope: Scope) -> Caller:
-    """A person's or service's token with `scope` (not a gateway's)."""
-    caller = caller_of(request)
-    if caller.gateway_id is not None:
-        raise PermissionDenied("A gateway token works on the /api/agent/ routes only.")
-    caller.require(scope)
-    return caller
-
-
-def _gateway(request: Request) -> Caller:
-    caller = caller_of(request)
-    if caller.gateway_id is None:
-        raise PermissionDenied("The /api/agent/ routes take a gateway's token "
-                               "(runwatch gateway create).")
-    return caller
-
-
 def routes(settings: Settings) -> list[BaseRoute]:
     default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
     allow_private = settings.webhook_allow_private
 
-    async def patch(request: Request, caller: Caller) -> Run:
+    async def patch(request: Request, update: Callable[..., Awaitable[Run]]) -> Run:
         body = await json_body(request)
         change = parse_change(domain_body(body, PATCH_FIELDS), now=utcnow())
-        return await elt_runs.update_run(
-            caller=caller, run_id=_run_id(request), change=change,
-            default_max_runtime=default_max_runtime)
+        return await update(caller=caller_of(request), run_id=_run_id(request), change=change,
+                            default_max_runtime=default_max_runtime)
 
     # ---- /api/elt/runs
 
     @translate_errors
     async def list_runs(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request, Scope.READ)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         before = _filter_id(request, "before")
         # before=0 (or an id no row can have, which _filter_id makes 0): an empty page
@@ -313,7 +295,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def create_run(request: Request) -> Response:
-        caller = _person(request, Scope.WRITE)
+        caller = caller_of(request, Scope.WRITE)
         body = await json_body(request)
         run = await elt_runs.create_run(
             caller=caller, raw=domain_body(body, NEW_RUN_FIELDS),
@@ -322,29 +304,29 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def get_run(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request, Scope.READ)
         run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
         return JSONResponse({"run": (await runs_json([run]))[0]})
 
     @translate_errors
     async def patch_run(request: Request) -> Response:
         _not_the_webhook(request)
-        caller = _person(request, Scope.WRITE)
-        return JSONResponse({"run": run_json(await patch(request, caller))})
+        caller_of(request, Scope.WRITE)  # before the body; `update_run` checks it too
+        return JSONResponse({"run": run_json(await patch(request, elt_runs.update_run))})
 
     # ---- webhook settings
 
     def webhook_routes(pipeline_of: Callable[[Request], int | None]) -> dict[str, Handler]:
         @translate_errors
         async def read(request: Request) -> Response:
-            caller = _person(request, Scope.WRITE)  # it shows the signing secret
+            caller = caller_of(request, Scope.WRITE)  # it shows the signing secret
             endpoint = await webhooks.endpoint_for(caller=caller,
                                                    pipeline_id=pipeline_of(request))
             return JSONResponse({"webhook": webhook_json(endpoint)})
 
         @translate_errors
         async def put(request: Request) -> Response:
-            caller = _person(request, Scope.WRITE)
+            caller = caller_of(request, Scope.WRITE)
             body = await json_body(request)
             unknown = {k: ["Unknown field."] for k in body
                        if k not in {"url", "eventTypes", "enabled"}}
@@ -371,14 +353,14 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def list_pipelines(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request, Scope.READ)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         page = await pipelines.list_pipelines(caller=caller, first=limit)
         return JSONResponse({"pipelines": [pipeline_json(p) for p in page.items]})
 
     @translate_errors
     async def create_pipeline(request: Request) -> Response:
-        caller = _person(request, Scope.WRITE)
+        caller = caller_of(request, Scope.WRITE)
         body = await json_body(request)
         pipeline = await pipelines.create_pipeline(
             caller=caller, raw=domain_body(body, PIPELINE_FIELDS))
@@ -386,13 +368,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def get_pipeline(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request, Scope.READ)
         pipeline = await pipelines.get_pipeline(caller=caller, pipeline_id=_pipeline_id(request))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
     @translate_errors
     async def patch_pipeline(request: Request) -> Response:
-        caller = _person(request, Scope.WRITE)
+        caller = caller_of(request, Scope.WRITE)
         body = await json_body(request)
         pipeline = await pipelines.update_pipeline(
             caller=caller, pipeline_id=_pipeline_id(request),
@@ -403,7 +385,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def agent_list(request: Request) -> Response:
-        caller = _gateway(request)
+        caller = caller_of(request, Scope.GATEWAY)
         limit = _query_int(request, "limit", elt_runs.AGENT_LIST_MAX, 1,
                            elt_runs.AGENT_LIST_MAX)
         rows = await elt_runs.list_gateway_runs(
@@ -412,20 +394,19 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def agent_get(request: Request) -> Response:
-        caller = _gateway(request)
-        run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
+        run = await elt_runs.get_gateway_run(caller=caller_of(request), run_id=_run_id(request))
         body = (await runs_json([run]))[0]
         return JSONResponse({"run": body, "cancel": body["cancel"]})
 
     @translate_errors
     async def agent_patch(request: Request) -> Response:
-        caller = _gateway(request)
-        body = run_json(await patch(request, caller))
+        caller_of(request, Scope.GATEWAY)  # before the body; `update_gateway_run` checks it too
+        body = run_json(await patch(request, elt_runs.update_gateway_run))
         return JSONResponse({"run": body, "cancel": body["cancel"]})
 
     @translate_errors
     async def manifest(request: Request) -> Response:
-        caller = _gateway(request)
+        caller = caller_of(request, Scope.GATEWAY)
         gateway = await gateways.current_gateway(caller=caller)
         return JSONResponse({
             "gateway": gateway_json(gateway),
@@ -437,7 +418,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @translate_errors
     async def heartbeat(request: Request) -> Response:
-        caller = _gateway(request)
+        caller = caller_of(request, Scope.GATEWAY)
         body = await json_body(request)
         unknown = {k: ["Unknown field."] for k in body if k not in {"version", "labels"}}
         if unknown:

@@ -50,9 +50,9 @@ from runwatch.resolvers.errors import (
     Unauthenticated,
 )
 from runwatch.resolvers.executions import ExecutionTree
+from runwatch.resolvers.tasks import check_queue
 from runwatch.resolvers.watcher_pipelines import require_writer
 from runwatch.rest_shim.common import Handler, caller_of, routes_with_optional_slash
-from runwatch.services.tasks import monitor_queue
 from runwatch.settings import Settings
 
 KEEP_CASE = {"watermark", "next_watermark"}
@@ -423,15 +423,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def log_cleanup(request: Request) -> Response:
         caller = writer(request)
         days, batch = retention.parse_cleanup(await body_of(request))
-        counts = await retention.clean_up(organisation_id=caller.organisation_id,
-                                          retention_days=days, batch_size=batch)
+        counts = await retention.request_cleanup(caller=caller, retention_days=days,
+                                                 batch_size=batch)
         return JSONResponse(counts.as_dict())
 
     @translate_errors
     async def monitor(request: Request) -> Response:
         caller = writer(request)
         try:
-            await monitor_queue(alert_organisation_id=caller.organisation_id)
+            await check_queue(caller=caller)
         except Exception:  # the contract's own error answer: the queue could not be read
             return JSONResponse({"status": "error"}, status_code=500)
         return JSONResponse({"status": "success"})

@@ -63,7 +63,7 @@ class Loaders:
     def _org(self) -> int:
         if self.caller is None:
             raise Unauthenticated()
-        self.caller.require(Scope.READ)
+        self.caller.require_scope(Scope.READ)
         return self.caller.organisation_id
 
     async def _connections(self, ids: list[int]) -> list[Connection | None]:
