@@ -35,7 +35,6 @@ from runwatch.models import (
 )
 from runwatch.naming import camel_field
 from runwatch.resolvers import elt_runs, gateways, pipelines, run_series, runs, webhooks
-from runwatch.resolvers.caller import Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.elt_runs import RunFinished
 from runwatch.resolvers.errors import (
@@ -56,8 +55,9 @@ from runwatch.rest_shim.common import (
     caller_of,
     json_body,
     parse_pk,
-    routes_with_optional_slash,
 )
+from runwatch.rest_shim.openapi import AGENT, ELT_OPS, PIPELINES, RUNS
+from runwatch.rest_shim.routing import Operations
 from runwatch.settings import Settings
 
 LIST_DEFAULT, LIST_MAX = 50, 200
@@ -269,6 +269,7 @@ def _not_the_webhook(request: Request) -> None:
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
+    ops = Operations(ELT_OPS, translate_errors)
     default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
     allow_private = settings.webhook_allow_private
 
@@ -280,9 +281,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- /api/elt/runs
 
-    @translate_errors
+    @ops("GET", RUNS)
     async def list_runs(request: Request) -> Response:
-        caller = caller_of(request, Scope.READ)
+        caller = caller_of(request)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         before = _filter_id(request, "before")
         # before=0 (or an id no row can have, which _filter_id makes 0): an empty page
@@ -293,40 +294,37 @@ def routes(settings: Settings) -> list[BaseRoute]:
             environment=request.query_params.get("environment") or None)
         return JSONResponse({"runs": await runs_json(page.items)})
 
-    @translate_errors
+    @ops("POST", RUNS)
     async def create_run(request: Request) -> Response:
-        caller = caller_of(request, Scope.WRITE)
+        caller = caller_of(request)
         body = await json_body(request)
         run = await elt_runs.create_run(
             caller=caller, raw=domain_body(body, NEW_RUN_FIELDS),
             default_max_runtime=default_max_runtime)
         return JSONResponse({"run": run_json(run, [], [])}, status_code=201)
 
-    @translate_errors
+    @ops("GET", RUNS + "/{id}")
     async def get_run(request: Request) -> Response:
-        caller = caller_of(request, Scope.READ)
+        caller = caller_of(request)
         run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
         return JSONResponse({"run": (await runs_json([run]))[0]})
 
-    @translate_errors
+    @ops("PATCH", RUNS + "/{id}")
     async def patch_run(request: Request) -> Response:
         _not_the_webhook(request)
-        caller_of(request, Scope.WRITE)  # before the body; `update_run` checks it too
         return JSONResponse({"run": run_json(await patch(request, elt_runs.update_run))})
 
     # ---- webhook settings
 
-    def webhook_routes(pipeline_of: Callable[[Request], int | None]) -> dict[str, Handler]:
-        @translate_errors
+    def webhook_routes(path: str, pipeline_of: Callable[[Request], int | None]) -> None:
         async def read(request: Request) -> Response:
-            caller = caller_of(request, Scope.WRITE)  # it shows the signing secret
+            caller = caller_of(request)
             endpoint = await webhooks.endpoint_for(caller=caller,
                                                    pipeline_id=pipeline_of(request))
             return JSONResponse({"webhook": webhook_json(endpoint)})
 
-        @translate_errors
         async def put(request: Request) -> Response:
-            caller = caller_of(request, Scope.WRITE)
+            caller = caller_of(request)
             body = await json_body(request)
             unknown = {k: ["Unknown field."] for k in body
                        if k not in {"url", "eventTypes", "enabled"}}
@@ -347,34 +345,38 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 allow_private=allow_private)
             return JSONResponse({"webhook": webhook_json(endpoint)})
 
-        return {"GET": read, "PUT": put}
+        ops("GET", path)(read)
+        ops("PUT", path)(put)
+
+    webhook_routes(RUNS + "/webhook", lambda request: None)
+    webhook_routes(PIPELINES + "/{id}/webhook", _pipeline_id)
 
     # ---- /api/elt/pipelines
 
-    @translate_errors
+    @ops("GET", PIPELINES)
     async def list_pipelines(request: Request) -> Response:
-        caller = caller_of(request, Scope.READ)
+        caller = caller_of(request)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         page = await pipelines.list_pipelines(caller=caller, first=limit)
         return JSONResponse({"pipelines": [pipeline_json(p) for p in page.items]})
 
-    @translate_errors
+    @ops("POST", PIPELINES)
     async def create_pipeline(request: Request) -> Response:
-        caller = caller_of(request, Scope.WRITE)
+        caller = caller_of(request)
         body = await json_body(request)
         pipeline = await pipelines.create_pipeline(
             caller=caller, raw=domain_body(body, PIPELINE_FIELDS))
         return JSONResponse({"pipeline": pipeline_json(pipeline)}, status_code=201)
 
-    @translate_errors
+    @ops("GET", PIPELINES + "/{id}")
     async def get_pipeline(request: Request) -> Response:
-        caller = caller_of(request, Scope.READ)
+        caller = caller_of(request)
         pipeline = await pipelines.get_pipeline(caller=caller, pipeline_id=_pipeline_id(request))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
-    @translate_errors
+    @ops("PATCH", PIPELINES + "/{id}")
     async def patch_pipeline(request: Request) -> Response:
-        caller = caller_of(request, Scope.WRITE)
+        caller = caller_of(request)
         body = await json_body(request)
         pipeline = await pipelines.update_pipeline(
             caller=caller, pipeline_id=_pipeline_id(request),
@@ -383,30 +385,29 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- /api/agent (gateways)
 
-    @translate_errors
+    @ops("GET", AGENT + "/runs")
     async def agent_list(request: Request) -> Response:
-        caller = caller_of(request, Scope.GATEWAY)
+        caller = caller_of(request)
         limit = _query_int(request, "limit", elt_runs.AGENT_LIST_MAX, 1,
                            elt_runs.AGENT_LIST_MAX)
         rows = await elt_runs.list_gateway_runs(
             caller=caller, statuses=_statuses(request), limit=limit)
         return JSONResponse({"runs": await runs_json(rows)})
 
-    @translate_errors
+    @ops("GET", AGENT + "/runs/{id}")
     async def agent_get(request: Request) -> Response:
         run = await elt_runs.get_gateway_run(caller=caller_of(request), run_id=_run_id(request))
         body = (await runs_json([run]))[0]
         return JSONResponse({"run": body, "cancel": body["cancel"]})
 
-    @translate_errors
+    @ops("PATCH", AGENT + "/runs/{id}")
     async def agent_patch(request: Request) -> Response:
-        caller_of(request, Scope.GATEWAY)  # before the body; `update_gateway_run` checks it too
         body = run_json(await patch(request, elt_runs.update_gateway_run))
         return JSONResponse({"run": body, "cancel": body["cancel"]})
 
-    @translate_errors
+    @ops("GET", AGENT + "/manifest")
     async def manifest(request: Request) -> Response:
-        caller = caller_of(request, Scope.GATEWAY)
+        caller = caller_of(request)
         gateway = await gateways.current_gateway(caller=caller)
         return JSONResponse({
             "gateway": gateway_json(gateway),
@@ -416,9 +417,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
             "serverTime": iso(utcnow()),
         })
 
-    @translate_errors
+    @ops("POST", AGENT + "/heartbeat")
     async def heartbeat(request: Request) -> Response:
-        caller = caller_of(request, Scope.GATEWAY)
+        caller = caller_of(request)
         body = await json_body(request)
         unknown = {k: ["Unknown field."] for k in body if k not in {"version", "labels"}}
         if unknown:
@@ -427,19 +428,4 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller, version=body.get("version"), labels=body.get("labels"))
         return JSONResponse({"ok": True, "gateway": gateway_json(gateway)})
 
-    return [
-        # The webhook routes come before /runs/{id}: "webhook" is not a run id.
-        *routes_with_optional_slash("/api/elt/runs/webhook/", **webhook_routes(lambda r: None)),
-        *routes_with_optional_slash("/api/elt/runs/", GET=list_runs, POST=create_run),
-        *routes_with_optional_slash("/api/elt/runs/{id}/", GET=get_run, PATCH=patch_run),
-        *routes_with_optional_slash("/api/elt/pipelines/", GET=list_pipelines,
-                                    POST=create_pipeline),
-        *routes_with_optional_slash("/api/elt/pipelines/{id}/", GET=get_pipeline,
-                                    PATCH=patch_pipeline),
-        *routes_with_optional_slash("/api/elt/pipelines/{id}/webhook/",
-                                    **webhook_routes(_pipeline_id)),
-        *routes_with_optional_slash("/api/agent/runs/", GET=agent_list),
-        *routes_with_optional_slash("/api/agent/runs/{id}/", GET=agent_get, PATCH=agent_patch),
-        *routes_with_optional_slash("/api/agent/manifest/", GET=manifest),
-        *routes_with_optional_slash("/api/agent/heartbeat/", POST=heartbeat),
-    ]
+    return ops.routes()

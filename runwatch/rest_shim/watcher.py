@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import (
@@ -52,7 +52,9 @@ from runwatch.resolvers.errors import (
 from runwatch.resolvers.executions import ExecutionTree
 from runwatch.resolvers.tasks import check_queue
 from runwatch.resolvers.watcher_pipelines import require_writer
-from runwatch.rest_shim.common import Handler, caller_of, routes_with_optional_slash
+from runwatch.rest_shim.common import Handler, caller_of
+from runwatch.rest_shim.openapi import watcher_ops
+from runwatch.rest_shim.routing import Operations
 from runwatch.settings import Settings
 
 KEEP_CASE = {"watermark", "next_watermark"}
@@ -250,10 +252,11 @@ def created(found: tuple[Any, bool], body: dict[str, Any]) -> JSONResponse:
 def routes(settings: Settings) -> list[BaseRoute]:
     prefix = settings.watcher_prefix
     default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
+    ops = Operations(watcher_ops(prefix), translate_errors)
 
     # ---- pipelines and types
 
-    @translate_errors
+    @ops("POST", prefix + "/pipeline")
     async def post_pipeline(request: Request) -> Response:
         caller = writer(request)
         raw = await body_of(request)
@@ -264,35 +267,35 @@ def routes(settings: Settings) -> list[BaseRoute]:
             answer["watermark"] = None if found[1] else p.watermark
         return created(found, answer)
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline")
     async def list_pipelines(request: Request) -> Response:
         rows = await pipelines.list_watcher_pipelines(caller=reader(request))
         return JSONResponse([pipeline_json(p) for p in rows])
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline/{pipeline_id}")
     async def get_pipeline(request: Request) -> Response:
         p = await pipelines.get_watcher_pipeline(
             caller=reader(request), pipeline_id=path_int(request, "pipeline_id"))
         return JSONResponse(pipeline_json(p))
 
-    @translate_errors
+    @ops("PATCH", prefix + "/pipeline")
     async def patch_pipeline(request: Request) -> Response:
         caller = writer(request)
         p = await pipelines.patch_pipeline(caller=caller, raw=await body_of(request))
         return JSONResponse(pipeline_json(p))
 
-    @translate_errors
+    @ops("POST", prefix + "/pipeline_type")
     async def post_type(request: Request) -> Response:
         caller = writer(request)
         found = await pipelines.get_or_create_type(caller=caller, raw=await body_of(request))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline_type")
     async def list_types(request: Request) -> Response:
         return JSONResponse([type_json(t) for t in
                              await pipelines.list_types(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline_type/{pipeline_type_id}")
     async def get_type(request: Request) -> Response:
         t = await pipelines.get_type(caller=reader(request),
                                      type_id=path_int(request, "pipeline_type_id"))
@@ -300,20 +303,20 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- executions
 
-    @translate_errors
+    @ops("POST", prefix + "/start_pipeline_execution")
     async def start(request: Request) -> Response:
         caller = writer(request)
         run = await executions.start_execution(
             caller=caller, raw=await body_of(request), default_max_runtime=default_max_runtime)
         return JSONResponse({"id": run.id}, status_code=201)
 
-    @translate_errors
+    @ops("POST", prefix + "/end_pipeline_execution")
     async def end(request: Request) -> Response:
         caller = writer(request)
         await executions.end_execution(caller=caller, raw=await body_of(request))
         return Response(status_code=204)
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline_execution/{pipeline_execution_id}")
     async def get_execution(request: Request) -> Response:
         tree = await executions.execution_tree(
             caller=reader(request),
@@ -322,48 +325,48 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- addresses, types, lineage
 
-    @translate_errors
+    @ops("POST", prefix + "/address")
     async def post_address(request: Request) -> Response:
         caller = writer(request)
         found = await addresses.get_or_create_address(caller=caller, raw=await body_of(request))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/address")
     async def list_addresses(request: Request) -> Response:
         return JSONResponse([address_json(a) for a in
                              await addresses.list_addresses(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/address/{address_id}")
     async def get_address(request: Request) -> Response:
         a = await addresses.get_address(caller=reader(request),
                                         address_id=path_int(request, "address_id"))
         return JSONResponse(address_json(a))
 
-    @translate_errors
+    @ops("PATCH", prefix + "/address")
     async def patch_address(request: Request) -> Response:
         caller = writer(request)
         a = await addresses.patch_address(caller=caller, raw=await body_of(request))
         return JSONResponse(address_json(a))
 
-    @translate_errors
+    @ops("POST", prefix + "/address_type")
     async def post_address_type(request: Request) -> Response:
         caller = writer(request)
         found = await addresses.get_or_create_address_type(
             caller=caller, raw=await body_of(request))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/address_type")
     async def list_address_types(request: Request) -> Response:
         return JSONResponse([address_type_json(t) for t in
                              await addresses.list_address_types(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/address_type/{address_type_id}")
     async def get_address_type(request: Request) -> Response:
         t = await addresses.get_address_type(caller=reader(request),
                                              type_id=path_int(request, "address_type_id"))
         return JSONResponse(address_type_json(t))
 
-    @translate_errors
+    @ops("POST", prefix + "/address_lineage")
     async def post_lineage(request: Request) -> Response:
         caller = writer(request)
         result = await addresses.create_lineage(caller=caller, raw=await body_of(request))
@@ -375,30 +378,30 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- anomaly detection
 
-    @translate_errors
+    @ops("POST", prefix + "/anomaly_detection_rule")
     async def post_rule(request: Request) -> Response:
         caller = writer(request)
         found = await anomalies.get_or_create_rule(caller=caller, raw=await body_of(request))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/anomaly_detection_rule")
     async def list_rules(request: Request) -> Response:
         return JSONResponse([rule_json(r) for r in
                              await anomalies.list_rules(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/anomaly_detection_rule/{anomaly_detection_rule_id}")
     async def get_rule(request: Request) -> Response:
         r = await anomalies.get_rule(caller=reader(request),
                                      rule_id=path_int(request, "anomaly_detection_rule_id"))
         return JSONResponse(rule_json(r))
 
-    @translate_errors
+    @ops("PATCH", prefix + "/anomaly_detection_rule")
     async def patch_rule(request: Request) -> Response:
         caller = writer(request)
         r = await anomalies.patch_rule(caller=caller, raw=await body_of(request))
         return JSONResponse(rule_json(r))
 
-    @translate_errors
+    @ops("POST", prefix + "/unflag_anomaly")
     async def unflag(request: Request) -> Response:
         caller = writer(request)
         await anomalies.unflag(caller=caller, raw=await body_of(request))
@@ -406,20 +409,20 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- checks, retention, queue
 
-    @translate_errors
+    @ops("POST", prefix + "/timeliness")
     async def timeliness(request: Request) -> Response:
         caller = writer(request)
         await checks.request_timeliness(caller=caller, raw=await body_of(request))
         return JSONResponse({"status": "queued"})
 
-    @translate_errors
+    @ops("POST", prefix + "/freshness")
     async def freshness(request: Request) -> Response:
         caller = writer(request)
         await body_of(request, required=False)
         await checks.request_freshness(caller=caller)
         return JSONResponse({"status": "queued"})
 
-    @translate_errors
+    @ops("POST", prefix + "/log_cleanup")
     async def log_cleanup(request: Request) -> Response:
         caller = writer(request)
         days, batch = retention.parse_cleanup(await body_of(request))
@@ -427,7 +430,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
                                                  batch_size=batch)
         return JSONResponse(counts.as_dict())
 
-    @translate_errors
+    @ops("POST", prefix + "/celery/monitor-queue")
     async def monitor(request: Request) -> Response:
         caller = writer(request)
         try:
@@ -436,39 +439,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return JSONResponse({"status": "error"}, status_code=500)
         return JSONResponse({"status": "success"})
 
+    @ops("GET", prefix + "/" if prefix else "/")
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    def path(p: str) -> str:
-        return prefix + p
-
-    return [
-        *routes_with_optional_slash(path("/pipeline"), GET=list_pipelines, POST=post_pipeline,
-                                    PATCH=patch_pipeline),
-        *routes_with_optional_slash(path("/pipeline/{pipeline_id}"), GET=get_pipeline),
-        *routes_with_optional_slash(path("/pipeline_type"), GET=list_types, POST=post_type),
-        *routes_with_optional_slash(path("/pipeline_type/{pipeline_type_id}"), GET=get_type),
-        *routes_with_optional_slash(path("/start_pipeline_execution"), POST=start),
-        *routes_with_optional_slash(path("/end_pipeline_execution"), POST=end),
-        *routes_with_optional_slash(path("/pipeline_execution/{pipeline_execution_id}"),
-                                    GET=get_execution),
-        *routes_with_optional_slash(path("/address"), GET=list_addresses, POST=post_address,
-                                    PATCH=patch_address),
-        *routes_with_optional_slash(path("/address/{address_id}"), GET=get_address),
-        *routes_with_optional_slash(path("/address_type"), GET=list_address_types,
-                                    POST=post_address_type),
-        *routes_with_optional_slash(path("/address_type/{address_type_id}"),
-                                    GET=get_address_type),
-        *routes_with_optional_slash(path("/address_lineage"), POST=post_lineage),
-        *routes_with_optional_slash(path("/anomaly_detection_rule"), GET=list_rules,
-                                    POST=post_rule, PATCH=patch_rule),
-        *routes_with_optional_slash(path("/anomaly_detection_rule/{anomaly_detection_rule_id}"),
-                                    GET=get_rule),
-        *routes_with_optional_slash(path("/unflag_anomaly"), POST=unflag),
-        *routes_with_optional_slash(path("/timeliness"), POST=timeliness),
-        *routes_with_optional_slash(path("/freshness"), POST=freshness),
-        *routes_with_optional_slash(path("/log_cleanup"), POST=log_cleanup),
-        *routes_with_optional_slash(path("/celery/monitor-queue"), POST=monitor),
-        *(routes_with_optional_slash(path("/"), GET=health) if prefix
-          else [Route("/", health, methods=["GET"])]),
-    ]
+    return ops.routes()
