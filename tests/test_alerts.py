@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from standardwebhooks.webhooks import Webhook
 
 from runwatch.models import AlertChannel, ChannelKind, DeliveryStatus, WebhookDelivery
-from runwatch.resolvers import anomalies, checks, executions, watcher_pipelines
+from runwatch.resolvers import anomalies, checks, watcher_pipelines
 from runwatch.resolvers.alerts import create_channel
 from runwatch.services.reaper import reap_stuck_runs
 from runwatch.services.webhooks import Sender
+from tests import watcher_wire
 from tests.webhook_receiver import Receiver
 
 DAY = timedelta(days=1)
@@ -37,9 +38,9 @@ async def _anomaly(caller) -> int:
     run = None
     for day, seconds in enumerate((100, 110, 120, 130, 140, 150)):
         start = BASE + day * DAY
-        run = await executions.start_execution(
+        run = await watcher_wire.start_execution(
             caller=caller, raw={"pipeline_id": pipeline.id, "start_date": start})
-        await executions.end_execution(caller=caller, raw={
+        await watcher_wire.end_execution(caller=caller, raw={
             "id": run.id, "end_date": start + timedelta(seconds=seconds),
             "completed_successfully": True})
         await anomalies.detect_for_run(organisation_id=caller.organisation_id, run_id=run.id)
@@ -61,16 +62,16 @@ async def test_a_slack_receiver_gets_each_finding_once(caller):
                 "name": "nightly", "freshness_number": 1, "freshness_datepart": "hour"})
             now = datetime.now(UTC)
             assert pipeline.last_target_insert is None  # the ends above had no inserts
-            late = await executions.start_execution(
+            late = await watcher_wire.start_execution(
                 caller=caller, raw={"pipeline_id": pipeline.id,
                                     "start_date": now - timedelta(hours=5)})
-            await executions.end_execution(caller=caller, raw={
+            await watcher_wire.end_execution(caller=caller, raw={
                 "id": late.id, "end_date": now - timedelta(hours=4),
                 "completed_successfully": True, "inserts": 10})
             assert len(await checks.check_freshness(organisation_id=caller.organisation_id)) == 1
             assert await checks.check_freshness(organisation_id=caller.organisation_id) == []
             # a stuck run
-            stuck = await executions.start_execution(
+            stuck = await watcher_wire.start_execution(
                 caller=caller, raw={"pipeline_id": pipeline.id,
                                     "start_date": now - timedelta(hours=3)})
             assert await reap_stuck_runs(now=now) == 1

@@ -42,13 +42,13 @@ from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.elt_runs import create_run, update_run
 from runwatch.resolvers.errors import InvalidInput, NotFound, PermissionDenied
-from runwatch.resolvers.executions import end_execution, start_execution
 from runwatch.resolvers.pipelines import create_pipeline
 from runwatch.resolvers.run_input import parse_change
 from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
 from runwatch.services.tasks import TaskRunner
 from tests.conftest import Tenant
 from tests.helpers import iso, report, start_run
+from tests.watcher_wire import end_execution, start_execution
 
 # The new executions of the tests start at 10:15 UTC on this day; history is on the days
 # before, in the same hour of day unless a test says otherwise.

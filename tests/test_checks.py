@@ -28,12 +28,12 @@ from runwatch.resolvers.checks import (
     request_timeliness,
 )
 from runwatch.resolvers.errors import InvalidInput, PermissionDenied
-from runwatch.resolvers.executions import end_execution, start_execution
 from runwatch.resolvers.watcher_pipelines import (
     get_or_create_pipeline,
     get_or_create_type,
     patch_pipeline,
 )
+from tests.watcher_wire import end_execution, start_execution
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -88,7 +88,7 @@ async def test_every_route_enforces_exactly_its_documented_scope(client, tenant,
     for method, path, op in operations(document):
         contract = op["tags"][0]
         ids = {**PATH_IDS.get(contract, {}), "organisation_pk": str(tenant.org_id)}
-        url = re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
+        url = re.sub(r"{(\w+)}", lambda m, ids=ids: ids[m.group(1)], path)
         body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
         scope = op["x-runwatch-scope"]
         for token in TOKENS:

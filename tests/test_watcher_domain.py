@@ -35,12 +35,7 @@ from runwatch.resolvers.errors import (
     NotFound,
     PermissionDenied,
 )
-from runwatch.resolvers.executions import (
-    duration_and_throughput,
-    end_execution,
-    execution_tree,
-    start_execution,
-)
+from runwatch.resolvers.executions import duration_and_throughput, execution_tree
 from runwatch.resolvers.watcher_pipelines import (
     DEFINITION,
     digest,
@@ -52,6 +47,7 @@ from runwatch.resolvers.watcher_pipelines import (
     list_watcher_pipelines,
     patch_pipeline,
 )
+from tests.watcher_wire import end_execution, start_execution
 
 T0 = datetime(2024, 1, 1, 10, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

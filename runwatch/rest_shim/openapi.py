@@ -586,9 +586,9 @@ SCOPES_HELP = {
 # paths without the deployment's prefix). The ids are those of a fresh organisation that has
 # made, in this order: warehouse connection 1 (with its delivery pipeline 1) and its run 1,
 # ELT pipeline 2 and its run 2, gateway 1, Watcher pipeline 3 (of pipeline type 1) and its
-# execution (run 3), address 1 of address type 1, anomaly rule 1. `tests/test_openapi_scopes.py` sends each one, with every kind of
-# token, and checks that the answer agrees with the operation's scope (and
-# `tests/test_openapi.py` that each example fits its schema).
+# execution (run 3), address 1 of address type 1, anomaly rule 1. `tests/test_openapi_scopes.py`
+# sends each one with every kind of token and checks that the answer agrees with the
+# operation's scope, and that each example fits its schema.
 EXAMPLES: dict[tuple[str, str], Any] = {
     ("POST", WAREHOUSE + "/"): {"name": "analytics", "type": "snowflake",
                                 "settings": {"account": "acme-eu", "warehouse": "LOAD_WH"}},

@@ -18,7 +18,7 @@ Wire names -> runwatch: an execution is a `Run` (`total_rows` -> `rows_total`, `
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -40,7 +40,7 @@ from runwatch.models import (
 from runwatch.resolvers import addresses, anomalies, checks, executions, retention
 from runwatch.resolvers import watcher_pipelines as pipelines
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.clock import iso
+from runwatch.resolvers.clock import iso, parse_iso, to_utc
 from runwatch.resolvers.errors import (
     Conflict,
     InvalidInput,
@@ -50,6 +50,7 @@ from runwatch.resolvers.errors import (
     Unauthenticated,
 )
 from runwatch.resolvers.executions import ExecutionTree
+from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.tasks import check_queue
 from runwatch.resolvers.watcher_pipelines import require_writer
 from runwatch.rest_shim.common import Handler, caller_of
@@ -161,6 +162,59 @@ def writer(request: Request) -> Caller:
     caller = caller_of(request)
     require_writer(caller)
     return caller
+
+
+# ------------------------------------------------------------------------------- wire bodies
+
+
+def _id(value: Any, name: str, errors: Errors, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, f"{name} must be an integer")
+        return None
+    return value
+
+
+def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime | None:
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    parsed = value if isinstance(value, datetime) else parse_iso(value)
+    if parsed is None:
+        errors.add(name, f"{name} must be an ISO 8601 date-time")
+        return None
+    return to_utc(parsed, name)
+
+
+def execution_start_of(body: dict[str, Any]) -> executions.ExecutionStart:
+    errors = Errors()
+    pipeline_id = _id(body.get("pipeline_id"), "pipeline_id", errors, required=True)
+    parent_id = _id(body.get("parent_id"), "parent_id", errors, required=False)
+    started = _time(body.get("start_date"), "start_date", errors, required=False)
+    errors.raise_any()
+    return executions.ExecutionStart(
+        pipeline_id=pipeline_id, parent_id=parent_id,  # type: ignore[arg-type]
+        start_date=started, watermark=body.get("watermark"),
+        next_watermark=body.get("next_watermark"))
+
+
+def execution_end_of(body: dict[str, Any]) -> executions.End:
+    errors = Errors()
+    run_id = _id(body.get("id"), "id", errors, required=True)
+    end_date = _time(body.get("end_date"), "end_date", errors, required=True)
+    succeeded = body.get("completed_successfully")
+    if not isinstance(succeeded, bool):
+        errors.add("completed_successfully", "field required" if succeeded is None
+                   else "completed_successfully must be a boolean")
+    errors.raise_any()
+    return executions.End(
+        run_id=run_id, end_date=end_date, succeeded=succeeded,  # type: ignore[arg-type]
+        counts={key: body.get(key) for key in executions.COUNTS},
+        execution_metadata=body.get("execution_metadata"))
 
 
 # ------------------------------------------------------------------------------- wire shapes
@@ -307,13 +361,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def start(request: Request) -> Response:
         caller = writer(request)
         run = await executions.start_execution(
-            caller=caller, raw=await body_of(request), default_max_runtime=default_max_runtime)
+            caller=caller, start=execution_start_of(await body_of(request)),
+            default_max_runtime=default_max_runtime)
         return JSONResponse({"id": run.id}, status_code=201)
 
     @ops("POST", prefix + "/end_pipeline_execution")
     async def end(request: Request) -> Response:
         caller = writer(request)
-        await executions.end_execution(caller=caller, raw=await body_of(request))
+        await executions.end_execution(caller=caller,
+                                       end=execution_end_of(await body_of(request)))
         return Response(status_code=204)
 
     @ops("GET", prefix + "/pipeline_execution/{pipeline_execution_id}")
