@@ -40,7 +40,7 @@ from runwatch.resolvers.anomalies import (
 )
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
-from runwatch.resolvers.elt_runs import create_run, update_run
+from runwatch.resolvers.elt_runs import NewRun, create_run, update_run
 from runwatch.resolvers.errors import InvalidInput, NotFound, PermissionDenied
 from runwatch.resolvers.pipelines import create_pipeline
 from runwatch.resolvers.run_input import parse_change
@@ -488,8 +488,8 @@ async def test_bytes_rule_on_elt_runs(caller):
     await rule(caller, pipeline.id, "bytes")
 
     async def elt_run(start: datetime, loaded: int) -> Run:
-        run = await create_run(caller=caller, raw={"pipeline_id": pipeline.id,
-                                                   "status": "running"}, now=start)
+        run = await create_run(caller=caller, now=start, new=NewRun(
+            pipeline_id=pipeline.id, status=RunStatus.RUNNING))
         end = start + timedelta(minutes=3)
         change = parse_change({"status": "succeeded", "finished_at": end,
                                "telemetry_summary": {"bytesLoaded": loaded}}, now=end)

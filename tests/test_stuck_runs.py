@@ -50,13 +50,13 @@ async def new_pipeline(caller: Caller, name: str = "orders", **raw) -> Pipeline:
 
 
 async def running_run(caller: Caller, pipeline: Pipeline, at: datetime = T0) -> Run:
-    return await elt_runs.create_run(
-        caller=caller, now=at, raw={"pipeline_id": pipeline.id, "status": "running"})
+    return await elt_runs.create_run(caller=caller, now=at, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING))
 
 
 async def pending_run(caller: Caller, pipeline: Pipeline, at: datetime = T0, **raw) -> Run:
     return await elt_runs.create_run(caller=caller, now=at,
-                                     raw={"pipeline_id": pipeline.id, **raw})
+                                     new=elt_runs.NewRun(pipeline_id=pipeline.id, **raw))
 
 
 async def new_gateway(caller: Caller, name: str = "gw-eu-1") -> tuple[Gateway, Caller]:

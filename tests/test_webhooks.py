@@ -86,8 +86,8 @@ async def new_endpoint(caller: Caller, url: str, **options) -> WebhookEndpoint:
 
 
 async def running_run(caller: Caller, pipeline: Pipeline, **raw) -> Run:
-    return await elt_runs.create_run(
-        caller=caller, raw={"pipeline_id": pipeline.id, "status": "running", **raw})
+    return await elt_runs.create_run(caller=caller, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING, **raw))
 
 
 async def finish(caller: Caller, run: Run, status: RunStatus = RunStatus.SUCCEEDED,
@@ -544,8 +544,8 @@ async def test_one_delivery_per_terminal_patch(client, tenant, caller, receiver,
                                                start, status):
     pipeline = await new_pipeline(caller)
     await new_endpoint(caller, receiver.url)
-    run = await elt_runs.create_run(caller=caller, raw={"pipeline_id": pipeline.id,
-                                                        "status": start})
+    run = await elt_runs.create_run(caller=caller, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus(start)))
     body = {"status": status, **({"errorSummary": "boom"} if status == "failed" else {})}
     r = await rest_patch(client, tenant, run.id, **body)
     assert r.status_code == 200, r.text
@@ -614,8 +614,8 @@ async def test_one_delivery_per_timeout(caller, receiver, sender):
     pipeline = await new_pipeline(caller, max_runtime_seconds=600)
     endpoint = await new_endpoint(caller, receiver.url)
     started = utcnow() - timedelta(hours=1)
-    run = await elt_runs.create_run(caller=caller, now=started,
-                                    raw={"pipeline_id": pipeline.id, "status": "running"})
+    run = await elt_runs.create_run(caller=caller, now=started, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING))
     assert await reap_stuck_runs() == 1
     assert await reap_stuck_runs() == 0
     delivery = await one_delivery(run_id=run.id)

@@ -10,6 +10,7 @@ in the same transaction, so a refused change leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,14 +35,11 @@ from runwatch.resolvers.run_input import (
     Errors,
     RunChange,
     check_bounded_text,
-    check_int_id,
 )
 from runwatch.resolvers.run_series import LOGS, SAMPLES, item_values, write
 from runwatch.resolvers.runs import CLOCK_SKEW, completes_before
 
 AGENT_LIST_MAX = 20
-NEW_RUN_KEYS = ("pipeline_id", "environment", "correlation_id", "triggered_by",
-                "partition_column", "partition_value", "target_gateway_id", "status")
 
 
 class RunFinished(Conflict):
@@ -89,55 +87,42 @@ async def list_gateway_runs(
 
 @dataclass(frozen=True)
 class NewRun:
+    """A new run, typed. `status` is pending (for a gateway to claim) or running (a worker
+    that starts its own); texts are checked (length, NUL) and trimmed by `create_run`."""
+
     pipeline_id: int
-    environment: str
-    correlation_id: str | None
-    triggered_by: str | None
-    partition_column: str | None
-    partition_value: str | None
-    target_gateway_id: int | None
-    status: RunStatus
+    environment: str | None = None
+    correlation_id: str | None = None
+    triggered_by: str | None = None
+    partition_column: str | None = None
+    partition_value: str | None = None
+    target_gateway_id: int | None = None
+    status: RunStatus = RunStatus.PENDING
 
 
-def parse_new_run(raw: dict[str, Any]) -> NewRun:
+# The new run's texts and their limits.
+NEW_RUN_TEXTS = {"environment": 100, "correlation_id": 200, "triggered_by": 200,
+                 "partition_column": 200, "partition_value": 1000}
+
+
+def _checked(new: NewRun) -> NewRun:
     errors = Errors()
-    for key in raw:
-        if key not in NEW_RUN_KEYS:
-            errors.add(key, "Unknown field.")
-    pipeline_id = check_int_id(raw.get("pipeline_id"), "pipeline_id", errors)
-    if raw.get("pipeline_id") is None:
-        errors.add("pipeline_id", "This field is required.")
-    status = raw.get("status") or RunStatus.PENDING
-    if str(status).lower() not in (RunStatus.PENDING, RunStatus.RUNNING):
+    if new.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         errors.add("status", "A new run is pending (the default) or running.")
-    new = NewRun(
-        pipeline_id=pipeline_id or 0,
-        environment=check_bounded_text(raw.get("environment"), "environment", errors, 100)
-        or "default",
-        correlation_id=check_bounded_text(
-            raw.get("correlation_id"), "correlation_id", errors, 200),
-        triggered_by=check_bounded_text(raw.get("triggered_by"), "triggered_by", errors, 200),
-        partition_column=check_bounded_text(
-            raw.get("partition_column"), "partition_column", errors, 200),
-        partition_value=check_bounded_text(
-            raw.get("partition_value"), "partition_value", errors, 1000),
-        target_gateway_id=check_int_id(
-            raw.get("target_gateway_id"), "target_gateway_id", errors),
-        status=RunStatus(str(status).lower()) if not errors.fields.get("status") else
-        RunStatus.PENDING,
-    )
+    texts = {name: check_bounded_text(getattr(new, name), name, errors, limit)
+             for name, limit in NEW_RUN_TEXTS.items()}
     errors.raise_any()
-    return new
+    return dataclasses.replace(new, **{**texts, "environment": texts["environment"] or "default"})
 
 
 async def create_run(
-    *, caller: Caller, raw: dict[str, Any], now: datetime | None = None,
+    *, caller: Caller, new: NewRun, now: datetime | None = None,
     default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
 ) -> Run:
     """A new run of a pipeline: pending (for a gateway to claim) or already running (a
     managed worker starting its own). `correlation_id` is unique in the organisation."""
     caller.require_person(Scope.WRITE)
-    new = parse_new_run(raw)
+    new = _checked(new)
     now = now or utcnow()
     pipeline = await Pipeline.filter(
         id=new.pipeline_id, organisation_id=caller.organisation_id).first()

@@ -45,7 +45,7 @@ from runwatch.resolvers.errors import (
     Unauthenticated,
 )
 from runwatch.resolvers.pagination import encode_cursor
-from runwatch.resolvers.run_input import parse_change
+from runwatch.resolvers.run_input import Errors, check_int_id, parse_change
 from runwatch.resolvers.run_series import LOGS, SAMPLES
 from runwatch.resolvers.run_summary import summary_of
 from runwatch.rest_shim.common import (
@@ -81,6 +81,29 @@ def domain_body(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
     if unknown:
         raise BadRequest(unknown)
     return {snake(k): v for k, v in body.items()}
+
+
+def new_run_of(body: dict[str, Any]) -> elt_runs.NewRun:
+    """`POST /api/elt/runs`'s body (wire names) -> a typed new run; ids are strings of
+    digits on the wire (numbers are accepted too)."""
+    raw = domain_body(body, NEW_RUN_FIELDS)
+    errors = Errors()
+    pipeline_id = check_int_id(raw.get("pipeline_id"), "pipeline_id", errors)
+    if raw.get("pipeline_id") is None:
+        errors.add("pipeline_id", "This field is required.")
+    texts = {}
+    for name in elt_runs.NEW_RUN_TEXTS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            errors.add(name, "Not a valid string.")
+        texts[name] = value if isinstance(value, str) else None
+    status = raw.get("status") or RunStatus.PENDING
+    if str(status).lower() not in (RunStatus.PENDING, RunStatus.RUNNING):
+        errors.add("status", "A new run is pending (the default) or running.")
+    target = check_int_id(raw.get("target_gateway_id"), "target_gateway_id", errors)
+    errors.raise_any()
+    return elt_runs.NewRun(pipeline_id=pipeline_id or 0, target_gateway_id=target,
+                           status=RunStatus(str(status).lower()), **texts)
 
 
 def error(status: int, message: Any, **extra: Any) -> JSONResponse:
@@ -298,9 +321,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def create_run(request: Request) -> Response:
         caller = caller_of(request)
         body = await json_body(request)
-        run = await elt_runs.create_run(
-            caller=caller, raw=domain_body(body, NEW_RUN_FIELDS),
-            default_max_runtime=default_max_runtime)
+        run = await elt_runs.create_run(caller=caller, new=new_run_of(body),
+                                        default_max_runtime=default_max_runtime)
         return JSONResponse({"run": run_json(run, [], [])}, status_code=201)
 
     @ops("GET", RUNS + "/{id}")

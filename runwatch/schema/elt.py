@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import strawberry
 
+from runwatch.models import RunStatus as RunStatusModel
 from runwatch.resolvers import elt_runs as elt_runs_api
 from runwatch.resolvers import pipelines as pipelines_api
 from runwatch.resolvers.clock import iso, to_utc, utcnow
-from runwatch.resolvers.run_input import parse_change
+from runwatch.resolvers.run_input import Errors, check_int_id, parse_change
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     ConflictError,
@@ -213,10 +214,19 @@ class EltMutation:
         caller = info.context.require_caller()
 
         async def call() -> RunSuccess:
-            raw = {k: _wire(v, k) for k, v in asdict(input).items() if v is not None}
+            errors = Errors()
+            new = elt_runs_api.NewRun(
+                pipeline_id=check_int_id(input.pipeline_id, "pipeline_id", errors) or 0,
+                environment=input.environment, correlation_id=input.correlation_id,
+                triggered_by=input.triggered_by, partition_column=input.partition_column,
+                partition_value=input.partition_value,
+                target_gateway_id=check_int_id(
+                    input.target_gateway_id, "target_gateway_id", errors),
+                status=RunStatusModel(input.status.value) if input.status
+                else RunStatusModel.PENDING)
+            errors.raise_any()
             row = await elt_runs_api.create_run(
-                caller=caller, raw=raw,
-                default_max_runtime=info.context.options.orphan_window)
+                caller=caller, new=new, default_max_runtime=info.context.options.orphan_window)
             return RunSuccess(run=Run.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
