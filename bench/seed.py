@@ -212,7 +212,7 @@ async def bootstrap_elt() -> EltFixture:
     from runwatch.resolvers.caller import Caller, Scope
     from runwatch.resolvers.gateways import create_gateway
     from runwatch.resolvers.organisations import create_organisation
-    from runwatch.resolvers.pipelines import create_pipeline
+    from runwatch.resolvers.pipelines import PipelineFields, create_pipeline
     from runwatch.resolvers.tokens import create_token
 
     org = await create_organisation(name="bench-elt")
@@ -221,8 +221,8 @@ async def bootstrap_elt() -> EltFixture:
     gateway, issued = await create_gateway(caller=admin, name="bench-gateway")
     pipelines = {}
     for role in ("series", "hooks"):
-        pipeline = await create_pipeline(caller=admin, raw={
-            "name": f"bench-elt-{role}", "description": f"runwatch benchmark ({role})"})
+        pipeline = await create_pipeline(caller=admin, fields=PipelineFields(
+            name=f"bench-elt-{role}", description=f"runwatch benchmark ({role})"))
         pipelines[role] = pipeline.id
     return EltFixture(organisation_id=org.id, write_token=write.token, write_token_id=write.id,
                       gateway_id=gateway.id, gateway_token=issued.token, pipelines=pipelines)

@@ -42,7 +42,7 @@ from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.elt_runs import NewRun, create_run, update_run
 from runwatch.resolvers.errors import InvalidInput, NotFound, PermissionDenied
-from runwatch.resolvers.pipelines import create_pipeline
+from runwatch.resolvers.pipelines import PipelineFields, create_pipeline
 from runwatch.resolvers.run_input import parse_change
 from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
 from runwatch.services.tasks import TaskRunner
@@ -484,7 +484,7 @@ async def test_throughput_and_total_rows_rules(caller):
 
 async def test_bytes_rule_on_elt_runs(caller):
     """ELT runs have no `hour_recorded`: the hour of `started_at` stands in for it."""
-    pipeline = await create_pipeline(caller=caller, raw={"name": "elt sync"})
+    pipeline = await create_pipeline(caller=caller, fields=PipelineFields(name="elt sync"))
     await rule(caller, pipeline.id, "bytes")
 
     async def elt_run(start: datetime, loaded: int) -> Run:

@@ -46,7 +46,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def new_pipeline(caller: Caller, name: str = "orders", **raw) -> Pipeline:
-    return await pipelines.create_pipeline(caller=caller, raw={"name": name, **raw})
+    return await pipelines.create_pipeline(
+        caller=caller, fields=pipelines.PipelineFields(name=name, **raw))
 
 
 async def running_run(caller: Caller, pipeline: Pipeline, at: datetime = T0) -> Run:

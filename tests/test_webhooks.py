@@ -78,7 +78,8 @@ def other_caller(other_tenant: Tenant) -> Caller:
 
 
 async def new_pipeline(caller: Caller, name: str = "orders", **raw) -> Pipeline:
-    return await pipelines.create_pipeline(caller=caller, raw={"name": name, **raw})
+    return await pipelines.create_pipeline(
+        caller=caller, fields=pipelines.PipelineFields(name=name, **raw))
 
 
 async def new_endpoint(caller: Caller, url: str, **options) -> WebhookEndpoint:

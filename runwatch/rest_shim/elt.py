@@ -106,6 +106,23 @@ def new_run_of(body: dict[str, Any]) -> elt_runs.NewRun:
                            status=RunStatus(str(status).lower()), **texts)
 
 
+def pipeline_fields_of(body: dict[str, Any]) -> pipelines.PipelineFields:
+    """A pipeline's wire body -> the fields it sets (what it leaves out stays UNSET)."""
+    raw = domain_body(body, PIPELINE_FIELDS)
+    errors = Errors()
+    for name in ("name", "description"):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
+            errors.add(name, "Not a valid string.")
+    runtime = raw.get("max_runtime_seconds")
+    if runtime is not None and (isinstance(runtime, bool) or not isinstance(runtime, int)):
+        errors.add("max_runtime_seconds", "Whole seconds, at least 60 (or null for the "
+                                          "deployment's default).")
+    if "connection_id" in raw:
+        raw["connection_id"] = check_int_id(raw["connection_id"], "connection_id", errors)
+    errors.raise_any()
+    return pipelines.PipelineFields(**raw)
+
+
 def error(status: int, message: Any, **extra: Any) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="runwatch"'} if status == 401 else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
@@ -386,8 +403,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def create_pipeline(request: Request) -> Response:
         caller = caller_of(request)
         body = await json_body(request)
-        pipeline = await pipelines.create_pipeline(
-            caller=caller, raw=domain_body(body, PIPELINE_FIELDS))
+        pipeline = await pipelines.create_pipeline(caller=caller,
+                                                   fields=pipeline_fields_of(body))
         return JSONResponse({"pipeline": pipeline_json(pipeline)}, status_code=201)
 
     @ops("GET", PIPELINES + "/{id}")
@@ -401,8 +418,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         caller = caller_of(request)
         body = await json_body(request)
         pipeline = await pipelines.update_pipeline(
-            caller=caller, pipeline_id=_pipeline_id(request),
-            raw=domain_body(body, PIPELINE_FIELDS))
+            caller=caller, pipeline_id=_pipeline_id(request), fields=pipeline_fields_of(body))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
     # ---- /api/agent (gateways)

@@ -14,7 +14,8 @@ from runwatch.models import RunStatus as RunStatusModel
 from runwatch.resolvers import elt_runs as elt_runs_api
 from runwatch.resolvers import pipelines as pipelines_api
 from runwatch.resolvers.clock import iso, to_utc, utcnow
-from runwatch.resolvers.run_input import Errors, check_int_id, parse_change
+from runwatch.resolvers.pipelines import PipelineFields
+from runwatch.resolvers.run_input import UNSET, Errors, check_int_id, parse_change
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     ConflictError,
@@ -27,9 +28,9 @@ from runwatch.schema.errors import (
 from runwatch.schema.types import BigInt, LogLevel, Pipeline, Run, RunStatus
 
 
-def _given(**values: Any) -> dict[str, Any]:
-    """The fields a client set (null included), without the ones it left out."""
-    return {k: v for k, v in values.items() if v is not strawberry.UNSET}
+def _given(value: Any) -> Any:
+    """A field a client set (null included), or the domain's UNSET when it left it out."""
+    return UNSET if value is strawberry.UNSET else value
 
 
 def _wire(value: Any, field: str) -> Any:
@@ -185,11 +186,12 @@ class EltMutation:
         caller = info.context.require_caller()
 
         async def call() -> PipelineSuccess:
-            raw = _given(name=input.name, description=input.description,
-                         max_runtime_seconds=input.max_runtime_seconds)
-            if input.connection_id is not None:
-                raw["connection_id"] = str(input.connection_id)
-            row = await pipelines_api.create_pipeline(caller=caller, raw=raw)
+            errors = Errors()
+            connection_id = check_int_id(input.connection_id, "connection_id", errors)
+            errors.raise_any()
+            row = await pipelines_api.create_pipeline(caller=caller, fields=PipelineFields(
+                name=input.name, description=input.description,
+                max_runtime_seconds=input.max_runtime_seconds, connection_id=connection_id))
             return PipelineSuccess(pipeline=Pipeline.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
@@ -202,8 +204,8 @@ class EltMutation:
         async def call() -> PipelineSuccess:
             row = await pipelines_api.update_pipeline(
                 caller=caller, pipeline_id=parse_id(input.id, "pipeline"),
-                raw=_given(name=input.name, description=input.description,
-                           max_runtime_seconds=input.max_runtime_seconds))
+                fields=PipelineFields(name=_given(input.name), description=_given(
+                    input.description), max_runtime_seconds=_given(input.max_runtime_seconds)))
             return PipelineSuccess(pipeline=Pipeline.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
