@@ -32,7 +32,7 @@ async def _anomaly(caller) -> int:
     sixth of 150 s: one flagged duration. Returns the flagged run's id."""
     pipeline, _ = await watcher_pipelines.get_or_create_pipeline(
         caller=caller, raw={"name": "nightly", "pipeline_type_name": "extraction"})
-    await anomalies.get_or_create_rule(caller=caller, raw={
+    await watcher_wire.get_or_create_rule(caller=caller, raw={
         "pipeline_id": pipeline.id, "metric_field": "duration_seconds", "z_threshold": 1.0,
         "minimum_executions": 5})
     run = None

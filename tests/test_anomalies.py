@@ -28,16 +28,7 @@ from runwatch.models import (
     WebhookDelivery,
 )
 from runwatch.resolvers import anomalies
-from runwatch.resolvers.anomalies import (
-    METRICS,
-    detect_for_run,
-    get_or_create_rule,
-    get_rule,
-    list_results,
-    list_rules,
-    patch_rule,
-    unflag,
-)
+from runwatch.resolvers.anomalies import METRICS, detect_for_run, get_rule, list_results, list_rules
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.elt_runs import NewRun, create_run, update_run
@@ -48,7 +39,13 @@ from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
 from runwatch.services.tasks import TaskRunner
 from tests.conftest import Tenant
 from tests.helpers import iso, report, start_run
-from tests.watcher_wire import end_execution, start_execution
+from tests.watcher_wire import (
+    end_execution,
+    get_or_create_rule,
+    patch_rule,
+    start_execution,
+    unflag,
+)
 
 # The new executions of the tests start at 10:15 UTC on this day; history is on the days
 # before, in the same hour of day unless a test says otherwise.

@@ -25,7 +25,6 @@ from runwatch.resolvers.checks import (
     list_freshness_logs,
     list_timeliness_logs,
     request_freshness,
-    request_timeliness,
 )
 from runwatch.resolvers.errors import InvalidInput, PermissionDenied
 from runwatch.resolvers.watcher_pipelines import (
@@ -33,7 +32,7 @@ from runwatch.resolvers.watcher_pipelines import (
     get_or_create_type,
     patch_pipeline,
 )
-from tests.watcher_wire import end_execution, start_execution
+from tests.watcher_wire import end_execution, request_timeliness, start_execution
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

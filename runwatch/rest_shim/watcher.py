@@ -17,6 +17,7 @@ Wire names -> runwatch: an execution is a `Run` (`total_rows` -> `rows_total`, `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -215,6 +216,34 @@ def execution_end_of(body: dict[str, Any]) -> executions.End:
         run_id=run_id, end_date=end_date, succeeded=succeeded,  # type: ignore[arg-type]
         counts={key: body.get(key) for key in executions.COUNTS},
         execution_metadata=body.get("execution_metadata"))
+
+
+def rule_of(body: dict[str, Any]) -> anomalies.RuleInput:
+    return anomalies.RuleInput(**_known(body, anomalies.RuleInput))
+
+
+def rule_change_of(body: dict[str, Any]) -> anomalies.RuleChange:
+    return anomalies.RuleChange(**_known(body, anomalies.RuleChange))
+
+
+def unflag_of(body: dict[str, Any]) -> anomalies.Unflag:
+    return anomalies.Unflag(pipeline_id=body.get("pipeline_id"),
+                            run_id=body.get("pipeline_execution_id"),
+                            metric_fields=body.get("metric_field"))
+
+
+def lookback_of(body: Any) -> Any:
+    """`POST /timeliness`: the body is required, `lookback_minutes` in it is not."""
+    if not isinstance(body, dict):
+        raise InvalidInput.one("body", "field required")
+    return body.get("lookback_minutes")
+
+
+def _known(body: dict[str, Any], kind: type) -> dict[str, Any]:
+    """The body's fields that `kind` has (the Watcher ignores unknown keys); the domain
+    checks their values."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return {k: v for k, v in body.items() if k in names}
 
 
 # ------------------------------------------------------------------------------- wire shapes
@@ -437,7 +466,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("POST", prefix + "/anomaly_detection_rule")
     async def post_rule(request: Request) -> Response:
         caller = writer(request)
-        found = await anomalies.get_or_create_rule(caller=caller, raw=await body_of(request))
+        found = await anomalies.get_or_create_rule(caller=caller,
+                                                   rule=rule_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
     @ops("GET", prefix + "/anomaly_detection_rule")
@@ -454,13 +484,14 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("PATCH", prefix + "/anomaly_detection_rule")
     async def patch_rule(request: Request) -> Response:
         caller = writer(request)
-        r = await anomalies.patch_rule(caller=caller, raw=await body_of(request))
+        r = await anomalies.patch_rule(caller=caller,
+                                       change=rule_change_of(await body_of(request)))
         return JSONResponse(rule_json(r))
 
     @ops("POST", prefix + "/unflag_anomaly")
     async def unflag(request: Request) -> Response:
         caller = writer(request)
-        await anomalies.unflag(caller=caller, raw=await body_of(request))
+        await anomalies.unflag(caller=caller, request=unflag_of(await body_of(request)))
         return Response(status_code=204)
 
     # ---- checks, retention, queue
@@ -468,7 +499,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("POST", prefix + "/timeliness")
     async def timeliness(request: Request) -> Response:
         caller = writer(request)
-        await checks.request_timeliness(caller=caller, raw=await body_of(request))
+        await checks.request_timeliness(
+            caller=caller, lookback_minutes=lookback_of(await body_of(request)))
         return JSONResponse({"status": "queued"})
 
     @ops("POST", prefix + "/freshness")

@@ -422,10 +422,6 @@ DoneResult = Annotated[
     strawberry.union("DoneResult")]
 
 
-def _raw(**values: object) -> dict[str, object]:
-    return {k: v for k, v in values.items() if v is not None and v is not strawberry.UNSET}
-
-
 @strawberry.type
 class WatcherMutation:
     @strawberry.mutation(description="Create an anomaly rule (or find the pipeline's rule for "
@@ -434,11 +430,12 @@ class WatcherMutation:
         caller = info.context.require_caller()
 
         async def call() -> AnomalyRuleSuccess:
-            rule, made = await anomalies_api.get_or_create_rule(caller=caller, raw=_raw(
-                pipeline_id=parse_id(input.pipeline_id, "pipeline"),
-                metric_field=input.metric_field, z_threshold=input.z_threshold,
-                lookback_days=input.lookback_days, minimum_executions=input.minimum_executions,
-                active=input.active))
+            rule, made = await anomalies_api.get_or_create_rule(
+                caller=caller, rule=anomalies_api.RuleInput(
+                    pipeline_id=parse_id(input.pipeline_id, "pipeline"),
+                    metric_field=input.metric_field, z_threshold=input.z_threshold,
+                    lookback_days=input.lookback_days,
+                    minimum_executions=input.minimum_executions, active=input.active))
             return AnomalyRuleSuccess(rule=AnomalyRule.of(rule), created=made)
 
         return await as_data(call)  # type: ignore[return-value]
@@ -450,13 +447,13 @@ class WatcherMutation:
         caller = info.context.require_caller()
 
         async def call() -> AnomalyRuleSuccess:
-            rule = await anomalies_api.patch_rule(caller=caller, raw={
-                "id": parse_id(input.id, "anomaly detection rule"),
+            rule = await anomalies_api.patch_rule(caller=caller, change=anomalies_api.RuleChange(
+                id=parse_id(input.id, "anomaly detection rule"),
                 **{k: v for k, v in {
                     "metric_field": input.metric_field, "z_threshold": input.z_threshold,
                     "lookback_days": input.lookback_days,
                     "minimum_executions": input.minimum_executions, "active": input.active,
-                }.items() if v is not strawberry.UNSET}})
+                }.items() if v is not strawberry.UNSET}))
             return AnomalyRuleSuccess(rule=AnomalyRule.of(rule), created=False)
 
         return await as_data(call)  # type: ignore[return-value]
@@ -470,10 +467,9 @@ class WatcherMutation:
 
         async def call() -> DoneSuccess:
             try:
-                await anomalies_api.unflag(caller=caller, raw={
-                    "pipeline_id": parse_id(pipeline_id, "pipeline"),
-                    "pipeline_execution_id": parse_id(run_id, "run"),
-                    "metric_field": [m.strip().lower() for m in metric_fields]})
+                await anomalies_api.unflag(caller=caller, request=anomalies_api.Unflag(
+                    pipeline_id=parse_id(pipeline_id, "pipeline"),
+                    run_id=parse_id(run_id, "run"), metric_fields=metric_fields))
             except InvalidInput as exc:  # the REST body's `metric_field` is `metricFields` here
                 raise InvalidInput({"metric_fields" if k == "metric_field" else k: v
                                     for k, v in exc.fields.items()}) from None
@@ -486,8 +482,7 @@ class WatcherMutation:
         caller = info.context.require_caller()
 
         async def call() -> DoneSuccess:
-            await checks_api.request_timeliness(
-                caller=caller, raw={"lookback_minutes": lookback_minutes})
+            await checks_api.request_timeliness(caller=caller, lookback_minutes=lookback_minutes)
             return DoneSuccess()
 
         return await as_data(call)  # type: ignore[return-value]
