@@ -32,8 +32,11 @@
       plugins: [GraphiQLPluginExplorer.explorerPlugin()],
       inputValueDeprecation: true,
       isHeadersEditorEnabled: true,
-      // the token stays in this tab's sessionStorage, not in localStorage
+      // The token stays in this tab's sessionStorage: headers are not persisted, and what
+      // GraphiQL keeps (tabs, history, which would include the headers) goes to
+      // sessionStorage, not localStorage.
       shouldPersistHeaders: false,
+      storage: window.sessionStorage,
     });
   }
 
