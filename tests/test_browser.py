@@ -39,7 +39,7 @@ INSTALL_HINT = (
     "(Debian/Ubuntu: `apt-get update && apt-get install -y chromium`; `.ci/run` does this in "
     "CI) or point RUNWATCH_TEST_CHROMIUM at a Chrome/Chromium executable. Do not run "
     "`playwright install`.")
-SHOTS = Path(tempfile.mkdtemp(prefix="runwatch-ui-shots-"))
+SHOTS = Path(tempfile.gettempdir()) / f"runwatch-ui-shots-{os.getpid()}"
 README_SHOTS = os.environ.get("RUNWATCH_UI_SCREENSHOTS")
 TIMEOUT_MS = 15_000
 
@@ -293,8 +293,9 @@ class Browser:
     errors: list[str]
 
     async def shot(self, name: str) -> Path:
+        SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"{name}.png"
-        await self.page.screenshot(path=str(path), full_page=False)
+        await self.page.screenshot(path=str(path), full_page=True)
         if README_SHOTS:
             Path(README_SHOTS).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, Path(README_SHOTS) / f"{name}.png")
@@ -360,6 +361,7 @@ def screenshot_on_failure(test: Callable[..., Any]) -> Callable[..., Any]:
             ui = kwargs["ui"]
             path = SHOTS / f"FAILED-{test.__name__}.png"
             try:
+                SHOTS.mkdir(parents=True, exist_ok=True)
                 await ui.page.screenshot(path=str(path), full_page=True)
                 exc.add_note(f"screenshot of the page: {path}")
             except Exception as shot_error:  # the page itself may be gone
@@ -421,6 +423,7 @@ async def test_the_pipeline_page_with_runs_anomalies_checks_and_lineage(ui: Brow
     await expect(page.locator("#runs tbody tr")).to_have_count(1)
     await expect(page.locator(f"#runs tr[data-run='{ids['failed_exec']}']")).to_be_visible()
     await page.select_option("#status-filter", "")
+    await expect(page.locator("#runs tbody tr")).to_have_count(7)
     await expect(page.locator("#anomalies tbody tr")).to_have_count(1)
     await expect(page.locator("#anomalies tbody tr")).to_contain_text("total_rows")
     await expect(page.locator("#lineage svg.lineage .node")).to_have_count(4)
