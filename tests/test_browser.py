@@ -118,6 +118,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     org = re.search(r"\d+", cli(env, "org", "create", "ui-demo")).group()
     token = re.search(r"rw_\S+", cli(env, "token", "create", "--org", org, "--scope", "admin",
                                      "--name", "ui")).group()
+    empty_org = re.search(r"\d+", cli(env, "org", "create", "ui-empty")).group()
+    empty_token = re.search(r"rw_\S+", cli(env, "token", "create", "--org", empty_org,
+                                           "--scope", "read", "--name", "ui")).group()
     log = tmp / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*RUNWATCH, "serve", "--port", str(port)], env=env, cwd=tmp,
@@ -133,7 +136,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        srv = Server(base=base, token=token, log=log, ids={"org": int(org)})
+        srv = Server(base=base, token=token, log=log,
+                     ids={"org": int(org), "empty_token": empty_token})
         seed(srv)
         yield srv
     finally:
@@ -199,6 +203,15 @@ def seed(s: Server) -> None:
                  i={"pipelineId": str(pid), "status": "RUNNING",
                     "environment": "production"})["createRun"]["run"]["id"]
     s.ids.update(done_run=done, live_run=live)
+    chatty = s.gql("""mutation($i: CreateRunInput!) { createRun(input: $i) {
+                      ... on RunSuccess { run { id } } } }""",
+                   i={"pipelineId": str(pid), "status": "RUNNING"})["createRun"]["run"]["id"]
+    # 500 lines (the per-run cap), then 20 appended: the oldest 20 are dropped
+    s.gql(update, i={"id": chatty, "logEntries": [{"message": f"row batch {i}"}
+                                                  for i in range(500)]})
+    for i in range(500, 520):
+        s.gql(update, i={"id": chatty, "appendLog": {"message": f"row batch {i}"}})
+    s.ids["chatty_run"] = chatty
     start = now - timedelta(minutes=9)
     samples = [{"at": iso(start + timedelta(minutes=i)), "rows": rows, "bytes": rows * 180,
                 "progress": round(i / 12, 2), "phase": "load"}
@@ -467,10 +480,42 @@ async def test_the_run_page_shows_a_log_line_the_moment_it_is_appended(ui: Brows
 
 
 @screenshot_on_failure
+async def test_the_run_page_says_what_of_the_log_it_does_not_show(ui: Browser) -> None:
+    page = ui.page
+    await ui.sign_in()
+    await expect(page.locator("h1")).to_have_text("Board")
+    await page.goto(f"{ui.server.base}/#/run/{ui.server.ids['chatty_run']}")
+    await expect(page.locator(".log-notes .message.warn")).to_contain_text(
+        "20 earlier log lines were dropped")
+    await expect(page.locator(".log-notes .message.info")).to_contain_text(
+        "Showing the first 200 lines")
+    await expect(page.locator("#logs li")).to_have_count(200)
+    await expect(page.locator("#logs li .msg").first).to_have_text("row batch 20")
+
+
+@screenshot_on_failure
+async def test_an_empty_organisation_gets_empty_states(ui: Browser) -> None:
+    page = ui.page
+    await ui.sign_in(ui.server.ids["empty_token"])
+    await expect(page.locator("h1")).to_have_text("Board")
+    await expect(page.locator("#connections .empty")).to_contain_text("No connections yet")
+    await expect(page.locator("#pipelines .empty")).to_have_text("No pipelines yet.")
+    await page.click("nav a[data-screen=webhooks]")
+    await expect(page.locator("main .empty")).to_contain_text("No webhook endpoints")
+    await page.click("nav a[data-screen=alerts]")
+    await expect(page.locator("main .empty")).to_contain_text("No alert channels")
+    await page.goto(f"{ui.server.base}/#/run/{ui.server.ids['live_run']}")  # another org's
+    await expect(page.locator(".message.error")).to_contain_text("was not found")
+    await page.goto(f"{ui.server.base}/#/nowhere")
+    await expect(page.locator(".message.error")).to_contain_text("There is no such page")
+
+
+@screenshot_on_failure
 async def test_redeliver_a_failed_webhook(ui: Browser) -> None:
     page = ui.page
-    query = "{ webhookDeliveries { nodes { id attemptCount } } }"
-    delivery = (await ui.gql(query))["webhookDeliveries"]["nodes"][0]
+    query = "{ webhookDeliveries { nodes { id eventType attemptCount } } }"
+    latest = (await ui.gql(query))["webhookDeliveries"]["nodes"][:10]  # what the screen shows
+    delivery = next(d for d in latest if d["eventType"] == "run.succeeded")
     await ui.sign_in()
     await expect(page.locator("h1")).to_have_text("Board")
     await page.click("nav a[data-screen=webhooks]")
