@@ -114,3 +114,21 @@ async def test_with_a_watcher_prefix_root_is_only_the_ui(app, settings) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     r = await _get(prefixed, "/")
     assert r.status_code == 404 and r.json() == {"detail": "Not found."}
+
+
+def test_the_refresh_script_refuses_an_unknown_package(capsys) -> None:
+    """The refresh script (it needs npm and the registry, so only its argument check runs
+    here) changes nothing when asked for a package it does not pin."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "refresh_console_assets.py"
+    spec = importlib.util.spec_from_file_location("refresh_console_assets", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    before = (VENDOR / "manifest.json").read_text()
+    assert script.main(["left-pad=1.3.0"]) == 2
+    assert "unknown package" in capsys.readouterr().out
+    assert (VENDOR / "manifest.json").read_text() == before
+    assert {f[2] for f in script.FILES} == {a["file"] for a in manifest()}
