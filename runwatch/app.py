@@ -1,4 +1,5 @@
-"""The ASGI application: /graphql (with the GraphiQL console), the REST shims, health."""
+"""The ASGI application: /graphql (with the GraphiQL console), the REST shims, health, the
+status UI."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET
 from tortoise.contrib.starlette import RegisterTortoise
 
-from runwatch import __version__
+from runwatch import __version__, ui
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
 from runwatch.faults import DatabaseFaults
@@ -30,6 +31,7 @@ from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services.workers import run_workers
 from runwatch.settings import Settings
+from runwatch.ui.console import console_page
 
 
 class RunwatchGraphQL(GraphQL):
@@ -68,6 +70,10 @@ class RunwatchGraphQL(GraphQL):
             context.caller = caller
             context.loaders = Loaders(caller=caller, options=self.options)
         return UNSET
+
+    async def render_graphql_ide(self, request: Any) -> Response:
+        """GraphiQL from the package's own files (strawberry's page loads them from a CDN)."""
+        return HTMLResponse(console_page(), headers=ui.SECURITY_HEADERS)
 
 
 def telemetry_options(settings: Settings) -> TelemetryOptions:
@@ -139,6 +145,7 @@ def create_app(
         *elt.routes(settings),
         *watcher.routes(settings),
     ]
+    routes = ui.install(routes, settings)
     return Starlette(
         routes=routes,
         lifespan=lifespan,

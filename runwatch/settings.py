@@ -108,6 +108,8 @@ class Settings:
     # is set). Revocation takes at most this long to reach every replica.
     token_cache_seconds: int = 10
     graphiql: bool = True
+    # The built-in status UI at `GET /` (browsers; API clients still get the JSON health).
+    ui: bool = True
     # Memoise computed telemetry per process, validated by pipeline revisions on every read.
     telemetry_cache: bool = True
     # Number of most recent outcomes that must all have failed for status `error`.
@@ -168,6 +170,7 @@ class Settings:
             workers_in_serve=_bool(env, "RUNWATCH_WORKERS_IN_SERVE", True),
             token_cache_seconds=_int(env, "RUNWATCH_TOKEN_CACHE_SECONDS", 10),
             graphiql=_bool(env, "RUNWATCH_GRAPHIQL", True),
+            ui=_bool(env, "RUNWATCH_UI", True),
             telemetry_cache=_bool(env, "RUNWATCH_TELEMETRY_CACHE", True),
             error_streak=_int(env, "RUNWATCH_ERROR_STREAK", 3, minimum=1),
             recent_errors_limit=_int(env, "RUNWATCH_RECENT_ERRORS_LIMIT", 10, minimum=1),
