@@ -35,6 +35,7 @@ from runwatch.resolvers.run_input import (
     Errors,
     RunChange,
     check_bounded_text,
+    check_change,
 )
 from runwatch.resolvers.run_series import LOGS, SAMPLES, item_values, write
 from runwatch.resolvers.runs import CLOCK_SKEW, completes_before
@@ -331,6 +332,8 @@ async def apply_change(
     and error, all or nothing. Returns the run as it is afterwards. The caller was checked
     by `update_run` or `update_gateway_run`."""
     now = now or utcnow()
+    if not change.checked:
+        change = check_change(change)
     if _plain_append(change) and sql.is_postgres(sql.client()):
         appended = await _append_in_one_statement(caller, run_id, change, now)
         if appended is not None:
