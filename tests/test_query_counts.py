@@ -20,11 +20,12 @@ NOT_STATEMENTS = ("Created connection", "Closed connection")
 MAX_QUERIES = 10
 
 
-async def counted(caplog, client, tenant: Tenant, query: str, **variables) -> tuple[int, dict]:
+async def counted(caplog, client, tenant: Tenant, query: str, *, scopes: str = "read",
+                  **variables) -> tuple[int, dict]:
     """Run one GraphQL request; returns (SQL statements it executed, its data)."""
     with caplog.at_level(logging.DEBUG, logger=SQL_LOGGER):
         start = len(caplog.records)
-        body = await graphql(client, tenant, query, "read", **variables)
+        body = await graphql(client, tenant, query, scopes, **variables)
         records = caplog.records[start:]
     assert "errors" not in body, body
     statements = [
