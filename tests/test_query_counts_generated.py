@@ -76,7 +76,7 @@ UNREACHABLE = {
 
 # Values for the required arguments of the root fields a path may go through (formatted with
 # the world's ids).
-ROOT_ARGUMENTS = {"lineage": '(addressId: "{%s}")' % ROOT_ADDRESS}
+ROOT_ARGUMENTS = {"lineage": '(addressId: "{root_address}")'}
 
 
 # ----------------------------------------------------------------------------------- the walk
