@@ -143,3 +143,53 @@ def test_the_checks_see_a_violation(tmp_path):
     assert web_in_domain(edges) == {("runwatch.models.run", "strawberry")}
     # `from runwatch.resolvers import runs` names the module it imports
     assert "runwatch.resolvers.runs" in imports_of(PACKAGE / "schema" / "run.py")
+
+
+SCHEMA = "runwatch.schema"
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The modules imported by the statements at a module's top level (outside functions and
+    `if TYPE_CHECKING:`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_schema_imports_only_at_module_level():
+    """No function-level or `TYPE_CHECKING` import dodges a cycle between schema modules (a
+    relation pointing up the import order names its type with a `strawberry.LazyType`)."""
+    hidden = []
+    for path in sorted((PACKAGE / "schema").glob("*.py")):
+        everywhere = {n for n in imports_of(path) if n.startswith("runwatch")}
+        top = module_level_imports(path)
+        hidden += [f"{module_name(path)} imports {name} inside a function or a condition"
+                   for name in sorted(everywhere - top)
+                   if not any(name == t or name.startswith(t + ".") for t in top)]
+    assert not hidden, "\n".join(hidden)
+
+
+def test_the_schema_modules_import_in_one_order():
+    """No circle of imports between the schema's modules (the package's `__init__`, which
+    composes the roots, aside)."""
+    graph: dict[str, set[str]] = {}
+    for importer, imported in import_edges():
+        if importer.startswith(SCHEMA + ".") and imported.startswith(SCHEMA + "."):
+            graph.setdefault(importer, set()).add(imported)
+    done: set[str] = set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, "import circle: " + " -> ".join((*trail, module))
+        if module in done:
+            return
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, (*trail, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

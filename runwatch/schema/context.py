@@ -30,7 +30,7 @@ from runwatch.resolvers import telemetry as telemetry_api
 from runwatch.resolvers import webhooks as webhooks_api
 from runwatch.resolvers.batch_reads import Window
 from runwatch.resolvers.caller import Caller
-from runwatch.resolvers.errors import Unauthenticated
+from runwatch.resolvers.errors import DomainError, Unauthenticated
 from runwatch.resolvers.pagination import Page
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions
 from runwatch.settings import Settings
@@ -57,7 +57,7 @@ def _grouped(
         for (window, where), parents in groups.items():
             try:
                 found[window, where] = await read(parents, window, where)
-            except Exception as exc:  # a domain error: the answer of these keys
+            except DomainError as exc:  # a bad window: the answer of these keys only
                 found[window, where] = exc
         answers: list[Page[V] | BaseException] = []
         for parent, window, where in keys:
