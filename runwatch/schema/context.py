@@ -35,7 +35,6 @@ from runwatch.resolvers.pagination import Page
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions
 from runwatch.settings import Settings
 
-K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 F = TypeVar("F", bound=Hashable)
 
