@@ -25,7 +25,10 @@ from runwatch.schema.errors import (
     as_data,
     parse_id,
 )
-from runwatch.schema.types import BigInt, LogLevel, Pipeline, Run, RunStatus
+from runwatch.schema.pipeline import Pipeline
+from runwatch.schema.run import Run, RunStatus
+from runwatch.schema.run_series import LogLevel
+from runwatch.schema.types import BigInt
 
 
 def _given(value: Any) -> Any:

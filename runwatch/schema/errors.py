@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -151,3 +151,15 @@ def parse_id(raw: strawberry.ID | str, kind: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= maximum:
         raise NotFound(kind, text)
     return int(text)
+
+
+@strawberry.type
+class DoneSuccess:
+    """A mutation with nothing to return did its work (checks and alert channels)."""
+
+    ok: bool = True
+
+
+DoneResult = Annotated[
+    DoneSuccess | NotFoundError | InvalidInputError | PermissionDeniedError,
+    strawberry.union("DoneResult")]
