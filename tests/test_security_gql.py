@@ -17,7 +17,6 @@ from graphql import parse
 from runwatch.app import create_app
 from runwatch.resolvers import runs as runs_api
 from runwatch.schema import build_schema
-from runwatch.schema.cost import operation_cost
 from runwatch.settings import Settings
 from tests.helpers import graphql
 
@@ -33,6 +32,8 @@ async def app_client(settings: Settings, **changes: Any) -> AsyncIterator[httpx.
 
 
 def cost_of(query: str, variables: dict[str, Any] | None = None) -> int:
+    from runwatch.schema.cost import operation_cost
+
     schema = build_schema()._schema
     document = parse(query)
     return operation_cost(schema, document, document.definitions[0], variables,
