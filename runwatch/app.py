@@ -45,14 +45,20 @@ def _refuse_constant(name: str) -> Any:
 
 def strict_json(data: str | bytes) -> Any:
     """`json.loads`, with every way it can fail a `JSONDecodeError`: nesting too deep for the
-    parser (RecursionError), a number of thousands of digits (ValueError), NaN/Infinity."""
+    parser (RecursionError), a number of thousands of digits (ValueError), NaN/Infinity, a
+    lone surrogate (`"\\ud800"` is valid JSON, but no database or answer can hold it)."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        value = json.loads(data, parse_constant=_refuse_constant)
+        if ("\\u" if isinstance(data, str) else b"\\u") in data:  # type: ignore[operator]
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", "", 0) from None
     except json.JSONDecodeError:
         raise
-    except ValueError as exc:  # int() of a huge number, a lone surrogate in bytes…
+    except UnicodeEncodeError:
+        raise json.JSONDecodeError("a string holds a lone surrogate", "", 0) from None
+    except ValueError as exc:  # int() of a huge number, bytes that are not UTF-8…
         raise json.JSONDecodeError(str(exc).split(":")[0], "", 0) from None
 
 

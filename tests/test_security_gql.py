@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import pytest
 from graphql import parse
 
 from runwatch.app import create_app
@@ -150,6 +151,18 @@ async def test_a_deeply_nested_json_body_is_a_400(client):
     r = await client.post("/graphql", content=deep_variables,
                           headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("body", [
+    '{"query": "{ __typename }", "variables": {"a": NaN}}',
+    '{"query": "{ __typename }", "variables": {"a": -Infinity}}',
+    '{"query": "{ __typename }", "variables": {"a": "\\ud800"}}',
+    b'{"query": "{ __typename }", "variables": {"a": "\xff"}}',
+], ids=["nan", "infinity", "lone-surrogate", "not-utf8"])
+async def test_non_json_values_are_a_400(client, body):
+    r = await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
 async def test_a_huge_list_variable_is_refused(client, tenant):
