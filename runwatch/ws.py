@@ -76,14 +76,16 @@ class SocketGuard:
         return len(live)
 
     def _token(self) -> str | None:
+        """The token the socket was authenticated with: the handshake's header when it
+        authenticated (`AuthMiddleware`), else the `connection_init` payload's (as
+        `RunwatchGraphQL.on_ws_connect` chose)."""
         context = self.handler.context
+        request = context.request
+        if request is not None and request.scope.get("state", {}).get("caller") is not None:
+            return bearer_token(request.scope["headers"]) or None
         params = context.connection_params or {}
         raw = params.get("Authorization") or params.get("authorization") or params.get(
             "authToken")
-        request = context.request
-        header = bearer_token(request.scope["headers"]) if request is not None else None
-        if header:
-            return header
         if isinstance(raw, str) and raw.strip():
             return raw.strip().removeprefix("Bearer ").removeprefix("bearer ").strip()
         return None
@@ -142,14 +144,23 @@ class SocketGuard:
         (an idle socket is checked by its next operation)."""
         while True:
             await asyncio.sleep(self.limits.recheck_seconds)
-            if self.operations and not await self.still_valid():
+            try:
+                valid = not self.operations or await self.still_valid()
+            except Exception:  # the database is away: HTTP answers 503, try again later
+                continue
+            if not valid:
                 await self.close_revoked()
                 return
 
     async def refuse_operation(self) -> dict[str, Any] | None:
         """Before an operation runs: None to run it, or the GraphQL error refusing it. A
         revoked token closes the socket instead (`"close"` in the answer)."""
-        if not await self.still_valid():
+        try:
+            valid = await self.still_valid()
+        except Exception:  # the token look-up failed (the database is away), as HTTP's 503
+            return {"message": "The service is unavailable: retry shortly.",
+                    "extensions": {"code": "SERVICE_UNAVAILABLE"}}
+        if not valid:
             return {"close": True}
         limits = self.limits
         if limits.limiter is not None and self.key is not None:
