@@ -96,7 +96,8 @@ async def test_accepted_operations_state_their_cost(client, tenant):
 
 
 async def test_cost_uses_variables_and_the_budget_is_configurable(settings, tenant):
-    query = "query($n: Int) { runs(first: $n) { nodes { logEntries(first: $n) { nodes { seq } } } } }"
+    query = ("query($n: Int) { runs(first: $n) { nodes { logEntries(first: $n) { nodes { seq } } }"
+             " } }")
     async with app_client(settings, graphql_max_cost=1000) as c:
         body = await graphql(c, tenant, query, "read", n=30)  # 30 + 900
         assert "errors" not in body and body["extensions"]["cost"]["requested"] == 930, body
@@ -147,7 +148,8 @@ async def test_a_deeply_nested_json_body_is_a_400(client):
                           headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
-    deep_variables = '{"query": "{ __typename }", "variables": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
+    deep_variables = ('{"query": "{ __typename }", "variables": {"a": ' + "[" * 5000
+                      + "]" * 5000 + "}}")
     r = await client.post("/graphql", content=deep_variables,
                           headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text

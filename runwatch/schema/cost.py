@@ -4,8 +4,9 @@ As GitHub's node limit does: every list field multiplies what is below it by its
 (`first` / `last` / `limit`, the default page size when absent or null, variables resolved);
 a field returning a list of objects without a page-size argument counts as `unpaged` items
 (`UNPAGED_LIST_SIZE`: an estimate, not a bound: `Connection.pipelines`, `Run.children` and the
-other short lists of the schema have no page size yet). The cost is the sum, over every list field of the document
-(fragments and inline fragments expanded, each as often as it is spread), of the product of
+other short lists of the schema have no page size yet). The cost is the sum, over every list
+field of the document (fragments and inline fragments expanded, each as often as it is
+spread), of the product of
 the page sizes along its path. `nodes` / `edges` of a page are the page itself: they add
 nothing. Scalar lists (`[String!]`) return no nodes and cost nothing.
 
