@@ -43,13 +43,36 @@ def _refuse_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
+# The deepest nesting a GraphQL request's JSON may have. Python's parser stops near 1,000
+# levels, but values a few levels short of that parse and then fail deeper in the stack (the
+# resolvers' own encoding: "Unexpected error."); real variables nest a handful of levels.
+MAX_JSON_DEPTH = 100
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            pending.extend((v, depth + 1) for v in item)
+    return False
+
+
 def strict_json(data: str | bytes) -> Any:
     """`json.loads`, with every way it can fail a `JSONDecodeError`: nesting too deep for the
     parser (RecursionError), a number of thousands of digits (ValueError), NaN/Infinity, a
     lone surrogate (`"\\ud800"` is valid JSON, but no database or answer can hold it)."""
     try:
         value = json.loads(data, parse_constant=_refuse_constant)
-        if ("\\u" if isinstance(data, str) else b"\\u") in data:  # type: ignore[operator]
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+                and _too_deep(value, MAX_JSON_DEPTH)):
+            raise RecursionError
+        if b"\\u" in raw or isinstance(data, str):  # a str may hold a lone surrogate as is
             json.dumps(value, ensure_ascii=False).encode()
         return value
     except RecursionError:

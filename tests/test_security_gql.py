@@ -142,7 +142,7 @@ async def test_cost_applies_over_the_websocket(app, tenant):
 # ----------------------------------------------------------------- 7. no 500 from any input
 
 
-async def test_a_deeply_nested_json_body_is_a_400(client):
+async def test_a_deeply_nested_json_body_is_a_400(client, tenant):
     body = "[" * 5000 + "]" * 5000
     r = await client.post("/graphql", content=body,
                           headers={"content-type": "application/json"})
@@ -153,6 +153,16 @@ async def test_a_deeply_nested_json_body_is_a_400(client):
     r = await client.post("/graphql", content=deep_variables,
                           headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
+    # shallow enough for the parser, too deep for what comes after it (it was "Unexpected
+    # error." from the resolver): refused at the door, past 100 levels
+    for depth, status in ((95, 200), (101, 400), (910, 400)):  # (+3: the body, variables, {})
+        value = '{"a":' * depth + "{}" + "}" * depth
+        query = ('mutation($s: JSON!) { createConnection(input: {name: \\"n\\", '
+                 'warehouseType: \\"snowflake\\", settings: $s}) { __typename } }')
+        r = await client.post("/graphql", content='{"query": "%s", "variables": {"s": %s}}' % (
+            query, value), headers={"content-type": "application/json", **tenant.headers()})
+        assert r.status_code == status, (depth, r.text)
+        assert "Unexpected error." not in r.text
 
 
 @pytest.mark.parametrize("body", [
