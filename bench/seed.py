@@ -72,7 +72,7 @@ WATCHER_JOBS = 200
 WATCHER_STEPS = 4
 WATCHER_TYPE = "extraction"
 # Groups of scenarios (`--only`): which servers, seeds and checks a run needs.
-GROUPS = ("report", "telemetry", "elt", "webhooks", "watcher")
+GROUPS = ("report", "telemetry", "elt", "webhooks", "watcher", "cost")
 
 
 @dataclass

@@ -150,6 +150,15 @@ class Settings:
     graphql_max_tokens: int = 5000
     graphql_batching: bool = False
     graphql_introspection: bool = True
+    # Worst-case nodes one GraphQL operation may return (0: unchecked); the longest list a
+    # GraphQL variable may carry.
+    graphql_max_cost: int = 200_000
+    graphql_max_list_input: int = 1000
+    # WebSocket: sockets one token (or one client address without a token) may hold open,
+    # operations running at once on one socket and over all of a token's sockets.
+    ws_max_sockets_per_token: int = 20
+    ws_max_subscriptions_per_socket: int = 20
+    ws_max_subscriptions_per_token: int = 100
     rate_limit_per_minute: int = 0
     max_body_bytes: int = 1_048_576
     token_rotation_overlap_seconds: int = 86_400
@@ -196,6 +205,15 @@ class Settings:
             graphql_max_tokens=_int(env, "RUNWATCH_GRAPHQL_MAX_TOKENS", 5000, minimum=10),
             graphql_batching=_bool(env, "RUNWATCH_GRAPHQL_BATCHING", False),
             graphql_introspection=_bool(env, "RUNWATCH_GRAPHQL_INTROSPECTION", True),
+            graphql_max_cost=_int(env, "RUNWATCH_GRAPHQL_MAX_COST", 200_000),
+            graphql_max_list_input=_int(env, "RUNWATCH_GRAPHQL_MAX_LIST_INPUT", 1000,
+                                        minimum=1),
+            ws_max_sockets_per_token=_int(env, "RUNWATCH_WS_MAX_SOCKETS_PER_TOKEN", 20,
+                                          minimum=1),
+            ws_max_subscriptions_per_socket=_int(
+                env, "RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_SOCKET", 20, minimum=1),
+            ws_max_subscriptions_per_token=_int(
+                env, "RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_TOKEN", 100, minimum=1),
             rate_limit_per_minute=_int(
                 env, "RUNWATCH_RATE_LIMIT_PER_MINUTE",
                 0 if normalise_database_url(

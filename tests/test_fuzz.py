@@ -379,7 +379,8 @@ schemathesis.graphql.scalar("JSON", JSON_VALUES.map(json_node))
 # `extensions.code` of the execution errors runwatch raises on purpose (domain errors, the
 # cost bounds).
 KNOWN_CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", "CONFLICT", "NOT_FOUND",
-               "BAD_REQUEST", "QUERY_TOO_COMPLEX", "INTROSPECTION_DISABLED"}
+               "BAD_REQUEST", "QUERY_TOO_COMPLEX", "INTROSPECTION_DISABLED", "QUERY_TOO_COSTLY",
+               "RATE_LIMITED"}
 MASKED = "Unexpected error."
 
 

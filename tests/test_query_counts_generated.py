@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+import pytest
 from graphql import (
     GraphQLList,
     GraphQLNonNull,
@@ -57,7 +60,7 @@ from runwatch.models import (
     WebhookEndpoint,
 )
 from runwatch.schema import build_schema
-from tests.conftest import Tenant
+from tests.conftest import Tenant, app_client
 from tests.test_query_counts import counted
 
 SMALL = 3
@@ -321,7 +324,16 @@ async def cold(caplog, client, tenant: Tenant, document: str) -> tuple[int, Any]
     return await counted(caplog, client, tenant, document, scopes=WHO)
 
 
-async def test_no_list_field_costs_more_queries_for_more_items(client, tenant, caplog):
+@pytest.fixture
+async def uncosted(settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The probes select every relation under a list, past the cost budget (which bounds
+    answers, not statements): they are sent with the cost check off."""
+    async with app_client(settings, graphql_max_cost=0) as client:
+        yield client
+
+
+async def test_no_list_field_costs_more_queries_for_more_items(uncosted, tenant, caplog):
+    client = uncosted
     schema = build_schema()
     all_probes = probes(schema)
     world = seeder(tenant)
