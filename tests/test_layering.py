@@ -2,7 +2,7 @@
 web framework.
 
     settings, naming, db  <-  models  <-  resolvers  <-  schema, rest_shim, services, auth,
-                                                         faults, limits  <-  app, cli
+                                                         faults, limits, ws, ui  <-  app, cli
 
 A module may import its own layer and the layers below it. `runwatch/resolvers/` and
 `runwatch/models/` import nothing from starlette, strawberry or graphql. Every `import` counts,
@@ -34,6 +34,8 @@ LAYERS = {
     "runwatch.auth": 3,
     "runwatch.faults": 3,
     "runwatch.limits": 3,
+    "runwatch.ws": 3,
+    "runwatch.ui": 3,
     "runwatch.app": 4,
     "runwatch.cli": 4,
 }
@@ -52,7 +54,8 @@ def module_name(path: Path) -> str:
 
 def layer_of(module: str) -> int | None:
     for prefix in sorted(LAYERS, key=len, reverse=True):
-        if module == prefix or module.startswith(prefix + "."):
+        # "runwatch" itself is the package's `__init__`, not a prefix of every module.
+        if module == prefix or (prefix != "runwatch" and module.startswith(prefix + ".")):
             return LAYERS[prefix]
     return None
 
