@@ -234,7 +234,7 @@ async def bootstrap_watcher(pipelines: int) -> WatcherFixture:
     from runwatch.resolvers.caller import Caller, Scope
     from runwatch.resolvers.organisations import create_organisation
     from runwatch.resolvers.tokens import create_token
-    from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
+    from runwatch.resolvers.watcher_pipelines import PipelineDefinition, get_or_create_pipeline
 
     org = await create_organisation(name="bench-watcher")
     token = await create_token(organisation_id=org.id, scopes="read,report",
@@ -244,8 +244,8 @@ async def bootstrap_watcher(pipelines: int) -> WatcherFixture:
     names = [f"bench-watcher-{n:02d}" for n in range(pipelines)] + ["bench-watcher-check"]
     ids = []
     for name in names:
-        pipeline, created = await get_or_create_pipeline(caller=caller, raw={
-            "name": name, "pipeline_type_name": WATCHER_TYPE, "next_watermark": "0"})
+        pipeline, created = await get_or_create_pipeline(caller=caller, given=PipelineDefinition(
+            name=name, pipeline_type_name=WATCHER_TYPE, next_watermark="0"))
         assert created, name
         ids.append(pipeline.id)
     return WatcherFixture(organisation_id=org.id, token=token.token, token_id=token.id,

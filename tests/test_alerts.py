@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from standardwebhooks.webhooks import Webhook
 
 from runwatch.models import AlertChannel, ChannelKind, DeliveryStatus, WebhookDelivery
-from runwatch.resolvers import anomalies, checks, watcher_pipelines
+from runwatch.resolvers import anomalies, checks
 from runwatch.resolvers.alerts import create_channel
 from runwatch.services.reaper import reap_stuck_runs
 from runwatch.services.webhooks import Sender
@@ -30,7 +30,7 @@ async def _send_all(sender: Sender) -> int:
 async def _anomaly(caller) -> int:
     """Five runs of 100..140 s at 10:00 UTC on five days, a rule (z = 1, 5 points), and a
     sixth of 150 s: one flagged duration. Returns the flagged run's id."""
-    pipeline, _ = await watcher_pipelines.get_or_create_pipeline(
+    pipeline, _ = await watcher_wire.get_or_create_pipeline(
         caller=caller, raw={"name": "nightly", "pipeline_type_name": "extraction"})
     await watcher_wire.get_or_create_rule(caller=caller, raw={
         "pipeline_id": pipeline.id, "metric_field": "duration_seconds", "z_threshold": 1.0,
@@ -58,7 +58,7 @@ async def test_a_slack_receiver_gets_each_finding_once(caller):
             await anomalies.detect_for_run(organisation_id=caller.organisation_id,
                                            run_id=flagged)
             # stale data: last insert long ago, a freshness rule of one hour
-            pipeline = await watcher_pipelines.patch_pipeline(caller=caller, raw={
+            pipeline = await watcher_wire.patch_pipeline(caller=caller, raw={
                 "name": "nightly", "freshness_number": 1, "freshness_datepart": "hour"})
             now = datetime.now(UTC)
             assert pipeline.last_target_insert is None  # the ends above had no inserts

@@ -35,12 +35,12 @@ from runwatch.resolvers.elt_runs import NewRun, create_run, update_run
 from runwatch.resolvers.errors import InvalidInput, NotFound, PermissionDenied
 from runwatch.resolvers.pipelines import PipelineFields, create_pipeline
 from runwatch.resolvers.run_input import parse_change
-from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
 from runwatch.services.tasks import TaskRunner
 from tests.conftest import Tenant
 from tests.helpers import iso, report, start_run
 from tests.watcher_wire import (
     end_execution,
+    get_or_create_pipeline,
     get_or_create_rule,
     patch_rule,
     start_execution,

@@ -27,12 +27,14 @@ from runwatch.resolvers.checks import (
     request_freshness,
 )
 from runwatch.resolvers.errors import InvalidInput, PermissionDenied
-from runwatch.resolvers.watcher_pipelines import (
+from tests.watcher_wire import (
+    end_execution,
     get_or_create_pipeline,
     get_or_create_type,
     patch_pipeline,
+    request_timeliness,
+    start_execution,
 )
-from tests.watcher_wire import end_execution, request_timeliness, start_execution
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

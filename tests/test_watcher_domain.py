@@ -39,15 +39,18 @@ from runwatch.resolvers.executions import duration_and_throughput, execution_tre
 from runwatch.resolvers.watcher_pipelines import (
     DEFINITION,
     digest,
-    get_or_create_pipeline,
-    get_or_create_type,
     get_type,
     get_watcher_pipeline,
     list_types,
     list_watcher_pipelines,
-    patch_pipeline,
 )
-from tests.watcher_wire import end_execution, start_execution
+from tests.watcher_wire import (
+    end_execution,
+    get_or_create_pipeline,
+    get_or_create_type,
+    patch_pipeline,
+    start_execution,
+)
 
 T0 = datetime(2024, 1, 1, 10, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

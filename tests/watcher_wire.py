@@ -6,16 +6,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from runwatch.models import AnomalyRule, Run
-from runwatch.resolvers import anomalies, checks, executions
+from runwatch.models import Address, AddressType, AnomalyRule, Pipeline, PipelineType, Run
+from runwatch.resolvers import addresses, anomalies, checks, executions, watcher_pipelines
+from runwatch.resolvers.addresses import LineageResult
 from runwatch.rest_shim.watcher import (
+    address_change_of,
+    address_of,
+    address_type_of,
     execution_end_of,
     execution_start_of,
+    lineage_of,
     lookback_of,
+    pipeline_change_of,
+    pipeline_of,
+    pipeline_type_of,
     rule_change_of,
     rule_of,
     unflag_of,
 )
+
+
+async def get_or_create_type(*, raw: dict[str, Any], **kwargs: Any) -> tuple[PipelineType, bool]:
+    return await watcher_pipelines.get_or_create_type(given=pipeline_type_of(raw), **kwargs)
+
+
+async def get_or_create_pipeline(*, raw: dict[str, Any], **kwargs: Any) -> tuple[Pipeline, bool]:
+    return await watcher_pipelines.get_or_create_pipeline(given=pipeline_of(raw), **kwargs)
+
+
+async def patch_pipeline(*, raw: dict[str, Any], **kwargs: Any) -> Pipeline:
+    return await watcher_pipelines.patch_pipeline(change=pipeline_change_of(raw), **kwargs)
+
+
+async def get_or_create_address_type(
+    *, raw: dict[str, Any], **kwargs: Any
+) -> tuple[AddressType, bool]:
+    return await addresses.get_or_create_address_type(given=address_type_of(raw), **kwargs)
+
+
+async def get_or_create_address(*, raw: dict[str, Any], **kwargs: Any) -> tuple[Address, bool]:
+    return await addresses.get_or_create_address(given=address_of(raw), **kwargs)
+
+
+async def patch_address(*, raw: dict[str, Any], **kwargs: Any) -> Address:
+    return await addresses.patch_address(change=address_change_of(raw), **kwargs)
+
+
+async def create_lineage(*, raw: dict[str, Any], **kwargs: Any) -> LineageResult:
+    return await addresses.create_lineage(lineage=lineage_of(raw), **kwargs)
 
 
 async def start_execution(*, raw: dict[str, Any], **kwargs: Any) -> Run:

@@ -218,6 +218,50 @@ def execution_end_of(body: dict[str, Any]) -> executions.End:
         execution_metadata=body.get("execution_metadata"))
 
 
+def pipeline_type_of(body: dict[str, Any]) -> pipelines.PipelineTypeInput:
+    return pipelines.PipelineTypeInput(**_known(body, pipelines.PipelineTypeInput))
+
+
+def pipeline_of(body: dict[str, Any]) -> pipelines.PipelineDefinition:
+    """`POST /pipeline`: a field not sent stays `UNSET` (a found pipeline keeps it)."""
+    return pipelines.PipelineDefinition(**_known(body, pipelines.PipelineDefinition))
+
+
+def pipeline_change_of(body: dict[str, Any]) -> pipelines.PipelineChange:
+    """`PATCH /pipeline`: a field not sent stays `UNSET` (unchanged); null clears it."""
+    return pipelines.PipelineChange(**_known(body, pipelines.PipelineChange))
+
+
+def address_type_of(body: dict[str, Any]) -> addresses.AddressTypeInput:
+    return addresses.AddressTypeInput(**_known(body, addresses.AddressTypeInput))
+
+
+def address_of(body: dict[str, Any]) -> addresses.AddressInput:
+    return addresses.AddressInput(**_known(body, addresses.AddressInput))
+
+
+def address_change_of(body: dict[str, Any]) -> addresses.AddressChange:
+    """`PATCH /address`: a field not sent stays `UNSET` (unchanged); null clears it."""
+    return addresses.AddressChange(**_known(body, addresses.AddressChange))
+
+
+def lineage_of(body: dict[str, Any]) -> addresses.LineageInput:
+    """`POST /address_lineage`: each address of `source_addresses` / `target_addresses` has
+    its strings trimmed and lower-cased, like a top-level string. A side that is not a list,
+    or an item that is not an object, is passed on as sent (the domain refuses it)."""
+
+    def side(value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [address_of({k: v.strip().lower() if isinstance(v, str) else v
+                            for k, v in item.items()})
+                if isinstance(item, dict) else item for item in value]
+
+    return addresses.LineageInput(pipeline_id=body.get("pipeline_id"),
+                                  sources=side(body.get("source_addresses")),
+                                  targets=side(body.get("target_addresses")))
+
+
 def rule_of(body: dict[str, Any]) -> anomalies.RuleInput:
     return anomalies.RuleInput(**_known(body, anomalies.RuleInput))
 
@@ -343,7 +387,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def post_pipeline(request: Request) -> Response:
         caller = writer(request)
         raw = await body_of(request)
-        found = await pipelines.get_or_create_pipeline(caller=caller, raw=raw)
+        found = await pipelines.get_or_create_pipeline(caller=caller, given=pipeline_of(raw))
         p = found[0]
         answer: dict[str, Any] = {"id": p.id, "active": p.active, "load_lineage": p.load_lineage}
         if "next_watermark" in raw:
@@ -364,13 +408,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("PATCH", prefix + "/pipeline")
     async def patch_pipeline(request: Request) -> Response:
         caller = writer(request)
-        p = await pipelines.patch_pipeline(caller=caller, raw=await body_of(request))
+        p = await pipelines.patch_pipeline(
+            caller=caller, change=pipeline_change_of(await body_of(request)))
         return JSONResponse(pipeline_json(p))
 
     @ops("POST", prefix + "/pipeline_type")
     async def post_type(request: Request) -> Response:
         caller = writer(request)
-        found = await pipelines.get_or_create_type(caller=caller, raw=await body_of(request))
+        found = await pipelines.get_or_create_type(
+            caller=caller, given=pipeline_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
     @ops("GET", prefix + "/pipeline_type")
@@ -413,7 +459,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("POST", prefix + "/address")
     async def post_address(request: Request) -> Response:
         caller = writer(request)
-        found = await addresses.get_or_create_address(caller=caller, raw=await body_of(request))
+        found = await addresses.get_or_create_address(
+            caller=caller, given=address_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
     @ops("GET", prefix + "/address")
@@ -430,14 +477,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("PATCH", prefix + "/address")
     async def patch_address(request: Request) -> Response:
         caller = writer(request)
-        a = await addresses.patch_address(caller=caller, raw=await body_of(request))
+        a = await addresses.patch_address(
+            caller=caller, change=address_change_of(await body_of(request)))
         return JSONResponse(address_json(a))
 
     @ops("POST", prefix + "/address_type")
     async def post_address_type(request: Request) -> Response:
         caller = writer(request)
         found = await addresses.get_or_create_address_type(
-            caller=caller, raw=await body_of(request))
+            caller=caller, given=address_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
     @ops("GET", prefix + "/address_type")
@@ -454,7 +502,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("POST", prefix + "/address_lineage")
     async def post_lineage(request: Request) -> Response:
         caller = writer(request)
-        result = await addresses.create_lineage(caller=caller, raw=await body_of(request))
+        result = await addresses.create_lineage(
+            caller=caller, lineage=lineage_of(await body_of(request)))
         return JSONResponse({
             "pipeline_id": result.pipeline_id,
             "lineage_relationships_created": result.created,
