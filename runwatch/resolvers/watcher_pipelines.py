@@ -297,12 +297,6 @@ async def list_watcher_pipelines(*, caller: Caller) -> list[Pipeline]:
     return await Pipeline.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
-PATCHABLE = ("name", "pipeline_type_id", "watermark", "next_watermark", "pipeline_metadata",
-             "freshness_number", "freshness_datepart", "mute_freshness_check",
-             "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
-             "load_lineage", "active")
-
-
 async def patch_pipeline(*, caller: Caller, change: PipelineChange) -> Pipeline:
     """`PATCH /pipeline`: the row by `id`, or else by `name`; only the fields sent change."""
     require_writer(caller)
