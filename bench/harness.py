@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import mean
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -56,7 +57,12 @@ GROUP_HELP = {
     "elt": "5-8: ELT appendLog / appendTelemetrySample, empty and at the cap",
     "webhooks": "9, 10: webhook burst, reporter latency against a slow receiver",
     "watcher": "11: the Watcher round (POST /pipeline, start, end, GET the execution)",
+    "cost": "12: the GraphQL runs list screen with the query cost analysis on vs off",
 }
+# Scenario 12: the dashboard's runs list (as the soak sends it), over GET so that plain wrk
+# can send it; its cost is 50 (the analysis walks it on every request).
+RUNS_SCREEN = "{ runs(first: 50) { nodes { id status pipeline { name } } } }"
+RUNS_SCREEN_PATH = "/graphql?" + urlencode({"query": RUNS_SCREEN})
 # The end of a Watcher round outside wrk (the counts watcher_round.lua reports too).
 WATCHER_END = sqlcheck.WATCHER_END
 
@@ -322,6 +328,22 @@ class Bench:
                 self._preflight_elt(client)
             if "watcher" in groups:
                 self._preflight_watcher(client)
+            if "cost" in groups:
+                self._preflight_cost(client)
+
+    def _preflight_cost(self, client: httpx.Client) -> None:
+        """Both servers answer the screen with its 50 runs; only `runwatch` states a cost."""
+        auth = {"Authorization": f"Bearer {self.f.read_token}"}
+        for target, costed in (("runwatch", True), ("nocost", False)):
+            r = client.get(self.servers[target].url + RUNS_SCREEN_PATH, headers=auth)
+            body = r.json() if r.status_code == 200 else {}
+            nodes = (body.get("data") or {}).get("runs", {}).get("nodes") or []
+            if "errors" in body or len(nodes) != 50:
+                raise BenchError(f"preflight: the runs screen on {target} answered "
+                                 f"{r.status_code} {r.text[:300]}")
+            if ("cost" in (body.get("extensions") or {})) != costed:
+                raise BenchError(f"preflight: the runs screen on {target} "
+                                 f"{'lacks' if costed else 'has'} a cost: {r.text[:300]}")
 
     def _preflight_report(self, client: httpx.Client) -> None:
         report_auth = {"Authorization": f"Bearer {self.f.report_token}",
@@ -606,6 +628,9 @@ class Bench:
                   body=json.dumps(APPEND_BODIES[kind]), token=self.elt.write_token,
                   check=Appended(kind, server))
 
+    def runs_screen(self, target: str, round_no: int) -> None:
+        self._wrk("12 GraphQL runs screen", target, target, round_no, path=RUNS_SCREEN_PATH)
+
     def watcher_round(self, target: str, round_no: int) -> None:
         """Scenario 11: each wrk connection (its own thread) a Watcher job going round its
         pipeline: POST /pipeline, start a child of the pipeline's running root, end it, GET
@@ -638,7 +663,7 @@ class Bench:
             pair = ("baseline", "runwatch") if odd else ("runwatch", "baseline")
             sizes = ("10k", "1m") if odd else ("1m", "10k")
             appends = ("baseline", "runwatch", "cap") if odd else ("cap", "runwatch", "baseline")
-            if {"report", "telemetry", "elt", "watcher"} & set(groups):
+            if {"report", "telemetry", "elt", "watcher", "cost"} & set(groups):
                 self.log(f"round {round_no} of {self.opts.rounds}")
             if "report" in groups:
                 for target in pair:
@@ -657,6 +682,9 @@ class Bench:
             if "watcher" in groups:
                 for target in pair:
                     self.watcher_round(target, round_no)
+            if "cost" in groups:
+                for target in (("nocost", "runwatch") if odd else ("runwatch", "nocost")):
+                    self.runs_screen(target, round_no)
 
     # -- webhooks (scenarios 9 and 10): their own runwatch server and the receiver ------------
 
@@ -878,6 +906,9 @@ class Bench:
                             False))
         rows.append(row("11 Watcher round", "rounds/s", self._runs("11 Watcher round", "runwatch"),
                         self._runs("11 Watcher round", "baseline"), "rounds_ps", 0.5, True))
+        rows.append(row("12 runs screen, cost on/off", "req/s",
+                        self._runs("12 GraphQL runs screen", "runwatch"),
+                        self._runs("12 GraphQL runs screen", "nocost"), "rps", 0.95, True))
         return [r for r in rows if r is not None]
 
     def burst_rows(self) -> list[Row]:
@@ -1123,7 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
         by_name: dict[str, Server] = {}
         watcher = fixture.watcher
         assert watcher is not None
-        if {"report", "telemetry", "elt", "watcher"} & set(groups):
+        if {"report", "telemetry", "elt", "watcher", "cost"} & set(groups):
             by_name["runwatch"] = Server("runwatch", "runwatch.app:create_app",
                                          {**env, **database}, log_dir)
             by_name["baseline"] = Server("baseline", "bench.baseline:create_app", {
@@ -1141,6 +1172,10 @@ def main(argv: list[str] | None = None) -> int:
                 # runwatch's default maximum runtime of an execution (its deadline)
                 "BASELINE_MAX_RUNTIME_SECONDS": str(WATCHER_MAX_RUNTIME_SECONDS),
             }, log_dir)
+        if "cost" in groups:
+            by_name["nocost"] = Server("nocost", "runwatch.app:create_app",
+                                       {**env, **database, "RUNWATCH_GRAPHQL_MAX_COST": "0"},
+                                       log_dir)
         if "telemetry" in groups:
             by_name["nocache"] = Server("nocache", "runwatch.app:create_app",
                                         {**env, **database, "RUNWATCH_TELEMETRY_CACHE": "0"},

@@ -72,7 +72,7 @@ WATCHER_JOBS = 200
 WATCHER_STEPS = 4
 WATCHER_TYPE = "extraction"
 # Groups of scenarios (`--only`): which servers, seeds and checks a run needs.
-GROUPS = ("report", "telemetry", "elt", "webhooks", "watcher")
+GROUPS = ("report", "telemetry", "elt", "webhooks", "watcher", "cost")
 
 
 @dataclass
@@ -212,7 +212,7 @@ async def bootstrap_elt() -> EltFixture:
     from runwatch.resolvers.caller import Caller, Scope
     from runwatch.resolvers.gateways import create_gateway
     from runwatch.resolvers.organisations import create_organisation
-    from runwatch.resolvers.pipelines import create_pipeline
+    from runwatch.resolvers.pipelines import PipelineFields, create_pipeline
     from runwatch.resolvers.tokens import create_token
 
     org = await create_organisation(name="bench-elt")
@@ -221,8 +221,8 @@ async def bootstrap_elt() -> EltFixture:
     gateway, issued = await create_gateway(caller=admin, name="bench-gateway")
     pipelines = {}
     for role in ("series", "hooks"):
-        pipeline = await create_pipeline(caller=admin, raw={
-            "name": f"bench-elt-{role}", "description": f"runwatch benchmark ({role})"})
+        pipeline = await create_pipeline(caller=admin, fields=PipelineFields(
+            name=f"bench-elt-{role}", description=f"runwatch benchmark ({role})"))
         pipelines[role] = pipeline.id
     return EltFixture(organisation_id=org.id, write_token=write.token, write_token_id=write.id,
                       gateway_id=gateway.id, gateway_token=issued.token, pipelines=pipelines)
@@ -234,7 +234,7 @@ async def bootstrap_watcher(pipelines: int) -> WatcherFixture:
     from runwatch.resolvers.caller import Caller, Scope
     from runwatch.resolvers.organisations import create_organisation
     from runwatch.resolvers.tokens import create_token
-    from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
+    from runwatch.resolvers.watcher_pipelines import PipelineDefinition, get_or_create_pipeline
 
     org = await create_organisation(name="bench-watcher")
     token = await create_token(organisation_id=org.id, scopes="read,report",
@@ -244,8 +244,8 @@ async def bootstrap_watcher(pipelines: int) -> WatcherFixture:
     names = [f"bench-watcher-{n:02d}" for n in range(pipelines)] + ["bench-watcher-check"]
     ids = []
     for name in names:
-        pipeline, created = await get_or_create_pipeline(caller=caller, raw={
-            "name": name, "pipeline_type_name": WATCHER_TYPE, "next_watermark": "0"})
+        pipeline, created = await get_or_create_pipeline(caller=caller, given=PipelineDefinition(
+            name=name, pipeline_type_name=WATCHER_TYPE, next_watermark="0"))
         assert created, name
         ids.append(pipeline.id)
     return WatcherFixture(organisation_id=org.id, token=token.token, token_id=token.id,

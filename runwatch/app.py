@@ -1,57 +1,158 @@
-"""The ASGI application: /graphql (with the GraphiQL console), the REST shims, health."""
+"""The ASGI application: /graphql (with the GraphiQL console), the REST shims, health, the
+status UI."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from cross_web import HTTPException as GraphQLHTTPException
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 from tortoise.contrib.starlette import RegisterTortoise
 
-from runwatch import __version__
+from runwatch import __version__, ui
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import tortoise_config
 from runwatch.faults import DatabaseFaults
-from runwatch.limits import BodySizeLimitMiddleware, RateLimitMiddleware
-from runwatch.resolvers import strict_json
+from runwatch.limits import BodySizeLimitMiddleware, RateLimiter, RateLimitMiddleware
+from runwatch.resolvers import strict_json as json_values
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
 from runwatch.rest_shim import elt, openapi, warehouse, watcher
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services.workers import run_workers
 from runwatch.settings import Settings
+from runwatch.ui.console import console_page
+from runwatch.ws import LegacyWSHandler, LimitedWebSocketAdapter, SocketLimits, TransportWSHandler
+
+
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+# The deepest nesting a GraphQL request's JSON may have. Python's parser stops near 1,000
+# levels, but values a few levels short of that parse and then fail deeper in the stack (the
+# resolvers' own encoding: "Unexpected error."); real variables nest a handful of levels.
+MAX_JSON_DEPTH = 100
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            pending.extend((v, depth + 1) for v in item)
+    return False
+
+
+def strict_json(data: str | bytes) -> Any:
+    """`json.loads`, with every way it can fail a `JSONDecodeError`: nesting too deep for the
+    parser (RecursionError), a number of thousands of digits (ValueError), NaN/Infinity, a
+    lone surrogate (`"\\ud800"` is valid JSON, but no database or answer can hold it)."""
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant,
+                           parse_float=json_values.finite_float)  # 1e999 is not a number
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+                and _too_deep(value, MAX_JSON_DEPTH)):
+            raise RecursionError
+        if b"\\u" in raw or isinstance(data, str):  # a str may hold a lone surrogate as is
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None
+    except json.JSONDecodeError:
+        raise
+    except UnicodeEncodeError:
+        raise json.JSONDecodeError("a string holds a lone surrogate", "", 0) from None
+    except ValueError as exc:  # int() of a huge number, bytes that are not UTF-8…
+        raise json.JSONDecodeError(str(exc).split(":")[0], "", 0) from None
 
 
 class RunwatchGraphQL(GraphQL):
+    # Over WebSocket: the token re-checked, the rate limit counted, the sizes and numbers of
+    # messages, sockets and subscriptions bounded (`runwatch.ws`).
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+    websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
+
     def __init__(
         self, *args: Any, options: TelemetryOptions, settings: Settings,
-        authenticator: Authenticator, **kwargs: Any,
+        authenticator: Authenticator, limiter: RateLimiter | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.options = options
         self.settings = settings
         self.authenticator = authenticator
+        self.max_subscriptions_per_connection = settings.ws_max_subscriptions_per_socket
+        self.socket_limits = SocketLimits(
+            authenticator=authenticator, limiter=limiter,
+            per_minute=settings.rate_limit_per_minute,
+            max_sockets=settings.ws_max_sockets_per_token,
+            max_per_socket=settings.ws_max_subscriptions_per_socket,
+            max_per_token=settings.ws_max_subscriptions_per_token,
+            max_message_bytes=settings.max_body_bytes,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """strawberry answers its own HTTP errors (bad JSON, a subscription over HTTP…) in
+        plain text: here they keep their status and take the GraphQL error shape."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except GraphQLHTTPException as exc:
+            reason = exc.reason
+            cause = exc.__cause__
+            if isinstance(cause, json.JSONDecodeError):
+                reason = f"{reason}: {cause.msg}."
+            response = JSONResponse(
+                {"errors": [{"message": reason, "extensions": {"code": "BAD_REQUEST"}}]},
+                status_code=exc.status_code)
+        await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
-        """Strict JSON, the rule of every REST body (`runwatch.resolvers.strict_json`): NaN,
-        Infinity, lone surrogates and deep nesting are strawberry's 400 ("Unable to parse
-        request body as JSON"), not a stored value or a RecursionError."""
-        try:
-            return strict_json.loads(data)
-        except strict_json.NotStrictJSON as exc:
-            raise json.JSONDecodeError(exc.reason, "", 0) from None
+        return strict_json(data)
+
+    async def execute_single(self, **kwargs: Any) -> Any:
+        """A subscription needs the WebSocket: over HTTP it is a 400 saying so (strawberry
+        would run it as a query and fail with a masked error)."""
+        request_data = kwargs["request_data"]
+        query = getattr(request_data, "query", None)
+        if isinstance(query, str) and "subscription" in query:
+            from graphql import GraphQLError, get_operation_ast, parse
+
+            with contextlib.suppress(GraphQLError):
+                document = parse(query, no_location=True,
+                                 max_tokens=self.settings.graphql_max_tokens)
+                operation = get_operation_ast(document, request_data.operation_name)
+                if (operation is not None
+                        and operation.operation.value == OperationType.SUBSCRIPTION.value):
+                    raise GraphQLHTTPException(
+                        400, "Subscriptions are served over the WebSocket at /graphql "
+                        "(graphql-transport-ws), not over HTTP.")
+        return await super().execute_single(**kwargs)
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         caller = request.state.caller
@@ -79,6 +180,37 @@ class RunwatchGraphQL(GraphQL):
             context.caller = caller
             context.loaders = Loaders(caller=caller, options=self.options)
         return UNSET
+
+    async def render_graphql_ide(self, request: Any) -> Response:
+        """GraphiQL from the package's own files (strawberry's page loads them from a CDN)."""
+        return HTMLResponse(console_page(), headers=ui.SECURITY_HEADERS)
+
+
+QUERY_VALUE = re.compile(r"=[^&]*")
+
+
+def redact_query(path: str) -> str:
+    """`/graphql?headers={…token…}&x=1` -> `/graphql?headers=[redacted]&x=[redacted]`: the
+    console puts a token in its URL (`?headers=`), and any query value may be a credential."""
+    base, sep, query = path.partition("?")
+    return f"{base}?{QUERY_VALUE.sub('=[redacted]', query)}" if sep else path
+
+
+class RedactQueryStrings(logging.Filter):
+    """On `uvicorn.access`: its records carry the path with its query string as the third
+    argument (`client, method, path, http version, status`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_query(args[2]), *args[3:])
+        return True
+
+
+def install_access_log_filter() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQueryStrings) for f in logger.filters):
+        logger.addFilter(RedactQueryStrings())
 
 
 def telemetry_options(settings: Settings) -> TelemetryOptions:
@@ -118,14 +250,19 @@ def create_app(
 ) -> Starlette:
     """Build the application. `run_background` overrides `settings.workers_in_serve`."""
     settings = settings or Settings.from_env()
+    install_access_log_filter()
     options = telemetry_options(settings)
     background = settings.workers_in_serve if run_background is None else run_background
     authenticator = Authenticator(settings.token_cache_seconds)
+    # One count per token for HTTP requests and WebSocket operations alike.
+    limiter = (RateLimiter(settings.rate_limit_per_minute)
+               if settings.rate_limit_per_minute > 0 else None)
     graphql = RunwatchGraphQL(
         build_schema(settings),
         options=options,
         settings=settings,
         authenticator=authenticator,
+        limiter=limiter,
         graphql_ide="graphiql" if settings.graphiql else None,
     )
 
@@ -150,6 +287,7 @@ def create_app(
         *elt.routes(settings),
         *watcher.routes(settings),
     ]
+    routes = ui.install(routes, settings)
     return Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -158,7 +296,7 @@ def create_app(
             Middleware(DatabaseFaults, error_shaped=ERROR_SHAPED),
             Middleware(AuthMiddleware, authenticator=authenticator),
             Middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute,
-                       watcher_prefix=settings.watcher_prefix),
+                       watcher_prefix=settings.watcher_prefix, limiter=limiter),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},

@@ -84,6 +84,14 @@ class RateLimiter:
             windows.popitem(last=False)
 
 
+def rate_key(caller: Any, client: Any) -> Hashable:
+    """Whose budget a request or a WebSocket operation spends: its token's (by id, so a
+    rotated token's successor has its own), else its client address's."""
+    if caller is not None and caller.token_id is not None:
+        return ("token", caller.token_id)
+    return ("client", client[0] if client else None)
+
+
 class RateLimitMiddleware:
     """`per_minute` requests per minute per token (keyed by the token's id, so a rotated
     token's successor has its own budget), and per client address for requests without a
@@ -99,7 +107,8 @@ class RateLimitMiddleware:
     refused request costs no body parsing. A refused WebSocket handshake gets the same 429 when
     the server supports denial responses, else it is closed (code 1008); a WebSocket whose
     token comes only in `connection_init` is counted by its address (the handshake carries no
-    token).
+    token). The same `limiter` object counts every operation sent over a socket
+    (`runwatch.ws`): pass one to both.
     """
 
     def __init__(
@@ -108,7 +117,9 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.per_minute = per_minute
-        self.limiter = limiter or (RateLimiter(per_minute) if per_minute > 0 else None)
+        if limiter is None and per_minute > 0:  # (an empty limiter is falsy: it has a len)
+            limiter = RateLimiter(per_minute)
+        self.limiter = limiter
         prefix = watcher_prefix.rstrip("/")
         self.exempt_get = {"/", prefix or "/", prefix + "/"}
 
@@ -121,11 +132,7 @@ class RateLimitMiddleware:
 
     @staticmethod
     def key(scope: Scope) -> Hashable:
-        caller = scope.get("state", {}).get("caller")
-        if caller is not None and caller.token_id is not None:
-            return ("token", caller.token_id)
-        client = scope.get("client")
-        return ("client", client[0] if client else None)
+        return rate_key(scope.get("state", {}).get("caller"), scope.get("client"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (self.limiter is None or scope["type"] not in {"http", "websocket"}

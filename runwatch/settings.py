@@ -108,6 +108,8 @@ class Settings:
     # is set). Revocation takes at most this long to reach every replica.
     token_cache_seconds: int = 10
     graphiql: bool = True
+    # The built-in status UI at `GET /` (browsers; API clients still get the JSON health).
+    ui: bool = True
     # Memoise computed telemetry per process, validated by pipeline revisions on every read.
     telemetry_cache: bool = True
     # Number of most recent outcomes that must all have failed for status `error`.
@@ -148,6 +150,15 @@ class Settings:
     graphql_max_tokens: int = 5000
     graphql_batching: bool = False
     graphql_introspection: bool = True
+    # Worst-case nodes one GraphQL operation may return (0: unchecked); the longest list a
+    # GraphQL variable may carry.
+    graphql_max_cost: int = 200_000
+    graphql_max_list_input: int = 1000
+    # WebSocket: sockets one token (or one client address without a token) may hold open,
+    # operations running at once on one socket and over all of a token's sockets.
+    ws_max_sockets_per_token: int = 20
+    ws_max_subscriptions_per_socket: int = 20
+    ws_max_subscriptions_per_token: int = 100
     rate_limit_per_minute: int = 0
     max_body_bytes: int = 1_048_576
     token_rotation_overlap_seconds: int = 86_400
@@ -168,6 +179,7 @@ class Settings:
             workers_in_serve=_bool(env, "RUNWATCH_WORKERS_IN_SERVE", True),
             token_cache_seconds=_int(env, "RUNWATCH_TOKEN_CACHE_SECONDS", 10),
             graphiql=_bool(env, "RUNWATCH_GRAPHIQL", True),
+            ui=_bool(env, "RUNWATCH_UI", True),
             telemetry_cache=_bool(env, "RUNWATCH_TELEMETRY_CACHE", True),
             error_streak=_int(env, "RUNWATCH_ERROR_STREAK", 3, minimum=1),
             recent_errors_limit=_int(env, "RUNWATCH_RECENT_ERRORS_LIMIT", 10, minimum=1),
@@ -193,6 +205,15 @@ class Settings:
             graphql_max_tokens=_int(env, "RUNWATCH_GRAPHQL_MAX_TOKENS", 5000, minimum=10),
             graphql_batching=_bool(env, "RUNWATCH_GRAPHQL_BATCHING", False),
             graphql_introspection=_bool(env, "RUNWATCH_GRAPHQL_INTROSPECTION", True),
+            graphql_max_cost=_int(env, "RUNWATCH_GRAPHQL_MAX_COST", 200_000),
+            graphql_max_list_input=_int(env, "RUNWATCH_GRAPHQL_MAX_LIST_INPUT", 1000,
+                                        minimum=1),
+            ws_max_sockets_per_token=_int(env, "RUNWATCH_WS_MAX_SOCKETS_PER_TOKEN", 20,
+                                          minimum=1),
+            ws_max_subscriptions_per_socket=_int(
+                env, "RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_SOCKET", 20, minimum=1),
+            ws_max_subscriptions_per_token=_int(
+                env, "RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_TOKEN", 100, minimum=1),
             rate_limit_per_minute=_int(
                 env, "RUNWATCH_RATE_LIMIT_PER_MINUTE",
                 0 if normalise_database_url(

@@ -9,11 +9,13 @@ passes silently.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 import httpx
@@ -99,6 +101,14 @@ async def app(settings: Settings) -> AsyncIterator[object]:
     application = create_app(settings)
     async with LifespanManager(application) as manager:
         yield manager.app
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app built with other settings (no lifespan: the ORM is already up)."""
+    transport = httpx.ASGITransport(app=create_app(replace(settings, **changes)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://runwatch.test") as c:
+        yield c
 
 
 @pytest.fixture

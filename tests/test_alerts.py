@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from standardwebhooks.webhooks import Webhook
 
 from runwatch.models import AlertChannel, ChannelKind, DeliveryStatus, WebhookDelivery
-from runwatch.resolvers import anomalies, checks, executions, watcher_pipelines
+from runwatch.resolvers import anomalies, checks
 from runwatch.resolvers.alerts import create_channel
 from runwatch.services.reaper import reap_stuck_runs
 from runwatch.services.webhooks import Sender
+from tests import watcher_wire
 from tests.webhook_receiver import Receiver
 
 DAY = timedelta(days=1)
@@ -29,17 +30,17 @@ async def _send_all(sender: Sender) -> int:
 async def _anomaly(caller) -> int:
     """Five runs of 100..140 s at 10:00 UTC on five days, a rule (z = 1, 5 points), and a
     sixth of 150 s: one flagged duration. Returns the flagged run's id."""
-    pipeline, _ = await watcher_pipelines.get_or_create_pipeline(
+    pipeline, _ = await watcher_wire.get_or_create_pipeline(
         caller=caller, raw={"name": "nightly", "pipeline_type_name": "extraction"})
-    await anomalies.get_or_create_rule(caller=caller, raw={
+    await watcher_wire.get_or_create_rule(caller=caller, raw={
         "pipeline_id": pipeline.id, "metric_field": "duration_seconds", "z_threshold": 1.0,
         "minimum_executions": 5})
     run = None
     for day, seconds in enumerate((100, 110, 120, 130, 140, 150)):
         start = BASE + day * DAY
-        run = await executions.start_execution(
+        run = await watcher_wire.start_execution(
             caller=caller, raw={"pipeline_id": pipeline.id, "start_date": start})
-        await executions.end_execution(caller=caller, raw={
+        await watcher_wire.end_execution(caller=caller, raw={
             "id": run.id, "end_date": start + timedelta(seconds=seconds),
             "completed_successfully": True})
         await anomalies.detect_for_run(organisation_id=caller.organisation_id, run_id=run.id)
@@ -57,20 +58,20 @@ async def test_a_slack_receiver_gets_each_finding_once(caller):
             await anomalies.detect_for_run(organisation_id=caller.organisation_id,
                                            run_id=flagged)
             # stale data: last insert long ago, a freshness rule of one hour
-            pipeline = await watcher_pipelines.patch_pipeline(caller=caller, raw={
+            pipeline = await watcher_wire.patch_pipeline(caller=caller, raw={
                 "name": "nightly", "freshness_number": 1, "freshness_datepart": "hour"})
             now = datetime.now(UTC)
             assert pipeline.last_target_insert is None  # the ends above had no inserts
-            late = await executions.start_execution(
+            late = await watcher_wire.start_execution(
                 caller=caller, raw={"pipeline_id": pipeline.id,
                                     "start_date": now - timedelta(hours=5)})
-            await executions.end_execution(caller=caller, raw={
+            await watcher_wire.end_execution(caller=caller, raw={
                 "id": late.id, "end_date": now - timedelta(hours=4),
                 "completed_successfully": True, "inserts": 10})
             assert len(await checks.check_freshness(organisation_id=caller.organisation_id)) == 1
             assert await checks.check_freshness(organisation_id=caller.organisation_id) == []
             # a stuck run
-            stuck = await executions.start_execution(
+            stuck = await watcher_wire.start_execution(
                 caller=caller, raw={"pipeline_id": pipeline.id,
                                     "start_date": now - timedelta(hours=3)})
             assert await reap_stuck_runs(now=now) == 1

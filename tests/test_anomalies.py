@@ -28,27 +28,24 @@ from runwatch.models import (
     WebhookDelivery,
 )
 from runwatch.resolvers import anomalies
-from runwatch.resolvers.anomalies import (
-    METRICS,
-    detect_for_run,
-    get_or_create_rule,
-    get_rule,
-    list_results,
-    list_rules,
-    patch_rule,
-    unflag,
-)
+from runwatch.resolvers.anomalies import METRICS, detect_for_run, get_rule, list_results, list_rules
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
-from runwatch.resolvers.elt_runs import create_run, update_run
+from runwatch.resolvers.elt_runs import NewRun, create_run, update_run
 from runwatch.resolvers.errors import InvalidInput, NotFound, PermissionDenied
-from runwatch.resolvers.executions import end_execution, start_execution
-from runwatch.resolvers.pipelines import create_pipeline
+from runwatch.resolvers.pipelines import PipelineFields, create_pipeline
 from runwatch.resolvers.run_input import parse_change
-from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
 from runwatch.services.tasks import TaskRunner
 from tests.conftest import Tenant
 from tests.helpers import iso, report, start_run
+from tests.watcher_wire import (
+    end_execution,
+    get_or_create_pipeline,
+    get_or_create_rule,
+    patch_rule,
+    start_execution,
+    unflag,
+)
 
 # The new executions of the tests start at 10:15 UTC on this day; history is on the days
 # before, in the same hour of day unless a test says otherwise.
@@ -484,12 +481,12 @@ async def test_throughput_and_total_rows_rules(caller):
 
 async def test_bytes_rule_on_elt_runs(caller):
     """ELT runs have no `hour_recorded`: the hour of `started_at` stands in for it."""
-    pipeline = await create_pipeline(caller=caller, raw={"name": "elt sync"})
+    pipeline = await create_pipeline(caller=caller, fields=PipelineFields(name="elt sync"))
     await rule(caller, pipeline.id, "bytes")
 
     async def elt_run(start: datetime, loaded: int) -> Run:
-        run = await create_run(caller=caller, raw={"pipeline_id": pipeline.id,
-                                                   "status": "running"}, now=start)
+        run = await create_run(caller=caller, now=start, new=NewRun(
+            pipeline_id=pipeline.id, status=RunStatus.RUNNING))
         end = start + timedelta(minutes=3)
         change = parse_change({"status": "succeeded", "finished_at": end,
                                "telemetry_summary": {"bytesLoaded": loaded}}, now=end)

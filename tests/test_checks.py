@@ -25,14 +25,15 @@ from runwatch.resolvers.checks import (
     list_freshness_logs,
     list_timeliness_logs,
     request_freshness,
-    request_timeliness,
 )
 from runwatch.resolvers.errors import InvalidInput, PermissionDenied
-from runwatch.resolvers.executions import end_execution, start_execution
-from runwatch.resolvers.watcher_pipelines import (
+from tests.watcher_wire import (
+    end_execution,
     get_or_create_pipeline,
     get_or_create_type,
     patch_pipeline,
+    request_timeliness,
+    start_execution,
 )
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

@@ -714,7 +714,7 @@ async def run_in(client, tenant, pipeline, gateway, status: str) -> dict[str, An
     body = await claim(client, gateway, created["id"])
     if status == "running":
         return body
-    r = await patch_run(client, tenant, created["id"], {"status": status})
+    r = await agent_patch(client, gateway, created["id"], {"status": status})  # the runner
     assert r.status_code == 200, r.text
     return r.json()["run"]
 
@@ -771,11 +771,11 @@ async def test_refused_moves_are_409_and_change_nothing(client, tenant, pipeline
 async def test_a_terminal_status_without_finished_at_gets_now(client, tenant, pipeline, gateway):
     current = await run_in(client, tenant, pipeline, gateway, "running")
     before = now()
-    r = await patch_run(client, tenant, current["id"], {"status": "succeeded"})
+    r = await agent_patch(client, gateway, current["id"], {"status": "succeeded"})
     finished = when(r.json()["run"]["finishedAt"])
     assert before - timedelta(seconds=1) <= finished <= now()
     # the same status again keeps it
-    r = await patch_run(client, tenant, current["id"], {"status": "succeeded"})
+    r = await agent_patch(client, gateway, current["id"], {"status": "succeeded"})
     assert when(r.json()["run"]["finishedAt"]) == finished
 
 
@@ -795,7 +795,7 @@ async def test_finished_at_may_not_be_far_in_the_future(client, tenant, pipeline
         # it started a while ago
         await Run.filter(id=int(created["id"])).update(started_at=now() - timedelta(hours=1))
         finished = now() + offset
-        r = await patch_run(client, tenant, created["id"],
+        r = await agent_patch(client, gateway, created["id"],
                             {"status": "succeeded", "finishedAt": iso(finished)})
         if ok:
             assert r.status_code == 200, (offset, r.text)
@@ -805,14 +805,14 @@ async def test_finished_at_may_not_be_far_in_the_future(client, tenant, pipeline
             assert (await get_run(client, tenant, created["id"]))["status"] == "running"
 
 
-async def test_finished_at_may_not_precede_the_start(client, tenant, running):
+async def test_finished_at_may_not_precede_the_start(client, tenant, running, gateway):
     started = when(running["startedAt"])
-    r = await patch_run(client, tenant, running["id"],
+    r = await agent_patch(client, gateway, running["id"],
                         {"status": "failed", "finishedAt": iso(started - timedelta(seconds=2))})
     assert_field_error(r, "finishedAt")
     # to the second: the start's own second is fine
     same_second = started.replace(microsecond=0)
-    r = await patch_run(client, tenant, running["id"],
+    r = await agent_patch(client, gateway, running["id"],
                         {"status": "failed", "finishedAt": iso(same_second)})
     assert r.status_code == 200, r.text
     assert when(r.json()["run"]["finishedAt"]) == same_second
@@ -831,47 +831,47 @@ async def test_finished_at_without_a_terminal_status_is_400(client, tenant, pipe
         assert await get_run(client, tenant, current["id"]) == before, (start, status)
 
 
-async def test_finished_at_of_a_finished_run_cannot_change(client, tenant, running):
-    r = await patch_run(client, tenant, running["id"], {"status": "succeeded"})
+async def test_finished_at_of_a_finished_run_cannot_change(client, tenant, running, gateway):
+    r = await agent_patch(client, gateway, running["id"], {"status": "succeeded"})
     finished = r.json()["run"]["finishedAt"]
-    r = await patch_run(client, tenant, running["id"],
+    r = await agent_patch(client, gateway, running["id"],
                         {"finishedAt": iso(when(finished) - timedelta(seconds=5))})
     assert_error(r, 409)
-    r = await patch_run(client, tenant, running["id"],
+    r = await agent_patch(client, gateway, running["id"],
                         {"status": "succeeded", "finishedAt": iso(when(finished) +
                                                                   timedelta(seconds=5))})
     assert_error(r, 409)
     # the same finishedAt again is fine (a retry)
-    r = await patch_run(client, tenant, running["id"], {"status": "succeeded",
+    r = await agent_patch(client, gateway, running["id"], {"status": "succeeded",
                                                         "finishedAt": finished})
     assert r.status_code == 200, r.text
     assert (await get_run(client, tenant, running["id"]))["finishedAt"] == finished
 
 
-async def test_error_summary_while_running_and_after(client, tenant, running):
-    r = await patch_run(client, tenant, running["id"], {"errorSummary": "retrying"})
+async def test_error_summary_while_running_and_after(client, tenant, running, gateway):
+    r = await agent_patch(client, gateway, running["id"], {"errorSummary": "retrying"})
     assert r.json()["run"]["errorSummary"] == "retrying"
-    r = await patch_run(client, tenant, running["id"], {"errorSummary": "disk full"})
+    r = await agent_patch(client, gateway, running["id"], {"errorSummary": "disk full"})
     assert r.json()["run"]["errorSummary"] == "disk full"
-    r = await patch_run(client, tenant, running["id"], {"errorSummary": None})
+    r = await agent_patch(client, gateway, running["id"], {"errorSummary": None})
     assert r.json()["run"]["errorSummary"] is None
-    r = await patch_run(client, tenant, running["id"], {"status": "failed"})
+    r = await agent_patch(client, gateway, running["id"], {"status": "failed"})
     assert r.status_code == 200
     # added to a finished run that has none
-    r = await patch_run(client, tenant, running["id"], {"errorSummary": "exit 1"})
+    r = await agent_patch(client, gateway, running["id"], {"errorSummary": "exit 1"})
     assert r.status_code == 200, r.text
     assert r.json()["run"]["errorSummary"] == "exit 1"
     # the same again is a no-op; another is refused, and so is clearing it
-    assert (await patch_run(client, tenant, running["id"],
+    assert (await agent_patch(client, gateway, running["id"],
                             {"errorSummary": "exit 1"})).status_code == 200
     for replacement in ("something else", None):
-        r = await patch_run(client, tenant, running["id"], {"errorSummary": replacement})
+        r = await agent_patch(client, gateway, running["id"], {"errorSummary": replacement})
         assert_error(r, 409)
     assert (await get_run(client, tenant, running["id"]))["errorSummary"] == "exit 1"
 
 
-async def test_error_summary_with_the_terminal_status(client, tenant, running):
-    r = await patch_run(client, tenant, running["id"],
+async def test_error_summary_with_the_terminal_status(client, tenant, running, gateway):
+    r = await agent_patch(client, gateway, running["id"],
                         {"status": "failed", "errorSummary": "boom"})
     assert (r.json()["run"]["status"], r.json()["run"]["errorSummary"]) == ("failed", "boom")
 

@@ -342,7 +342,7 @@ def test_the_fuzzers_read_every_operation(settings) -> None:
                + operations_under(schema, "/", exclude=("/api/",)))
     assert sorted(op.label for op in covered) == sorted(op.label for op in ops)
     assert len(ops) == sum(len(item) for item in build_document(settings)["paths"].values())
-    assert {scope_of(op) for op in ops} == {None, "read", "write", "report", "gateway"}
+    assert {scope_of(op) for op in ops} == {None, "read", "write", "report", "writer", "gateway"}
 
 
 # ------------------------------------------------------------------------------ GraphQL
@@ -379,7 +379,8 @@ schemathesis.graphql.scalar("JSON", JSON_VALUES.map(json_node))
 # `extensions.code` of the execution errors runwatch raises on purpose (domain errors, the
 # cost bounds).
 KNOWN_CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", "CONFLICT", "NOT_FOUND",
-               "BAD_REQUEST", "QUERY_TOO_COMPLEX", "INTROSPECTION_DISABLED"}
+               "BAD_REQUEST", "QUERY_TOO_COMPLEX", "INTROSPECTION_DISABLED", "QUERY_TOO_COSTLY",
+               "RATE_LIMITED"}
 MASKED = "Unexpected error."
 
 
@@ -474,6 +475,6 @@ def test_the_tokens_of_the_scope_table(settings) -> None:
     schema = openapi_schema(replace(settings, watcher_prefix="/watcher"))
     by_label = {op.label: scope_of(op) for op in operations_under(schema, "/")}
     assert by_label["GET /health"] is None and by_label["GET /watcher/"] is None
-    assert by_label["POST /watcher/pipeline"] == "report"
+    assert by_label["POST /watcher/pipeline"] == "writer"  # `report` or `write`
     assert by_label["GET /api/agent/manifest"] == "gateway"
     assert by_label["PUT /api/elt/runs/webhook"] == "write"

@@ -9,21 +9,24 @@ import pytest
 
 from runwatch.models import Address, AddressLineage, AddressType
 from runwatch.resolvers.addresses import (
-    create_lineage,
     find_address,
     get_address,
     get_address_type,
-    get_or_create_address,
-    get_or_create_address_type,
     lineage_graph,
     list_address_types,
     list_addresses,
-    patch_address,
 )
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import InvalidInput, NotFound, PermissionDenied
-from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline, patch_pipeline
 from tests.conftest import Tenant
+from tests.watcher_wire import (
+    create_lineage,
+    get_or_create_address,
+    get_or_create_address_type,
+    get_or_create_pipeline,
+    patch_address,
+    patch_pipeline,
+)
 
 SQL_LOGGER = "tortoise.db_client"
 NOT_STATEMENTS = ("Created connection", "Closed connection")

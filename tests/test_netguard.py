@@ -102,11 +102,12 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def _finished_run_with_endpoint(caller: Caller, tenant: Tenant, url: str) -> None:
-    pipeline = await pipelines.create_pipeline(caller=caller, raw={"name": "orders"})
+    pipeline = await pipelines.create_pipeline(
+        caller=caller, fields=pipelines.PipelineFields(name="orders"))
     await WebhookEndpoint.create(organisation_id=tenant.org_id, url=url,
                                  secret=webhooks.new_secret(), event_types=[])
-    run = await elt_runs.create_run(caller=caller,
-                                    raw={"pipeline_id": pipeline.id, "status": "running"})
+    run = await elt_runs.create_run(caller=caller, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING))
     await elt_runs.update_run(caller=caller, run_id=run.id,
                               change=RunChange(status=RunStatus.SUCCEEDED))
 

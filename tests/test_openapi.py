@@ -33,7 +33,8 @@ def served(app) -> set[tuple[str, str]]:
     """(path without its trailing slash, method) of every REST route; HEAD goes with GET."""
     found = set()
     for route in starlette_of(app).routes:
-        if not isinstance(route, Route) or route.path in NOT_REST:
+        # the status UI's page and files (runwatch/ui) are not REST
+        if not isinstance(route, Route) or route.path in NOT_REST or route.name == "ui":
             continue
         for method in route.methods or ():
             if method != "HEAD":

@@ -20,11 +20,12 @@ NOT_STATEMENTS = ("Created connection", "Closed connection")
 MAX_QUERIES = 10
 
 
-async def counted(caplog, client, tenant: Tenant, query: str, **variables) -> tuple[int, dict]:
+async def counted(caplog, client, tenant: Tenant, query: str, *, scopes: str = "read",
+                  **variables) -> tuple[int, dict]:
     """Run one GraphQL request; returns (SQL statements it executed, its data)."""
     with caplog.at_level(logging.DEBUG, logger=SQL_LOGGER):
         start = len(caplog.records)
-        body = await graphql(client, tenant, query, "read", **variables)
+        body = await graphql(client, tenant, query, scopes, **variables)
         records = caplog.records[start:]
     assert "errors" not in body, body
     statements = [
@@ -185,7 +186,6 @@ ELT_PIPELINE = """mutation($name: String!) { createPipeline(input: {name: $name}
   ... on PipelineSuccess { pipeline { id } } } }"""
 ELT_RUN = """mutation($p: ID!) { createRun(input: {pipelineId: $p, status: RUNNING}) {
   ... on RunSuccess { run { id } } } }"""
-ELT_FINISH = """mutation($i: UpdateRunInput!) { updateRun(input: $i) { __typename } }"""
 GATEWAY = """mutation($name: String!) { createGateway(input: {name: $name}) {
   ... on GatewayTokenSuccess { gateway { id } token } } }"""
 
@@ -208,8 +208,9 @@ async def add_elt_runs(client, tenant: Tenant, first: int, count: int) -> None:
             "appendTelemetrySample": {"rows": i}},
             headers={"Authorization": f"Bearer {gateway['token']}"})
         assert r.status_code == 200, r.text
-        body = await graphql(client, tenant, ELT_FINISH, i={"id": run_id, "status": "SUCCEEDED"})
-        assert body["data"]["updateRun"]["__typename"] == "RunSuccess", body
+        r = await client.patch(f"/api/agent/runs/{run_id}", json={"status": "succeeded"},
+                               headers={"Authorization": f"Bearer {gateway['token']}"})
+        assert r.status_code == 200, r.text  # the claimant finishes it
 
 
 ELT_RUNS_SCREEN = """{ runs(first: 50) { nodes {
@@ -281,3 +282,39 @@ async def test_rest_elt_run_list_costs_a_fixed_number_of_queries(client, tenant,
     assert all(len(run["logEntries"]) == 1 and len(run["telemetry"]["samples"]) == 1
                for run in body["runs"])
     assert large == small == 4
+
+
+PIPELINES_WITH_ENDPOINT = """{ pipelines(first: 60) { nodes { name webhookEndpoint { url } } } }"""
+
+
+async def add_pipelines_with_endpoints(client, tenant: Tenant, first: int, count: int) -> None:
+    """ELT pipelines, every other one with a webhook endpoint of its own."""
+    for i in range(first, first + count):
+        r = await client.post("/api/elt/pipelines", json={"name": f"hooked-{i:03d}"},
+                              headers=tenant.headers("write"))
+        assert r.status_code == 201, r.text
+        if i % 2 == 0:
+            pid = r.json()["pipeline"]["id"]
+            r = await client.put(f"/api/elt/pipelines/{pid}/webhook",
+                                 json={"url": f"http://127.0.0.1:9/hook-{i:03d}"},
+                                 headers=tenant.headers("write"))
+            assert r.status_code == 200, r.text
+
+
+async def test_pipelines_with_their_webhook_endpoint_cost_a_fixed_number_of_queries(
+    client, tenant, caplog
+):
+    """Issue 9: `Pipeline.webhookEndpoint` was one query per pipeline (12 for 5, 82 for 40)."""
+    await add_pipelines_with_endpoints(client, tenant, 0, 5)
+    small, data = await counted(caplog, client, tenant, PIPELINES_WITH_ENDPOINT)
+    assert len(data["pipelines"]["nodes"]) == 5
+
+    await add_pipelines_with_endpoints(client, tenant, 5, 45)
+    large, data = await counted(caplog, client, tenant, PIPELINES_WITH_ENDPOINT)
+    nodes = data["pipelines"]["nodes"]
+    assert [(n["name"], n["webhookEndpoint"]) for n in nodes] == [
+        (f"hooked-{i:03d}", {"url": f"http://127.0.0.1:9/hook-{i:03d}"} if i % 2 == 0 else None)
+        for i in range(50)]
+
+    assert large == small, f"{small} queries for 5 pipelines, {large} for 50"
+    assert large <= MAX_QUERIES

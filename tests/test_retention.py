@@ -21,10 +21,9 @@ from runwatch.models import (
 from runwatch.resolvers import retention
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import InvalidInput
-from runwatch.resolvers.executions import end_execution, start_execution
 from runwatch.resolvers.retention import CleanupCounts, clean_up, clean_up_all, parse_cleanup
 from runwatch.resolvers.telemetry import TelemetryOptions, telemetry_of_pipelines
-from runwatch.resolvers.watcher_pipelines import get_or_create_pipeline
+from tests.watcher_wire import end_execution, get_or_create_pipeline, start_execution
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

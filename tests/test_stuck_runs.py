@@ -46,17 +46,18 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def new_pipeline(caller: Caller, name: str = "orders", **raw) -> Pipeline:
-    return await pipelines.create_pipeline(caller=caller, raw={"name": name, **raw})
+    return await pipelines.create_pipeline(
+        caller=caller, fields=pipelines.PipelineFields(name=name, **raw))
 
 
 async def running_run(caller: Caller, pipeline: Pipeline, at: datetime = T0) -> Run:
-    return await elt_runs.create_run(
-        caller=caller, now=at, raw={"pipeline_id": pipeline.id, "status": "running"})
+    return await elt_runs.create_run(caller=caller, now=at, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING))
 
 
 async def pending_run(caller: Caller, pipeline: Pipeline, at: datetime = T0, **raw) -> Run:
     return await elt_runs.create_run(caller=caller, now=at,
-                                     raw={"pipeline_id": pipeline.id, **raw})
+                                     new=elt_runs.NewRun(pipeline_id=pipeline.id, **raw))
 
 
 async def new_gateway(caller: Caller, name: str = "gw-eu-1") -> tuple[Gateway, Caller]:
@@ -69,8 +70,8 @@ async def claimed_run(caller: Caller, gateway_caller: Caller, pipeline: Pipeline
                       at: datetime = T0) -> Run:
     """A pending run the gateway claims at `at` (which counts as its heartbeat)."""
     run = await pending_run(caller, pipeline, at=at)
-    return await elt_runs.update_run(caller=gateway_caller, run_id=run.id, now=at,
-                                     change=RunChange(status=RunStatus.RUNNING))
+    return await elt_runs.update_gateway_run(caller=gateway_caller, run_id=run.id, now=at,
+                                             change=RunChange(status=RunStatus.RUNNING))
 
 
 async def failed_in_rollup() -> int:
@@ -156,9 +157,9 @@ async def test_a_run_finished_before_the_reaper_ran_is_untouched(caller, status)
     mine = await running_run(caller, pipeline)
     theirs = await claimed_run(caller, gateway_caller, pipeline)
     finished = [
-        await elt_runs.update_run(caller=who, run_id=run.id, now=T0 + 30 * S,
-                                  change=RunChange(status=status))
-        for who, run in ((caller, mine), (gateway_caller, theirs))
+        await update(caller=who, run_id=run.id, now=T0 + 30 * S, change=RunChange(status=status))
+        for update, who, run in ((elt_runs.update_run, caller, mine),
+                                 (elt_runs.update_gateway_run, gateway_caller, theirs))
     ]
     before = {r.id: (r.status, r.finished_at, r.error, r.updated_at) for r in await Run.all()}
     rollup = await failed_in_rollup()
@@ -403,7 +404,7 @@ async def test_a_gateway_back_during_a_pass_keeps_the_run_it_just_claimed(caller
     back = T0 + timedelta(minutes=10)
     fresh = await pending_run(caller, pipeline, at=T0)
     real_past_deadline = reaper._past_deadline
-    real_in_transaction = reaper.in_transaction
+    real_transaction = reaper.lifecycle.transaction
     state = {"deadlines_done": False, "interleaved": False}
 
     async def past_deadline(*args, **kwargs):
@@ -412,17 +413,17 @@ async def test_a_gateway_back_during_a_pass_keeps_the_run_it_just_claimed(caller
         return reaped
 
     @contextlib.asynccontextmanager
-    async def in_transaction(*args, **kwargs):
+    async def transaction(*args, **kwargs):
         if state["deadlines_done"] and not state["interleaved"]:
             state["interleaved"] = True
             await gateways.heartbeat(caller=gateway_caller, now=back)
-            await elt_runs.update_run(caller=gateway_caller, run_id=fresh.id, now=back,
+            await elt_runs.update_gateway_run(caller=gateway_caller, run_id=fresh.id, now=back,
                                       change=RunChange(status=RunStatus.RUNNING))
-        async with real_in_transaction(*args, **kwargs) as conn:
-            yield conn
+        async with real_transaction(*args, **kwargs) as opened:
+            yield opened
 
     monkeypatch.setattr(reaper, "_past_deadline", past_deadline)
-    monkeypatch.setattr(reaper, "in_transaction", in_transaction)
+    monkeypatch.setattr(reaper.lifecycle, "transaction", transaction)
     await reap_stuck_runs(now=back + timedelta(seconds=1), gateway_lease=LEASE)
     assert state["interleaved"]
     fresh = await reload(fresh)

@@ -9,12 +9,13 @@ from datetime import timedelta
 
 import asyncpg
 
-from runwatch import faults
 from runwatch.models import AlertChannel, ChannelKind, Task, TaskStatus, WebhookDelivery
+from runwatch.resolvers import dbfaults
 from runwatch.resolvers import tasks as tasks_api
 from runwatch.resolvers.clock import utcnow
+from runwatch.resolvers.tasks import monitor_queue, queue_level
 from runwatch.services import tasks as runner_module
-from runwatch.services.tasks import MAX_ATTEMPTS, TaskRunner, claim, monitor_queue, queue_level
+from runwatch.services.tasks import MAX_ATTEMPTS, TaskRunner, claim
 
 
 async def test_claims_are_exclusive_and_expire(tenant):
@@ -45,7 +46,7 @@ async def test_a_failing_task_is_retried_then_failed(settings, tenant):
 async def test_a_task_the_database_failed_is_given_back_without_an_attempt(
     settings, tenant, monkeypatch
 ):
-    monkeypatch.setattr(faults, "RETRY_DELAY", 0.01)
+    monkeypatch.setattr(dbfaults, "RETRY_DELAY", 0.01)
     runner = TaskRunner(settings)
     task = await tasks_api.enqueue(kind="anything", organisation_id=tenant.org_id)
     handled = []

@@ -607,6 +607,8 @@ REST_ENTRIES = [
           status(200), lambda w: [(Rest("POST", "/celery/monitor-queue"), status(200))]),
     Entry("GET /", PUBLIC, lambda w: Rest("GET", "/"), status(200),
           lambda w: [(Rest("GET", "/"), status(200))]),
+    Entry("GET /ui/{path:path}", PUBLIC, lambda w: Rest("GET", "/ui/console.js"), status(200),
+          lambda w: [(Rest("GET", "/ui/console.js"), status(200))]),
     Entry("GET /health", PUBLIC, lambda w: Rest("GET", "/health"), status(200),
           lambda w: [(Rest("GET", "/health"), status(200))]),
     Entry("GET /openapi.json", PUBLIC, lambda w: Rest("GET", "/openapi.json"), status(200),

@@ -35,22 +35,21 @@ from runwatch.resolvers.errors import (
     NotFound,
     PermissionDenied,
 )
-from runwatch.resolvers.executions import (
-    duration_and_throughput,
-    end_execution,
-    execution_tree,
-    start_execution,
-)
+from runwatch.resolvers.executions import duration_and_throughput, execution_tree
 from runwatch.resolvers.watcher_pipelines import (
     DEFINITION,
     digest,
-    get_or_create_pipeline,
-    get_or_create_type,
     get_type,
     get_watcher_pipeline,
     list_types,
     list_watcher_pipelines,
+)
+from tests.watcher_wire import (
+    end_execution,
+    get_or_create_pipeline,
+    get_or_create_type,
     patch_pipeline,
+    start_execution,
 )
 
 T0 = datetime(2024, 1, 1, 10, 0, tzinfo=UTC)

@@ -1315,7 +1315,7 @@ async def test_monitor_queue_answers_error_when_the_queue_cannot_be_read(client,
     async def broken(**_: Any) -> dict[str, Any]:
         raise RuntimeError("database away")
 
-    monkeypatch.setattr(watcher_shim, "monitor_queue", broken)
+    monkeypatch.setattr(watcher_shim, "check_queue", broken)
     r = await post(client, tenant, "/celery/monitor-queue")
     assert (r.status_code, r.json()) == (500, {"status": "error"})
 

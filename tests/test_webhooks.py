@@ -18,7 +18,6 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tortoise.transactions import in_transaction
 
-from runwatch import faults
 from runwatch.models import (
     DeliveryStatus,
     Pipeline,
@@ -28,7 +27,7 @@ from runwatch.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from runwatch.resolvers import elt_runs, pipelines, queue, signals, webhooks
+from runwatch.resolvers import dbfaults, elt_runs, pipelines, queue, signals, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso as clock_iso
 from runwatch.resolvers.clock import utcnow
@@ -79,7 +78,8 @@ def other_caller(other_tenant: Tenant) -> Caller:
 
 
 async def new_pipeline(caller: Caller, name: str = "orders", **raw) -> Pipeline:
-    return await pipelines.create_pipeline(caller=caller, raw={"name": name, **raw})
+    return await pipelines.create_pipeline(
+        caller=caller, fields=pipelines.PipelineFields(name=name, **raw))
 
 
 async def new_endpoint(caller: Caller, url: str, **options) -> WebhookEndpoint:
@@ -87,8 +87,8 @@ async def new_endpoint(caller: Caller, url: str, **options) -> WebhookEndpoint:
 
 
 async def running_run(caller: Caller, pipeline: Pipeline, **raw) -> Run:
-    return await elt_runs.create_run(
-        caller=caller, raw={"pipeline_id": pipeline.id, "status": "running", **raw})
+    return await elt_runs.create_run(caller=caller, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING, **raw))
 
 
 async def finish(caller: Caller, run: Run, status: RunStatus = RunStatus.SUCCEEDED,
@@ -450,7 +450,7 @@ def failing(times: int, step):
 async def due_delivery(caller, receiver, monkeypatch):
     """One finished run's delivery, due, for the receiver; the workers' retries without the
     pauses."""
-    monkeypatch.setattr(faults, "RETRY_DELAY", 0.01)
+    monkeypatch.setattr(dbfaults, "RETRY_DELAY", 0.01)
     pipeline = await new_pipeline(caller)
     await new_endpoint(caller, receiver.url)
     await finish(caller, await running_run(caller, pipeline))
@@ -545,8 +545,8 @@ async def test_one_delivery_per_terminal_patch(client, tenant, caller, receiver,
                                                start, status):
     pipeline = await new_pipeline(caller)
     await new_endpoint(caller, receiver.url)
-    run = await elt_runs.create_run(caller=caller, raw={"pipeline_id": pipeline.id,
-                                                        "status": start})
+    run = await elt_runs.create_run(caller=caller, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus(start)))
     body = {"status": status, **({"errorSummary": "boom"} if status == "failed" else {})}
     r = await rest_patch(client, tenant, run.id, **body)
     assert r.status_code == 200, r.text
@@ -615,8 +615,8 @@ async def test_one_delivery_per_timeout(caller, receiver, sender):
     pipeline = await new_pipeline(caller, max_runtime_seconds=600)
     endpoint = await new_endpoint(caller, receiver.url)
     started = utcnow() - timedelta(hours=1)
-    run = await elt_runs.create_run(caller=caller, now=started,
-                                    raw={"pipeline_id": pipeline.id, "status": "running"})
+    run = await elt_runs.create_run(caller=caller, now=started, new=elt_runs.NewRun(
+        pipeline_id=pipeline.id, status=RunStatus.RUNNING))
     assert await reap_stuck_runs() == 1
     assert await reap_stuck_runs() == 0
     delivery = await one_delivery(run_id=run.id)

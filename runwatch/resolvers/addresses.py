@@ -8,9 +8,10 @@ Choices where the contract is silent (recorded in the project docs):
 - The three-part fill (`db.schema.table` -> database/schema/table names, each only when not
   sent) applies when the address's stored type has the group `database`, and only when the
   three parts are non-empty and each fits the 50-character columns; otherwise nothing is filled.
-- Inside `source_addresses`/`target_addresses` items every string is trimmed and lower-cased
-  (the REST shim does that for top-level strings only). An address named twice in one request
-  is taken from its first occurrence. At most 1000 addresses per side and 10000 edges per call.
+- Lineage names its addresses as `AddressInput`s, like `POST /address` (the Watcher shim
+  trims and lower-cases their strings as it does the top-level ones). An address named twice
+  in one request is taken from its first occurrence. At most 1000 addresses per side and
+  10000 edges per call.
 - Lineage edges are rows per pipeline: the graph deduplicates them by row, so two pipelines
   drawing the same source -> target appear as two edges (each with its pipeline).
 """
@@ -29,7 +30,7 @@ from runwatch.models import INT32_MAX, Address, AddressLineage, AddressType, Pip
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
-from runwatch.resolvers.run_input import Errors
+from runwatch.resolvers.run_input import UNSET, Errors
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, text
 
 DATABASE_GROUP = "database"
@@ -86,17 +87,74 @@ async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
     return await attempt()
 
 
+# --- inputs ----------------------------------------------------------------------------------
+# Values are as sent; the resolvers check them, whatever the surface.
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressTypeInput:
+    """`POST /address_type`: a type by name, and its group (both required)."""
+
+    name: str | None = None
+    group_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressInput:
+    """An address by name, with the type it is created with when missing (`POST /address`,
+    and each address a lineage names). The optional fields (None: not given) are set only
+    on create."""
+
+    name: str | None = None
+    address_type_name: str | None = None
+    address_type_group_name: str | None = None
+    database_name: str | None = None
+    schema_name: str | None = None
+    table_name: str | None = None
+    primary_key: str | None = None
+    namespace: str | None = None
+    address_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressChange:
+    """`PATCH /address`: the address `id`, or else the one named `name`; only the fields
+    given change (`UNSET`: left as it is; None clears a nullable field). `address_type_id`
+    changes only when not None. `Any`: the type named, or `UNSET`."""
+
+    id: int | None = None
+    name: str | Any | None = UNSET
+    address_type_id: int | None = None
+    database_name: str | Any | None = UNSET
+    schema_name: str | Any | None = UNSET
+    table_name: str | Any | None = UNSET
+    primary_key: str | Any | None = UNSET
+    namespace: str | Any | None = UNSET
+    address_metadata: dict[str, Any] | Any | None = UNSET
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineageInput:
+    """`POST /address_lineage`: the pipeline's edges become every source x target pair.
+    A side is a list of `AddressInput`s (None: not given; anything else as sent is refused
+    by the resolver, as is an item that is not an `AddressInput`)."""
+
+    pipeline_id: int | None = None
+    sources: list[AddressInput] | Any | None = None
+    targets: list[AddressInput] | Any | None = None
+
+
 # --- address types ---------------------------------------------------------------------------
 
 
 async def get_or_create_address_type(
-    *, caller: Caller, raw: dict[str, Any], conn: Any = None
+    *, caller: Caller, given: AddressTypeInput, conn: Any = None
 ) -> tuple[AddressType, bool]:
     """`POST /address_type`: found by name (never updated) or created."""
     require_writer(caller)
     errors = Errors()
-    name = text(raw.get("name"), "name", errors, required=True)
-    group_name = text(raw.get("group_name"), "group_name", errors, required=True)
+    name = text(given.name, "name", errors, required=True)
+    group_name = text(given.group_name, "group_name", errors, required=True)
     errors.raise_any()
     found = await AddressType.filter(
         organisation_id=caller.organisation_id, name=name).using_db(conn).first()
@@ -114,12 +172,12 @@ async def get_or_create_address_type(
 
 
 async def list_address_types(*, caller: Caller) -> list[AddressType]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await AddressType.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
 async def get_address_type(*, caller: Caller, type_id: int) -> AddressType:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = None
     if _storable(type_id):
         row = await AddressType.filter(
@@ -132,21 +190,21 @@ async def get_address_type(*, caller: Caller, type_id: int) -> AddressType:
 # --- addresses -------------------------------------------------------------------------------
 
 
-def _address_input(raw: dict[str, Any], errors: Errors, prefix: str = "") -> dict[str, Any]:
-    """The validated fields of an address body; optional fields only when sent (not null)."""
+def _address_input(given: AddressInput, errors: Errors, prefix: str = "") -> dict[str, Any]:
+    """The validated fields of an address; optional fields only when given (not None)."""
     values: dict[str, Any] = {
-        "name": text(raw.get("name"), f"{prefix}name", errors, required=True),
-        "address_type_name": text(raw.get("address_type_name"), f"{prefix}address_type_name",
+        "name": text(given.name, f"{prefix}name", errors, required=True),
+        "address_type_name": text(given.address_type_name, f"{prefix}address_type_name",
                                   errors, required=True),
-        "address_type_group_name": text(raw.get("address_type_group_name"),
+        "address_type_group_name": text(given.address_type_group_name,
                                         f"{prefix}address_type_group_name", errors,
                                         required=True),
     }
     for key, limit in OPTIONAL_TEXT.items():
-        if raw.get(key) is not None:
-            values[key] = text(raw[key], f"{prefix}{key}", errors, limit=limit)
-    if raw.get("address_metadata") is not None:
-        values["address_metadata"] = metadata(raw["address_metadata"],
+        if getattr(given, key) is not None:
+            values[key] = text(getattr(given, key), f"{prefix}{key}", errors, limit=limit)
+    if given.address_metadata is not None:
+        values["address_metadata"] = metadata(given.address_metadata,
                                               f"{prefix}address_metadata", errors)
     return values
 
@@ -171,8 +229,8 @@ async def _get_or_create_address(
     if found is not None:
         return found, False
     address_type, _ = await get_or_create_address_type(
-        caller=caller, conn=conn,
-        raw={"name": values["address_type_name"], "group_name": values["address_type_group_name"]})
+        caller=caller, conn=conn, given=AddressTypeInput(
+            name=values["address_type_name"], group_name=values["address_type_group_name"]))
     created = await Address.create(
         organisation_id=caller.organisation_id, name=values["name"],
         address_type_id=address_type.id, **_columns(values, address_type.group_name),
@@ -181,13 +239,13 @@ async def _get_or_create_address(
 
 
 async def get_or_create_address(
-    *, caller: Caller, raw: dict[str, Any], conn: Any = None
+    *, caller: Caller, given: AddressInput, conn: Any = None
 ) -> tuple[Address, bool]:
     """`POST /address`: found by name (200, unchanged) or created (201), with its type when
     that is missing."""
     require_writer(caller)
     errors = Errors()
-    values = _address_input(raw, errors)
+    values = _address_input(given, errors)
     errors.raise_any()
     if conn is not None:  # inside the caller's transaction: it handles a concurrent create
         return await _get_or_create_address(caller, values, conn)
@@ -200,12 +258,12 @@ async def get_or_create_address(
 
 
 async def list_addresses(*, caller: Caller) -> list[Address]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await Address.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
 async def get_address(*, caller: Caller, address_id: int) -> Address:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = None
     if _storable(address_id):
         row = await Address.filter(id=address_id, organisation_id=caller.organisation_id).first()
@@ -217,7 +275,7 @@ async def get_address(*, caller: Caller, address_id: int) -> Address:
 async def find_address(*, caller: Caller, name: str, namespace: str | None = None) -> Address:
     """An address by its name, and its namespace when one is given (an OpenLineage dataset is
     `namespace` + `name`). Matches the stored values exactly, after trimming."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = Address.filter(organisation_id=caller.organisation_id, name=name.strip())
     if namespace is not None:
         query = query.filter(namespace=namespace.strip())
@@ -227,37 +285,39 @@ async def find_address(*, caller: Caller, name: str, namespace: str | None = Non
     return row
 
 
-async def patch_address(*, caller: Caller, raw: dict[str, Any]) -> Address:
+async def patch_address(*, caller: Caller, change: AddressChange) -> Address:
     """`PATCH /address`: the row by `id`, or else by `name`; only the fields sent change (a
     nullable field sent as null is cleared)."""
     require_writer(caller)
     errors = Errors()
-    if raw.get("id") is None and raw.get("name") is None:
+    address_id = change.id
+    name = None if change.name is UNSET else change.name
+    if address_id is None and name is None:
         raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
     changes: dict[str, Any] = {}
     lookup_name = None
-    if raw.get("id") is not None:
-        _integer(raw["id"], "id", errors)
-        if "name" in raw:
-            changes["name"] = text(raw["name"], "name", errors, required=True)
+    if address_id is not None:
+        _integer(address_id, "id", errors)
+        if change.name is not UNSET:
+            changes["name"] = text(name, "name", errors, required=True)
     else:
-        lookup_name = text(raw["name"], "name", errors, required=True)
+        lookup_name = text(name, "name", errors, required=True)
     for key, limit in OPTIONAL_TEXT.items():
-        if key in raw:
-            changes[key] = text(raw[key], key, errors, limit=limit)
-    if "address_metadata" in raw:
-        changes["address_metadata"] = metadata(raw["address_metadata"], "address_metadata",
+        if getattr(change, key) is not UNSET:
+            changes[key] = text(getattr(change, key), key, errors, limit=limit)
+    if change.address_metadata is not UNSET:
+        changes["address_metadata"] = metadata(change.address_metadata, "address_metadata",
                                                errors)
-    if raw.get("address_type_id") is not None:
-        type_id = _integer(raw["address_type_id"], "address_type_id", errors)
+    if change.address_type_id is not None:
+        type_id = _integer(change.address_type_id, "address_type_id", errors)
         if type_id is not None:
             changes["address_type_id"] = type_id
     errors.raise_any()
-    key = raw["id"] if raw.get("id") is not None else lookup_name
+    key = address_id if address_id is not None else lookup_name
     async with in_transaction() as conn:
         query = Address.filter(organisation_id=caller.organisation_id)
         if lookup_name is None:
-            query = query.filter(id=raw["id"]) if _storable(raw["id"]) else None
+            query = query.filter(id=address_id) if _storable(address_id) else None
         else:
             query = query.filter(name=lookup_name)
         address = None
@@ -294,13 +354,8 @@ class LineageResult:
     applied: bool
 
 
-def _normalised(item: dict[str, Any]) -> dict[str, Any]:
-    """What the REST shim does to top-level strings, for a nested address item."""
-    return {k: v.strip().lower() if isinstance(v, str) else v for k, v in item.items()}
-
-
-def _address_list(raw: dict[str, Any], key: str, errors: Errors) -> list[dict[str, Any]]:
-    value = raw.get(key)
+def _address_list(value: Any, key: str, errors: Errors) -> list[dict[str, Any]]:
+    """The validated addresses of one side (`key`: its name in errors)."""
     if value is None:
         errors.add(key, "field required")
         return []
@@ -312,10 +367,10 @@ def _address_list(raw: dict[str, Any], key: str, errors: Errors) -> list[dict[st
         return []
     items = []
     for index, item in enumerate(value):
-        if not isinstance(item, dict):
+        if not isinstance(item, AddressInput):
             errors.add(f"{key}.{index}", "an address must be an object")
             continue
-        items.append(_address_input(_normalised(item), errors, prefix=f"{key}.{index}."))
+        items.append(_address_input(item, errors, prefix=f"{key}.{index}."))
     return items
 
 
@@ -381,15 +436,15 @@ async def _replace_lineage(
     return LineageResult(pipeline_id, len(pairs), _applied(pipeline_id), True)
 
 
-async def create_lineage(*, caller: Caller, raw: dict[str, Any]) -> LineageResult:
+async def create_lineage(*, caller: Caller, lineage: LineageInput) -> LineageResult:
     """`POST /address_lineage`: refused (nothing changes) unless the pipeline's `load_lineage`
     is true; otherwise, in one transaction, every address (and type) is got-or-created and the
     pipeline's edges become every source x target pair."""
     require_writer(caller)
     errors = Errors()
-    pipeline_id = _integer(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
-    sources = _address_list(raw, "source_addresses", errors)
-    targets = _address_list(raw, "target_addresses", errors)
+    pipeline_id = _integer(lineage.pipeline_id, "pipeline_id", errors, required=True)
+    sources = _address_list(lineage.sources, "source_addresses", errors)
+    targets = _address_list(lineage.targets, "target_addresses", errors)
     if len(sources) * len(targets) > MAX_EDGES:
         errors.add("target_addresses",
                    f"at most {MAX_EDGES} source x target pairs may be sent at once")
@@ -445,7 +500,7 @@ async def lineage_graph(
     """The datasets feeding an address (`upstream`), fed by it (`downstream`) or both, to
     `depth` hops: one statement per hop, each address visited once per direction (cycles
     end), each edge once."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     errors = Errors()
     if direction not in DIRECTIONS:
         errors.add("direction", f"direction must be one of: {', '.join(DIRECTIONS)}")
@@ -482,7 +537,11 @@ async def lineage_graph(
 
 
 __all__ = [
+    "AddressChange",
+    "AddressInput",
+    "AddressTypeInput",
     "LineageGraph",
+    "LineageInput",
     "LineageResult",
     "create_lineage",
     "find_address",

@@ -62,7 +62,7 @@ async def enqueue_alert(
 async def create_channel(
     *, caller: Caller, name: Any, kind: Any, url: Any, allow_private: bool
 ) -> AlertChannel:
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
         raise InvalidInput.one("name", "A name of 1 to 200 characters is required.")
     try:
@@ -118,7 +118,7 @@ async def list_channels(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[ChannelView]:
     """The organisation's channels; their URLs in full only for callers with `write`."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     page = await paginate(AlertChannel.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=False)
     views = [channel_view(caller, c) for c in page.items]
@@ -126,7 +126,7 @@ async def list_channels(
 
 
 async def set_channel_enabled(*, caller: Caller, channel_id: int, enabled: bool) -> AlertChannel:
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     channel = await AlertChannel.filter(
         id=channel_id, organisation_id=caller.organisation_id).first()
     if channel is None:
@@ -137,7 +137,7 @@ async def set_channel_enabled(*, caller: Caller, channel_id: int, enabled: bool)
 
 
 async def delete_channel(*, caller: Caller, channel_id: int) -> int:
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     if not await AlertChannel.filter(
         id=channel_id, organisation_id=caller.organisation_id
     ).delete():

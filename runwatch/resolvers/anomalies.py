@@ -17,6 +17,7 @@ history holds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -143,10 +144,44 @@ async def _pipeline_of(caller: Caller, pipeline_id: int | None) -> Pipeline:
 # rules
 
 
-async def get_or_create_rule(*, caller: Caller, raw: dict[str, Any]) -> tuple[AnomalyRule, bool]:
+@dataclass(frozen=True, kw_only=True)
+class RuleInput:
+    """A rule of (pipeline, metric): its settings (None: not given, the default on create,
+    unchanged on update). Values are checked by the resolvers, whatever the surface."""
+
+    pipeline_id: int | None = None
+    metric_field: str | None = None
+    z_threshold: float | None = None
+    lookback_days: int | None = None
+    minimum_executions: int | None = None
+    active: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleChange(RuleInput):
+    """A change of the rule `id`: only the fields given change."""
+
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Unflag:
+    """Metrics of one execution of one pipeline to unflag."""
+
+    pipeline_id: int | None
+    run_id: int | None
+    metric_fields: list[str] | None
+
+
+def _given(value: RuleInput) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+
+
+async def get_or_create_rule(*, caller: Caller, rule: RuleInput) -> tuple[AnomalyRule, bool]:
     """`POST /anomaly_detection_rule`: the rule of (pipeline_id, metric_field), found
     (unchanged, False) or created (True)."""
     require_writer(caller)
+    raw = _given(rule)
     errors = Errors()
     pipeline_id = _id(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
     metric = _metric(raw.get("metric_field"), "metric_field", errors)
@@ -165,7 +200,7 @@ async def get_or_create_rule(*, caller: Caller, raw: dict[str, Any]) -> tuple[An
 
 
 async def list_rules(*, caller: Caller, pipeline_id: int | None = None) -> list[AnomalyRule]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = AnomalyRule.filter(organisation_id=caller.organisation_id)
     if pipeline_id is not None:
         if not 0 < pipeline_id <= INT32_MAX:
@@ -175,7 +210,7 @@ async def list_rules(*, caller: Caller, pipeline_id: int | None = None) -> list[
 
 
 async def get_rule(*, caller: Caller, rule_id: int) -> AnomalyRule:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _rule(caller, rule_id)
 
 
@@ -189,9 +224,10 @@ async def _rule(caller: Caller, rule_id: int) -> AnomalyRule:
     return rule
 
 
-async def patch_rule(*, caller: Caller, raw: dict[str, Any]) -> AnomalyRule:
+async def patch_rule(*, caller: Caller, change: RuleChange) -> AnomalyRule:
     """`PATCH /anomaly_detection_rule`: the rule `id`; only the fields sent change."""
     require_writer(caller)
+    raw = _given(change)
     errors = Errors()
     rule_id = _id(raw.get("id"), "id", errors, required=True)
     changes = _settings(raw, errors, defaults=False)
@@ -397,16 +433,15 @@ async def _alert(conn: BaseDBAsyncClient, run: Run, pipeline: Pipeline, rule: An
 # unflag and results
 
 
-async def unflag(*, caller: Caller, raw: dict[str, Any]) -> int:
+async def unflag(*, caller: Caller, request: Unflag) -> int:
     """`POST /unflag_anomaly`: set `anomaly_flags[m] = false` for each requested metric that
     is flagged on the execution and delete its results, so that the execution counts in later
     baselines again. Returns how many metrics were unflagged; none at all is NotFound."""
     require_writer(caller)
     errors = Errors()
-    pipeline_id = _id(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
-    run_id = _id(raw.get("pipeline_execution_id"), "pipeline_execution_id", errors,
-                 required=True)
-    requested = raw.get("metric_field")
+    pipeline_id = _id(request.pipeline_id, "pipeline_id", errors, required=True)
+    run_id = _id(request.run_id, "pipeline_execution_id", errors, required=True)
+    requested = request.metric_fields
     metrics: list[str] = []
     if requested is None:
         errors.add("metric_field", "field required")
@@ -446,7 +481,7 @@ async def list_results(
     first: int | None = None, after: str | None = None,
 ) -> Page[AnomalyResult]:
     """An organisation's anomaly results, newest first, optionally of one pipeline or run."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = AnomalyResult.filter(organisation_id=caller.organisation_id)
     if pipeline_id is not None:
         query = query.filter(pipeline_id=pipeline_id if 0 < pipeline_id <= INT32_MAX else 0)

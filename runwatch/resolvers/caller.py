@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from runwatch.resolvers.errors import PermissionDenied
 
+GATEWAY_ONLY = "A gateway token works on the /api/agent/ routes only."
+
 
 class Scope(StrEnum):
     READ = "read"  # frontends: connections, pipelines, runs, telemetry
@@ -46,6 +48,27 @@ class Caller:
             return self.gateway_id is not None
         return Scope.ADMIN in self.scopes or scope in self.scopes
 
-    def require(self, scope: Scope) -> None:
-        if not self.has(scope):
+    def require_scope(self, scope: Scope) -> None:
+        if scope == Scope.GATEWAY:
+            self.require_gateway()
+        elif not self.has(scope):
+            if self.gateway_id is not None:
+                raise PermissionDenied(GATEWAY_ONLY)
             raise PermissionDenied(f"This action needs the {scope.value!r} scope.")
+
+    def require_any(self, *scopes: Scope) -> None:
+        """One of `scopes` (e.g. Watcher jobs write with `report`, people with `write`)."""
+        if not any(self.has(scope) for scope in scopes):
+            self.require_scope(scopes[-1])
+
+    def require_person(self, scope: Scope) -> None:
+        """A person's or service's token with `scope`. A gateway's token stands for that
+        gateway on its own routes (the actions that `require_gateway`), and nothing else."""
+        if self.gateway_id is not None:
+            raise PermissionDenied(GATEWAY_ONLY)
+        self.require_scope(scope)
+
+    def require_gateway(self) -> None:
+        if self.gateway_id is None:
+            raise PermissionDenied("The /api/agent/ routes take a gateway's token "
+                                   "(runwatch gateway create).")

@@ -40,7 +40,6 @@ from runwatch.resolvers import alerts, sql, tasks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.dateparts import add
-from runwatch.resolvers.errors import InvalidInput
 from runwatch.resolvers.pagination import Page, paginate
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.watcher_pipelines import require_writer
@@ -59,12 +58,9 @@ LATE_STATUSES = (RunStatus.RUNNING, RunStatus.SUCCEEDED)
 # --- requests (`POST /timeliness`, `POST /freshness`) ------------------------------------
 
 
-def parse_lookback(raw: Any) -> int:
-    """`lookback_minutes`: an integer >= 5, 60 when absent (the body itself is required)."""
-    if not isinstance(raw, dict):
-        raise InvalidInput.one("body", "field required")
+def check_lookback(value: Any) -> int:
+    """`lookback_minutes`: an integer >= 5, 60 when not given."""
     errors = Errors()
-    value = raw.get("lookback_minutes")
     if value is None:
         return DEFAULT_LOOKBACK_MINUTES
     if isinstance(value, bool) or not isinstance(value, int):
@@ -76,10 +72,11 @@ def parse_lookback(raw: Any) -> int:
     return value
 
 
-async def request_timeliness(*, caller: Caller, raw: dict[str, Any]) -> None:
-    """`POST /timeliness`: queue a timeliness check of the caller's organisation."""
+async def request_timeliness(*, caller: Caller, lookback_minutes: int | None = None) -> None:
+    """`POST /timeliness`: queue a timeliness check of the caller's organisation of the
+    executions started in the last `lookback_minutes` (60 when not given)."""
     require_writer(caller)
-    lookback = parse_lookback(raw)
+    lookback = check_lookback(lookback_minutes)
     await tasks.enqueue(kind=tasks.TIMELINESS, organisation_id=caller.organisation_id,
                         payload={"lookback_minutes": lookback})
 
@@ -320,7 +317,7 @@ async def list_timeliness_logs(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[TimelinessLog]:
     """The organisation's timeliness findings, newest first."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await paginate(TimelinessLog.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=True)
 
@@ -329,7 +326,7 @@ async def list_freshness_logs(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[FreshnessLog]:
     """The organisation's freshness findings, newest first."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await paginate(FreshnessLog.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=True)
 

@@ -108,7 +108,7 @@ def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str,
 
 
 async def get_connection(*, caller: Caller, connection_id: int) -> Connection:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await Connection.filter(id=connection_id, organisation_id=caller.organisation_id).first()
     if row is None:
         raise NotFound("connection", connection_id)
@@ -119,7 +119,7 @@ async def list_connections(
     *, caller: Caller, first: int | None = None, after: str | None = None,
     warehouse_type: str | None = None, name_contains: str | None = None,
 ) -> Page[Connection]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     warehouse_type = inputs.filter_text(warehouse_type, "warehouse_type", 50)
     name_contains = inputs.filter_text(name_contains, "name_contains", 200)
     query = Connection.filter(organisation_id=caller.organisation_id)
@@ -133,7 +133,7 @@ async def list_connections(
 async def create_connection(
     *, caller: Caller, name: Any, warehouse_type: Any, settings: Any = None
 ) -> Connection:
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     errors: dict[str, list[str]] = {}
     name = _validate_name(name, errors)
     warehouse_type = _validate_type(warehouse_type, errors)
@@ -165,7 +165,7 @@ async def update_connection(
 ) -> Connection:
     """Change a connection. `settings` replaces the settings; `settings_patch` merges into them
     (a key set to null is removed), which is what a REST PATCH of top-level keys means."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     try:
         # The row is locked while the change is made, so concurrent PATCHes of different
         # settings merge instead of overwriting each other (SQLite serialises transactions).

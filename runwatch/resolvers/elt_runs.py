@@ -10,6 +10,7 @@ in the same transaction, so a refused change leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,35 +18,29 @@ from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
-from tortoise.transactions import in_transaction
 
 from runwatch.models import Gateway, Pipeline, Run, RunStatus
-from runwatch.resolvers import inputs, signals, sql
+from runwatch.resolvers import inputs, lifecycle, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.lifecycle import (
+    ALREADY_CLAIMED,
     DEFAULT_MAX_RUNTIME,
     check_move,
-    deadline_for,
     is_terminal,
-    on_terminal,
 )
-from runwatch.resolvers.rollups import touch_pipeline
 from runwatch.resolvers.run_input import (
     UNSET,
     Errors,
     RunChange,
     check_bounded_text,
-    check_int_id,
+    check_change,
 )
 from runwatch.resolvers.run_series import LOGS, SAMPLES, item_values, write
 from runwatch.resolvers.runs import CLOCK_SKEW, completes_before
 
-ALREADY_CLAIMED = "Already claimed by another gateway"
 AGENT_LIST_MAX = 20
-NEW_RUN_KEYS = ("pipeline_id", "environment", "correlation_id", "triggered_by",
-                "partition_column", "partition_value", "target_gateway_id", "status")
 
 
 class RunFinished(Conflict):
@@ -62,27 +57,29 @@ def _visible_to(caller: Caller) -> Q:
     scope = Q(organisation_id=caller.organisation_id)
     if caller.gateway_id is not None:
         return scope & (Q(target_gateway_id=None) | Q(target_gateway_id=caller.gateway_id))
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return scope
 
 
-def _require_writer(caller: Caller) -> None:
-    if caller.gateway_id is None:
-        caller.require(Scope.WRITE)
-
-
 async def get_visible_run(*, caller: Caller, run_id: int) -> Run:
+    """A run, for a person with `read` or for a gateway that may take it."""
     run = await Run.filter(_visible_to(caller), id=run_id).first()
     if run is None:
         raise NotFound("run", run_id)
     return run
 
 
+async def get_gateway_run(*, caller: Caller, run_id: int) -> Run:
+    """A run, for the gateway that may take it (the /api/agent/ read)."""
+    caller.require_gateway()
+    return await get_visible_run(caller=caller, run_id=run_id)
+
+
 async def list_gateway_runs(
     *, caller: Caller, statuses: list[RunStatus] | None = None, limit: int = AGENT_LIST_MAX,
 ) -> list[Run]:
     """What a gateway polls: runs it may take (pending by default), oldest first."""
-    caller.require(Scope.GATEWAY)
+    caller.require_gateway()
     limit = max(1, min(limit, AGENT_LIST_MAX))
     return await Run.filter(
         _visible_to(caller), status__in=statuses or [RunStatus.PENDING]
@@ -91,55 +88,42 @@ async def list_gateway_runs(
 
 @dataclass(frozen=True)
 class NewRun:
+    """A new run, typed. `status` is pending (for a gateway to claim) or running (a worker
+    that starts its own); texts are checked (length, NUL) and trimmed by `create_run`."""
+
     pipeline_id: int
-    environment: str
-    correlation_id: str | None
-    triggered_by: str | None
-    partition_column: str | None
-    partition_value: str | None
-    target_gateway_id: int | None
-    status: RunStatus
+    environment: str | None = None
+    correlation_id: str | None = None
+    triggered_by: str | None = None
+    partition_column: str | None = None
+    partition_value: str | None = None
+    target_gateway_id: int | None = None
+    status: RunStatus = RunStatus.PENDING
 
 
-def parse_new_run(raw: dict[str, Any]) -> NewRun:
+# The new run's texts and their limits.
+NEW_RUN_TEXTS = {"environment": 100, "correlation_id": 200, "triggered_by": 200,
+                 "partition_column": 200, "partition_value": 1000}
+
+
+def _checked(new: NewRun) -> NewRun:
     errors = Errors()
-    for key in raw:
-        if key not in NEW_RUN_KEYS:
-            errors.add(key, "Unknown field.")
-    pipeline_id = check_int_id(raw.get("pipeline_id"), "pipeline_id", errors)
-    if raw.get("pipeline_id") is None:
-        errors.add("pipeline_id", "This field is required.")
-    status = raw.get("status") or RunStatus.PENDING
-    if str(status).lower() not in (RunStatus.PENDING, RunStatus.RUNNING):
+    if new.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         errors.add("status", "A new run is pending (the default) or running.")
-    new = NewRun(
-        pipeline_id=pipeline_id or 0,
-        environment=check_bounded_text(raw.get("environment"), "environment", errors, 100)
-        or "default",
-        correlation_id=check_bounded_text(
-            raw.get("correlation_id"), "correlation_id", errors, 200),
-        triggered_by=check_bounded_text(raw.get("triggered_by"), "triggered_by", errors, 200),
-        partition_column=check_bounded_text(
-            raw.get("partition_column"), "partition_column", errors, 200),
-        partition_value=check_bounded_text(
-            raw.get("partition_value"), "partition_value", errors, 1000),
-        target_gateway_id=check_int_id(
-            raw.get("target_gateway_id"), "target_gateway_id", errors),
-        status=RunStatus(str(status).lower()) if not errors.fields.get("status") else
-        RunStatus.PENDING,
-    )
+    texts = {name: check_bounded_text(getattr(new, name), name, errors, limit)
+             for name, limit in NEW_RUN_TEXTS.items()}
     errors.raise_any()
-    return new
+    return dataclasses.replace(new, **{**texts, "environment": texts["environment"] or "default"})
 
 
 async def create_run(
-    *, caller: Caller, raw: dict[str, Any], now: datetime | None = None,
+    *, caller: Caller, new: NewRun, now: datetime | None = None,
     default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
 ) -> Run:
     """A new run of a pipeline: pending (for a gateway to claim) or already running (a
     managed worker starting its own). `correlation_id` is unique in the organisation."""
-    caller.require(Scope.WRITE)
-    new = parse_new_run(raw)
+    caller.require_person(Scope.WRITE)
+    new = _checked(new)
     now = now or utcnow()
     pipeline = await Pipeline.filter(
         id=new.pipeline_id, organisation_id=caller.organisation_id
@@ -153,20 +137,13 @@ async def create_run(
         raise InvalidInput.one("target_gateway_id", f"No gateway {new.target_gateway_id} here.")
     running = new.status == RunStatus.RUNNING
     try:
-        async with in_transaction() as conn:
-            run = await Run.create(
-                organisation_id=caller.organisation_id, pipeline_id=pipeline.id,
-                status=new.status, environment=new.environment,
-                correlation_id=new.correlation_id, triggered_by=new.triggered_by,
-                partition_column=new.partition_column, partition_value=new.partition_value,
-                target_gateway_id=new.target_gateway_id,
-                started_at=now if running else None,
-                deadline_at=deadline_for(now, pipeline.max_runtime_seconds,
-                                         default_max_runtime) if running else None,
-                claimed_by_token_id=caller.token_id if running else None,
-                using_db=conn,
-            )
-            await touch_pipeline(conn, pipeline.id)
+        async with lifecycle.transaction() as (conn, effects):
+            run = await lifecycle.open_run(
+                conn, effects, caller=caller, pipeline=pipeline, status=new.status,
+                started_at=now if running else None, default_max_runtime=default_max_runtime,
+                environment=new.environment, correlation_id=new.correlation_id,
+                triggered_by=new.triggered_by, partition_column=new.partition_column,
+                partition_value=new.partition_value, target_gateway_id=new.target_gateway_id)
     except IntegrityError:
         existing = await Run.filter(
             organisation_id=caller.organisation_id, correlation_id=new.correlation_id
@@ -218,36 +195,26 @@ def _lock_statement(
     return f"UPDATE run SET {', '.join(sets)} WHERE {where} RETURNING *", params
 
 
-def _claim_conflict(caller: Caller, run: Run) -> str | None:
-    """Why this caller may not act as the runner of a running run, or None."""
-    claimant_gateway = run.gateway_id  # type: ignore[attr-defined]
-    if caller.gateway_id is not None:
-        if claimant_gateway is not None and claimant_gateway != caller.gateway_id:
-            return ALREADY_CLAIMED
-        if claimant_gateway is None and run.claimed_by_token_id is not None:
-            return "Already claimed by a managed worker"
-        return None
-    if claimant_gateway is not None:
-        return ALREADY_CLAIMED
-    if run.claimed_by_token_id not in (None, caller.token_id):
-        return "Already claimed by another worker"
-    return None
+async def _set(conn: Any, run: Run, columns: dict[str, Any]) -> Run:
+    """Data of a run that is not its status (an error summary)."""
+    if not columns:
+        return run
+    rows = await sql.fetch(
+        f"UPDATE run SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ? RETURNING *",
+        [*columns.values(), run.id], conn)
+    return lifecycle.run_from_row(rows[0])
 
 
-async def _status_changes(
-    caller: Caller, run: Run, change: RunChange, now: datetime,
-    default_max_runtime: timedelta,
-) -> dict[str, Any]:
-    """The columns a change sets beyond its data: status, timing, claim, error."""
+async def _change_status(
+    conn: Any, effects: lifecycle.Effects, caller: Caller, run: Run, change: RunChange,
+    now: datetime, default_max_runtime: timedelta,
+) -> Run:
+    """The status part of a change (through the lifecycle) and the error summary with it."""
     current = RunStatus(run.status)
     target = change.status or current
-    sets: dict[str, Any] = {}
     if is_terminal(current):
         if target != current:
-            try:
-                check_move(run, target)
-            except Conflict as exc:
-                raise RunFinished(exc.message, current) from None
+            raise RunFinished(lifecycle.finished(run).message, current)
         if change.finished_at is not None and change.finished_at != run.finished_at:
             raise RunFinished(
                 f"Run {run.id} finished at {iso(run.finished_at)}; it cannot change.", current)
@@ -256,30 +223,24 @@ async def _status_changes(
                 raise RunFinished(
                     f"Run {run.id} is finished and has an errorSummary; it cannot be replaced.",
                     current)
-            sets["error"] = change.error_summary
-        return sets
+            return await _set(conn, run, {"error": change.error_summary})
+        return run
+    data: dict[str, Any] = {}
     if change.error_summary is not UNSET:
-        sets["error"] = change.error_summary
+        data["error"] = change.error_summary
     if change.finished_at is not None and not is_terminal(target):  # also with the claim
         raise InvalidInput.one(
             "finished_at", "finishedAt goes with a terminal status (succeeded, failed or "
             "cancelled).")
     if target == current:
-        if change.status == RunStatus.RUNNING and (reason := _claim_conflict(caller, run)):
+        if change.status is not None and (
+                reason := lifecycle.claim_conflict(caller, run, target)):
             raise Conflict(reason)
-        return sets
+        return await _set(conn, run, data)
     check_move(run, target)
-    if target == RunStatus.RUNNING:  # the claim
-        pipeline = await Pipeline.get(id=run.pipeline_id)  # type: ignore[attr-defined]
-        started_at = run.started_at or now
-        sets.update(
-            status=target, started_at=started_at,
-            deadline_at=deadline_for(started_at, pipeline.max_runtime_seconds,
-                                     default_max_runtime),
-            gateway_id=caller.gateway_id,
-            claimed_by_token_id=None if caller.gateway_id is not None else caller.token_id,
-        )
-        return sets
+    if target == RunStatus.RUNNING:
+        return await lifecycle.claim(conn, effects, caller=caller, run=run, now=now,
+                                     default_max_runtime=default_max_runtime, columns=data)
     finished_at = change.finished_at or now
     if finished_at > now + CLOCK_SKEW:
         raise InvalidInput.one("finished_at", "finishedAt is in the future (more than 5 minutes "
@@ -288,8 +249,13 @@ async def _status_changes(
         raise InvalidInput.one(
             "finished_at", f"The run started at {iso(run.started_at)}; it cannot finish "
             "before that.")
-    sets.update(status=target, finished_at=finished_at)
-    return sets
+    moved = await lifecycle.move(
+        conn, effects, run_id=run.id, organisation_id=caller.organisation_id, target=target,
+        columns={**data, "finished_at": finished_at}, from_statuses=(current,), caller=caller,
+        now=now)
+    if moved is None:
+        raise lifecycle.refusal(caller, run, target)
+    return moved
 
 
 def _plain_append(change: RunChange) -> bool:
@@ -336,68 +302,73 @@ async def _append_in_one_statement(
         params += [caller.gateway_id, caller.gateway_id]
     params += list(item_values(item))  # type: ignore[arg-type]
     rows = await sql.fetch(statement, params)
-    return Run._init_from_db(**rows[0]) if rows else None
+    return lifecycle.run_from_row(rows[0]) if rows else None
 
 
 async def update_run(
     *, caller: Caller, run_id: int, change: RunChange, now: datetime | None = None,
     default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
 ) -> Run:
-    """Apply one PATCH to a run: its status (through the state machine), logs, samples,
-    summary and error, all or nothing. Returns the run as it is afterwards."""
-    _require_writer(caller)
+    """A person's or service's change of a run (`write`): as a managed worker that runs it,
+    or as an operator (who may cancel any run). See `apply_change`."""
+    caller.require_person(Scope.WRITE)
+    return await apply_change(caller=caller, run_id=run_id, change=change, now=now,
+                              default_max_runtime=default_max_runtime)
+
+
+async def update_gateway_run(
+    *, caller: Caller, run_id: int, change: RunChange, now: datetime | None = None,
+    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
+) -> Run:
+    """A gateway's change of a run it may take or has claimed. See `apply_change`."""
+    caller.require_gateway()
+    return await apply_change(caller=caller, run_id=run_id, change=change, now=now,
+                              default_max_runtime=default_max_runtime)
+
+
+async def apply_change(
+    *, caller: Caller, run_id: int, change: RunChange, now: datetime | None,
+    default_max_runtime: timedelta,
+) -> Run:
+    """Apply one PATCH to a run: its status (through the lifecycle), logs, samples, summary
+    and error, all or nothing. Returns the run as it is afterwards. The caller was checked
+    by `update_run` or `update_gateway_run`."""
     now = now or utcnow()
+    if not change.checked:
+        change = check_change(change)
     if _plain_append(change) and sql.is_postgres(sql.client()):
         appended = await _append_in_one_statement(caller, run_id, change, now)
         if appended is not None:
-            signals.run_changed(appended.id)
+            lifecycle.Effects(runs={appended.id}).fire()
             return appended
         # not found, or claimed by another gateway: the general path says which
     statement, params = _lock_statement(caller, run_id, change, now)
-    enqueued = False
-    async with in_transaction() as conn:
+    async with lifecycle.transaction() as (conn, effects):
         rows = await sql.fetch(statement, params, conn)
         if not rows:
             raise NotFound("run", run_id)
-        run = Run._init_from_db(**rows[0])
+        run = lifecycle.run_from_row(rows[0])
+        effects.runs.add(run.id)
         if caller.gateway_id is not None and (
             run.gateway_id not in (None, caller.gateway_id)  # type: ignore[attr-defined]
         ):
             raise Conflict(ALREADY_CLAIMED)
-        sets = await _status_changes(caller, run, change, now, default_max_runtime)
-        if sets:
-            assignments = ", ".join(f"{column} = ?" for column in sets)
-            rows = await sql.fetch(
-                f"UPDATE run SET {assignments} WHERE id = ? RETURNING *",
-                [*(v.value if isinstance(v, RunStatus) else v for v in sets.values()), run.id],
-                conn)
-            before = RunStatus(run.status)
-            run = Run._init_from_db(**rows[0])
-            became_terminal = not is_terminal(before) and is_terminal(RunStatus(run.status))
-            if "started_at" in sets or became_terminal:
-                if caller.gateway_id is not None and "gateway_id" in sets:
-                    await Gateway.filter(id=caller.gateway_id).using_db(conn).update(
-                        last_seen_at=now)
-                if became_terminal:
-                    enqueued = await on_terminal(conn, run)
-                else:
-                    await touch_pipeline(conn, run.pipeline_id)  # type: ignore[attr-defined]
+        seqs = {series: (getattr(run, series.seq_column), getattr(run, series.base_column))
+                for series in (LOGS, SAMPLES)}
+        run = await _change_status(conn, effects, caller, run, change, now, default_max_runtime)
         for series, items, replace in (
             (LOGS, change.new_log_lines, change.log_entries is not None),
             (SAMPLES, change.new_samples, change.samples is not None),
         ):
             if items or replace:
-                seq = getattr(run, series.seq_column)
-                base = getattr(run, series.base_column)
+                seq, base = seqs[series]
                 await write(conn, series, run_id=run.id, old_seq=seq - len(items),
                             old_base=base, replace=replace, items=items)
-    signals.run_changed(run.id)
-    if enqueued:
-        signals.work_enqueued()
     return run
 
 
 async def cancel_run(*, caller: Caller, run_id: int, now: datetime | None = None) -> Run:
-    """Cancel a pending or running run; its gateway sees `cancel: true` on its next call."""
+    """Cancel a pending or running run (an operator's cancel: whoever claimed it); its
+    gateway sees `cancel: true` on its next call."""
     return await update_run(caller=caller, run_id=run_id,
                             change=RunChange(status=RunStatus.CANCELLED), now=now)

@@ -8,15 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.transactions import in_transaction
-
 from runwatch.models import Pipeline, Run, RunStatus
-from runwatch.resolvers import signals, sql
+from runwatch.resolvers import lifecycle, sql
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.clock import parse_iso, to_utc, utcnow
-from runwatch.resolvers.errors import Conflict, InvalidRange, NotFound
-from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME, deadline_for, on_terminal
-from runwatch.resolvers.rollups import touch_pipeline
+from runwatch.resolvers.clock import to_utc, utcnow
+from runwatch.resolvers.errors import InvalidRange, NotFound
+from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.runs import MAX_COUNT
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
@@ -24,29 +21,6 @@ from runwatch.resolvers.watcher_pipelines import metadata, require_writer, water
 MAX_DEPTH = 100  # levels of children read for one execution tree
 COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted", "updates": "rows_updated",
           "soft_deletes": "rows_deleted"}
-
-
-def _id(value: Any, name: str, errors: Errors, *, required: bool) -> int | None:
-    if value is None:
-        if required:
-            errors.add(name, "field required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.add(name, f"{name} must be an integer")
-        return None
-    return value
-
-
-def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime | None:
-    if value is None:
-        if required:
-            errors.add(name, "field required")
-        return None
-    parsed = value if isinstance(value, datetime) else parse_iso(value)
-    if parsed is None:
-        errors.add(name, f"{name} must be an ISO 8601 date-time")
-        return None
-    return to_utc(parsed, name)
 
 
 async def _run_of(caller: Caller, run_id: int | None, kind: str = "pipeline execution") -> Run:
@@ -57,66 +31,69 @@ async def _run_of(caller: Caller, run_id: int | None, kind: str = "pipeline exec
     return run
 
 
-async def start_execution(
-    *, caller: Caller, raw: dict[str, Any], now: datetime | None = None,
-    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
-) -> Run:
-    """`POST /start_pipeline_execution`: a running run; `hour_recorded` / `date_recorded`
-    are the UTC hour and date of its start (now when `start_date` is not sent)."""
-    require_writer(caller)
-    errors = Errors()
-    pipeline_id = _id(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
-    parent_id = _id(raw.get("parent_id"), "parent_id", errors, required=False)
-    started = _time(raw.get("start_date"), "start_date", errors, required=False)
-    marks = {k: watermark(raw.get(k), k, errors) for k in ("watermark", "next_watermark")}
-    errors.raise_any()
-    started = started or now or utcnow()
-    pipeline = await Pipeline.filter(
-        id=pipeline_id, organisation_id=caller.organisation_id).first() \
-        if 0 < (pipeline_id or 0) < 2**31 else None
-    if pipeline is None:
-        raise NotFound("pipeline", pipeline_id)
-    if parent_id is not None:
-        await _run_of(caller, parent_id, "parent execution")
-    async with in_transaction() as conn:
-        run = await Run.create(
-            organisation_id=caller.organisation_id, pipeline_id=pipeline.id,
-            parent_id=parent_id, status=RunStatus.RUNNING, started_at=started,
-            deadline_at=deadline_for(started, pipeline.max_runtime_seconds, default_max_runtime),
-            hour_recorded=started.hour, date_recorded=started.date(),
-            claimed_by_token_id=caller.token_id, using_db=conn, **marks)
-        await touch_pipeline(conn, pipeline.id)
-    return run
+@dataclass(frozen=True)
+class ExecutionStart:
+    """`POST /start_pipeline_execution`, typed: watermarks are texts, numbers or dates as
+    the job sent them (stored as text)."""
+
+    pipeline_id: int
+    parent_id: int | None = None
+    start_date: datetime | None = None
+    watermark: str | int | float | None = None
+    next_watermark: str | int | float | None = None
 
 
 @dataclass(frozen=True)
 class End:
+    """`POST /end_pipeline_execution`, typed; `counts` by the Watcher's names (`COUNTS`)."""
+
     run_id: int
     end_date: datetime
     succeeded: bool
     counts: dict[str, int | None]
-    execution_metadata: dict[str, Any] | None
+    execution_metadata: dict[str, Any] | None = None
 
 
-def parse_end(raw: dict[str, Any]) -> End:
+async def start_execution(
+    *, caller: Caller, start: ExecutionStart, now: datetime | None = None,
+    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
+) -> Run:
+    """A running run; `hour_recorded` / `date_recorded` are the UTC hour and date of its
+    start (now when `start_date` is not given)."""
+    require_writer(caller)
     errors = Errors()
-    run_id = _id(raw.get("id"), "id", errors, required=True)
-    end_date = _time(raw.get("end_date"), "end_date", errors, required=True)
-    succeeded = raw.get("completed_successfully")
-    if not isinstance(succeeded, bool):
-        errors.add("completed_successfully", "field required" if succeeded is None
-                   else "completed_successfully must be a boolean")
-    counts: dict[str, int | None] = {}
+    marks = {k: watermark(getattr(start, k), k, errors) for k in ("watermark", "next_watermark")}
+    errors.raise_any()
+    started = to_utc(start.start_date, "start_date") if start.start_date else now or utcnow()
+    pipeline = await Pipeline.filter(
+        id=start.pipeline_id, organisation_id=caller.organisation_id).first() \
+        if 0 < start.pipeline_id < 2**31 else None
+    if pipeline is None:
+        raise NotFound("pipeline", start.pipeline_id)
+    if start.parent_id is not None:
+        await _run_of(caller, start.parent_id, "parent execution")
+    async with lifecycle.transaction() as (conn, effects):
+        run = await lifecycle.open_run(
+            conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
+            started_at=started, default_max_runtime=default_max_runtime,
+            parent_id=start.parent_id, hour_recorded=started.hour,
+            date_recorded=started.date(), **marks)
+    return run
+
+
+def _check_end(end: End) -> End:
+    """The values of an end: counts within range, metadata storable JSON."""
+    errors = Errors()
     for key in COUNTS:
-        value = raw.get(key)
+        value = end.counts.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or not 0 <= value <= MAX_COUNT):
             errors.add(key, f"{key} must be an integer from 0 to {MAX_COUNT}")
-        counts[key] = value
-    meta = metadata(raw.get("execution_metadata"), "execution_metadata", errors)
+    meta = metadata(end.execution_metadata, "execution_metadata", errors)
     errors.raise_any()
-    return End(run_id=run_id, end_date=end_date, succeeded=succeeded,  # type: ignore[arg-type]
-               counts=counts, execution_metadata=meta)
+    return End(run_id=end.run_id, end_date=to_utc(end.end_date, "end_date"),
+               succeeded=end.succeeded, counts={k: end.counts.get(k) for k in COUNTS},
+               execution_metadata=meta)
 
 
 def duration_and_throughput(started: datetime, ended: datetime,
@@ -128,17 +105,8 @@ def duration_and_throughput(started: datetime, ended: datetime,
     return duration, round(total_rows / duration, 4) if duration else 0.0
 
 
-_END = """
-UPDATE run SET status = ?, finished_at = ?, duration_seconds = ?, throughput = ?,
-  rows_total = ?, rows_inserted = ?, rows_updated = ?, rows_deleted = ?,
-  execution_metadata = ?, updated_at = ?
-WHERE id = ? AND organisation_id = ? AND status = ?
-RETURNING *
-"""
-
-
 async def end_execution(
-    *, caller: Caller, raw: dict[str, Any], now: datetime | None = None
+    *, caller: Caller, end: End, now: datetime | None = None
 ) -> tuple[Run, bool]:
     """`POST /end_pipeline_execution`. Returns the run and whether this call ended it (the
     same end again is a no-op; a different end of an ended execution is a conflict).
@@ -148,38 +116,35 @@ async def end_execution(
     end date for each count above 0, and `load_lineage` becomes false. A failed end changes
     none of these."""
     require_writer(caller)
-    end = parse_end(raw)
+    end = _check_end(end)
     run = await _run_of(caller, end.run_id)
-    if run.status == RunStatus.PENDING:  # the state machine: pending -> running -> ended
-        raise Conflict(f"pipeline execution {run.id} has not started (pending)")
     if run.started_at is not None and end.end_date <= run.started_at:
         raise InvalidRange.one("end_date", "end_date must be greater than start_date")
     status = RunStatus.SUCCEEDED if end.succeeded else RunStatus.FAILED
     duration, throughput = duration_and_throughput(
         run.started_at or end.end_date, end.end_date, end.counts["total_rows"])
-    meta = None if end.execution_metadata is None else sql.json_param(end.execution_metadata)
     stamp = now or utcnow()
-    async with in_transaction() as conn:
-        rows = await sql.fetch(_END, [
-            status.value, end.end_date, duration, throughput,
-            *(end.counts[k] for k in COUNTS), meta, stamp,
-            run.id, caller.organisation_id, RunStatus.RUNNING.value], conn)
-        if rows:
-            run = Run._init_from_db(**rows[0])
-            if end.succeeded:
-                await _advance_pipeline(conn, run, end, stamp)
-            enqueued = await on_terminal(conn, run)
-    if rows:
-        signals.run_changed(run.id)
-        if enqueued:
-            signals.work_enqueued()
-        return run, True
+    columns = {
+        "finished_at": end.end_date, "duration_seconds": duration, "throughput": throughput,
+        **{column: end.counts[key] for key, column in COUNTS.items()},
+        "execution_metadata": None if end.execution_metadata is None
+        else sql.json_param(end.execution_metadata),
+    }
+    async with lifecycle.transaction() as (conn, effects):
+        ended = await lifecycle.move(
+            conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
+            target=status, columns=columns, from_statuses=(RunStatus.RUNNING,), caller=caller,
+            now=stamp)
+        if ended is not None and end.succeeded:
+            await _advance_pipeline(conn, ended, end, stamp)
+    if ended is not None:
+        return ended, True
     run = await _run_of(caller, end.run_id)
     same = (run.status == status and run.finished_at == end.end_date and all(
         getattr(run, column) == end.counts[key] for key, column in COUNTS.items()))
     if same:
         return run, False
-    raise Conflict(f"pipeline execution {run.id} already ended ({run.status.value})")
+    raise lifecycle.refusal(caller, run, status)
 
 
 async def _advance_pipeline(conn: Any, run: Run, end: End, stamp: datetime) -> None:
@@ -207,7 +172,7 @@ class ExecutionTree:
 
 async def execution_tree(*, caller: Caller, run_id: int) -> ExecutionTree:
     """An execution with its children at any depth (one query per level, cycle-safe)."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     root = ExecutionTree(await _run_of(caller, run_id))
     nodes = {root.run.id: root}
     frontier = [root.run.id]

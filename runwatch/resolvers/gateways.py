@@ -31,7 +31,7 @@ def _name(value: Any) -> str:
 
 
 async def get_gateway(*, caller: Caller, gateway_id: int) -> Gateway:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await Gateway.filter(id=gateway_id, organisation_id=caller.organisation_id).first()
     if row is None:
         raise NotFound("gateway", gateway_id)
@@ -42,7 +42,7 @@ async def list_gateways(
     *, caller: Caller, first: int | None = None, after: str | None = None,
     include_revoked: bool = False,
 ) -> Page[Gateway]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = Gateway.filter(organisation_id=caller.organisation_id)
     if not include_revoked:
         query = query.filter(revoked_at=None)
@@ -51,7 +51,7 @@ async def list_gateways(
 
 async def create_gateway(*, caller: Caller, name: Any) -> tuple[Gateway, IssuedToken]:
     """A new gateway and its first token (shown once)."""
-    caller.require(Scope.ADMIN)
+    caller.require_scope(Scope.ADMIN)
     name = _name(name)
     try:
         async with in_transaction() as conn:
@@ -73,7 +73,7 @@ async def issue_gateway_token(
     *, caller: Caller, gateway_id: int, revoke_others: bool = False
 ) -> IssuedToken:
     """Another token for a gateway (rotation); `revoke_others` revokes its earlier tokens."""
-    caller.require(Scope.ADMIN)
+    caller.require_scope(Scope.ADMIN)
     async with in_transaction() as conn:
         gateway = await Gateway.filter(
             id=gateway_id, organisation_id=caller.organisation_id, revoked_at=None
@@ -89,7 +89,7 @@ async def issue_gateway_token(
 async def revoke_gateway(*, caller: Caller, gateway_id: int) -> Gateway:
     """Revoke a gateway and every token it has. Its claimed runs time out once its lease
     runs out, like those of a gateway that went silent."""
-    caller.require(Scope.ADMIN)
+    caller.require_scope(Scope.ADMIN)
     now = utcnow()
     async with in_transaction() as conn:
         gateway = await Gateway.filter(
@@ -107,7 +107,7 @@ async def revoke_gateway(*, caller: Caller, gateway_id: int) -> Gateway:
 
 async def current_gateway(*, caller: Caller) -> Gateway:
     """The gateway a gateway token stands for."""
-    caller.require(Scope.GATEWAY)
+    caller.require_scope(Scope.GATEWAY)
     row = await Gateway.filter(
         id=caller.gateway_id, organisation_id=caller.organisation_id, revoked_at=None
     ).first()

@@ -1,28 +1,50 @@
-"""The one run state machine, for every surface:
+"""The one run lifecycle, for every surface:
 
     pending -> running -> succeeded | failed | cancelled | timed_out
     pending -> cancelled
 
-A terminal run never changes status again. Whatever makes a run terminal (a loader's report,
-a gateway's or a person's PATCH, the reaper) does it with a conditional UPDATE and then calls
-`on_terminal` in the same transaction, so that the roll-ups and the webhook deliveries happen
-exactly once per run, together with the change or not at all.
+Every change of a run's status goes through this module, whoever asks for it: the warehouse
+report, an ELT PATCH or cancel, a Watcher start or end, GraphQL mutations, the reaper. Here and
+only here are
+
+- the state machine (`check_move`) and the claim rule (`claim_conflict`): a claimed run changes
+  status only through its claimant, or by an operator's cancel;
+- the one conditional `UPDATE … RETURNING` that moves a run (`move`), so that of two
+  concurrent requests exactly one changes it;
+- what happens once when a run first becomes terminal (`on_terminal`: roll-ups, the webhook
+  delivery, anomaly detection, the stuck-run alert), in the same transaction as the move;
+- the live signal and the workers' wake-up, sent only after that transaction commits
+  (`transaction` and `Effects`).
+
+A terminal run never changes status again. What a replayed request answers (the same answer,
+or a conflict) is decided by `refusal` from the stored run; the contracts differ only in how
+they word that answer (409 here, 200 with `cancel: true` there), which is the shims' business.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
-from runwatch.models import TERMINAL_STATUSES, Run, RunStatus
-from runwatch.resolvers import alerts, tasks, webhooks
-from runwatch.resolvers.clock import iso
+from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Gateway, Pipeline, Run, RunStatus
+from runwatch.resolvers import alerts, signals, sql, tasks, webhooks
+from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import Conflict
-from runwatch.resolvers.rollups import Outcome, record_outcome
+from runwatch.resolvers.rollups import Outcome, record_outcome, touch_pipeline
 
 # Until a pipeline says otherwise, a run still open this long after its start has timed out.
 DEFAULT_MAX_RUNTIME = timedelta(hours=2)
+
+ALREADY_CLAIMED = "Already claimed by another gateway"
+CLAIMED_BY_WORKER = "Already claimed by a managed worker"
+CLAIMED_BY_OTHER_WORKER = "Already claimed by another worker"
 
 # What a client may ask for from each open status (`timed_out` is the reaper's alone).
 _CLIENT_MOVES = {
@@ -31,8 +53,18 @@ _CLIENT_MOVES = {
 }
 
 
-def is_terminal(status: RunStatus) -> bool:
+def is_terminal(status: RunStatus | str) -> bool:
     return status in TERMINAL_STATUSES
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+def finished(run: Run) -> Conflict:
+    """The answer to any change of a finished run that is not a replay."""
+    when = f" at {iso(run.finished_at)}" if run.finished_at else ""
+    return Conflict(f"Run {run.id} already completed ({RunStatus(run.status).value}{when}); "
+                    "a completed run never changes.")
 
 
 def check_move(run: Run, target: RunStatus) -> None:
@@ -42,11 +74,7 @@ def check_move(run: Run, target: RunStatus) -> None:
     if target == current:
         return
     if is_terminal(current):
-        when = f" at {iso(run.finished_at)}" if run.finished_at else ""
-        raise Conflict(
-            f"Run {run.id} already finished ({current.value}{when}); "
-            "a finished run never changes status."
-        )
+        raise finished(run)
     if target == RunStatus.TIMED_OUT:
         raise Conflict("timed_out is set by runwatch when a run is stuck; report failed instead.")
     if target not in _CLIENT_MOVES[current]:
@@ -58,6 +86,62 @@ def check_move(run: Run, target: RunStatus) -> None:
         )
 
 
+def is_operator_cancel(caller: Caller | None, target: RunStatus) -> bool:
+    """A person or service with `write` may cancel any open run, whoever claimed it."""
+    return (caller is not None and caller.gateway_id is None and target == RunStatus.CANCELLED
+            and caller.has(Scope.WRITE))
+
+
+def claim_conflict(caller: Caller | None, run: Run, target: RunStatus) -> str | None:
+    """Why `caller` may not move the open `run` to `target` (its claim stands in the way), or
+    None. A run claimed by a gateway moves only through that gateway; a run started or
+    claimed by a token (a managed worker, a loader's recurring task) is not a gateway's to
+    move, and another token may not claim it again. runwatch itself (`caller` None: the
+    reaper) and an operator's cancel are never in the way."""
+    if caller is None or is_operator_cancel(caller, target):
+        return None
+    claimant_gateway = run.gateway_id  # type: ignore[attr-defined]
+    if caller.gateway_id is not None:
+        if claimant_gateway is not None and claimant_gateway != caller.gateway_id:
+            return ALREADY_CLAIMED
+        if claimant_gateway is None and run.claimed_by_token_id is not None:
+            return CLAIMED_BY_WORKER
+        return None
+    if claimant_gateway is not None:
+        return ALREADY_CLAIMED
+    if target == RunStatus.RUNNING and run.claimed_by_token_id not in (None, caller.token_id):
+        return CLAIMED_BY_OTHER_WORKER
+    return None
+
+
+def claim_guard(caller: Caller | None, target: RunStatus) -> tuple[str, list[Any]]:
+    """`claim_conflict` as a condition of the conditional UPDATE (for the moves that do not
+    read the run first). Kept beside the rule it mirrors; `refusal` explains a miss with the
+    rule itself, and tests/test_lifecycle.py drives both through every surface."""
+    if caller is None or is_operator_cancel(caller, target):
+        return "", []
+    if caller.gateway_id is not None:
+        return (" AND (gateway_id = ? OR (gateway_id IS NULL AND claimed_by_token_id IS NULL))",
+                [caller.gateway_id])
+    if target == RunStatus.RUNNING:
+        return (" AND gateway_id IS NULL AND (claimed_by_token_id IS NULL"
+                " OR claimed_by_token_id = ?)", [caller.token_id])
+    return " AND gateway_id IS NULL", []
+
+
+def refusal(caller: Caller | None, run: Run, target: RunStatus) -> Conflict:
+    """Why a move of `run` to `target` did not happen, as the conflict to answer (a replay
+    that changes nothing is the caller's to recognise before asking)."""
+    if is_terminal(run.status):
+        return finished(run)
+    try:
+        check_move(run, target)
+    except Conflict as exc:
+        return exc
+    reason = claim_conflict(caller, run, target)
+    return Conflict(reason or f"Run {run.id} changed meanwhile; retry the request.")
+
+
 def deadline_for(started_at: datetime, max_runtime_seconds: int | None,
                  default_max_runtime: timedelta) -> datetime:
     """When a run started at `started_at` times out if it is still open."""
@@ -67,6 +151,136 @@ def deadline_for(started_at: datetime, max_runtime_seconds: int | None,
         return started_at + runtime
     except OverflowError:  # a start at the end of time: it never times out
         return datetime.max.replace(tzinfo=UTC)
+
+
+# --- after the commit ------------------------------------------------------------------------
+
+
+@dataclass
+class Effects:
+    """What a committed transaction tells this process: which runs changed (live
+    subscriptions) and whether background work was enqueued (idle workers)."""
+
+    runs: set[int] = field(default_factory=set)
+    work: bool = False
+
+    def fire(self) -> None:
+        for run_id in self.runs:
+            signals.run_changed(run_id)
+        if self.work:
+            signals.work_enqueued()
+
+
+@contextlib.asynccontextmanager
+async def transaction() -> AsyncIterator[tuple[BaseDBAsyncClient, Effects]]:
+    """A transaction for run changes; its effects are sent once it has committed (never for
+    a rolled-back one)."""
+    effects = Effects()
+    async with in_transaction() as conn:
+        yield conn, effects
+    effects.fire()
+
+
+def run_from_row(row: dict[str, Any]) -> Run:
+    """A run from a `RETURNING *` row (the one place that uses Tortoise's loader for it)."""
+    return sql.model_from_row(Run, row)
+
+
+# --- the moves -------------------------------------------------------------------------------
+
+
+async def open_run(
+    conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller, pipeline: Pipeline,
+    status: RunStatus, started_at: datetime | None,
+    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME, **columns: Any,
+) -> Run:
+    """A new run, pending or already running. A running run is claimed by the caller's
+    token and times out at its deadline: its start plus the pipeline's maximum runtime, or
+    `default_max_runtime`."""
+    assert status in OPEN_STATUSES
+    running = status == RunStatus.RUNNING
+    if running and started_at is None:
+        started_at = utcnow()
+    run = await Run.create(
+        organisation_id=caller.organisation_id, pipeline_id=pipeline.id, status=status,
+        started_at=started_at,
+        deadline_at=deadline_for(started_at, pipeline.max_runtime_seconds, default_max_runtime)
+        if running and started_at is not None else None,
+        claimed_by_token_id=caller.token_id if running else None,
+        using_db=conn, **columns)
+    await touch_pipeline(conn, pipeline.id)
+    effects.runs.add(run.id)
+    return run
+
+
+async def move(
+    conn: BaseDBAsyncClient, effects: Effects, *, run_id: int, organisation_id: int,
+    target: RunStatus, columns: dict[str, Any], from_statuses: Iterable[RunStatus],
+    caller: Caller | None, now: datetime, where: str = "", params: Iterable[Any] = (),
+) -> Run | None:
+    """The one conditional UPDATE that changes a run's status: the run as it is afterwards,
+    or None when nothing matched (unknown, another organisation's, not in `from_statuses`,
+    claimed by someone else, or `where` false). A move into a terminal status runs
+    `on_terminal` in the same transaction; a claim marks the pipeline's telemetry changed."""
+    guard, guard_params = claim_guard(caller, target)
+    sets = {"status": target.value, **columns, "updated_at": now}
+    sources = [s.value for s in from_statuses]
+    statement = (
+        f"UPDATE run SET {', '.join(f'{c} = ?' for c in sets)} "
+        f"WHERE id = ? AND organisation_id = ? AND status IN ({sql.placeholders(len(sources))})"
+        f"{guard}{where} RETURNING *")
+    rows = await sql.fetch(statement, [
+        *sets.values(), run_id, organisation_id, *sources, *guard_params, *params], conn)
+    if not rows:
+        return None
+    run = run_from_row(rows[0])
+    effects.runs.add(run.id)
+    if is_terminal(target):
+        effects.work |= await on_terminal(conn, run)
+    else:
+        await touch_pipeline(conn, run.pipeline_id)  # type: ignore[attr-defined]
+    return run
+
+
+async def claim(
+    conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller, run: Run, now: datetime,
+    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME, columns: dict[str, Any] | None = None,
+) -> Run:
+    """`pending -> running` by a gateway or a managed worker: it becomes the run's claimant;
+    the deadline starts counting. Raises Conflict when another got there first."""
+    check_move(run, RunStatus.RUNNING)
+    pipeline = await Pipeline.get(id=run.pipeline_id).using_db(conn)  # type: ignore[attr-defined]
+    started_at = run.started_at or now
+    claimed = await move(
+        conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
+        target=RunStatus.RUNNING, from_statuses=(RunStatus.PENDING,), caller=caller, now=now,
+        columns={
+            **(columns or {}), "started_at": started_at,
+            "deadline_at": deadline_for(started_at, pipeline.max_runtime_seconds,
+                                        default_max_runtime),
+            "gateway_id": caller.gateway_id,
+            "claimed_by_token_id": None if caller.gateway_id is not None else caller.token_id,
+        })
+    if claimed is None:
+        raise refusal(caller, run, RunStatus.RUNNING)
+    if caller.gateway_id is not None:
+        await Gateway.filter(id=caller.gateway_id).using_db(conn).update(last_seen_at=now)
+    return claimed
+
+
+async def time_out(
+    conn: BaseDBAsyncClient, effects: Effects, *, run_id: int, organisation_id: int,
+    finished_at: datetime, error: str, now: datetime,
+) -> Run | None:
+    """The reaper's move: an open run that is stuck becomes `timed_out`; None when another
+    process (or the run's own end) got there first."""
+    return await move(
+        conn, effects, run_id=run_id, organisation_id=organisation_id,
+        target=RunStatus.TIMED_OUT, from_statuses=OPEN_STATUSES, caller=None, now=now,
+        columns={"finished_at": finished_at, "error": error})
+
+
+# --- once a run is terminal ------------------------------------------------------------------
 
 
 def outcome_of(run: Run) -> Outcome:
@@ -86,8 +300,7 @@ async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> bool:
     """What happens once when a run first becomes terminal, in the transaction that made it
     so: the roll-ups; a webhook delivery for the endpoint that wants the event; after a
     success, anomaly detection (a task, when the pipeline has active rules); after a
-    timeout, an alert. Returns whether background work was enqueued: the caller wakes this
-    process's workers after its commit only then (`signals.work_enqueued`)."""
+    timeout, an alert. Returns whether background work was enqueued (`Effects.work`)."""
     pipeline_name = await record_outcome(conn, outcome_of(run))
     enqueued = await webhooks.enqueue_run_event(conn, run, pipeline_name=pipeline_name)
     organisation_id = run.organisation_id  # type: ignore[attr-defined]
@@ -103,4 +316,3 @@ async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> bool:
             details={"runId": str(run.id), "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
                      "pipelineName": pipeline_name}))
     return enqueued
-

@@ -14,7 +14,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from runwatch import faults
+from runwatch.resolvers import dbfaults as faults
 from runwatch.resolvers import sql
 
 _CLAIM = """

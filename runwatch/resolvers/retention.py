@@ -46,6 +46,7 @@ from tortoise.transactions import in_transaction
 
 from runwatch.models import FAILED_STATUSES, TERMINAL_STATUSES, Organisation
 from runwatch.resolvers import sql
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput
 from runwatch.resolvers.run_input import Errors
@@ -277,6 +278,15 @@ async def clean_up(
         if deleted < limit:
             break
     return counts
+
+
+async def request_cleanup(*, caller: Caller, retention_days: int,
+                          batch_size: int = DEFAULT_BATCH_SIZE) -> CleanupCounts:
+    """Log cleanup on request (Watcher's `POST /log_cleanup`), for the caller's organisation:
+    Watcher jobs (`report`) and people (`write`) may ask for it."""
+    caller.require_any(Scope.REPORT, Scope.WRITE)
+    return await clean_up(organisation_id=caller.organisation_id,
+                          retention_days=retention_days, batch_size=batch_size)
 
 
 async def clean_up_all(

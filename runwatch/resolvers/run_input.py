@@ -1,7 +1,9 @@
 """Validation of what runners send about a run: status changes, log lines, live telemetry.
 
-The REST shim and GraphQL hand the same values (domain names, JSON-shaped) to `parse_change`,
-so both surfaces accept and refuse exactly the same things with the same messages. Top-level
+A change is a typed `RunChange`. The REST shim parses its wire body into one
+(`parse_change`), GraphQL builds it from its typed input; either way `check_change` checks
+its values, so both surfaces accept and refuse exactly the same things with the same
+messages. Top-level
 names are snake_case (`append_log`); inside the telemetry documents the keys are the
 contract's own (`rowsLoaded`, `rowsDelta`), because those documents are returned as sent.
 """
@@ -76,6 +78,7 @@ class RunChange:
     summary: SummaryPatch | None = None
     samples: list[Sample] | None = None  # replaces the samples
     append_sample: Sample | None = None
+    checked: bool = False  # by `check_change` (which `parse_change` calls)
 
     @property
     def new_log_lines(self) -> list[LogEntry]:
@@ -162,8 +165,11 @@ def _time(value: Any, name: str, errors: Errors, default: datetime) -> datetime:
     return parsed
 
 
-def log_entry(value: Any, name: str, errors: Errors, *, now: datetime,
-              stamp: bool) -> LogEntry | None:
+# --- parsing: a JSON-shaped change (domain names) -> a RunChange, its values not checked yet --
+
+
+def _entry(value: Any, name: str, errors: Errors, *, now: datetime,
+           stamp: bool) -> LogEntry | None:
     """`{level, message}` (appendLog: the server stamps `at`) or `{at, level, message}`."""
     keys = ("level", "message") if stamp else ("at", "level", "message")
     raw = _object(value, name, errors, keys)
@@ -183,61 +189,41 @@ def log_entry(value: Any, name: str, errors: Errors, *, now: datetime,
     at = now if stamp else _time(raw.get("at"), f"{name}.at", errors, now)
     if level is None:
         return None
-    return LogEntry(at=at, level=level, message=clean_text(message, MAX_MESSAGE_CHARS))
+    return LogEntry(at=at, level=level, message=message)
 
 
-def sample(value: Any, name: str, errors: Errors, *, now: datetime) -> Sample | None:
+def _sample(value: Any, name: str, errors: Errors, *, now: datetime) -> Sample | None:
     raw = _object(value, name, errors, SAMPLE_KEYS)
     if not isinstance(value, dict):
         return None
-    return Sample(
-        at=_time(raw.get("at"), f"{name}.at", errors, now),
-        rows=_int(raw.get("rows"), f"{name}.rows", errors, minimum=0, maximum=MAX_COUNT),
-        bytes=_int(raw.get("bytes"), f"{name}.bytes", errors, minimum=0, maximum=MAX_BYTES),
-        rows_delta=_int(raw.get("rowsDelta"), f"{name}.rowsDelta", errors,
-                        minimum=-MAX_COUNT, maximum=MAX_COUNT),
-        bytes_delta=_int(raw.get("bytesDelta"), f"{name}.bytesDelta", errors,
-                         minimum=-MAX_BYTES, maximum=MAX_BYTES),
-        progress=_progress(raw.get("progress"), f"{name}.progress", errors),
-        phase=_label(raw.get("phase"), f"{name}.phase", errors, 200),
-        resource=_label(raw.get("resource"), f"{name}.resource", errors, 500),
-    )
+    return Sample(at=_time(raw.get("at"), f"{name}.at", errors, now), rows=raw.get("rows"),
+                  bytes=raw.get("bytes"), rows_delta=raw.get("rowsDelta"),
+                  bytes_delta=raw.get("bytesDelta"), progress=raw.get("progress"),
+                  phase=raw.get("phase"), resource=raw.get("resource"))
 
 
-def summary_patch(value: Any, name: str, errors: Errors) -> SummaryPatch | None:
+def _summary(value: Any, name: str, errors: Errors) -> SummaryPatch | None:
     raw = _object(value, name, errors, SUMMARY_KEYS)
     if not isinstance(value, dict):
         return None
-    patch = SummaryPatch()
-    if "rowsLoaded" in raw:
-        patch.rows = _int(raw["rowsLoaded"], f"{name}.rowsLoaded", errors,
-                          minimum=0, maximum=MAX_COUNT)
-    if "bytesLoaded" in raw:
-        patch.bytes = _int(raw["bytesLoaded"], f"{name}.bytesLoaded", errors,
-                           minimum=0, maximum=MAX_BYTES)
-    if "progress" in raw:
-        patch.document["progress"] = _progress(raw["progress"], f"{name}.progress", errors)
-    for key, limit in (("currentPhase", 200), ("currentResource", 500)):
-        if key in raw:
-            patch.document[key] = _label(raw[key], f"{name}.{key}", errors, limit)
-    return patch
+    return SummaryPatch(
+        rows=raw.get("rowsLoaded", UNSET), bytes=raw.get("bytesLoaded", UNSET),
+        document={k: raw[k] for k in ("progress", "currentPhase", "currentResource")
+                  if k in raw})
 
 
-def _series(value: Any, name: str, errors: Errors, cap: int, item: Any) -> list[Any]:
+def _series(value: Any, name: str, errors: Errors, item: Any) -> list[Any]:
     if not isinstance(value, list):
         errors.add(name, "Expected a list.")
-        return []
-    if len(value) > cap:
-        errors.add(name, f"At most {cap} items (the newest are kept by appends; "
-                         f"a replacement must fit).")
         return []
     parsed = [item(entry, f"{name}[{i}]") for i, entry in enumerate(value)]
     return [p for p in parsed if p is not None]
 
 
 def parse_change(raw: dict[str, Any], *, now: datetime) -> RunChange:
-    """Validate a run change given with domain names; raises InvalidInput naming every
-    offending field. Unknown keys are refused."""
+    """A run change given with domain names (the REST PATCH's body, keys renamed), parsed
+    and checked (`check_change`); raises InvalidInput naming every offending field at once.
+    Unknown keys are refused."""
     errors = Errors()
     for key in raw:
         if key not in CHANGE_KEYS:
@@ -254,31 +240,114 @@ def parse_change(raw: dict[str, Any], *, now: datetime) -> RunChange:
                                  "cancelled.")
     if raw.get("log_entries") is not None:
         change.log_entries = _series(
-            raw["log_entries"], "log_entries", errors, LOG_CAP,
-            lambda v, n: log_entry(v, n, errors, now=now, stamp=False))
+            raw["log_entries"], "log_entries", errors,
+            lambda v, n: _entry(v, n, errors, now=now, stamp=False))
     if raw.get("append_log") is not None:
-        change.append_log = log_entry(raw["append_log"], "append_log", errors, now=now,
-                                      stamp=True)
+        change.append_log = _entry(raw["append_log"], "append_log", errors, now=now,
+                                   stamp=True)
     if "error_summary" in raw:
-        text = raw["error_summary"]
-        if text is not None and not isinstance(text, str):
+        if raw["error_summary"] is not None and not isinstance(raw["error_summary"], str):
             errors.add("error_summary", "Not a valid string.")
         else:
-            change.error_summary = (
-                clean_text(text, MAX_ERROR_SUMMARY_CHARS).strip() or None if text else None)
+            change.error_summary = raw["error_summary"]
     if raw.get("finished_at") is not None:
         change.finished_at = _time(raw["finished_at"], "finished_at", errors, now)
     if raw.get("telemetry_summary") is not None:
-        change.summary = summary_patch(raw["telemetry_summary"], "telemetry_summary", errors)
+        change.summary = _summary(raw["telemetry_summary"], "telemetry_summary", errors)
     if raw.get("append_telemetry_sample") is not None:
-        change.append_sample = sample(raw["append_telemetry_sample"],
-                                      "append_telemetry_sample", errors, now=now)
+        change.append_sample = _sample(raw["append_telemetry_sample"],
+                                       "append_telemetry_sample", errors, now=now)
     if raw.get("telemetry_samples") is not None:
-        change.samples = _series(
-            raw["telemetry_samples"], "telemetry_samples", errors, SAMPLE_CAP,
-            lambda v, n: sample(v, n, errors, now=now))
+        change.samples = _series(raw["telemetry_samples"], "telemetry_samples", errors,
+                                 lambda v, n: _sample(v, n, errors, now=now))
+    return check_change(change, errors)
+
+
+# --- checking: the values of a RunChange, however it was made (REST, GraphQL, the client) ----
+
+
+def _check_entry(entry: LogEntry, name: str, errors: Errors) -> LogEntry:
+    """Messages are scrubbed of secrets and truncated visibly (not refused)."""
+    if not isinstance(entry.message, str):
+        errors.add(f"{name}.message", "This field is required and must be a string.")
+        return entry
+    return LogEntry(at=entry.at, level=entry.level,
+                    message=clean_text(entry.message, MAX_MESSAGE_CHARS))
+
+
+def _check_sample(point: Sample, name: str, errors: Errors) -> Sample:
+    return Sample(
+        at=point.at,
+        rows=_int(point.rows, f"{name}.rows", errors, minimum=0, maximum=MAX_COUNT),
+        bytes=_int(point.bytes, f"{name}.bytes", errors, minimum=0, maximum=MAX_BYTES),
+        rows_delta=_int(point.rows_delta, f"{name}.rowsDelta", errors,
+                        minimum=-MAX_COUNT, maximum=MAX_COUNT),
+        bytes_delta=_int(point.bytes_delta, f"{name}.bytesDelta", errors,
+                         minimum=-MAX_BYTES, maximum=MAX_BYTES),
+        progress=_progress(point.progress, f"{name}.progress", errors),
+        phase=_label(point.phase, f"{name}.phase", errors, 200),
+        resource=_label(point.resource, f"{name}.resource", errors, 500),
+    )
+
+
+def _check_summary(patch: SummaryPatch, name: str, errors: Errors) -> SummaryPatch:
+    checked = SummaryPatch()
+    if patch.rows is not UNSET:
+        checked.rows = _int(patch.rows, f"{name}.rowsLoaded", errors,
+                            minimum=0, maximum=MAX_COUNT)
+    if patch.bytes is not UNSET:
+        checked.bytes = _int(patch.bytes, f"{name}.bytesLoaded", errors,
+                             minimum=0, maximum=MAX_BYTES)
+    for key, value in patch.document.items():
+        if key == "progress":
+            checked.document[key] = _progress(value, f"{name}.progress", errors)
+        elif key in ("currentPhase", "currentResource"):
+            limit = 200 if key == "currentPhase" else 500
+            checked.document[key] = _label(value, f"{name}.{key}", errors, limit)
+        else:
+            errors.add(f"{name}.{key}",
+                       f"Unknown field (expected one of: {', '.join(SUMMARY_KEYS)}).")
+    return checked
+
+
+def _check_series(items: list[Any] | None, name: str, errors: Errors, cap: int,
+                  check: Any) -> list[Any] | None:
+    if items is None:
+        return None
+    if len(items) > cap:
+        errors.add(name, f"At most {cap} items (the newest are kept by appends; "
+                         f"a replacement must fit).")
+        return []
+    return [check(item, f"{name}[{i}]", errors) for i, item in enumerate(items)]
+
+
+def check_change(change: RunChange, errors: Errors | None = None) -> RunChange:
+    """The values of a run change, checked and normalised: counts and progress in range,
+    short texts bounded, messages and the error summary scrubbed of secrets and truncated,
+    replacements within their caps. Raises InvalidInput naming every offending field (with
+    `errors`: those too)."""
+    errors = errors if errors is not None else Errors()
+    checked = RunChange(status=change.status, finished_at=change.finished_at, checked=True)
+    checked.log_entries = _check_series(change.log_entries, "log_entries", errors, LOG_CAP,
+                                        _check_entry)
+    if change.append_log is not None:
+        checked.append_log = _check_entry(change.append_log, "append_log", errors)
+    if change.error_summary is not UNSET:
+        text = change.error_summary
+        if text is not None and not isinstance(text, str):
+            errors.add("error_summary", "Not a valid string.")
+        else:
+            checked.error_summary = (
+                clean_text(text, MAX_ERROR_SUMMARY_CHARS).strip() or None if text else None)
+    if change.summary is not None:
+        checked.summary = _check_summary(change.summary, "telemetry_summary", errors)
+    if change.append_sample is not None:
+        checked.append_sample = _check_sample(change.append_sample, "append_telemetry_sample",
+                                              errors)
+    checked.samples = _check_series(change.samples, "telemetry_samples", errors, SAMPLE_CAP,
+                                    _check_sample)
     errors.raise_any()
-    return change
+    return checked
 
 
 def check_bounded_text(value: Any, name: str, errors: Errors, limit: int) -> str | None:

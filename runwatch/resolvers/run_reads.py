@@ -15,7 +15,7 @@ async def log_page(
     *, caller: Caller, run_id: int, first: int | None = None, after: str | None = None
 ) -> Page[RunLogLine]:
     """A run's kept log lines, oldest first (ids grow with `seq` within a run)."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = RunLogLine.filter(run_id=run_id, run__organisation_id=caller.organisation_id)
     return await paginate(query, first=first, after=after, newest_first=False)
 
@@ -24,21 +24,21 @@ async def sample_page(
     *, caller: Caller, run_id: int, first: int | None = None, after: str | None = None
 ) -> Page[RunTelemetrySample]:
     """A run's kept telemetry samples, oldest first."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = RunTelemetrySample.filter(
         run_id=run_id, run__organisation_id=caller.organisation_id)
     return await paginate(query, first=first, after=after, newest_first=False)
 
 
 async def lines_after(*, caller: Caller, run_id: int, seq: int) -> list[RunLogLine]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await RunLogLine.filter(
         run_id=run_id, run__organisation_id=caller.organisation_id, seq__gt=seq
     ).order_by("seq").limit(LIVE_BATCH)
 
 
 async def samples_after(*, caller: Caller, run_id: int, seq: int) -> list[RunTelemetrySample]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await RunTelemetrySample.filter(
         run_id=run_id, run__organisation_id=caller.organisation_id, seq__gt=seq
     ).order_by("seq").limit(LIVE_BATCH)

@@ -10,22 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
-from tortoise.transactions import in_transaction
-
-from runwatch.models import (
-    INT32_MAX,
-    OPEN_STATUSES,
-    Pipeline,
-    Run,
-    RunStatus,
-)
-from runwatch.resolvers import inputs, signals, sql
+from runwatch.models import INT32_MAX, Pipeline, Run, RunStatus
+from runwatch.resolvers import inputs, lifecycle
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import SECOND, floor_second, to_utc, utcnow
-from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
-from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME, deadline_for, on_terminal
+from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
 from runwatch.resolvers.pagination import Page, paginate
-from runwatch.resolvers.rollups import touch_pipeline
 from runwatch.resolvers.scrub import clean_text
 
 # A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
@@ -138,40 +129,17 @@ async def _find_run(caller: Caller, run_id: int, connection_id: int | None) -> R
     return run
 
 
-_COMPLETE = """
-UPDATE run SET status = ?, finished_at = ?, events_delivered = ?, events_evaluations = ?,
-               events_custom = ?, dlq_batches = ?, error = ?, updated_at = ?
-WHERE id = ? AND organisation_id = ? AND status IN (?, ?)
-  AND (started_at IS NULL OR started_at < ?){connection}
-RETURNING *
-"""
+def _completion(report: RunReport) -> dict[str, object]:
+    return {
+        "finished_at": report.completed_at, "events_delivered": report.events_delivered,
+        "events_evaluations": report.evaluations, "events_custom": report.custom_events,
+        "dlq_batches": report.batches_dlq, "error": report.error,
+    }
+
+
 _OF_CONNECTION = " AND pipeline_id IN (SELECT id FROM pipeline WHERE connection_id = ?)"
-
-
-async def _complete(
-    caller: Caller, run_id: int, connection_id: int | None, report: RunReport
-) -> Run | None:
-    """The happy path in one conditional UPDATE: the run if this call completed it, else None
-    (unknown, foreign, already completed, or completing before its start)."""
-    statement = _COMPLETE.format(connection=_OF_CONNECTION if connection_id is not None else "")
-    params: list[object] = [
-        report.status.value, report.completed_at, report.events_delivered, report.evaluations,
-        report.custom_events, report.batches_dlq, report.error, utcnow(),
-        # started_at < the next whole second after completion: `completes_before`, in SQL
-        run_id, caller.organisation_id, *(s.value for s in OPEN_STATUSES),
-        floor_second(report.completed_at) + SECOND,
-    ]
-    if connection_id is not None:
-        params.append(connection_id)
-    async with in_transaction() as conn:
-        rows = await sql.fetch(statement, params, conn)
-        if not rows:
-            return None
-        run = Run._init_from_db(**rows[0])
-        enqueued = await on_terminal(conn, run)
-    if enqueued:
-        signals.work_enqueued()
-    return run
+# started_at < the next whole second after completion: `completes_before`, in SQL
+_STARTED_BEFORE = " AND (started_at IS NULL OR started_at < ?)"
 
 
 async def report_run(
@@ -181,26 +149,30 @@ async def report_run(
     """Record a run's completion. Returns the run and whether this call changed it.
 
     Idempotent: the identical report again returns (run, False); a different report for a
-    completed run raises Conflict. Concurrent reports race on one conditional UPDATE, so
-    exactly one of them changes the run and adds to the roll-ups. Only when that UPDATE
-    changes nothing is the run read, to say why.
+    completed run raises Conflict. Concurrent reports race on the lifecycle's one
+    conditional UPDATE, so exactly one of them changes the run and adds to the roll-ups.
+    Only when that UPDATE changes nothing is the run read, to say why.
     """
-    caller.require(Scope.REPORT)
-    report = normalise_report(report, now=now or utcnow())
-    completed = await _complete(caller, run_id, connection_id, report)
+    caller.require_scope(Scope.REPORT)
+    now = now or utcnow()
+    report = normalise_report(report, now=now)
+    where = _STARTED_BEFORE + (_OF_CONNECTION if connection_id is not None else "")
+    params: list[object] = [floor_second(report.completed_at) + SECOND]
+    if connection_id is not None:
+        params.append(connection_id)
+    async with lifecycle.transaction() as (conn, effects):
+        completed = await lifecycle.move(
+            conn, effects, run_id=run_id, organisation_id=caller.organisation_id,
+            target=report.status, columns=_completion(report),
+            from_statuses=(RunStatus.RUNNING,), caller=caller, now=now,
+            where=where, params=params)
     if completed is not None:
         return completed, True
     run = await _find_run(caller, run_id, connection_id)
     check_started(report, run.started_at)
     if _same_report(run, report):
         return run, False
-    if run.status in OPEN_STATUSES:  # not reachable by the rules above; refuse rather than guess
-        raise Conflict(f"Run {run.id} could not be completed; retry the report.")
-    when = run.finished_at.isoformat() if run.finished_at else "earlier"
-    raise Conflict(
-        f"Run {run.id} already completed ({run.status.value} at {when}); "
-        "a different report cannot replace it."
-    )
+    raise lifecycle.refusal(caller, run, report.status)
 
 
 async def start_run(
@@ -211,7 +183,7 @@ async def start_run(
     """Pre-create a running run (what the recurring task does before invoking the loader).
     It times out at its deadline: the start plus the pipeline's maximum runtime, or
     `default_max_runtime` (the deployment's orphan window)."""
-    caller.require(Scope.REPORT)
+    caller.require_scope(Scope.REPORT)
     if (connection_id is None) == (pipeline_id is None):
         raise InvalidInput.one("connection_id", "Give exactly one of a connection or a pipeline.")
     now = now or utcnow()
@@ -228,23 +200,15 @@ async def start_run(
         kind, ident = ("pipeline", pipeline_id) if pipeline_id is not None else (
             "connection", connection_id)
         raise NotFound(kind, ident)
-    async with in_transaction() as conn:
-        run = await Run.create(
-            organisation_id=caller.organisation_id,
-            pipeline_id=pipeline.id,
-            status=RunStatus.RUNNING,
-            started_at=started_at,
-            deadline_at=deadline_for(
-                started_at, pipeline.max_runtime_seconds, default_max_runtime),
-            claimed_by_token_id=caller.token_id,
-            using_db=conn,
-        )
-        await touch_pipeline(conn, pipeline.id)
+    async with lifecycle.transaction() as (conn, effects):
+        run = await lifecycle.open_run(
+            conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
+            started_at=started_at, default_max_runtime=default_max_runtime)
     return run
 
 
 async def get_run(*, caller: Caller, run_id: int) -> Run:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _find_run(caller, run_id, None)
 
 
@@ -256,7 +220,7 @@ async def list_runs(
     correlation_id: str | None = None, gateway_id: int | None = None,
 ) -> Page[Run]:
     """Runs newest first, filtered; keyset pagination keeps deep pages cheap."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     environment = inputs.filter_text(environment, "environment", 100)
     correlation_id = inputs.filter_text(correlation_id, "correlation_id", 200)
     query = Run.filter(organisation_id=caller.organisation_id)

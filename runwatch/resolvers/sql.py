@@ -9,12 +9,14 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
 
 _QMARK = re.compile(r"\?")
+M = TypeVar("M", bound=Model)
 
 
 def client() -> BaseDBAsyncClient:
@@ -52,6 +54,13 @@ async def execute(
     conn = conn or client()
     rowcount, _ = await conn.execute_query(render(conn, sql), list(params))
     return rowcount
+
+
+def model_from_row(model: type[M], row: dict[str, Any]) -> M:
+    """A model instance from a raw `RETURNING *` row, converted as the ORM converts its own
+    reads (SQLite hands back text for times and JSON). The one caller of Tortoise's
+    `_init_from_db`: it has no public equivalent that skips the constructor's defaults."""
+    return model._init_from_db(**row)
 
 
 def as_datetime(value: Any) -> Any:

@@ -33,7 +33,7 @@ def _constant(name: str) -> Any:
     raise NotStrictJSON(f"{name} is not a JSON number")
 
 
-def _float(text: str) -> float:
+def finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise NotStrictJSON(f"the number {text[:40]} is too large to be stored")
@@ -43,7 +43,7 @@ def _float(text: str) -> float:
 def loads(raw: bytes | str) -> Any:
     """Parse strict JSON, or raise `NotStrictJSON` (also for input that is not JSON at all)."""
     try:
-        value = json.loads(raw, parse_constant=_constant, parse_float=_float)
+        value = json.loads(raw, parse_constant=_constant, parse_float=finite_float)
     except NotStrictJSON:
         raise
     except RecursionError:

@@ -10,7 +10,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from runwatch.models import DeliveryStatus as DeliveryState
 from runwatch.models import Task, TaskStatus, WebhookDelivery
-from runwatch.resolvers import signals, sql
+from runwatch.resolvers import alerts, signals, sql
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 
 ANOMALY = "anomaly_detection"
@@ -71,3 +72,43 @@ async def pending_work() -> dict[str, int]:
     if deliveries:
         counts["webhook_delivery"] = deliveries
     return counts
+
+
+QUEUE_WARNING, QUEUE_CRITICAL = 50, 100
+
+
+def queue_level(pending: int) -> str | None:
+    if pending >= QUEUE_CRITICAL:
+        return "critical"
+    if pending >= QUEUE_WARNING:
+        return "warning"
+    return None
+
+
+async def monitor_queue(*, alert_organisation_id: int | None = None) -> dict[str, Any]:
+    """Pending background work by kind, and its level (WARNING at 50, CRITICAL at 100).
+    Over a threshold, an alert goes to the channels of `alert_organisation_id` (the caller of
+    the API route), or of every organisation that has channels (the schedule)."""
+    pending = await pending_work()
+    total = sum(pending.values())
+    level = queue_level(total)
+    if level:
+        by_kind = ", ".join(f"{k}: {v}" for k, v in sorted(pending.items()))
+        orgs = [alert_organisation_id] if alert_organisation_id is not None else [
+            int(r["organisation_id"]) for r in await sql.fetch(
+                "SELECT DISTINCT organisation_id FROM alert_channel WHERE enabled = ?", [True])]
+        for org in orgs:
+            await alerts.enqueue_alert(
+                None, organisation_id=org, alert="queue_depth", severity=level,
+                title=f"{total} background tasks pending",
+                message=f"{level.upper()}: {total} pending ({by_kind}); thresholds "
+                        f"{QUEUE_WARNING} / {QUEUE_CRITICAL}",
+                details={"pending": pending, "total": total, "level": level})
+    return {"pending": pending, "total": total, "level": level}
+
+
+async def check_queue(*, caller: Caller) -> dict[str, Any]:
+    """The queue monitor on request (Watcher's `POST /celery/monitor-queue`): over a
+    threshold, the caller's organisation's channels are alerted."""
+    caller.require_any(Scope.REPORT, Scope.WRITE)
+    return await monitor_queue(alert_organisation_id=caller.organisation_id)

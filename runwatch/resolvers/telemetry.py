@@ -162,56 +162,101 @@ def orphan_message(started_at: datetime, window: timedelta) -> str:
     )
 
 
-# One statement, one round trip: the pipelines selected, then one branch per source, all with
-# the same columns (kind, pipeline_id, connection_id, n1..n10, t1, t2, msg, run_id, status).
-# The runs finished in one partial hour at a window's start. Used once per window: two
-# ranges joined by OR would not use the index.
-_EDGE_SQL = """SELECT 'e', pipeline_id, NULL, events_delivered, events_evaluations, events_custom,
-       dlq_batches, NULL, NULL, NULL, NULL, NULL, NULL, finished_at, NULL, NULL, id, status
-FROM run
-WHERE pipeline_id IN (SELECT id FROM p) AND status IN ({terminal})
-  AND finished_at >= ? AND finished_at < ?
-"""
-_TELEMETRY_SQL = """
-WITH p AS (
-  SELECT id, connection_id, last_success_at, last_delivery_at FROM pipeline
-  WHERE organisation_id = ? AND {selector}
-)
-SELECT 'p' AS kind, id AS pipeline_id, connection_id,
-       (SELECT COUNT(*) FROM (
+# One statement, one round trip: the pipelines selected (`p`), then one branch per source of
+# facts. Every branch answers the same named columns, NULL where it has nothing to say; `kind`
+# says which branch a row comes from.
+class Kind:
+    PIPELINE = "pipeline"  # a selected pipeline: its failure streak, last delivery and success
+    HOURS = "hours"  # its full hours of both windows, from `pipeline_hourly_stats`
+    WINDOW_START = "window_start"  # a run finished in the partial hour at a window's start
+    ORPHAN = "orphan"  # a run past its deadline that the reaper has not timed out yet
+    RECENT_ERROR = "recent_error"  # one of its newest failed runs
+
+
+# The columns, with their SQL types: PostgreSQL types a UNION's column from its branches, and
+# a NULL (which has none) is cast to the column's.
+COLUMNS = {
+    "kind": "TEXT",
+    "pipeline_id": "BIGINT",
+    "connection_id": "BIGINT",
+    "failure_streak": "BIGINT",  # failed runs since the last success (up to STREAK_CAP)
+    "events_total": "BIGINT",  # hours: the 7 days' (full hours); window_start: the run's
+    "events_evaluations": "BIGINT",
+    "events_custom": "BIGINT",
+    "events_total_24h": "BIGINT",  # hours: the 24 hours' (full hours)
+    "events_evaluations_24h": "BIGINT",
+    "events_custom_24h": "BIGINT",
+    "runs_failed_24h": "BIGINT",
+    "runs_succeeded_24h": "BIGINT",
+    "dlq_batches_24h": "BIGINT",
+    "outcomes": "BIGINT",  # hours: runs that finished in the 7 days' full hours
+    "dlq_batches": "BIGINT",  # a run's
+    "last_delivery_at": "TIMESTAMPTZ",
+    "last_success_at": "TIMESTAMPTZ",
+    "started_at": "TIMESTAMPTZ",
+    "finished_at": "TIMESTAMPTZ",
+    "deadline_at": "TIMESTAMPTZ",
+    "error": "TEXT",
+    "run_id": "BIGINT",
+    "status": "TEXT",
+}
+
+
+def _select(kind: str, **values: str) -> str:
+    """`SELECT` of one branch: `values` maps the columns it answers to their expressions."""
+    unknown = set(values) - set(COLUMNS)
+    assert not unknown, unknown
+    columns = [f"'{kind}' AS kind"] + [
+        f"{values.get(name, f'CAST(NULL AS {sql_type})')} AS {name}"
+        for name, sql_type in COLUMNS.items() if name != "kind"]
+    return "SELECT " + ",\n       ".join(columns) + "\n"
+
+
+_PIPELINES = _select(
+    Kind.PIPELINE, pipeline_id="id", connection_id="connection_id",
+    failure_streak="""(SELECT COUNT(*) FROM (
           SELECT 1 FROM run f
           WHERE f.pipeline_id = p.id AND f.status IN (?, ?)
             AND f.finished_at > COALESCE(p.last_success_at, ?)
-          LIMIT ?) streak) AS n1,
-       NULL AS n2, NULL AS n3, NULL AS n4, NULL AS n5, NULL AS n6, NULL AS n7, NULL AS n8,
-       NULL AS n9, NULL AS n10, last_delivery_at AS t1, last_success_at AS t2,
-       CAST(NULL AS TEXT) AS msg, CAST(NULL AS BIGINT) AS run_id, CAST(NULL AS TEXT) AS status
-FROM p
-UNION ALL
-SELECT 'h', pipeline_id, NULL,
-       SUM(events_total), SUM(events_evaluations), SUM(events_custom),
-       SUM(CASE WHEN hour >= ? THEN events_total ELSE 0 END),
-       SUM(CASE WHEN hour >= ? THEN events_evaluations ELSE 0 END),
-       SUM(CASE WHEN hour >= ? THEN events_custom ELSE 0 END),
-       SUM(CASE WHEN hour >= ? THEN runs_failed ELSE 0 END),
-       SUM(CASE WHEN hour >= ? THEN runs_succeeded ELSE 0 END),
-       SUM(CASE WHEN hour >= ? THEN dlq_batches ELSE 0 END),
-       SUM(runs_failed + runs_succeeded), NULL, NULL, NULL, NULL, NULL
-FROM pipeline_hourly_stats
+          LIMIT ?) streak)""",
+    last_delivery_at="last_delivery_at", last_success_at="last_success_at",
+) + "FROM p\n"
+_HOURS = _select(
+    Kind.HOURS, pipeline_id="pipeline_id",
+    events_total="SUM(events_total)",
+    events_evaluations="SUM(events_evaluations)",
+    events_custom="SUM(events_custom)",
+    events_total_24h="SUM(CASE WHEN hour >= ? THEN events_total ELSE 0 END)",
+    events_evaluations_24h="SUM(CASE WHEN hour >= ? THEN events_evaluations ELSE 0 END)",
+    events_custom_24h="SUM(CASE WHEN hour >= ? THEN events_custom ELSE 0 END)",
+    runs_failed_24h="SUM(CASE WHEN hour >= ? THEN runs_failed ELSE 0 END)",
+    runs_succeeded_24h="SUM(CASE WHEN hour >= ? THEN runs_succeeded ELSE 0 END)",
+    dlq_batches_24h="SUM(CASE WHEN hour >= ? THEN dlq_batches ELSE 0 END)",
+    outcomes="SUM(runs_failed + runs_succeeded)",
+) + """FROM pipeline_hourly_stats
 WHERE pipeline_id IN (SELECT id FROM p) AND hour >= ?
 GROUP BY pipeline_id
-UNION ALL
-{edge}UNION ALL
-{edge}UNION ALL
-SELECT 'o', pipeline_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       started_at, deadline_at, NULL, id, status
-FROM run
+"""
+# Used once per window: two ranges joined by OR would not use the index.
+_WINDOW_START = _select(
+    Kind.WINDOW_START, pipeline_id="pipeline_id", events_total="events_delivered",
+    events_evaluations="events_evaluations", events_custom="events_custom",
+    dlq_batches="dlq_batches", finished_at="finished_at", run_id="id", status="status",
+) + """FROM run
+WHERE pipeline_id IN (SELECT id FROM p) AND status IN ({terminal})
+  AND finished_at >= ? AND finished_at < ?
+"""
+_ORPHANS = _select(
+    Kind.ORPHAN, pipeline_id="pipeline_id", started_at="started_at",
+    deadline_at="deadline_at", run_id="id", status="status",
+) + """FROM run
 WHERE pipeline_id IN (SELECT id FROM p) AND status IN (?, ?) AND deadline_at < ?
   AND deadline_at >= ?
-UNION ALL
-SELECT 'r', pipeline_id, NULL, NULL, NULL, NULL, dlq_batches, NULL, NULL, NULL, NULL, NULL, NULL,
-       finished_at, NULL, error, id, status
-FROM (
+"""
+_RECENT_ERRORS = _select(
+    Kind.RECENT_ERROR, pipeline_id="pipeline_id", dlq_batches="dlq_batches",
+    finished_at="finished_at", error="error", run_id="id", status="status",
+) + """FROM (
   SELECT id, pipeline_id, finished_at, error, dlq_batches, status,
          ROW_NUMBER() OVER (PARTITION BY pipeline_id ORDER BY finished_at DESC, id DESC) AS pos
   FROM run
@@ -219,6 +264,14 @@ FROM (
 ) ranked
 WHERE pos <= ?
 """
+# `{selector}` picks the pipelines, `{terminal}` holds the terminal statuses' placeholders.
+_TELEMETRY_SQL = """
+WITH p AS (
+  SELECT id, connection_id, last_success_at, last_delivery_at FROM pipeline
+  WHERE organisation_id = ? AND {selector}
+)
+""" + "UNION ALL\n".join(
+    (_PIPELINES, _HOURS, _WINDOW_START, _WINDOW_START, _ORPHANS, _RECENT_ERRORS))
 
 
 def _int(value: object) -> int:
@@ -233,9 +286,7 @@ async def _telemetry(
     b24, b7 = now - DAY, now - WEEK
     s24, s7 = ceil_hour(b24), ceil_hour(b7)
     terminal = sql.placeholders(len(TERMINAL))
-    statement = _TELEMETRY_SQL.format(
-        selector=selector, edge=_EDGE_SQL.format(terminal=terminal)
-    )
+    statement = _TELEMETRY_SQL.format(selector=selector, terminal=terminal)
     params = [
         organisation_id, *selector_params,
         *FAILED, BEGINNING, STREAK_CAP,
@@ -251,46 +302,48 @@ async def _telemetry(
     last_success: dict[int, datetime | None] = {}
     errors: dict[int, list[RecentError]] = {}
     for row in rows:  # first pass: the pipelines and their groups
-        if row["kind"] == "p":
+        if row["kind"] == Kind.PIPELINE:
             key = int(row[group_of])
             group[int(row["pipeline_id"])] = key
             t = result.setdefault(key, Telemetry())
             errors.setdefault(key, [])
-            t.streak = max(t.streak, _int(row["n1"]))
-            last_success[int(row["pipeline_id"])] = sql.as_datetime(row["t2"])
-            last = sql.as_datetime(row["t1"])
+            t.streak = max(t.streak, _int(row["failure_streak"]))
+            last_success[int(row["pipeline_id"])] = sql.as_datetime(row["last_success_at"])
+            last = sql.as_datetime(row["last_delivery_at"])
             if last is not None and (t.last_delivery_at is None or last > t.last_delivery_at):
                 t.last_delivery_at = last
     for row in rows:  # second pass: what the branches found for them
         kind = row["kind"]
-        if kind == "p":
+        if kind == Kind.PIPELINE:
             continue
         pipeline_id = int(row["pipeline_id"])
         key = group[pipeline_id]
         t = result[key]
         t.ever_ran = True
-        if kind == "h":
-            t.events_last_7d.add(row["n1"], row["n2"], row["n3"])
-            t.events_last_24h.add(row["n4"], row["n5"], row["n6"])
-            t.failed_deliveries_last_24h += _int(row["n7"])
-            t.succeeded_runs_last_24h += _int(row["n8"])
-            t.dlq_batches_last_24h += _int(row["n9"])
-            t.ever_ran = bool(_int(row["n10"])) or t.ever_ran
-        elif kind == "e":  # the partial hour at the start of each window
-            finished_at = sql.as_datetime(row["t1"])
-            counts = (row["n1"], row["n2"], row["n3"])
+        if kind == Kind.HOURS:
+            t.events_last_7d.add(
+                row["events_total"], row["events_evaluations"], row["events_custom"])
+            t.events_last_24h.add(row["events_total_24h"], row["events_evaluations_24h"],
+                                  row["events_custom_24h"])
+            t.failed_deliveries_last_24h += _int(row["runs_failed_24h"])
+            t.succeeded_runs_last_24h += _int(row["runs_succeeded_24h"])
+            t.dlq_batches_last_24h += _int(row["dlq_batches_24h"])
+            t.ever_ran = bool(_int(row["outcomes"])) or t.ever_ran
+        elif kind == Kind.WINDOW_START:
+            finished_at = sql.as_datetime(row["finished_at"])
+            counts = (row["events_total"], row["events_evaluations"], row["events_custom"])
             if b7 <= finished_at < s7:
                 t.events_last_7d.add(*counts)
             if b24 <= finished_at < s24:
                 t.events_last_24h.add(*counts)
-                t.dlq_batches_last_24h += _int(row["n4"])
+                t.dlq_batches_last_24h += _int(row["dlq_batches"])
                 if row["status"] in FAILED:
                     t.failed_deliveries_last_24h += 1
                 elif row["status"] == RunStatus.SUCCEEDED.value:
                     t.succeeded_runs_last_24h += 1
-        elif kind == "o":  # orphans the reaper has not timed out yet
-            started_at = sql.as_datetime(row["t1"])
-            deadline = sql.as_datetime(row["t2"])
+        elif kind == Kind.ORPHAN:
+            started_at = sql.as_datetime(row["started_at"])
+            deadline = sql.as_datetime(row["deadline_at"])
             succeeded_at = last_success[pipeline_id]
             if succeeded_at is None or deadline > succeeded_at:
                 t.streak += 1
@@ -300,11 +353,11 @@ async def _telemetry(
                 occurred_at=deadline, message=orphan_message(started_at, deadline - started_at),
                 run_id=int(row["run_id"]), pipeline_id=pipeline_id,
             ))
-        elif kind == "r":
+        elif kind == Kind.RECENT_ERROR:
             errors[key].append(RecentError(
-                occurred_at=sql.as_datetime(row["t1"]),
-                message=_error_message(
-                    {"error": row["msg"], "dlq_batches": row["n4"], "id": row["run_id"]}),
+                occurred_at=sql.as_datetime(row["finished_at"]),
+                message=_error_message({"error": row["error"], "dlq_batches": row["dlq_batches"],
+                                        "id": row["run_id"]}),
                 run_id=int(row["run_id"]), pipeline_id=pipeline_id,
             ))
     for key, t in result.items():
@@ -406,7 +459,7 @@ async def telemetry_of_connections(
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
     """Telemetry per connection of the caller's organisation; foreign ids are left out."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     found = await _telemetry_by(
         organisation_id=caller.organisation_id, group_of="connection_id",
         keys=connection_ids, now=now or utcnow(), options=options,
@@ -426,7 +479,7 @@ async def telemetry_of_pipelines(
     now: datetime | None = None,
 ) -> dict[int, Telemetry]:
     """Telemetry per pipeline (models or ids) of the caller's organisation."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _telemetry_by(
         organisation_id=caller.organisation_id, group_of="pipeline_id",
         keys=[p if isinstance(p, int) else p.id for p in pipelines], now=now or utcnow(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -17,7 +18,7 @@ from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
 from runwatch.resolvers.errors import InvalidInput, NotFound
-from runwatch.resolvers.run_input import Errors
+from runwatch.resolvers.run_input import UNSET, Errors
 
 CHECKS = ("freshness", "timeliness")
 # What `POST /pipeline` may define (and what its digest covers); never `active`,
@@ -29,8 +30,7 @@ MAX_WATERMARK = 50
 
 def require_writer(caller: Caller) -> None:
     """Watcher jobs write with a `report` token (like loaders); people with `write`."""
-    if not (caller.has(Scope.REPORT) or caller.has(Scope.WRITE)):
-        caller.require(Scope.WRITE)
+    caller.require_any(Scope.REPORT, Scope.WRITE)
 
 
 def digest(definition: dict[str, Any]) -> str:
@@ -97,14 +97,73 @@ def boolean(value: Any, name: str, errors: Errors) -> bool | None:
     return value
 
 
-def check_config(raw: dict[str, Any], errors: Errors) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class CheckConfig:
+    """The freshness and timeliness settings of a pipeline or a type: a number and a
+    datepart, both or neither (`UNSET`: not given, left as it is; None: cleared). Values are
+    as sent; the resolvers check them, whatever the surface. `Any`: the type named, or
+    `UNSET`."""
+
+    freshness_number: int | Any | None = UNSET
+    freshness_datepart: str | Any | None = UNSET
+    timeliness_number: int | Any | None = UNSET
+    timeliness_datepart: str | Any | None = UNSET
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineTypeInput(CheckConfig):
+    """`POST /pipeline_type`: a type by name, its check settings and mute flags (None: not
+    given)."""
+
+    name: str | None = None
+    mute_freshness_check: bool | None = None
+    mute_timeliness_check: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineDefinition(CheckConfig):
+    """`POST /pipeline`: a pipeline by name and its definition. `next_watermark` and
+    `pipeline_metadata` are `UNSET` when not given (a found pipeline keeps them) and None
+    when sent as null."""
+
+    name: str | None = None
+    pipeline_type_name: str | None = None
+    next_watermark: str | int | float | Any | None = UNSET
+    pipeline_metadata: dict[str, Any] | Any | None = UNSET
+
+    def definition(self) -> dict[str, Any]:
+        """The definition fields given, as given: what the digest covers."""
+        return {k: getattr(self, k) for k in DEFINITION if getattr(self, k) is not UNSET}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineChange(CheckConfig):
+    """`PATCH /pipeline`: the pipeline `id`, or else the one named `name`; only the fields
+    given change (`UNSET`: left as it is; None clears a nullable field). The flags and
+    `pipeline_type_id` change only when not None."""
+
+    id: int | None = None
+    name: str | Any | None = UNSET
+    pipeline_type_id: int | None = None
+    watermark: str | int | float | Any | None = UNSET
+    next_watermark: str | int | float | Any | None = UNSET
+    pipeline_metadata: dict[str, Any] | Any | None = UNSET
+    mute_freshness_check: bool | None = None
+    mute_timeliness_check: bool | None = None
+    load_lineage: bool | None = None
+    active: bool | None = None
+
+
+def check_config(given: CheckConfig, errors: Errors) -> dict[str, Any]:
     """`freshness_number` / `freshness_datepart` (and timeliness): both or neither."""
     values: dict[str, Any] = {}
     for check in CHECKS:
         number_key, part_key = f"{check}_number", f"{check}_datepart"
-        if number_key not in raw and part_key not in raw:
+        number, part = getattr(given, number_key), getattr(given, part_key)
+        if number is UNSET and part is UNSET:
             continue
-        number, part = raw.get(number_key), raw.get(part_key)
+        number = None if number is UNSET else number
+        part = None if part is UNSET else part
         if (number is None) != (part is None):
             errors.add(number_key, f"Both {number_key} and {part_key} must be provided together")
             continue
@@ -119,15 +178,15 @@ def check_config(raw: dict[str, Any], errors: Errors) -> dict[str, Any]:
 
 
 async def get_or_create_type(
-    *, caller: Caller, raw: dict[str, Any], conn: Any = None
+    *, caller: Caller, given: PipelineTypeInput, conn: Any = None
 ) -> tuple[PipelineType, bool]:
     """`POST /pipeline_type`: found by name (never updated) or created."""
     require_writer(caller)
     errors = Errors()
-    name = text(raw.get("name"), "name", errors, required=True)
-    config = check_config(raw, errors)
-    mutes = {k: boolean(raw.get(k), k, errors) for k in
-             ("mute_freshness_check", "mute_timeliness_check") if raw.get(k) is not None}
+    name = text(given.name, "name", errors, required=True)
+    config = check_config(given, errors)
+    mutes = {k: boolean(getattr(given, k), k, errors) for k in
+             ("mute_freshness_check", "mute_timeliness_check") if getattr(given, k) is not None}
     errors.raise_any()
     found = await PipelineType.filter(
         organisation_id=caller.organisation_id, name=name).using_db(conn).first()
@@ -150,7 +209,7 @@ def storable_id(value: int) -> bool:
 
 
 async def get_type(*, caller: Caller, type_id: int) -> PipelineType:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await PipelineType.filter(
         id=type_id, organisation_id=caller.organisation_id).first() \
         if storable_id(type_id) else None
@@ -160,12 +219,12 @@ async def get_type(*, caller: Caller, type_id: int) -> PipelineType:
 
 
 async def list_types(*, caller: Caller) -> list[PipelineType]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await PipelineType.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
 async def get_or_create_pipeline(
-    *, caller: Caller, raw: dict[str, Any]
+    *, caller: Caller, given: PipelineDefinition
 ) -> tuple[Pipeline, bool]:
     """`POST /pipeline`: created (201) or found by name (200). A found pipeline gets the
     `next_watermark` sent, and the definition fields sent only when their digest differs
@@ -173,28 +232,31 @@ async def get_or_create_pipeline(
     changed here. The answer's watermark is the one stored (null on create)."""
     require_writer(caller)
     errors = Errors()
-    name = text(raw.get("name"), "name", errors, required=True)
-    type_name = text(raw.get("pipeline_type_name"), "pipeline_type_name", errors,
-                     required=True)
-    next_mark = watermark(raw.get("next_watermark"), "next_watermark", errors)
-    meta = metadata(raw.get("pipeline_metadata"), "pipeline_metadata", errors)
-    config = check_config(raw, errors)
+    name = text(given.name, "name", errors, required=True)
+    type_name = text(given.pipeline_type_name, "pipeline_type_name", errors, required=True)
+    next_mark = watermark(_or_none(given.next_watermark), "next_watermark", errors)
+    meta = metadata(_or_none(given.pipeline_metadata), "pipeline_metadata", errors)
+    config = check_config(given, errors)
     errors.raise_any()
-    sent = {k: raw[k] for k in DEFINITION if k in raw}
+    new_digest = digest(given.definition())
     try:
-        return await _upsert(caller, raw, name, type_name, next_mark, meta, config, digest(sent))
+        return await _upsert(caller, given, name, type_name, next_mark, meta, config, new_digest)
     except IntegrityError:  # a concurrent call created it (or its type): now it is found
-        return await _upsert(caller, raw, name, type_name, next_mark, meta, config, digest(sent))
+        return await _upsert(caller, given, name, type_name, next_mark, meta, config, new_digest)
+
+
+def _or_none(value: Any) -> Any:
+    return None if value is UNSET else value
 
 
 async def _upsert(
-    caller: Caller, raw: dict[str, Any], name: str | None, type_name: str | None,
+    caller: Caller, given: PipelineDefinition, name: str | None, type_name: str | None,
     next_mark: str | None, meta: dict[str, Any] | None, config: dict[str, Any],
     new_digest: str,
 ) -> tuple[Pipeline, bool]:
     async with in_transaction() as conn:
         pipeline_type, _ = await get_or_create_type(
-            caller=caller, raw={"name": type_name}, conn=conn)
+            caller=caller, given=PipelineTypeInput(name=type_name), conn=conn)
         pipeline = await Pipeline.filter(
             organisation_id=caller.organisation_id, name=name
         ).select_for_update().using_db(conn).first()
@@ -205,13 +267,12 @@ async def _upsert(
                 pipeline_metadata=meta, input_digest=new_digest, **config, using_db=conn)
             return created, True
         changes: dict[str, Any] = {}
-        if "next_watermark" in raw and next_mark != pipeline.next_watermark:
+        if given.next_watermark is not UNSET and next_mark != pipeline.next_watermark:
             changes["next_watermark"] = next_mark
         if new_digest != pipeline.input_digest:
             changes["input_digest"] = new_digest
-            if "pipeline_type_name" in raw:
-                changes["pipeline_type_id"] = pipeline_type.id
-            if "pipeline_metadata" in raw:
+            changes["pipeline_type_id"] = pipeline_type.id  # the type is required
+            if given.pipeline_metadata is not UNSET:
                 changes["pipeline_metadata"] = meta
             changes.update(config)
         if changes:
@@ -223,7 +284,7 @@ async def _upsert(
 
 
 async def get_watcher_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     row = await Pipeline.filter(
         id=pipeline_id, organisation_id=caller.organisation_id).first() \
         if storable_id(pipeline_id) else None
@@ -233,43 +294,38 @@ async def get_watcher_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
 
 
 async def list_watcher_pipelines(*, caller: Caller) -> list[Pipeline]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await Pipeline.filter(organisation_id=caller.organisation_id).order_by("id")
 
 
-PATCHABLE = ("name", "pipeline_type_id", "watermark", "next_watermark", "pipeline_metadata",
-             "freshness_number", "freshness_datepart", "mute_freshness_check",
-             "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
-             "load_lineage", "active")
-
-
-async def patch_pipeline(*, caller: Caller, raw: dict[str, Any]) -> Pipeline:
+async def patch_pipeline(*, caller: Caller, change: PipelineChange) -> Pipeline:
     """`PATCH /pipeline`: the row by `id`, or else by `name`; only the fields sent change."""
     require_writer(caller)
     errors = Errors()
-    if raw.get("id") is None and raw.get("name") is None:
+    pipeline_id, name = change.id, _or_none(change.name)
+    if pipeline_id is None and name is None:
         raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
     changes: dict[str, Any] = {}
     lookup_name = None
-    if raw.get("id") is not None:
-        if isinstance(raw["id"], bool) or not isinstance(raw["id"], int):
+    if pipeline_id is not None:
+        if isinstance(pipeline_id, bool) or not isinstance(pipeline_id, int):
             errors.add("id", "id must be an integer")
-        if "name" in raw:
-            changes["name"] = text(raw["name"], "name", errors, required=True)
+        if change.name is not UNSET:
+            changes["name"] = text(name, "name", errors, required=True)
     else:  # found by name: a malformed name is invalid input, not "not found"
-        lookup_name = text(raw["name"], "name", errors, required=True)
+        lookup_name = text(name, "name", errors, required=True)
     for key in ("watermark", "next_watermark"):
-        if key in raw:
-            changes[key] = watermark(raw[key], key, errors)
-    if "pipeline_metadata" in raw:
-        changes["pipeline_metadata"] = metadata(raw["pipeline_metadata"], "pipeline_metadata",
+        if getattr(change, key) is not UNSET:
+            changes[key] = watermark(getattr(change, key), key, errors)
+    if change.pipeline_metadata is not UNSET:
+        changes["pipeline_metadata"] = metadata(change.pipeline_metadata, "pipeline_metadata",
                                                 errors)
-    changes.update(check_config(raw, errors))
+    changes.update(check_config(change, errors))
     for key in ("mute_freshness_check", "mute_timeliness_check", "load_lineage", "active"):
-        if raw.get(key) is not None:
-            changes[key] = boolean(raw[key], key, errors)
-    if raw.get("pipeline_type_id") is not None:
-        type_id = raw["pipeline_type_id"]
+        if getattr(change, key) is not None:
+            changes[key] = boolean(getattr(change, key), key, errors)
+    if change.pipeline_type_id is not None:
+        type_id = change.pipeline_type_id
         if isinstance(type_id, bool) or not isinstance(type_id, int):
             errors.add("pipeline_type_id", "pipeline_type_id must be an integer")
         else:
@@ -277,12 +333,12 @@ async def patch_pipeline(*, caller: Caller, raw: dict[str, Any]) -> Pipeline:
     errors.raise_any()
     async with in_transaction() as conn:
         query = Pipeline.filter(organisation_id=caller.organisation_id)
-        query = query.filter(id=raw["id"]) if raw.get("id") is not None else query.filter(
+        query = query.filter(id=pipeline_id) if pipeline_id is not None else query.filter(
             name=lookup_name)
         pipeline = await query.select_for_update().using_db(conn).first() if (
-            raw.get("id") is None or storable_id(raw["id"])) else None
+            pipeline_id is None or storable_id(pipeline_id)) else None
         if pipeline is None:
-            raise NotFound("pipeline", raw.get("id") or raw.get("name"))
+            raise NotFound("pipeline", pipeline_id or name)
         if "pipeline_type_id" in changes and not storable_id(changes["pipeline_type_id"]):
             raise NotFound("pipeline type", changes["pipeline_type_id"])
         if "pipeline_type_id" in changes and not await PipelineType.filter(

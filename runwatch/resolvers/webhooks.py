@@ -154,7 +154,7 @@ async def set_endpoint(
 ) -> WebhookEndpoint:
     """Create or change the organisation's default endpoint (`pipeline_id` None) or a
     pipeline's. A new endpoint gets a new signing secret; a changed one keeps its secret."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     pipeline = await _pipeline_of(caller, pipeline_id)
     url = await check_url(url, allow_private=allow_private)
     types = _event_types(event_types)
@@ -182,7 +182,7 @@ async def set_endpoint(
 
 
 async def get_endpoint(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _endpoint(caller, endpoint_id)
 
 
@@ -199,7 +199,7 @@ async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEnd
     """The organisation's default endpoint, or a pipeline's own (None when it has none).
     Readable with `read`, and with `write` (which may set it, secret included)."""
     if not caller.has(Scope.WRITE):
-        caller.require(Scope.READ)
+        caller.require_scope(Scope.READ)
     pipeline = await _pipeline_of(caller, pipeline_id)
     return await WebhookEndpoint.filter(
         organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None
@@ -209,14 +209,14 @@ async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEnd
 async def list_endpoints(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[WebhookEndpoint]:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await paginate(WebhookEndpoint.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=False)
 
 
 async def delete_endpoint(*, caller: Caller, endpoint_id: int) -> int:
     """Delete an endpoint and its delivery history; returns its id."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     deleted = await WebhookEndpoint.filter(
         id=endpoint_id, organisation_id=caller.organisation_id).delete()
     if not deleted:
@@ -226,7 +226,7 @@ async def delete_endpoint(*, caller: Caller, endpoint_id: int) -> int:
 
 async def remove_endpoint_for(*, caller: Caller, pipeline_id: int | None) -> None:
     """Remove the default endpoint or a pipeline's (nothing to remove is fine)."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     pipeline = await _pipeline_of(caller, pipeline_id)
     await WebhookEndpoint.filter(
         organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None
@@ -235,7 +235,7 @@ async def remove_endpoint_for(*, caller: Caller, pipeline_id: int | None) -> Non
 
 async def rotate_secret(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
     """A new signing secret; deliveries sent from now on are signed with it."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     endpoint = await _endpoint(caller, endpoint_id)
     endpoint.secret = new_secret()
     await endpoint.save(update_fields=["secret", "updated_at"])
@@ -254,7 +254,7 @@ async def list_deliveries(
     after: str | None = None,
 ) -> Page[WebhookDelivery]:
     """Deliveries newest first (an endpoint's, a run's, by status)."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     query = WebhookDelivery.filter(organisation_id=caller.organisation_id)
     if where.endpoint_id is not None:
         query = query.filter(endpoint_id=where.endpoint_id)
@@ -266,7 +266,7 @@ async def list_deliveries(
 
 
 async def get_delivery(*, caller: Caller, delivery_id: int) -> WebhookDelivery:
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     return await _delivery(caller, delivery_id)
 
 
@@ -282,7 +282,7 @@ async def attempts_of(
     *, caller: Caller, delivery_ids: list[int]
 ) -> dict[int, list[WebhookAttempt]]:
     """Every attempt of these deliveries (of the caller's organisation), oldest first."""
-    caller.require(Scope.READ)
+    caller.require_scope(Scope.READ)
     found: dict[int, list[WebhookAttempt]] = {i: [] for i in delivery_ids}
     for attempt in await WebhookAttempt.filter(
         delivery_id__in=delivery_ids, delivery__organisation_id=caller.organisation_id
@@ -296,7 +296,7 @@ async def redeliver(
 ) -> WebhookDelivery:
     """Send a delivery again as soon as a worker is free, whatever its state: the same event
     with the same `webhook-id`, so a receiver that did process it can tell."""
-    caller.require(Scope.WRITE)
+    caller.require_scope(Scope.WRITE)
     delivery = await _delivery(caller, delivery_id)
     delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now or utcnow()

@@ -52,7 +52,7 @@ def caller_of(request: Request, scope: Scope | None = None) -> Caller:
             raise Unauthenticated("Invalid token.")
         raise Unauthenticated()
     if scope is not None:
-        caller.require(scope)
+        caller.require_scope(scope)
     return caller
 
 

@@ -12,7 +12,7 @@ Wire names -> runwatch: `errorSummary` -> Run.error, `telemetry.summary.rowsLoad
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -32,16 +32,7 @@ from runwatch.models import (
     WebhookEndpoint,
 )
 from runwatch.naming import camel_field
-from runwatch.resolvers import (
-    elt_runs,
-    gateways,
-    inputs,
-    pipelines,
-    run_series,
-    runs,
-    webhooks,
-)
-from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers import elt_runs, gateways, inputs, pipelines, run_series, runs, webhooks
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.elt_runs import RunFinished
 from runwatch.resolvers.errors import (
@@ -52,7 +43,7 @@ from runwatch.resolvers.errors import (
     Unauthenticated,
 )
 from runwatch.resolvers.pagination import encode_cursor
-from runwatch.resolvers.run_input import parse_change
+from runwatch.resolvers.run_input import Errors, check_int_id, parse_change
 from runwatch.resolvers.run_series import LOGS, SAMPLES
 from runwatch.resolvers.run_summary import summary_of
 from runwatch.rest_shim.common import (
@@ -62,8 +53,9 @@ from runwatch.rest_shim.common import (
     caller_of,
     json_body,
     parse_pk,
-    routes_with_optional_slash,
 )
+from runwatch.rest_shim.openapi import AGENT, ELT_OPS, PIPELINES, RUNS
+from runwatch.rest_shim.routing import Operations
 from runwatch.settings import Settings
 
 LIST_DEFAULT, LIST_MAX = 50, 200
@@ -87,6 +79,46 @@ def domain_body(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
     if unknown:
         raise BadRequest(unknown)
     return {snake(k): v for k, v in body.items()}
+
+
+def new_run_of(body: dict[str, Any]) -> elt_runs.NewRun:
+    """`POST /api/elt/runs`'s body (wire names) -> a typed new run; ids are strings of
+    digits on the wire (numbers are accepted too)."""
+    raw = domain_body(body, NEW_RUN_FIELDS)
+    errors = Errors()
+    pipeline_id = check_int_id(raw.get("pipeline_id"), "pipeline_id", errors)
+    if raw.get("pipeline_id") is None:
+        errors.add("pipeline_id", "This field is required.")
+    texts = {}
+    for name in elt_runs.NEW_RUN_TEXTS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            errors.add(name, "Not a valid string.")
+        texts[name] = value if isinstance(value, str) else None
+    status = raw.get("status") or RunStatus.PENDING
+    if str(status).lower() not in (RunStatus.PENDING, RunStatus.RUNNING):
+        errors.add("status", "A new run is pending (the default) or running.")
+    target = check_int_id(raw.get("target_gateway_id"), "target_gateway_id", errors)
+    errors.raise_any()
+    return elt_runs.NewRun(pipeline_id=pipeline_id or 0, target_gateway_id=target,
+                           status=RunStatus(str(status).lower()), **texts)
+
+
+def pipeline_fields_of(body: dict[str, Any]) -> pipelines.PipelineFields:
+    """A pipeline's wire body -> the fields it sets (what it leaves out stays UNSET)."""
+    raw = domain_body(body, PIPELINE_FIELDS)
+    errors = Errors()
+    for name in ("name", "description"):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
+            errors.add(name, "Not a valid string.")
+    runtime = raw.get("max_runtime_seconds")
+    if runtime is not None and (isinstance(runtime, bool) or not isinstance(runtime, int)):
+        errors.add("max_runtime_seconds", "Whole seconds, at least 60 (or null for the "
+                                          "deployment's default).")
+    if "connection_id" in raw:
+        raw["connection_id"] = check_int_id(raw["connection_id"], "connection_id", errors)
+    errors.raise_any()
+    return pipelines.PipelineFields(**raw)
 
 
 def error(status: int, message: Any, **extra: Any) -> JSONResponse:
@@ -259,39 +291,22 @@ def _not_the_webhook(request: Request) -> None:
         raise HTTPException(405, headers={"Allow": "GET, PUT"})
 
 
-def _person(request: Request, scope: Scope) -> Caller:
-    """A person's or service's token with `scope` (not a gateway's)."""
-    caller = caller_of(request)
-    if caller.gateway_id is not None:
-        raise PermissionDenied("A gateway token works on the /api/agent/ routes only.")
-    caller.require(scope)
-    return caller
-
-
-def _gateway(request: Request) -> Caller:
-    caller = caller_of(request)
-    if caller.gateway_id is None:
-        raise PermissionDenied("The /api/agent/ routes take a gateway's token "
-                               "(runwatch gateway create).")
-    return caller
-
-
 def routes(settings: Settings) -> list[BaseRoute]:
+    ops = Operations(ELT_OPS, translate_errors)
     default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
     allow_private = settings.webhook_allow_private
 
-    async def patch(request: Request, caller: Caller) -> Run:
+    async def patch(request: Request, update: Callable[..., Awaitable[Run]]) -> Run:
         body = await json_body(request)
         change = parse_change(domain_body(body, PATCH_FIELDS), now=utcnow())
-        return await elt_runs.update_run(
-            caller=caller, run_id=_run_id(request), change=change,
-            default_max_runtime=default_max_runtime)
+        return await update(caller=caller_of(request), run_id=_run_id(request), change=change,
+                            default_max_runtime=default_max_runtime)
 
     # ---- /api/elt/runs
 
-    @translate_errors
+    @ops("GET", RUNS)
     async def list_runs(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         before = _filter_id(request, "before", "run")
         # before=0 (or an id no row can have, which _filter_id makes 0): an empty page
@@ -302,40 +317,36 @@ def routes(settings: Settings) -> list[BaseRoute]:
             environment=request.query_params.get("environment") or None)
         return JSONResponse({"runs": await runs_json(page.items)})
 
-    @translate_errors
+    @ops("POST", RUNS)
     async def create_run(request: Request) -> Response:
-        caller = _person(request, Scope.WRITE)
+        caller = caller_of(request)
         body = await json_body(request)
-        run = await elt_runs.create_run(
-            caller=caller, raw=domain_body(body, NEW_RUN_FIELDS),
-            default_max_runtime=default_max_runtime)
+        run = await elt_runs.create_run(caller=caller, new=new_run_of(body),
+                                        default_max_runtime=default_max_runtime)
         return JSONResponse({"run": run_json(run, [], [])}, status_code=201)
 
-    @translate_errors
+    @ops("GET", RUNS + "/{id}")
     async def get_run(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request)
         run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
         return JSONResponse({"run": (await runs_json([run]))[0]})
 
-    @translate_errors
+    @ops("PATCH", RUNS + "/{id}")
     async def patch_run(request: Request) -> Response:
         _not_the_webhook(request)
-        caller = _person(request, Scope.WRITE)
-        return JSONResponse({"run": run_json(await patch(request, caller))})
+        return JSONResponse({"run": run_json(await patch(request, elt_runs.update_run))})
 
     # ---- webhook settings
 
-    def webhook_routes(pipeline_of: Callable[[Request], int | None]) -> dict[str, Handler]:
-        @translate_errors
+    def webhook_routes(path: str, pipeline_of: Callable[[Request], int | None]) -> None:
         async def read(request: Request) -> Response:
-            caller = _person(request, Scope.WRITE)  # it shows the signing secret
+            caller = caller_of(request)
             endpoint = await webhooks.endpoint_for(caller=caller,
                                                    pipeline_id=pipeline_of(request))
             return JSONResponse({"webhook": webhook_json(endpoint)})
 
-        @translate_errors
         async def put(request: Request) -> Response:
-            caller = _person(request, Scope.WRITE)
+            caller = caller_of(request)
             body = await json_body(request)
             unknown = {k: ["Unknown field."] for k in body
                        if k not in {"url", "eventTypes", "enabled"}}
@@ -356,67 +367,68 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 allow_private=allow_private)
             return JSONResponse({"webhook": webhook_json(endpoint)})
 
-        return {"GET": read, "PUT": put}
+        ops("GET", path)(read)
+        ops("PUT", path)(put)
+
+    webhook_routes(RUNS + "/webhook", lambda request: None)
+    webhook_routes(PIPELINES + "/{id}/webhook", _pipeline_id)
 
     # ---- /api/elt/pipelines
 
-    @translate_errors
+    @ops("GET", PIPELINES)
     async def list_pipelines(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request)
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         page = await pipelines.list_pipelines(caller=caller, first=limit)
         return JSONResponse({"pipelines": [pipeline_json(p) for p in page.items]})
 
-    @translate_errors
+    @ops("POST", PIPELINES)
     async def create_pipeline(request: Request) -> Response:
-        caller = _person(request, Scope.WRITE)
+        caller = caller_of(request)
         body = await json_body(request)
-        pipeline = await pipelines.create_pipeline(
-            caller=caller, raw=domain_body(body, PIPELINE_FIELDS))
+        pipeline = await pipelines.create_pipeline(caller=caller,
+                                                   fields=pipeline_fields_of(body))
         return JSONResponse({"pipeline": pipeline_json(pipeline)}, status_code=201)
 
-    @translate_errors
+    @ops("GET", PIPELINES + "/{id}")
     async def get_pipeline(request: Request) -> Response:
-        caller = _person(request, Scope.READ)
+        caller = caller_of(request)
         pipeline = await pipelines.get_pipeline(caller=caller, pipeline_id=_pipeline_id(request))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
-    @translate_errors
+    @ops("PATCH", PIPELINES + "/{id}")
     async def patch_pipeline(request: Request) -> Response:
-        caller = _person(request, Scope.WRITE)
+        caller = caller_of(request)
         body = await json_body(request)
         pipeline = await pipelines.update_pipeline(
-            caller=caller, pipeline_id=_pipeline_id(request),
-            raw=domain_body(body, PIPELINE_FIELDS))
+            caller=caller, pipeline_id=_pipeline_id(request), fields=pipeline_fields_of(body))
         return JSONResponse({"pipeline": pipeline_json(pipeline)})
 
     # ---- /api/agent (gateways)
 
-    @translate_errors
+    @ops("GET", AGENT + "/runs")
     async def agent_list(request: Request) -> Response:
-        caller = _gateway(request)
+        caller = caller_of(request)
         limit = _query_int(request, "limit", elt_runs.AGENT_LIST_MAX, 1,
                            elt_runs.AGENT_LIST_MAX)
         rows = await elt_runs.list_gateway_runs(
             caller=caller, statuses=_statuses(request), limit=limit)
         return JSONResponse({"runs": await runs_json(rows)})
 
-    @translate_errors
+    @ops("GET", AGENT + "/runs/{id}")
     async def agent_get(request: Request) -> Response:
-        caller = _gateway(request)
-        run = await elt_runs.get_visible_run(caller=caller, run_id=_run_id(request))
+        run = await elt_runs.get_gateway_run(caller=caller_of(request), run_id=_run_id(request))
         body = (await runs_json([run]))[0]
         return JSONResponse({"run": body, "cancel": body["cancel"]})
 
-    @translate_errors
+    @ops("PATCH", AGENT + "/runs/{id}")
     async def agent_patch(request: Request) -> Response:
-        caller = _gateway(request)
-        body = run_json(await patch(request, caller))
+        body = run_json(await patch(request, elt_runs.update_gateway_run))
         return JSONResponse({"run": body, "cancel": body["cancel"]})
 
-    @translate_errors
+    @ops("GET", AGENT + "/manifest")
     async def manifest(request: Request) -> Response:
-        caller = _gateway(request)
+        caller = caller_of(request)
         gateway = await gateways.current_gateway(caller=caller)
         return JSONResponse({
             "gateway": gateway_json(gateway),
@@ -426,9 +438,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
             "serverTime": iso(utcnow()),
         })
 
-    @translate_errors
+    @ops("POST", AGENT + "/heartbeat")
     async def heartbeat(request: Request) -> Response:
-        caller = _gateway(request)
+        caller = caller_of(request)
         body = await json_body(request)
         unknown = {k: ["Unknown field."] for k in body if k not in {"version", "labels"}}
         if unknown:
@@ -437,19 +449,4 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller, version=body.get("version"), labels=body.get("labels"))
         return JSONResponse({"ok": True, "gateway": gateway_json(gateway)})
 
-    return [
-        # The webhook routes come before /runs/{id}: "webhook" is not a run id.
-        *routes_with_optional_slash("/api/elt/runs/webhook/", **webhook_routes(lambda r: None)),
-        *routes_with_optional_slash("/api/elt/runs/", GET=list_runs, POST=create_run),
-        *routes_with_optional_slash("/api/elt/runs/{id}/", GET=get_run, PATCH=patch_run),
-        *routes_with_optional_slash("/api/elt/pipelines/", GET=list_pipelines,
-                                    POST=create_pipeline),
-        *routes_with_optional_slash("/api/elt/pipelines/{id}/", GET=get_pipeline,
-                                    PATCH=patch_pipeline),
-        *routes_with_optional_slash("/api/elt/pipelines/{id}/webhook/",
-                                    **webhook_routes(_pipeline_id)),
-        *routes_with_optional_slash("/api/agent/runs/", GET=agent_list),
-        *routes_with_optional_slash("/api/agent/runs/{id}/", GET=agent_get, PATCH=agent_patch),
-        *routes_with_optional_slash("/api/agent/manifest/", GET=manifest),
-        *routes_with_optional_slash("/api/agent/heartbeat/", POST=heartbeat),
-    ]
+    return ops.routes()

@@ -429,7 +429,7 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
     def p(path: str) -> str:
         return prefix + path
 
-    write = "report"  # `report` or `write`
+    write = "writer"  # `report` or `write`
     return (
         Op("POST", p("/pipeline"), "Get or create a pipeline by name",
            {200: ref("WatcherPipelineCreated"), 201: ref("WatcherPipelineCreated")},
@@ -576,8 +576,76 @@ TAGS = {
 }
 SCOPES_HELP = {
     "read": "a token with `read`", "write": "a token with `write`",
-    "report": "a token with `report` (or `write`)", "gateway": "a gateway's token",
+    "report": "a token with `report`", "writer": "a token with `report` or `write`",
+    "gateway": "a gateway's token",
 }
+
+# ------------------------------------------------------------------------- request examples
+
+# An example request body for every operation that takes one, by method and path (Watcher
+# paths without the deployment's prefix). The ids are those of a fresh organisation that has
+# made, in this order: warehouse connection 1 (with its delivery pipeline 1) and its run 1,
+# ELT pipeline 2 and its run 2, gateway 1, Watcher pipeline 3 (of pipeline type 1) and its
+# execution (run 3), address 1 of address type 1, anomaly rule 1. `tests/test_openapi_scopes.py`
+# sends each one with every kind of token and checks that the answer agrees with the
+# operation's scope, and that each example fits its schema.
+EXAMPLES: dict[tuple[str, str], Any] = {
+    ("POST", WAREHOUSE + "/"): {"name": "analytics", "type": "snowflake",
+                                "settings": {"account": "acme-eu", "warehouse": "LOAD_WH"}},
+    ("PATCH", ONE): {"name": "analytics-eu"},
+    ("POST", ONE + "metrics/"): {"started_at": "2026-01-31T12:00:00Z"},
+    ("PATCH", ONE + "metrics/{run_id}/"): {
+        "completed_at": "2026-01-31T12:04:10Z", "events_delivered": 1200, "batches_dlq": 0,
+        "error": None, "evaluations": 1000, "custom_events": 200},
+    ("POST", RUNS): {"pipelineId": "2", "environment": "production",
+                     "correlationId": "nightly-2026-01-31", "triggeredBy": "scheduler"},
+    ("PATCH", RUNS + "/{id}"): {"appendLog": {"level": "info", "message": "started by ops"}},
+    ("PUT", RUNS + "/webhook"): {"url": "https://hooks.example.com/runwatch",
+                                 "eventTypes": ["run.failed"], "enabled": True},
+    ("POST", PIPELINES): {"name": "orders-sync", "description": "orders into the warehouse",
+                          "maxRuntimeSeconds": 3600},
+    ("PATCH", PIPELINES + "/{id}"): {"description": "orders and refunds"},
+    ("PUT", PIPELINES + "/{id}/webhook"): {"url": "https://hooks.example.com/orders"},
+    ("PATCH", AGENT + "/runs/{id}"): {
+        "status": "running", "appendLog": {"level": "info", "message": "claimed"},
+        "telemetrySummary": {"rowsLoaded": 0, "progress": 0, "currentPhase": "extract"}},
+    ("POST", AGENT + "/heartbeat"): {"version": "1.4.2", "labels": {"region": "eu-west-1"}},
+    ("POST", "/pipeline"): {"name": "orders_load", "pipeline_type_name": "extraction",
+                            "next_watermark": "2026-01-31T00:00:00"},
+    ("PATCH", "/pipeline"): {"name": "orders_load", "freshness_number": 1,
+                             "freshness_datepart": "day"},
+    ("POST", "/pipeline_type"): {"name": "extraction", "timeliness_number": 2,
+                                 "timeliness_datepart": "hour"},
+    ("POST", "/start_pipeline_execution"): {"pipeline_id": 3},
+    ("POST", "/end_pipeline_execution"): {
+        "id": 3, "end_date": "2099-01-01T00:00:00Z", "completed_successfully": True,
+        "total_rows": 1500, "inserts": 1000, "updates": 500, "soft_deletes": 0},
+    ("POST", "/address"): {"name": "warehouse.sales.orders", "address_type_name": "postgres",
+                           "address_type_group_name": "database"},
+    ("PATCH", "/address"): {"id": 1, "primary_key": "order_id"},
+    ("POST", "/address_type"): {"name": "postgres", "group_name": "database"},
+    ("POST", "/address_lineage"): {
+        "pipeline_id": 3,
+        "source_addresses": [{"name": "app.public.orders", "address_type_name": "postgres",
+                              "address_type_group_name": "database"}],
+        "target_addresses": [{"name": "warehouse.sales.orders",
+                              "address_type_name": "postgres",
+                              "address_type_group_name": "database"}]},
+    ("POST", "/anomaly_detection_rule"): {"pipeline_id": 3, "metric_field": "total_rows",
+                                          "z_threshold": 3, "lookback_days": 30},
+    ("PATCH", "/anomaly_detection_rule"): {"id": 1, "active": False},
+    ("POST", "/unflag_anomaly"): {"pipeline_id": 3, "pipeline_execution_id": 3,
+                                  "metric_field": ["total_rows"]},
+    ("POST", "/timeliness"): {"lookback_minutes": 60},
+    ("POST", "/freshness"): {},
+    ("POST", "/log_cleanup"): {"retention_days": 90, "batch_size": 1000},
+}
+
+
+def example_of(contract: str, op: Op, prefix: str) -> Any:
+    path = op.path.removeprefix(prefix) if contract == "watcher" and prefix else op.path
+    return EXAMPLES.get((op.method, path))
+
 
 # ------------------------------------------------------------------------- the builder
 
@@ -604,7 +672,7 @@ def _response(description: str, schema: Schema | None) -> dict[str, Any]:
     return answer
 
 
-def _operation(contract: str, op: Op) -> dict[str, Any]:
+def _operation(contract: str, op: Op, prefix: str) -> dict[str, Any]:
     parameters = [
         {"name": name, "in": "path", "required": True,
          "schema": PATH_PARAMETERS[contract][name]}
@@ -639,15 +707,20 @@ def _operation(contract: str, op: Op) -> dict[str, Any]:
     if op.scope is None:
         document["security"] = []
     if op.body is not None:
+        content: dict[str, Any] = {"schema": op.body}
+        example = example_of(contract, op, prefix)
+        if example is not None:
+            content["example"] = example
         document["requestBody"] = {"required": op.body_required,
-                                   "content": {"application/json": {"schema": op.body}}}
+                                   "content": {"application/json": content}}
     return document
 
 
 def build_document(settings: Settings) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for contract, op in operations(settings):
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(contract, op)
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(
+            contract, op, settings.watcher_prefix)
     return {
         "openapi": "3.1.0",
         "info": {

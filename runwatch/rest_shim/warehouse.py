@@ -18,7 +18,7 @@ from runwatch.models import Connection
 from runwatch.resolvers import connections as connections_api
 from runwatch.resolvers import inputs
 from runwatch.resolvers import runs as runs_api
-from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.caller import Caller
 from runwatch.resolvers.clock import iso
 from runwatch.resolvers.errors import NotFound
 from runwatch.resolvers.pagination import MAX_PAGE_SIZE
@@ -32,19 +32,21 @@ from runwatch.rest_shim.common import (
     parse_datetime,
     parse_int,
     parse_pk,
-    routes_with_optional_slash,
 )
+from runwatch.rest_shim.openapi import WAREHOUSE, WAREHOUSE_OPS
+from runwatch.rest_shim.routing import Operations
 
-PREFIX = "/api/v1/organisations/{organisation_pk}/integrations/warehouse-connections"
+PREFIX = WAREHOUSE
+ONE = PREFIX + "/{id}/"
 REPORT_FIELDS = {"completed_at", "events_delivered", "batches_dlq", "error", "evaluations",
                  "custom_events"}
 RESERVED_CONNECTION_KEYS = {"id", "created_at", "updated_at", "organisation", "settings"}
 
 
-def scoped_caller(request: Request, scope: Scope) -> Caller:
-    """The caller, who must belong to the organisation in the URL (else: not found) and hold
-    the route's scope."""
-    caller = caller_of(request, scope)
+def scoped_caller(request: Request) -> Caller:
+    """The caller (whose scope the route checked: `routing`), who must belong to the
+    organisation in the URL (else: not found)."""
+    caller = caller_of(request)
     if parse_pk(request.path_params["organisation_pk"]) != caller.organisation_id:
         raise NotFound("organisation", request.path_params["organisation_pk"])
     return caller
@@ -96,9 +98,8 @@ def _connection_input(body: dict[str, Any]) -> dict[str, Any]:
     return {"name": body.get("name"), "warehouse_type": body.get("type"), "settings": settings}
 
 
-@translate_errors
 async def list_connections(request: Request) -> Response:
-    caller = scoped_caller(request, Scope.READ)
+    caller = scoped_caller(request)
     page = await connections_api.list_connections(
         caller=caller,
         first=min(_int_query(request, "limit", 100), MAX_PAGE_SIZE) or 1,
@@ -120,9 +121,8 @@ def _int_query(request: Request, name: str, default: int) -> int:
     return value
 
 
-@translate_errors
 async def create_connection(request: Request) -> Response:
-    caller = scoped_caller(request, Scope.WRITE)
+    caller = scoped_caller(request)
     body = await json_body(request)
     connection = await connections_api.create_connection(
         caller=caller, **_connection_input(body)
@@ -130,18 +130,16 @@ async def create_connection(request: Request) -> Response:
     return JSONResponse(connection_json(connection), status_code=201)
 
 
-@translate_errors
 async def get_connection(request: Request) -> Response:
-    caller = scoped_caller(request, Scope.READ)
+    caller = scoped_caller(request)
     connection = await connections_api.get_connection(
         caller=caller, connection_id=parse_pk(request.path_params["id"])
     )
     return JSONResponse(connection_json(connection))
 
 
-@translate_errors
 async def patch_connection(request: Request) -> Response:
-    caller = scoped_caller(request, Scope.WRITE)
+    caller = scoped_caller(request)
     body = await json_body(request)
     changes: dict[str, Any] = {}
     if "name" in body:
@@ -185,9 +183,8 @@ def parse_report(body: dict[str, Any]) -> RunReport:
     )
 
 
-@translate_errors
 async def report_run(request: Request) -> Response:
-    caller = scoped_caller(request, Scope.REPORT)
+    caller = scoped_caller(request)
     connection_id = parse_pk(request.path_params["id"])
     run_id = parse_pk(request.path_params["run_id"], "run")
     report = parse_report(await json_body(request))
@@ -198,9 +195,16 @@ async def report_run(request: Request) -> Response:
 
 
 def routes(options: TelemetryOptions) -> list[BaseRoute]:
-    @translate_errors
+    ops = Operations(WAREHOUSE_OPS, translate_errors)
+    ops("GET", PREFIX + "/")(list_connections)
+    ops("POST", PREFIX + "/")(create_connection)
+    ops("GET", ONE)(get_connection)
+    ops("PATCH", ONE)(patch_connection)
+    ops("PATCH", ONE + "metrics/{run_id}/")(report_run)
+
+    @ops("POST", ONE + "metrics/")
     async def start_run(request: Request) -> Response:
-        caller = scoped_caller(request, Scope.REPORT)
+        caller = scoped_caller(request)
         body = await json_body(request)
         errors: dict[str, list[str]] = {k: ["Unknown field."] for k in body if k != "started_at"}
         started_at = None
@@ -215,19 +219,12 @@ def routes(options: TelemetryOptions) -> list[BaseRoute]:
         return JSONResponse({"run_id": run.id, "started_at": iso(run.started_at)},
                             status_code=201)
 
-    @translate_errors
+    @ops("GET", ONE + "telemetry/")
     async def telemetry(request: Request) -> Response:
-        caller = scoped_caller(request, Scope.READ)
+        caller = scoped_caller(request)
         t = await connection_telemetry(
             caller=caller, connection_id=parse_pk(request.path_params["id"]), options=options
         )
         return JSONResponse(telemetry_json(t))
 
-    one = PREFIX + "/{id}/"
-    return [
-        *routes_with_optional_slash(PREFIX + "/", GET=list_connections, POST=create_connection),
-        *routes_with_optional_slash(one, GET=get_connection, PATCH=patch_connection),
-        *routes_with_optional_slash(one + "metrics/", POST=start_run),
-        *routes_with_optional_slash(one + "metrics/{run_id}/", PATCH=report_run),
-        *routes_with_optional_slash(one + "telemetry/", GET=telemetry),
-    ]
+    return ops.routes()

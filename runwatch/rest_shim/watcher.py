@@ -17,12 +17,13 @@ Wire names -> runwatch: an execution is a `Run` (`total_rows` -> `rows_total`, `
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from runwatch.faults import database_unavailable, unavailable
 from runwatch.models import (
@@ -37,7 +38,7 @@ from runwatch.models import (
 from runwatch.resolvers import addresses, anomalies, checks, executions, inputs, retention
 from runwatch.resolvers import watcher_pipelines as pipelines
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.clock import iso
+from runwatch.resolvers.clock import iso, parse_iso, to_utc
 from runwatch.resolvers.errors import (
     Conflict,
     InvalidInput,
@@ -47,15 +48,12 @@ from runwatch.resolvers.errors import (
     Unauthenticated,
 )
 from runwatch.resolvers.executions import ExecutionTree
+from runwatch.resolvers.run_input import Errors
+from runwatch.resolvers.tasks import check_queue
 from runwatch.resolvers.watcher_pipelines import require_writer
-from runwatch.rest_shim.common import (
-    Handler,
-    UnreadableBody,
-    caller_of,
-    json_object,
-    routes_with_optional_slash,
-)
-from runwatch.services.tasks import monitor_queue
+from runwatch.rest_shim.common import Handler, UnreadableBody, caller_of, json_object
+from runwatch.rest_shim.openapi import watcher_ops
+from runwatch.rest_shim.routing import Operations
 from runwatch.settings import Settings
 
 KEEP_CASE = {"watermark", "next_watermark"}
@@ -157,6 +155,131 @@ def writer(request: Request) -> Caller:
     return caller
 
 
+# ------------------------------------------------------------------------------- wire bodies
+
+
+def _id(value: Any, name: str, errors: Errors, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, f"{name} must be an integer")
+        return None
+    return value
+
+
+def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime | None:
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    parsed = value if isinstance(value, datetime) else parse_iso(value)
+    if parsed is None:
+        errors.add(name, f"{name} must be an ISO 8601 date-time")
+        return None
+    return to_utc(parsed, name)
+
+
+def execution_start_of(body: dict[str, Any]) -> executions.ExecutionStart:
+    errors = Errors()
+    pipeline_id = _id(body.get("pipeline_id"), "pipeline_id", errors, required=True)
+    parent_id = _id(body.get("parent_id"), "parent_id", errors, required=False)
+    started = _time(body.get("start_date"), "start_date", errors, required=False)
+    errors.raise_any()
+    return executions.ExecutionStart(
+        pipeline_id=pipeline_id, parent_id=parent_id,  # type: ignore[arg-type]
+        start_date=started, watermark=body.get("watermark"),
+        next_watermark=body.get("next_watermark"))
+
+
+def execution_end_of(body: dict[str, Any]) -> executions.End:
+    errors = Errors()
+    run_id = _id(body.get("id"), "id", errors, required=True)
+    end_date = _time(body.get("end_date"), "end_date", errors, required=True)
+    succeeded = body.get("completed_successfully")
+    if not isinstance(succeeded, bool):
+        errors.add("completed_successfully", "field required" if succeeded is None
+                   else "completed_successfully must be a boolean")
+    errors.raise_any()
+    return executions.End(
+        run_id=run_id, end_date=end_date, succeeded=succeeded,  # type: ignore[arg-type]
+        counts={key: body.get(key) for key in executions.COUNTS},
+        execution_metadata=body.get("execution_metadata"))
+
+
+def pipeline_type_of(body: dict[str, Any]) -> pipelines.PipelineTypeInput:
+    return pipelines.PipelineTypeInput(**_known(body, pipelines.PipelineTypeInput))
+
+
+def pipeline_of(body: dict[str, Any]) -> pipelines.PipelineDefinition:
+    """`POST /pipeline`: a field not sent stays `UNSET` (a found pipeline keeps it)."""
+    return pipelines.PipelineDefinition(**_known(body, pipelines.PipelineDefinition))
+
+
+def pipeline_change_of(body: dict[str, Any]) -> pipelines.PipelineChange:
+    """`PATCH /pipeline`: a field not sent stays `UNSET` (unchanged); null clears it."""
+    return pipelines.PipelineChange(**_known(body, pipelines.PipelineChange))
+
+
+def address_type_of(body: dict[str, Any]) -> addresses.AddressTypeInput:
+    return addresses.AddressTypeInput(**_known(body, addresses.AddressTypeInput))
+
+
+def address_of(body: dict[str, Any]) -> addresses.AddressInput:
+    return addresses.AddressInput(**_known(body, addresses.AddressInput))
+
+
+def address_change_of(body: dict[str, Any]) -> addresses.AddressChange:
+    """`PATCH /address`: a field not sent stays `UNSET` (unchanged); null clears it."""
+    return addresses.AddressChange(**_known(body, addresses.AddressChange))
+
+
+def lineage_of(body: dict[str, Any]) -> addresses.LineageInput:
+    """`POST /address_lineage`: each address of `source_addresses` / `target_addresses` has
+    its strings trimmed and lower-cased, like a top-level string. A side that is not a list,
+    or an item that is not an object, is passed on as sent (the domain refuses it)."""
+
+    def side(value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [address_of({k: v.strip().lower() if isinstance(v, str) else v
+                            for k, v in item.items()})
+                if isinstance(item, dict) else item for item in value]
+
+    return addresses.LineageInput(pipeline_id=body.get("pipeline_id"),
+                                  sources=side(body.get("source_addresses")),
+                                  targets=side(body.get("target_addresses")))
+
+
+def rule_of(body: dict[str, Any]) -> anomalies.RuleInput:
+    return anomalies.RuleInput(**_known(body, anomalies.RuleInput))
+
+
+def rule_change_of(body: dict[str, Any]) -> anomalies.RuleChange:
+    return anomalies.RuleChange(**_known(body, anomalies.RuleChange))
+
+
+def unflag_of(body: dict[str, Any]) -> anomalies.Unflag:
+    return anomalies.Unflag(pipeline_id=body.get("pipeline_id"),
+                            run_id=body.get("pipeline_execution_id"),
+                            metric_fields=body.get("metric_field"))
+
+
+def lookback_of(body: Any) -> Any:
+    """`POST /timeliness`: the body is required, `lookback_minutes` in it is not."""
+    if not isinstance(body, dict):
+        raise InvalidInput.one("body", "field required")
+    return body.get("lookback_minutes")
+
+
+def _known(body: dict[str, Any], kind: type) -> dict[str, Any]:
+    """The body's fields that `kind` has (the Watcher ignores unknown keys); the domain
+    checks their values."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return {k: v for k, v in body.items() if k in names}
+
+
 # ------------------------------------------------------------------------------- wire shapes
 
 
@@ -246,49 +369,52 @@ def created(found: tuple[Any, bool], body: dict[str, Any]) -> JSONResponse:
 def routes(settings: Settings) -> list[BaseRoute]:
     prefix = settings.watcher_prefix
     default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
+    ops = Operations(watcher_ops(prefix), translate_errors)
 
     # ---- pipelines and types
 
-    @translate_errors
+    @ops("POST", prefix + "/pipeline")
     async def post_pipeline(request: Request) -> Response:
         caller = writer(request)
         raw = await body_of(request)
-        found = await pipelines.get_or_create_pipeline(caller=caller, raw=raw)
+        found = await pipelines.get_or_create_pipeline(caller=caller, given=pipeline_of(raw))
         p = found[0]
         answer: dict[str, Any] = {"id": p.id, "active": p.active, "load_lineage": p.load_lineage}
         if "next_watermark" in raw:
             answer["watermark"] = None if found[1] else p.watermark
         return created(found, answer)
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline")
     async def list_pipelines(request: Request) -> Response:
         rows = await pipelines.list_watcher_pipelines(caller=reader(request))
         return JSONResponse([pipeline_json(p) for p in rows])
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline/{pipeline_id}")
     async def get_pipeline(request: Request) -> Response:
         p = await pipelines.get_watcher_pipeline(
             caller=reader(request), pipeline_id=path_int(request, "pipeline_id"))
         return JSONResponse(pipeline_json(p))
 
-    @translate_errors
+    @ops("PATCH", prefix + "/pipeline")
     async def patch_pipeline(request: Request) -> Response:
         caller = writer(request)
-        p = await pipelines.patch_pipeline(caller=caller, raw=await body_of(request))
+        p = await pipelines.patch_pipeline(
+            caller=caller, change=pipeline_change_of(await body_of(request)))
         return JSONResponse(pipeline_json(p))
 
-    @translate_errors
+    @ops("POST", prefix + "/pipeline_type")
     async def post_type(request: Request) -> Response:
         caller = writer(request)
-        found = await pipelines.get_or_create_type(caller=caller, raw=await body_of(request))
+        found = await pipelines.get_or_create_type(
+            caller=caller, given=pipeline_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline_type")
     async def list_types(request: Request) -> Response:
         return JSONResponse([type_json(t) for t in
                              await pipelines.list_types(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline_type/{pipeline_type_id}")
     async def get_type(request: Request) -> Response:
         t = await pipelines.get_type(caller=reader(request),
                                      type_id=path_int(request, "pipeline_type_id"))
@@ -296,20 +422,22 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- executions
 
-    @translate_errors
+    @ops("POST", prefix + "/start_pipeline_execution")
     async def start(request: Request) -> Response:
         caller = writer(request)
         run = await executions.start_execution(
-            caller=caller, raw=await body_of(request), default_max_runtime=default_max_runtime)
+            caller=caller, start=execution_start_of(await body_of(request)),
+            default_max_runtime=default_max_runtime)
         return JSONResponse({"id": run.id}, status_code=201)
 
-    @translate_errors
+    @ops("POST", prefix + "/end_pipeline_execution")
     async def end(request: Request) -> Response:
         caller = writer(request)
-        await executions.end_execution(caller=caller, raw=await body_of(request))
+        await executions.end_execution(caller=caller,
+                                       end=execution_end_of(await body_of(request)))
         return Response(status_code=204)
 
-    @translate_errors
+    @ops("GET", prefix + "/pipeline_execution/{pipeline_execution_id}")
     async def get_execution(request: Request) -> Response:
         tree = await executions.execution_tree(
             caller=reader(request),
@@ -318,51 +446,54 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- addresses, types, lineage
 
-    @translate_errors
+    @ops("POST", prefix + "/address")
     async def post_address(request: Request) -> Response:
         caller = writer(request)
-        found = await addresses.get_or_create_address(caller=caller, raw=await body_of(request))
+        found = await addresses.get_or_create_address(
+            caller=caller, given=address_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/address")
     async def list_addresses(request: Request) -> Response:
         return JSONResponse([address_json(a) for a in
                              await addresses.list_addresses(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/address/{address_id}")
     async def get_address(request: Request) -> Response:
         a = await addresses.get_address(caller=reader(request),
                                         address_id=path_int(request, "address_id"))
         return JSONResponse(address_json(a))
 
-    @translate_errors
+    @ops("PATCH", prefix + "/address")
     async def patch_address(request: Request) -> Response:
         caller = writer(request)
-        a = await addresses.patch_address(caller=caller, raw=await body_of(request))
+        a = await addresses.patch_address(
+            caller=caller, change=address_change_of(await body_of(request)))
         return JSONResponse(address_json(a))
 
-    @translate_errors
+    @ops("POST", prefix + "/address_type")
     async def post_address_type(request: Request) -> Response:
         caller = writer(request)
         found = await addresses.get_or_create_address_type(
-            caller=caller, raw=await body_of(request))
+            caller=caller, given=address_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/address_type")
     async def list_address_types(request: Request) -> Response:
         return JSONResponse([address_type_json(t) for t in
                              await addresses.list_address_types(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/address_type/{address_type_id}")
     async def get_address_type(request: Request) -> Response:
         t = await addresses.get_address_type(caller=reader(request),
                                              type_id=path_int(request, "address_type_id"))
         return JSONResponse(address_type_json(t))
 
-    @translate_errors
+    @ops("POST", prefix + "/address_lineage")
     async def post_lineage(request: Request) -> Response:
         caller = writer(request)
-        result = await addresses.create_lineage(caller=caller, raw=await body_of(request))
+        result = await addresses.create_lineage(
+            caller=caller, lineage=lineage_of(await body_of(request)))
         return JSONResponse({
             "pipeline_id": result.pipeline_id,
             "lineage_relationships_created": result.created,
@@ -371,100 +502,72 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     # ---- anomaly detection
 
-    @translate_errors
+    @ops("POST", prefix + "/anomaly_detection_rule")
     async def post_rule(request: Request) -> Response:
         caller = writer(request)
-        found = await anomalies.get_or_create_rule(caller=caller, raw=await body_of(request))
+        found = await anomalies.get_or_create_rule(caller=caller,
+                                                   rule=rule_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
-    @translate_errors
+    @ops("GET", prefix + "/anomaly_detection_rule")
     async def list_rules(request: Request) -> Response:
         return JSONResponse([rule_json(r) for r in
                              await anomalies.list_rules(caller=reader(request))])
 
-    @translate_errors
+    @ops("GET", prefix + "/anomaly_detection_rule/{anomaly_detection_rule_id}")
     async def get_rule(request: Request) -> Response:
         r = await anomalies.get_rule(caller=reader(request),
                                      rule_id=path_int(request, "anomaly_detection_rule_id"))
         return JSONResponse(rule_json(r))
 
-    @translate_errors
+    @ops("PATCH", prefix + "/anomaly_detection_rule")
     async def patch_rule(request: Request) -> Response:
         caller = writer(request)
-        r = await anomalies.patch_rule(caller=caller, raw=await body_of(request))
+        r = await anomalies.patch_rule(caller=caller,
+                                       change=rule_change_of(await body_of(request)))
         return JSONResponse(rule_json(r))
 
-    @translate_errors
+    @ops("POST", prefix + "/unflag_anomaly")
     async def unflag(request: Request) -> Response:
         caller = writer(request)
-        await anomalies.unflag(caller=caller, raw=await body_of(request))
+        await anomalies.unflag(caller=caller, request=unflag_of(await body_of(request)))
         return Response(status_code=204)
 
     # ---- checks, retention, queue
 
-    @translate_errors
+    @ops("POST", prefix + "/timeliness")
     async def timeliness(request: Request) -> Response:
         caller = writer(request)
-        await checks.request_timeliness(caller=caller, raw=await body_of(request))
+        await checks.request_timeliness(
+            caller=caller, lookback_minutes=lookback_of(await body_of(request)))
         return JSONResponse({"status": "queued"})
 
-    @translate_errors
+    @ops("POST", prefix + "/freshness")
     async def freshness(request: Request) -> Response:
         caller = writer(request)
         await body_of(request, required=False)
         await checks.request_freshness(caller=caller)
         return JSONResponse({"status": "queued"})
 
-    @translate_errors
+    @ops("POST", prefix + "/log_cleanup")
     async def log_cleanup(request: Request) -> Response:
         caller = writer(request)
         days, batch = retention.parse_cleanup(await body_of(request))
-        counts = await retention.clean_up(organisation_id=caller.organisation_id,
-                                          retention_days=days, batch_size=batch)
+        counts = await retention.request_cleanup(caller=caller, retention_days=days,
+                                                 batch_size=batch)
         return JSONResponse(counts.as_dict())
 
-    @translate_errors
+    @ops("POST", prefix + "/celery/monitor-queue")
     async def monitor(request: Request) -> Response:
         caller = writer(request)
         try:
-            await monitor_queue(alert_organisation_id=caller.organisation_id)
+            await check_queue(caller=caller)
         except Exception:  # the contract's own error answer: the queue could not be read
             return JSONResponse({"status": "error"}, status_code=500)
         return JSONResponse({"status": "success"})
 
+    @ops("GET", prefix + "/" if prefix else "/")
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    def path(p: str) -> str:
-        return prefix + p
-
-    return [
-        *routes_with_optional_slash(path("/pipeline"), GET=list_pipelines, POST=post_pipeline,
-                                    PATCH=patch_pipeline),
-        *routes_with_optional_slash(path("/pipeline/{pipeline_id}"), GET=get_pipeline),
-        *routes_with_optional_slash(path("/pipeline_type"), GET=list_types, POST=post_type),
-        *routes_with_optional_slash(path("/pipeline_type/{pipeline_type_id}"), GET=get_type),
-        *routes_with_optional_slash(path("/start_pipeline_execution"), POST=start),
-        *routes_with_optional_slash(path("/end_pipeline_execution"), POST=end),
-        *routes_with_optional_slash(path("/pipeline_execution/{pipeline_execution_id}"),
-                                    GET=get_execution),
-        *routes_with_optional_slash(path("/address"), GET=list_addresses, POST=post_address,
-                                    PATCH=patch_address),
-        *routes_with_optional_slash(path("/address/{address_id}"), GET=get_address),
-        *routes_with_optional_slash(path("/address_type"), GET=list_address_types,
-                                    POST=post_address_type),
-        *routes_with_optional_slash(path("/address_type/{address_type_id}"),
-                                    GET=get_address_type),
-        *routes_with_optional_slash(path("/address_lineage"), POST=post_lineage),
-        *routes_with_optional_slash(path("/anomaly_detection_rule"), GET=list_rules,
-                                    POST=post_rule, PATCH=patch_rule),
-        *routes_with_optional_slash(path("/anomaly_detection_rule/{anomaly_detection_rule_id}"),
-                                    GET=get_rule),
-        *routes_with_optional_slash(path("/unflag_anomaly"), POST=unflag),
-        *routes_with_optional_slash(path("/timeliness"), POST=timeliness),
-        *routes_with_optional_slash(path("/freshness"), POST=freshness),
-        *routes_with_optional_slash(path("/log_cleanup"), POST=log_cleanup),
-        *routes_with_optional_slash(path("/celery/monitor-queue"), POST=monitor),
-        *(routes_with_optional_slash(path("/"), GET=health) if prefix
-          else [Route("/", health, methods=["GET"])]),
-    ]
+    return ops.routes()

@@ -10,7 +10,7 @@ from strawberry.schema.config import BatchingConfig, StrawberryConfig
 
 from runwatch.faults import DatabaseFaultErrors, graphql_fault
 from runwatch.resolvers.errors import DomainError
-from runwatch.resolvers.pagination import MAX_PAGE_SIZE
+from runwatch.resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from runwatch.schema.connection import ConnectionMutation, ConnectionQuery
 from runwatch.schema.elt import EltMutation
 from runwatch.schema.errors import (
@@ -77,6 +77,9 @@ def build_schema(
         max_tokens=settings.graphql_max_tokens,
         max_page_size=max_page_size,
         introspection=settings.graphql_introspection,
+        max_cost=settings.graphql_max_cost,
+        default_page_size=DEFAULT_PAGE_SIZE,
+        max_list_input=settings.graphql_max_list_input,
     )
     batching = (BatchingConfig(max_operations=MAX_BATCH_OPERATIONS)
                 if settings.graphql_batching else None)

@@ -1,12 +1,15 @@
-"""Connection queries and mutations."""
+"""Connections: the connection type, its relations, and the connection queries and
+mutations."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
 
+from runwatch.models import Connection as ConnectionModel
 from runwatch.resolvers import connections as connections_api
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
@@ -17,7 +20,46 @@ from runwatch.schema.errors import (
     or_none,
     parse_id,
 )
-from runwatch.schema.types import Connection, ConnectionPage
+from runwatch.schema.pipeline import Pipeline
+from runwatch.schema.run import Run, RunStatus, runs_page
+from runwatch.schema.telemetry import Telemetry
+from runwatch.schema.types import Page
+
+
+@strawberry.type(description="A warehouse endpoint. Secrets are never stored or returned.")
+class Connection:
+    id: strawberry.ID
+    name: str
+    warehouse_type: str
+    settings: JSON
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def of(m: ConnectionModel) -> Connection:
+        return Connection(
+            id=strawberry.ID(str(m.id)), name=m.name, warehouse_type=m.warehouse_type,
+            settings=m.settings, created_at=m.created_at, updated_at=m.updated_at,
+        )
+
+    @strawberry.field
+    async def telemetry(self, info: Info) -> Telemetry:
+        info.context.require_caller()
+        return Telemetry.of(await info.context.loaders.connection_telemetry.load(int(self.id)))
+
+    @strawberry.field
+    async def pipelines(self, info: Info) -> list[Pipeline]:
+        info.context.require_caller()
+        rows = await info.context.loaders.pipelines_of_connection.load(int(self.id))
+        return [Pipeline.of(p) for p in rows]
+
+    @strawberry.field(description="Runs of this connection's pipelines, newest first.")
+    async def runs(
+        self, info: Info, first: int | None = None, after: str | None = None,
+        status: list[RunStatus] | None = None,
+    ) -> Page[Run]:
+        return await runs_page(info, parent=int(self.id), first=first, after=after,
+                               status=status, of_connection=True)
 
 
 @strawberry.input
@@ -69,12 +111,12 @@ class ConnectionQuery:
     async def connections(
         self, info: Info, first: int | None = None, after: str | None = None,
         warehouse_type: str | None = None, name_contains: str | None = None,
-    ) -> ConnectionPage:  # type: ignore[valid-type]
+    ) -> Page[Connection]:
         caller = info.context.require_caller()
         page = await connections_api.list_connections(
             caller=caller, first=first, after=after, warehouse_type=warehouse_type,
             name_contains=name_contains)
-        return ConnectionPage.of(page)  # type: ignore[attr-defined]
+        return Page.of(page, Connection.of)
 
 
 @strawberry.type

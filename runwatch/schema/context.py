@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
 from strawberry.dataloader import DataLoader
@@ -12,136 +13,171 @@ from runwatch.models import (
     AddressType,
     AnomalyResult,
     Connection,
+    DeliveryStatus,
     Gateway,
     Pipeline,
     PipelineType,
     Run,
+    RunLogLine,
+    RunStatus,
+    RunTelemetrySample,
     WebhookAttempt,
+    WebhookDelivery,
     WebhookEndpoint,
 )
+from runwatch.resolvers import batch_reads
 from runwatch.resolvers import telemetry as telemetry_api
 from runwatch.resolvers import webhooks as webhooks_api
-from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.errors import Unauthenticated
+from runwatch.resolvers.batch_reads import Window
+from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.errors import DomainError, Unauthenticated
+from runwatch.resolvers.pagination import Page
 from runwatch.resolvers.telemetry import Telemetry, TelemetryOptions
 from runwatch.settings import Settings
+
+V = TypeVar("V")
+F = TypeVar("F", bound=Hashable)
+
+# A page of a parent's children: (parent id, the page's window, the children's filter).
+PageKey = tuple[int, Window, F]
+
+
+def _grouped(
+    read: Callable[[list[int], Window, F], Awaitable[dict[int, Page[V]]]],
+) -> Callable[[list[PageKey[F]]], Awaitable[list[Page[V] | BaseException]]]:
+    """A batch function for pages per parent: one read per distinct (window, filter), and a
+    bad window's error for its own keys only."""
+
+    async def load(keys: list[PageKey[F]]) -> list[Page[V] | BaseException]:
+        groups: dict[tuple[Window, F], list[int]] = {}
+        for parent, window, where in keys:
+            groups.setdefault((window, where), []).append(parent)
+        found: dict[tuple[Window, F], dict[int, Page[V]] | BaseException] = {}
+        for (window, where), parents in groups.items():
+            try:
+                found[window, where] = await read(parents, window, where)
+            except DomainError as exc:  # a bad window: the answer of these keys only
+                found[window, where] = exc
+        answers: list[Page[V] | BaseException] = []
+        for parent, window, where in keys:
+            pages = found[window, where]
+            answers.append(pages if isinstance(pages, BaseException) else pages[parent])
+        return answers
+
+    return load
 
 
 @dataclass
 class Loaders:
+    """One DataLoader per relation a list can reach; each batch calls a read of
+    `runwatch.resolvers.batch_reads` (or of the telemetry and webhook resolvers), which scopes
+    it to the caller's organisation and checks the caller's scope."""
+
     caller: Caller | None
     options: TelemetryOptions
     connection: DataLoader[int, Connection | None] = field(init=False)
     pipeline: DataLoader[int, Pipeline | None] = field(init=False)
-    pipelines_of_connection: DataLoader[int, list[Pipeline]] = field(init=False)
-    connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
-    pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
+    run: DataLoader[int, Run | None] = field(init=False)
     gateway: DataLoader[int, Gateway | None] = field(init=False)
     pipeline_type: DataLoader[int, PipelineType | None] = field(init=False)
-    run: DataLoader[int, Run | None] = field(init=False)
     address_type: DataLoader[int, AddressType | None] = field(init=False)
-    anomaly_results_of_run: DataLoader[int, list[AnomalyResult]] = field(init=False)
-    children_of_run: DataLoader[int, list[Run]] = field(init=False)
     webhook_endpoint: DataLoader[int, WebhookEndpoint | None] = field(init=False)
+    pipelines_of_connection: DataLoader[int, list[Pipeline]] = field(init=False)
+    children_of_run: DataLoader[int, list[Run]] = field(init=False)
+    anomaly_results_of_run: DataLoader[int, list[AnomalyResult]] = field(init=False)
+    endpoint_of_pipeline: DataLoader[int, WebhookEndpoint | None] = field(init=False)
     delivery_attempts: DataLoader[int, list[WebhookAttempt]] = field(init=False)
+    connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
+    pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
+    runs_of_pipeline: DataLoader[PageKey[tuple[RunStatus, ...]], Page[Run]] = field(init=False)
+    runs_of_connection: DataLoader[PageKey[tuple[RunStatus, ...]], Page[Run]] = field(
+        init=False)
+    log_page: DataLoader[PageKey[None], Page[RunLogLine]] = field(init=False)
+    sample_page: DataLoader[PageKey[None], Page[RunTelemetrySample]] = field(init=False)
+    deliveries_of_run: DataLoader[PageKey[None], Page[WebhookDelivery]] = field(init=False)
+    deliveries_of_endpoint: DataLoader[PageKey[DeliveryStatus | None], Page[WebhookDelivery]] = (
+        field(init=False))
 
     def __post_init__(self) -> None:
-        self.connection = DataLoader(self._connections)
-        self.pipeline = DataLoader(self._pipelines)
+        by_id, read = self._by_id, batch_reads
+        self.connection = by_id(read.connections)
+        self.pipeline = by_id(read.pipelines)
+        self.run = by_id(read.runs)
+        self.gateway = by_id(read.gateways)
+        self.pipeline_type = by_id(read.pipeline_types)
+        self.address_type = by_id(read.address_types)
+        self.webhook_endpoint = by_id(read.webhook_endpoints)
         self.pipelines_of_connection = DataLoader(self._pipelines_of_connections)
-        self.connection_telemetry = DataLoader(self._connection_telemetry)
-        self.pipeline_telemetry = DataLoader(self._pipeline_telemetry)
-        self.gateway = DataLoader(self._gateways)
-        self.pipeline_type = DataLoader(self._pipeline_types)
-        self.run = DataLoader(self._runs)
-        self.address_type = DataLoader(self._address_types)
-        self.anomaly_results_of_run = DataLoader(self._anomaly_results_of_runs)
-        self.children_of_run = DataLoader(self._children_of_runs)
-        self.webhook_endpoint = DataLoader(self._webhook_endpoints)
-        self.delivery_attempts = DataLoader(self._delivery_attempts)
+        self.children_of_run = self._lists(
+            lambda ids: read.children_of_runs(caller=self._caller(), run_ids=ids))
+        self.anomaly_results_of_run = self._lists(
+            lambda ids: read.anomaly_results_of_runs(caller=self._caller(), run_ids=ids))
+        self.endpoint_of_pipeline = self._found(
+            lambda ids: read.endpoints_of_pipelines(caller=self._caller(), pipeline_ids=ids))
+        self.delivery_attempts = self._lists(
+            lambda ids: webhooks_api.attempts_of(caller=self._caller(), delivery_ids=ids))
+        self.connection_telemetry = self._found(
+            lambda ids: telemetry_api.telemetry_of_connections(
+                caller=self._caller(), connection_ids=ids, options=self.options))
+        self.pipeline_telemetry = self._found(
+            lambda ids: telemetry_api.telemetry_of_pipelines(
+                caller=self._caller(), pipelines=ids, options=self.options))
+        self.runs_of_pipeline = DataLoader(_grouped(
+            lambda ids, window, statuses: read.runs_of_pipelines(
+                caller=self._caller(), pipeline_ids=ids, window=window, statuses=statuses)))
+        self.runs_of_connection = DataLoader(_grouped(
+            lambda ids, window, statuses: read.runs_of_connections(
+                caller=self._caller(), connection_ids=ids, window=window, statuses=statuses)))
+        self.log_page = DataLoader(_grouped(
+            lambda ids, window, _: read.log_pages(caller=self._caller(), run_ids=ids,
+                                                  window=window)))
+        self.sample_page = DataLoader(_grouped(
+            lambda ids, window, _: read.sample_pages(caller=self._caller(), run_ids=ids,
+                                                     window=window)))
+        self.deliveries_of_run = DataLoader(_grouped(
+            lambda ids, window, _: read.deliveries_of_runs(caller=self._caller(), run_ids=ids,
+                                                           window=window)))
+        self.deliveries_of_endpoint = DataLoader(_grouped(
+            lambda ids, window, status: read.deliveries_of_endpoints(
+                caller=self._caller(), endpoint_ids=ids, window=window, status=status)))
 
-    def _org(self) -> int:
+    def _caller(self) -> Caller:
         if self.caller is None:
             raise Unauthenticated()
-        self.caller.require(Scope.READ)
-        return self.caller.organisation_id
+        return self.caller
 
-    async def _connections(self, ids: list[int]) -> list[Connection | None]:
-        rows = {c.id: c for c in await Connection.filter(organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
+    def _by_id(
+        self, read: Callable[..., Awaitable[dict[int, V]]]
+    ) -> DataLoader[int, V | None]:
+        return self._found(lambda ids: read(caller=self._caller(), ids=ids))
 
-    async def _pipelines(self, ids: list[int]) -> list[Pipeline | None]:
-        rows = {p.id: p for p in await Pipeline.filter(organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
+    @staticmethod
+    def _found(
+        read: Callable[[list[int]], Awaitable[dict[int, V]]],
+    ) -> DataLoader[int, V | None]:
+        async def load(ids: list[int]) -> list[V | None]:
+            found = await read(ids)
+            return [found.get(i) for i in ids]
 
-    async def _gateways(self, ids: list[int]) -> list[Gateway | None]:
-        rows = {g.id: g for g in await Gateway.filter(organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
+        return DataLoader(load)
 
-    async def _pipeline_types(self, ids: list[int]) -> list[PipelineType | None]:
-        rows = {t.id: t for t in await PipelineType.filter(
-            organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
+    @staticmethod
+    def _lists(
+        read: Callable[[list[int]], Awaitable[dict[int, list[V]]]],
+    ) -> DataLoader[int, list[V]]:
+        async def load(ids: list[int]) -> list[list[V]]:
+            found = await read(ids)
+            return [found.get(i, []) for i in ids]
 
-    async def _runs(self, ids: list[int]) -> list[Run | None]:
-        rows = {r.id: r for r in await Run.filter(organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
-
-    async def _address_types(self, ids: list[int]) -> list[AddressType | None]:
-        rows = {t.id: t for t in await AddressType.filter(
-            organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
-
-    async def _anomaly_results_of_runs(self, ids: list[int]) -> list[list[AnomalyResult]]:
-        grouped: dict[int, list[AnomalyResult]] = {i: [] for i in ids}
-        for result in await AnomalyResult.filter(
-            organisation_id=self._org(), run_id__in=ids
-        ).order_by("-id"):
-            grouped[result.run_id].append(result)  # type: ignore[attr-defined]
-        return [grouped[i] for i in ids]
-
-    async def _children_of_runs(self, ids: list[int]) -> list[list[Run]]:
-        grouped: dict[int, list[Run]] = {i: [] for i in ids}
-        for run in await Run.filter(organisation_id=self._org(), parent_id__in=ids).order_by(
-            "id"
-        ):
-            grouped[run.parent_id].append(run)  # type: ignore[attr-defined]
-        return [grouped[i] for i in ids]
-
-    async def _webhook_endpoints(self, ids: list[int]) -> list[WebhookEndpoint | None]:
-        rows = {e.id: e for e in await WebhookEndpoint.filter(
-            organisation_id=self._org(), id__in=ids)}
-        return [rows.get(i) for i in ids]
-
-    async def _delivery_attempts(self, ids: list[int]) -> list[list[WebhookAttempt]]:
-        self._org()
-        found = await webhooks_api.attempts_of(
-            caller=self.caller, delivery_ids=ids  # type: ignore[arg-type]
-        )
-        return [found[i] for i in ids]
+        return DataLoader(load)
 
     async def _pipelines_of_connections(self, ids: list[int]) -> list[list[Pipeline]]:
-        grouped: dict[int, list[Pipeline]] = {i: [] for i in ids}
-        for p in await Pipeline.filter(
-            organisation_id=self._org(), connection_id__in=ids
-        ).order_by("id"):
-            grouped[p.connection_id].append(p)  # type: ignore[attr-defined]
-            self.pipeline.prime(p.id, p)
-        return [grouped[i] for i in ids]
-
-    async def _connection_telemetry(self, ids: list[int]) -> list[Telemetry | None]:
-        self._org()
-        found = await telemetry_api.telemetry_of_connections(
-            caller=self.caller, connection_ids=ids, options=self.options  # type: ignore[arg-type]
-        )
-        return [found.get(i) for i in ids]
-
-    async def _pipeline_telemetry(self, ids: list[int]) -> list[Telemetry | None]:
-        self._org()
-        found = await telemetry_api.telemetry_of_pipelines(
-            caller=self.caller, pipelines=ids, options=self.options  # type: ignore[arg-type]
-        )
-        return [found.get(i) for i in ids]
+        found = await batch_reads.pipelines_of_connections(
+            caller=self._caller(), connection_ids=ids)
+        for rows in found.values():
+            for p in rows:
+                self.pipeline.prime(p.id, p)
+        return [found.get(i, []) for i in ids]
 
 
 @dataclass

@@ -1,21 +1,29 @@
 """ELT mutations: pipelines (create, update) and runs (create, update with the REST PATCH's
-fields, cancel). Inputs are turned into the same domain-named values the REST shim passes,
-so both surfaces validate alike (`runwatch/resolvers/run_input.py`)."""
+fields, cancel). Typed inputs become the domain's typed inputs (`NewRun`, `PipelineFields`,
+`RunChange`); the resolvers check their values, so both surfaces validate alike."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
 
+from runwatch.models import LogLevel as LogLevelModel
+from runwatch.models import RunStatus as RunStatusModel
 from runwatch.resolvers import elt_runs as elt_runs_api
 from runwatch.resolvers import pipelines as pipelines_api
-from runwatch.resolvers.caller import Caller
-from runwatch.resolvers.clock import iso, to_utc, utcnow
-from runwatch.resolvers.errors import PermissionDenied
-from runwatch.resolvers.run_input import parse_change
+from runwatch.resolvers.clock import to_utc, utcnow
+from runwatch.resolvers.pipelines import PipelineFields
+from runwatch.resolvers.run_input import (
+    UNSET,
+    Errors,
+    LogEntry,
+    RunChange,
+    Sample,
+    SummaryPatch,
+    check_int_id,
+)
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     ConflictError,
@@ -25,28 +33,15 @@ from runwatch.schema.errors import (
     as_data,
     parse_id,
 )
-from runwatch.schema.types import BigInt, LogLevel, Pipeline, Run, RunStatus
+from runwatch.schema.pipeline import Pipeline
+from runwatch.schema.run import Run, RunStatus
+from runwatch.schema.run_series import LogLevel
+from runwatch.schema.types import BigInt
 
 
-def refuse_gateway(caller: Caller) -> None:
-    """A gateway's token stands for the gateway on the /api/agent/ routes, and nothing more
-    (the run resolvers accept gateways, for those routes)."""
-    if caller.gateway_id is not None:
-        raise PermissionDenied("A gateway token works on the /api/agent/ routes only.")
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    """The fields a client set (null included), without the ones it left out."""
-    return {k: v for k, v in values.items() if v is not strawberry.UNSET}
-
-
-def _wire(value: Any, field: str) -> Any:
-    """Typed GraphQL values -> the JSON-shaped values the domain validates."""
-    if isinstance(value, datetime):
-        return iso(to_utc(value, field))
-    if hasattr(value, "value") and not isinstance(value, str | int | float):
-        return value.value  # enums
-    return value
+def _given(value: Any) -> Any:
+    """A field a client set (null included), or the domain's UNSET when it left it out."""
+    return UNSET if value is strawberry.UNSET else value
 
 
 @strawberry.input
@@ -148,42 +143,51 @@ RunResult = Annotated[
     strawberry.union("RunResult"),
 ]
 
-_CAMEL = {"rows_loaded": "rowsLoaded", "bytes_loaded": "bytesLoaded",
-          "current_phase": "currentPhase", "current_resource": "currentResource",
-          "rows_delta": "rowsDelta", "bytes_delta": "bytesDelta"}
+def _time(value: datetime | None, field: str, now: datetime) -> datetime:
+    return to_utc(value, field) if value is not None else now
 
 
-def _document(value: Any, field: str, *, drop_none: bool) -> dict[str, Any]:
-    """A typed input object -> the JSON document the contract defines (camelCase keys)."""
-    raw = {k: v for k, v in asdict(value).items() if v is not strawberry.UNSET}
-    return {_CAMEL.get(k, k): _wire(v, f"{field}.{k}") for k, v in raw.items()
-            if not (drop_none and v is None)}
+def _line(value: LogLineInput, now: datetime, *, stamped: bool, field: str) -> LogEntry:
+    """A log line; an appended one is stamped by the server (its `at` is ignored)."""
+    return LogEntry(at=now if stamped else _time(value.at, f"{field}.at", now),
+                    level=LogLevelModel(value.level), message=value.message)
 
 
-def change_of(input: UpdateRunInput) -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    if input.status is not None:
-        raw["status"] = _wire(input.status, "status")
-    if input.append_log is not None:
-        raw["append_log"] = _document(input.append_log, "append_log", drop_none=True)
-        raw["append_log"].pop("at", None)  # appended lines are stamped by the server
-    if input.log_entries is not None:
-        raw["log_entries"] = [_document(e, f"log_entries[{i}]", drop_none=True)
-                              for i, e in enumerate(input.log_entries)]
-    if input.error_summary is not strawberry.UNSET:
-        raw["error_summary"] = input.error_summary
-    if input.finished_at is not None:
-        raw["finished_at"] = _wire(input.finished_at, "finished_at")
-    if input.telemetry_summary is not None:
-        raw["telemetry_summary"] = _document(input.telemetry_summary, "telemetry_summary",
-                                             drop_none=False)
-    if input.append_telemetry_sample is not None:
-        raw["append_telemetry_sample"] = _document(
-            input.append_telemetry_sample, "append_telemetry_sample", drop_none=True)
-    if input.telemetry_samples is not None:
-        raw["telemetry_samples"] = [_document(s, f"telemetry_samples[{i}]", drop_none=True)
-                                    for i, s in enumerate(input.telemetry_samples)]
-    return raw
+def _point(value: TelemetrySampleInput, now: datetime, field: str) -> Sample:
+    return Sample(at=_time(value.at, f"{field}.at", now), rows=value.rows, bytes=value.bytes,
+                  rows_delta=value.rows_delta, bytes_delta=value.bytes_delta,
+                  progress=value.progress, phase=value.phase, resource=value.resource)
+
+
+def _summary(value: TelemetrySummaryInput) -> SummaryPatch:
+    """Set fields merge in, null ones are removed, the ones left out stay as they are."""
+    document = {"progress": value.progress, "currentPhase": value.current_phase,
+                "currentResource": value.current_resource}
+    return SummaryPatch(rows=_given(value.rows_loaded), bytes=_given(value.bytes_loaded),
+                        document={k: v for k, v in document.items()
+                                  if v is not strawberry.UNSET})
+
+
+def change_of(input: UpdateRunInput, now: datetime) -> RunChange:
+    """The typed input as the domain's RunChange (`check_change` checks its values)."""
+    return RunChange(
+        status=RunStatusModel(input.status) if input.status is not None else None,
+        append_log=_line(input.append_log, now, stamped=True, field="append_log")
+        if input.append_log is not None else None,
+        log_entries=[_line(e, now, stamped=False, field=f"log_entries[{i}]")
+                     for i, e in enumerate(input.log_entries)]
+        if input.log_entries is not None else None,
+        error_summary=_given(input.error_summary),
+        finished_at=to_utc(input.finished_at, "finished_at")
+        if input.finished_at is not None else None,
+        summary=_summary(input.telemetry_summary)
+        if input.telemetry_summary is not None else None,
+        append_sample=_point(input.append_telemetry_sample, now, "append_telemetry_sample")
+        if input.append_telemetry_sample is not None else None,
+        samples=[_point(p, now, f"telemetry_samples[{i}]")
+                 for i, p in enumerate(input.telemetry_samples)]
+        if input.telemetry_samples is not None else None,
+    )
 
 
 @strawberry.type
@@ -193,11 +197,12 @@ class EltMutation:
         caller = info.context.require_caller()
 
         async def call() -> PipelineSuccess:
-            raw = _given(name=input.name, description=input.description,
-                         max_runtime_seconds=input.max_runtime_seconds)
-            if input.connection_id is not None:
-                raw["connection_id"] = str(input.connection_id)
-            row = await pipelines_api.create_pipeline(caller=caller, raw=raw)
+            errors = Errors()
+            connection_id = check_int_id(input.connection_id, "connection_id", errors)
+            errors.raise_any()
+            row = await pipelines_api.create_pipeline(caller=caller, fields=PipelineFields(
+                name=input.name, description=input.description,
+                max_runtime_seconds=input.max_runtime_seconds, connection_id=connection_id))
             return PipelineSuccess(pipeline=Pipeline.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
@@ -210,8 +215,8 @@ class EltMutation:
         async def call() -> PipelineSuccess:
             row = await pipelines_api.update_pipeline(
                 caller=caller, pipeline_id=parse_id(input.id, "pipeline"),
-                raw=_given(name=input.name, description=input.description,
-                           max_runtime_seconds=input.max_runtime_seconds))
+                fields=PipelineFields(name=_given(input.name), description=_given(
+                    input.description), max_runtime_seconds=_given(input.max_runtime_seconds)))
             return PipelineSuccess(pipeline=Pipeline.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
@@ -222,10 +227,19 @@ class EltMutation:
         caller = info.context.require_caller()
 
         async def call() -> RunSuccess:
-            raw = {k: _wire(v, k) for k, v in asdict(input).items() if v is not None}
+            errors = Errors()
+            new = elt_runs_api.NewRun(
+                pipeline_id=check_int_id(input.pipeline_id, "pipeline_id", errors) or 0,
+                environment=input.environment, correlation_id=input.correlation_id,
+                triggered_by=input.triggered_by, partition_column=input.partition_column,
+                partition_value=input.partition_value,
+                target_gateway_id=check_int_id(
+                    input.target_gateway_id, "target_gateway_id", errors),
+                status=RunStatusModel(input.status.value) if input.status
+                else RunStatusModel.PENDING)
+            errors.raise_any()
             row = await elt_runs_api.create_run(
-                caller=caller, raw=raw,
-                default_max_runtime=info.context.options.orphan_window)
+                caller=caller, new=new, default_max_runtime=info.context.options.orphan_window)
             return RunSuccess(run=Run.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
@@ -236,8 +250,7 @@ class EltMutation:
         caller = info.context.require_caller()
 
         async def call() -> RunSuccess:
-            refuse_gateway(caller)
-            change = parse_change(change_of(input), now=utcnow())
+            change = change_of(input, utcnow())
             row = await elt_runs_api.update_run(
                 caller=caller, run_id=parse_id(input.id, "run"), change=change,
                 default_max_runtime=info.context.options.orphan_window)
@@ -251,7 +264,6 @@ class EltMutation:
         caller = info.context.require_caller()
 
         async def call() -> RunSuccess:
-            refuse_gateway(caller)
             row = await elt_runs_api.cancel_run(caller=caller, run_id=parse_id(id, "run"))
             return RunSuccess(run=Run.of(row))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -139,3 +139,15 @@ def parse_id(raw: strawberry.ID | str, kind: str) -> int:
     """GraphQL ids are the same integers the REST URLs use; anything else is not found
     (`runwatch.resolvers.inputs.parse_id`, the one id rule)."""
     return inputs.parse_id(str(raw), kind)
+
+
+@strawberry.type
+class DoneSuccess:
+    """A mutation with nothing to return did its work (checks and alert channels)."""
+
+    ok: bool = True
+
+
+DoneResult = Annotated[
+    DoneSuccess | NotFoundError | InvalidInputError | PermissionDeniedError,
+    strawberry.union("DoneResult")]

@@ -11,7 +11,6 @@ from strawberry.scalars import JSON
 from runwatch.models import Gateway as GatewayModel
 from runwatch.resolvers import gateways as gateways_api
 from runwatch.resolvers.clock import utcnow
-from runwatch.resolvers.pagination import Page
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     InvalidInputError,
@@ -21,7 +20,7 @@ from runwatch.schema.errors import (
     or_none,
     parse_id,
 )
-from runwatch.schema.types import Edge, PageInfo, _page_parts
+from runwatch.schema.types import Page
 
 
 @strawberry.type(description="An agent that claims and executes runs, with its own tokens.")
@@ -45,17 +44,6 @@ class Gateway:
         lease = timedelta(seconds=info.context.settings.gateway_lease_seconds)
         return (self.revoked_at is None and self.last_seen_at is not None
                 and self.last_seen_at >= utcnow() - lease)
-
-
-@strawberry.type
-class GatewayPage:
-    edges: list[Edge[Gateway]]
-    nodes: list[Gateway]
-    page_info: PageInfo
-
-    @classmethod
-    def of(cls, page: Page) -> GatewayPage:
-        return cls(**_page_parts(page, Gateway))
 
 
 @strawberry.type
@@ -104,10 +92,11 @@ class GatewayQuery:
     async def gateways(
         self, info: Info, first: int | None = None, after: str | None = None,
         include_revoked: bool = False,
-    ) -> GatewayPage:
+    ) -> Page[Gateway]:
         caller = info.context.require_caller()
-        return GatewayPage.of(await gateways_api.list_gateways(
-            caller=caller, first=first, after=after, include_revoked=include_revoked))
+        return Page.of(await gateways_api.list_gateways(
+            caller=caller, first=first, after=after, include_revoked=include_revoked),
+            Gateway.of)
 
 
 @strawberry.type

@@ -21,6 +21,7 @@ validation and still before execution.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
@@ -44,7 +46,10 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
 
+from runwatch.schema.cost import UNPAGED_LIST_SIZE, operation_cost
+
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+TOO_COSTLY = "QUERY_TOO_COSTLY"
 INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 BAD_PAGE_SIZE = "BAD_USER_INPUT"
 # With batching on, the most operations one request may carry (each is bounded on its own).
@@ -154,6 +159,29 @@ def _page_size_error(value: float, maximum: int, node: Any) -> GraphQLError:
     )
 
 
+SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
+def _without_suggestions(error: GraphQLError) -> None:
+    """Drop graphql-core's "Did you mean 'secret'?" (fields, arguments, types, enum values):
+    with introspection off, it would tell the schema away one guess at a time. Idempotent, so
+    it may edit an error shared through the validation cache."""
+    if "Did you mean" in error.message:
+        error.message = SUGGESTION.sub("", error.message)
+
+
+def _literal_error(error: GraphQLError) -> GraphQLError:
+    """graphql-core words a literal its scalar cannot parse (an Int of 5,000 digits) with the
+    parser's exception attached, which would be masked as unexpected: the same error, clean."""
+    if error.original_error is None or isinstance(error.original_error, GraphQLError):
+        return error
+    node = error.nodes[0] if error.nodes else None
+    found = (f"an integer literal of {len(node.value):,} digits"
+             if isinstance(node, IntValueNode) else "a literal it cannot represent")
+    return GraphQLError(f"{error.message.split(', but encountered')[0]}, found {found}.",
+                        error.nodes, extensions={"code": BAD_PAGE_SIZE})
+
+
 class _IntrospectionDisabled(NoSchemaIntrospectionCustomRule):
     def report_error(self, error: GraphQLError) -> None:
         super().report_error(GraphQLError(error.message, error.nodes,
@@ -172,6 +200,12 @@ class CostBounds:
     max_tokens: int
     max_page_size: int
     introspection: bool = True
+    # The cost budget (worst-case nodes, `runwatch.schema.cost`; 0: not checked), the page
+    # size a list gets when `first` is absent, what a list without a page size counts, and
+    # the longest list a variable may carry.
+    max_cost: int = 0
+    default_page_size: int = 50
+    max_list_input: int = 0
     rules: tuple[type[ValidationRule], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -236,6 +270,42 @@ class CostBounds:
                 errors.append(_page_size_error(value, self.max_page_size, argument))
         return errors
 
+    def cost(self, schema: GraphQLSchema, document: DocumentNode,
+             operation_name: str | None, variables: Mapping[str, Any] | None) -> int | None:
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            return None
+        return operation_cost(schema, document, operation, variables,
+                              default_page_size=self.default_page_size,
+                              max_page_size=self.max_page_size, unpaged=UNPAGED_LIST_SIZE)
+
+    def too_costly(self, cost: int) -> GraphQLError:
+        return GraphQLError(
+            f"The operation could return up to {cost:,} nodes, more than the budget of "
+            f"{self.max_cost:,} (the product of the page sizes along each path, summed: "
+            "ask for smaller pages or fewer nested lists).",
+            extensions={"code": TOO_COSTLY, "cost": cost, "budget": self.max_cost},
+        )
+
+    def list_input_errors(self, variables: Mapping[str, Any] | None) -> list[GraphQLError]:
+        """A variable carrying a list longer than `max_list_input` (at any depth)."""
+        if not self.max_list_input or not variables:
+            return []
+        pending: list[tuple[str, Any]] = list(variables.items())
+        while pending:
+            name, value = pending.pop()
+            if isinstance(value, list):
+                if len(value) > self.max_list_input:
+                    return [GraphQLError(
+                        f"Variable '${name}' carries a list of {len(value):,} items, more "
+                        f"than the maximum of {self.max_list_input:,}.",
+                        extensions={"code": BAD_PAGE_SIZE, "limit": "maxListInput",
+                                    "maximum": self.max_list_input})]
+                pending.extend((name, item) for item in value)
+            elif isinstance(value, dict):
+                pending.extend((name, item) for item in value.values())
+        return []
+
     @property
     def extension(self) -> Callable[[], SchemaExtension]:
         return lambda: BoundsExtension(self)
@@ -247,6 +317,12 @@ class BoundsExtension(SchemaExtension):
 
     def __init__(self, bounds: CostBounds) -> None:
         self.bounds = bounds
+        self.cost: int | None = None
+
+    def get_results(self) -> dict[str, Any]:
+        if self.cost is None:
+            return {}
+        return {"cost": {"requested": self.cost, "budget": self.bounds.max_cost}}
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
@@ -262,6 +338,11 @@ class BoundsExtension(SchemaExtension):
             raise
         for error in context.pre_execution_errors or ():
             self._word_token_limit(error)
+        if not self.bounds.introspection:
+            result = context.result
+            for error in [*(context.pre_execution_errors or ()),
+                          *(getattr(result, "errors", None) or ())]:
+                _without_suggestions(error)
 
     def _word_token_limit(self, error: GraphQLError) -> None:
         if (isinstance(error, GraphQLSyntaxError)
@@ -280,10 +361,22 @@ class BoundsExtension(SchemaExtension):
             assert context.graphql_document is not None
             context.pre_execution_errors = validate_document(
                 context.schema._schema, context.graphql_document, context.validation_rules)
+        if any(e.original_error is not None and not isinstance(e.original_error, GraphQLError)
+               for e in context.pre_execution_errors):
+            context.pre_execution_errors = [_literal_error(e)
+                                            for e in context.pre_execution_errors]
         if not context.pre_execution_errors:
             assert context.graphql_document is not None
             errors = self.bounds.page_size_variable_errors(
                 context.graphql_document, context.operation_name, context.variables)
+            errors = errors or self.bounds.list_input_errors(context.variables)
+            if not errors and self.bounds.max_cost:
+                cost = self.bounds.cost(context.schema._schema, context.graphql_document,
+                                        context.operation_name, context.variables)
+                if cost is not None and cost > self.bounds.max_cost:
+                    errors = [self.bounds.too_costly(cost)]
+                else:
+                    self.cost = cost
             if errors:  # a new list: the one from the validation cache is shared
                 context.pre_execution_errors = errors
         yield

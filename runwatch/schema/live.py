@@ -22,7 +22,9 @@ from runwatch.resolvers.errors import DomainError
 from runwatch.resolvers.lifecycle import is_terminal
 from runwatch.schema.context import Info
 from runwatch.schema.errors import graphql_error, parse_id
-from runwatch.schema.types import BigInt, LogLine, Run, TelemetrySample
+from runwatch.schema.run import Run
+from runwatch.schema.run_series import LogLine, TelemetrySample
+from runwatch.schema.types import BigInt
 
 
 @strawberry.type(description="What changed in a run since the previous update.")

@@ -1,4 +1,4 @@
-"""Webhook endpoints, their deliveries and attempts: types, queries, mutations."""
+"""Delivery: webhook endpoints, their deliveries and attempts: types, queries, mutations."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from runwatch.models import WebhookAttempt as WebhookAttemptModel
 from runwatch.models import WebhookDelivery as WebhookDeliveryModel
 from runwatch.models import WebhookEndpoint as WebhookEndpointModel
 from runwatch.resolvers import webhooks as webhooks_api
+from runwatch.resolvers.batch_reads import Window
 from runwatch.resolvers.caller import Scope
 from runwatch.resolvers.errors import PermissionDenied
-from runwatch.resolvers.pagination import Page
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     InvalidInputError,
@@ -26,7 +26,9 @@ from runwatch.schema.errors import (
     or_none,
     parse_id,
 )
-from runwatch.schema.types import Edge, PageInfo, Pipeline, Run, _page_parts
+from runwatch.schema.pipeline import Pipeline
+from runwatch.schema.run import Run
+from runwatch.schema.types import Page
 
 
 @strawberry.enum(description="Where a webhook delivery stands.")
@@ -93,12 +95,11 @@ class WebhookEndpoint:
     async def deliveries(
         self, info: Info, first: int | None = None, after: str | None = None,
         status: WebhookDeliveryStatus | None = None,
-    ) -> WebhookDeliveryPage:
-        caller = info.context.require_caller()
-        page = await webhooks_api.list_deliveries(
-            caller=caller, first=first, after=after, where=webhooks_api.DeliveryFilter(
-                endpoint_id=int(self.id), status=_status(status)))
-        return WebhookDeliveryPage.of(page)
+    ) -> Page[WebhookDelivery]:
+        info.context.require_caller()
+        page = await info.context.loaders.deliveries_of_endpoint.load(
+            (int(self.id), Window(first, after), _status(status)))
+        return Page.of(page, WebhookDelivery.of)
 
 
 def _status(status: WebhookDeliveryStatus | None) -> webhooks_api.DeliveryStatus | None:
@@ -151,28 +152,6 @@ class WebhookDelivery:
         info.context.require_caller()
         row = await info.context.loaders.run.load(self.run_id)
         return Run.of(row) if row else None
-
-
-@strawberry.type
-class WebhookEndpointPage:
-    edges: list[Edge[WebhookEndpoint]]
-    nodes: list[WebhookEndpoint]
-    page_info: PageInfo
-
-    @classmethod
-    def of(cls, page: Page) -> WebhookEndpointPage:
-        return cls(**_page_parts(page, WebhookEndpoint))
-
-
-@strawberry.type
-class WebhookDeliveryPage:
-    edges: list[Edge[WebhookDelivery]]
-    nodes: list[WebhookDelivery]
-    page_info: PageInfo
-
-    @classmethod
-    def of(cls, page: Page) -> WebhookDeliveryPage:
-        return cls(**_page_parts(page, WebhookDelivery))
 
 
 @strawberry.input
@@ -228,10 +207,10 @@ class WebhookQuery:
     @strawberry.field(description="The organisation's webhook endpoints, oldest first.")
     async def webhook_endpoints(
         self, info: Info, first: int | None = None, after: str | None = None
-    ) -> WebhookEndpointPage:
+    ) -> Page[WebhookEndpoint]:
         caller = info.context.require_caller()
-        return WebhookEndpointPage.of(
-            await webhooks_api.list_endpoints(caller=caller, first=first, after=after))
+        return Page.of(await webhooks_api.list_endpoints(caller=caller, first=first, after=after),
+                       WebhookEndpoint.of)
 
     @strawberry.field
     async def webhook_delivery(self, info: Info, id: strawberry.ID) -> WebhookDelivery | None:
@@ -245,13 +224,13 @@ class WebhookQuery:
         self, info: Info, first: int | None = None, after: str | None = None,
         endpoint_id: strawberry.ID | None = None, run_id: strawberry.ID | None = None,
         status: WebhookDeliveryStatus | None = None,
-    ) -> WebhookDeliveryPage:
+    ) -> Page[WebhookDelivery]:
         caller = info.context.require_caller()
         page = await webhooks_api.list_deliveries(
             caller=caller, first=first, after=after, where=webhooks_api.DeliveryFilter(
                 endpoint_id=filter_id(endpoint_id, "webhook endpoint"),
                 run_id=filter_id(run_id, "run"), status=_status(status)))
-        return WebhookDeliveryPage.of(page)
+        return Page.of(page, WebhookDelivery.of)
 
 
 @strawberry.type

@@ -20,21 +20,15 @@ from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
-from tortoise.transactions import in_transaction
 
 from runwatch.models import OPEN_STATUSES, Gateway, Run, RunStatus
-from runwatch.resolvers import signals, sql
+from runwatch.resolvers import lifecycle
 from runwatch.resolvers.clock import iso, utcnow
-from runwatch.resolvers.lifecycle import on_terminal
 from runwatch.resolvers.run_input import MAX_ERROR_SUMMARY_CHARS
 from runwatch.resolvers.scrub import clean_text
 from runwatch.resolvers.telemetry import orphan_message
 
 BATCH = 500
-_TIME_OUT = (
-    "UPDATE run SET status = ?, finished_at = ?, error = ?, updated_at = ? "
-    "WHERE id = ? AND status IN (?, ?) RETURNING *"
-)
 
 
 def _span(delta: timedelta) -> str:
@@ -45,25 +39,21 @@ def _span(delta: timedelta) -> str:
 
 
 async def _time_out(
-    conn: BaseDBAsyncClient, row: dict, *, finished_at: datetime, reason: str, now: datetime
+    conn: BaseDBAsyncClient, effects: lifecycle.Effects, run: Run, *, finished_at: datetime,
+    reason: str, now: datetime,
 ) -> bool:
     """Time one claimed run out; False when another process got there first."""
-    error = reason if not row.get("error") else (
-        clean_text(f"{reason}. Last reported error: {row['error']}", MAX_ERROR_SUMMARY_CHARS))
-    updated = await sql.fetch(_TIME_OUT, [
-        RunStatus.TIMED_OUT.value, finished_at, error, now, row["id"],
-        *(s.value for s in OPEN_STATUSES),
-    ], conn)
-    if not updated:
-        return False
-    await on_terminal(conn, Run._init_from_db(**updated[0]))
-    return True
+    error = reason if not run.error else (
+        clean_text(f"{reason}. Last reported error: {run.error}", MAX_ERROR_SUMMARY_CHARS))
+    return await lifecycle.time_out(
+        conn, effects, run_id=run.id, organisation_id=run.organisation_id,  # type: ignore[attr-defined]
+        finished_at=finished_at, error=error, now=now) is not None
 
 
 async def _past_deadline(now: datetime, batch: int) -> list[int]:
     reaped: list[int] = []
     while True:
-        async with in_transaction() as conn:
+        async with lifecycle.transaction() as (conn, effects):
             # Claim a batch: on PostgreSQL other workers skip these rows instead of waiting
             # for them (SQLite serialises transactions, so there is nothing to skip). A model
             # query, not `.values()`: the ORM leaves FOR UPDATE out of values queries.
@@ -71,15 +61,15 @@ async def _past_deadline(now: datetime, batch: int) -> list[int]:
                 Run.filter(status__in=OPEN_STATUSES, deadline_at__lt=now)
                 .order_by("deadline_at").limit(batch)
                 .select_for_update(skip_locked=True)
-                .only("id", "pipeline_id", "started_at", "deadline_at", "error")
+                .only("id", "organisation_id", "pipeline_id", "started_at", "deadline_at",
+                      "error")
                 .using_db(conn)
             )
             # Pipeline order: every transaction takes its roll-up rows in the same order, so
             # two passes (or a pass and a report) cannot deadlock on them.
             for run in sorted(candidates, key=lambda r: (r.pipeline_id, r.id)):  # type: ignore[attr-defined]
                 started_at, deadline = run.started_at, run.deadline_at
-                if await _time_out(conn, {"id": run.id, "error": run.error},
-                                   finished_at=deadline, now=now,
+                if await _time_out(conn, effects, run, finished_at=deadline, now=now,
                                    reason=orphan_message(started_at, deadline - started_at)):
                     reaped.append(run.id)
         if len(candidates) < batch:
@@ -94,7 +84,7 @@ async def _silent_gateways(now: datetime, lease: timedelta, batch: int) -> list[
     reaped = []
     for gateway_id in silent:
         while True:
-            async with in_transaction() as conn:
+            async with lifecycle.transaction() as (conn, effects):
                 # Lock the gateway while its runs time out, and check its silence again: a
                 # gateway that came back since the query above (a heartbeat, a new claim)
                 # keeps its runs, the one it just claimed included; its heartbeats wait for
@@ -111,7 +101,7 @@ async def _silent_gateways(now: datetime, lease: timedelta, batch: int) -> list[
                     Run.filter(gateway_id=gateway_id, status=RunStatus.RUNNING)
                     .order_by("id").limit(batch)
                     .select_for_update(skip_locked=True)
-                    .only("id", "started_at", "error")
+                    .only("id", "organisation_id", "started_at", "error")
                     .using_db(conn)
                 )
                 seen = gateway.last_seen_at
@@ -121,8 +111,8 @@ async def _silent_gateways(now: datetime, lease: timedelta, batch: int) -> list[
                         f"gateway {gateway.name!r} stopped heartbeating (last seen at "
                         f"{iso(seen) if seen else 'never'}); timed out after a lease of "
                         f"{_span(lease)}")
-                    if await _time_out(conn, {"id": run.id, "error": run.error},
-                                       finished_at=finished_at, reason=reason, now=now):
+                    if await _time_out(conn, effects, run, finished_at=finished_at,
+                                       reason=reason, now=now):
                         reaped.append(run.id)
             if len(candidates) < batch:
                 break
@@ -136,8 +126,4 @@ async def reap_stuck_runs(
     """Time out every stuck run (in batches); returns how many this call timed out."""
     now = now or utcnow()
     reaped = await _past_deadline(now, batch) + await _silent_gateways(now, gateway_lease, batch)
-    for run_id in reaped:
-        signals.run_changed(run_id)
-    if reaped:
-        signals.work_enqueued()
     return len(reaped)

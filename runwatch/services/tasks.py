@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from runwatch import faults
 from runwatch.models import Task, TaskStatus
-from runwatch.resolvers import alerts, anomalies, checks, queue, retention, signals, sql
+from runwatch.resolvers import anomalies, checks, queue, retention, signals, sql
+from runwatch.resolvers import dbfaults as faults
 from runwatch.resolvers import tasks as tasks_api
 from runwatch.resolvers.clock import utcnow
+from runwatch.resolvers.tasks import monitor_queue
 from runwatch.settings import Settings
 
 log = logging.getLogger("runwatch.tasks")
@@ -34,7 +35,6 @@ log = logging.getLogger("runwatch.tasks")
 MAX_ATTEMPTS = 5
 HOLD = timedelta(minutes=5)  # a claimed task is someone's for this long
 UNAVAILABLE_DELAY = timedelta(seconds=2)  # a task the database failed is due again after this
-QUEUE_WARNING, QUEUE_CRITICAL = 50, 100
 SCHEDULE_TIMELINESS = "schedule:timeliness"
 SCHEDULE_FRESHNESS = "schedule:freshness"
 SCHEDULE_RETENTION = "schedule:retention"
@@ -66,36 +66,6 @@ async def _settle(task: Claimed, **changes: Any) -> None:
     momentary loss of the database (`faults.retrying`)."""
     await faults.retrying(lambda: Task.filter(id=task.id, claim=task.claim).update(
         claim=None, **changes))
-
-
-def queue_level(pending: int) -> str | None:
-    if pending >= QUEUE_CRITICAL:
-        return "critical"
-    if pending >= QUEUE_WARNING:
-        return "warning"
-    return None
-
-
-async def monitor_queue(*, alert_organisation_id: int | None = None) -> dict[str, Any]:
-    """Pending background work by kind, and its level (WARNING at 50, CRITICAL at 100).
-    Over a threshold, an alert goes to the channels of `alert_organisation_id` (the caller of
-    the API route), or of every organisation that has channels (the schedule)."""
-    pending = await tasks_api.pending_work()
-    total = sum(pending.values())
-    level = queue_level(total)
-    if level:
-        by_kind = ", ".join(f"{k}: {v}" for k, v in sorted(pending.items()))
-        orgs = [alert_organisation_id] if alert_organisation_id is not None else [
-            int(r["organisation_id"]) for r in await sql.fetch(
-                "SELECT DISTINCT organisation_id FROM alert_channel WHERE enabled = ?", [True])]
-        for org in orgs:
-            await alerts.enqueue_alert(
-                None, organisation_id=org, alert="queue_depth", severity=level,
-                title=f"{total} background tasks pending",
-                message=f"{level.upper()}: {total} pending ({by_kind}); thresholds "
-                        f"{QUEUE_WARNING} / {QUEUE_CRITICAL}",
-                details={"pending": pending, "total": total, "level": level})
-    return {"pending": pending, "total": total, "level": level}
 
 
 class TaskRunner:

@@ -35,7 +35,7 @@ import httpx
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from runwatch import __version__, faults
+from runwatch import __version__
 from runwatch.models import (
     AlertChannel,
     ChannelKind,
@@ -43,6 +43,7 @@ from runwatch.models import (
     WebhookAttempt,
     WebhookEndpoint,
 )
+from runwatch.resolvers import dbfaults as faults
 from runwatch.resolvers import queue, signals, sql
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.netguard import AddressRefused, Resolver, resolve, url_problem

@@ -2,10 +2,23 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from runwatch.models.run import RunStatus
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index
+
+from enum import StrEnum
+
+
+# The enum as it was when this migration was written (a migration never follows the live
+# models).
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
 
 class Migration(migrations.Migration):
     initial = True

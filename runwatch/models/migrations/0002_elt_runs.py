@@ -1,4 +1,5 @@
 import functools
+from enum import StrEnum
 from json import dumps, loads
 
 from tortoise import fields, migrations
@@ -7,15 +8,31 @@ from tortoise.indexes import Index
 from tortoise.migrations import operations as ops
 from tortoise.migrations.constraints import UniqueConstraint
 
-from runwatch.models.run import LogLevel
-from runwatch.models.webhook import DeliveryStatus
+
+
+# The enums as they were when this migration was written: a migration never follows the live
+# models (their later changes come with migrations of their own).
+class LogLevel(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+# The orphan window's default when this migration was written. A migration does not read the
+# deployment's settings: an upgrade gives the runs open at that moment this window, and the
+# reaper times them out from then on.
+ORPHAN_WINDOW_SECONDS = 2 * 60 * 60
 
 
 async def set_deadlines(apps, schema_editor):
     """Open runs get the deadline the orphan window gave them until now (start + window)."""
-    from runwatch.settings import Settings
-
-    window = Settings.from_env().orphan_window_seconds
+    window = ORPHAN_WINDOW_SECONDS
     client = schema_editor.client
     if client.capabilities.dialect == "postgres":
         await client.execute_query(

@@ -2,10 +2,25 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from runwatch.models.tasks import ChannelKind, TaskStatus
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index
+
+from enum import StrEnum
+
+
+# The enums as they were when this migration was written (a migration never follows the live
+# models).
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ChannelKind(StrEnum):
+    SLACK = "slack"
+    WEBHOOK = "webhook"
+
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0002_elt_runs')]
