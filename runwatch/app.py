@@ -14,14 +14,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from cross_web import HTTPException as StrawberryHTTPException
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET
+from tortoise import connections
 from tortoise.contrib.starlette import RegisterTortoise
 
 from runwatch import __version__
 from runwatch.auth import Authenticator, AuthMiddleware
-from runwatch.db import tortoise_config
+from runwatch.db import pending_migrations, tortoise_config
 from runwatch.faults import DatabaseFaults
 from runwatch.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
@@ -69,6 +71,36 @@ class RunwatchGraphQL(GraphQL):
             context.loaders = Loaders(caller=caller, options=self.options)
         return UNSET
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """strawberry answers a request it cannot read (malformed JSON, no query, a wrong
+        method or content type) in plain text: answer in GraphQL's own error shape."""
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except StrawberryHTTPException as exc:
+            response = graphql_http_error(exc.status_code, exc.reason)
+        await response(scope, receive, send)
+
+
+GRAPHQL_BODY_HINT = ('send a JSON object like {"query": "{ connections { nodes { id } } }", '
+                     '"variables": {}} with Content-Type: application/json')
+
+
+def graphql_http_error(status: int, reason: str) -> Response:
+    """`{"errors": [{"message", "extensions": {"code"}}]}`, as for any GraphQL error."""
+    hints = {
+        "Unable to parse request body as JSON": "The request body is not valid JSON: "
+        + GRAPHQL_BODY_HINT + ".",
+        "No GraphQL query found in the request": "No GraphQL query in the request: "
+        + GRAPHQL_BODY_HINT + ".",
+    }
+    code = {405: "METHOD_NOT_ALLOWED", 404: "NOT_FOUND", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(
+        status, "BAD_REQUEST")
+    return JSONResponse(
+        {"errors": [{"message": hints.get(reason, reason), "extensions": {"code": code}}]},
+        status_code=status)
+
 
 def telemetry_options(settings: Settings) -> TelemetryOptions:
     return TelemetryOptions(
@@ -87,9 +119,45 @@ async def health(request: Request) -> Response:
 ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
 
 
+async def ready(request: Request) -> Response:
+    """Readiness for load balancers and orchestrators: 200 when the database answers within
+    `RUNWATCH_READY_TIMEOUT_SECONDS`, every shipped migration is applied and, when this
+    process runs the background workers, they are running; otherwise 503. The body names each
+    check and what is wrong."""
+    settings: Settings = request.app.state.settings
+    checks: dict[str, str] = {}
+    try:
+        pending = await asyncio.wait_for(pending_migrations(connections.get("default")),
+                                         settings.ready_timeout_seconds)
+    except TimeoutError:
+        checks["database"] = (f"no answer within {settings.ready_timeout_seconds:g} s")
+    except Exception as exc:  # unreachable, refused, closed: not ready, and say why
+        checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+    else:
+        checks["database"] = "ok"
+        checks["migrations"] = (
+            "no runwatch schema: run `runwatch migrate`" if pending is None
+            else f"pending {', '.join(pending)}: run `runwatch migrate`" if pending else "ok")
+    worker = getattr(request.app.state, "workers", None)
+    if worker is None:
+        checks["workers"] = "not in this process"
+    else:
+        checks["workers"] = "stopped" if worker.done() else "ok"
+    ok = all(v in {"ok", "not in this process"} for v in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+def _no_route(request: Request) -> str:
+    path = request.url.path if len(request.url.path) <= 200 else request.url.path[:200] + "…"
+    return (f"No such route: {request.method} {path}. The REST routes are listed at "
+            "/openapi.json; GraphQL is at /graphql.")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    messages = {404: "Not found.", 405: f'Method "{request.method}" not allowed.'}
+    # Routes answer an unknown id themselves ("Not found."); here a 404 means no route matched.
+    messages = {404: _no_route(request), 405: f'Method "{request.method}" not allowed.'}
     key = "error" if request.url.path.startswith(ERROR_SHAPED) else "detail"
     return JSONResponse(
         {key: messages.get(exc.status_code, exc.detail)},
@@ -123,6 +191,7 @@ def create_app(
         async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
             stop = asyncio.Event()
             worker = asyncio.create_task(run_workers(settings, stop)) if background else None
+            app.state.workers = worker  # for /ready
             try:
                 yield
             finally:
@@ -132,6 +201,7 @@ def create_app(
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
         Route("/openapi.json", openapi.endpoint(settings), methods=["GET"]),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
@@ -139,7 +209,7 @@ def create_app(
         *elt.routes(settings),
         *watcher.routes(settings),
     ]
-    return Starlette(
+    application = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
@@ -152,3 +222,5 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},
     )
+    application.state.settings = settings
+    return application

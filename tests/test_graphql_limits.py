@@ -302,7 +302,8 @@ BATCH = [{"query": "{ a: __typename }"}, {"query": "{ b: __typename }"}]
 async def test_batching_is_off_by_default(client, tenant):
     r = await client.post("/graphql", json=BATCH, headers=tenant.headers())
     assert r.status_code == 400
-    assert r.text == "Batching is not enabled"
+    assert r.json() == {"errors": [{"message": "Batching is not enabled",
+                                    "extensions": {"code": "BAD_REQUEST"}}]}
 
 
 async def test_batching_can_be_enabled(settings, tenant, calls):
@@ -319,7 +320,7 @@ async def test_batching_can_be_enabled(settings, tenant, calls):
         r = await c.post("/graphql", json=BATCH * MAX_BATCH_OPERATIONS,
                          headers=tenant.headers())
         assert r.status_code == 400
-        assert r.text == "Too many operations"
+        assert r.json()["errors"][0]["message"] == "Too many operations"
     assert calls["list"] == 0
 
 
