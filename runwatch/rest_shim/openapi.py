@@ -180,7 +180,7 @@ SCHEMAS: dict[str, Schema] = {
         "last_delivery_at": TIME_OR_NULL,
         "events_last_24h": COUNTS, "events_last_7d": COUNTS,
         "failed_deliveries_last_24h": INT,
-        "recent_errors": array(obj({"occurred_at": TIME, "message": STR})),
+        "recent_errors": array(obj({"occurred_at": TIME, "message": STR, "run_id": INT})),
     }),
     # ELT
     "Run": obj({

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Generic, NewType, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 
 from runwatch.models import Connection as ConnectionModel
 from runwatch.models import LogLevel as LogLevelModel
@@ -20,6 +21,7 @@ from runwatch.models import RunTelemetrySample as RunTelemetrySampleModel
 from runwatch.resolvers import run_reads
 from runwatch.resolvers import runs as runs_api
 from runwatch.resolvers import webhooks as webhooks_api
+from runwatch.resolvers.clock import iso
 from runwatch.resolvers.pagination import Page
 from runwatch.resolvers.run_series import LOGS, SAMPLES
 from runwatch.resolvers.run_summary import summary_of
@@ -51,6 +53,17 @@ BIGINT_SCALAR = strawberry.scalar(
     serialize=int,
     parse_value=_parse_bigint,
     description="A 64-bit integer (counts of events, rows and bytes exceed GraphQL's Int).",
+)
+
+
+# Datetimes read as the REST shims write them (`2026-04-20T11:00:00Z`: UTC with a `Z`), so that
+# a person comparing the two surfaces sees the same text; any ISO 8601 offset is accepted.
+DATETIME_SCALAR = strawberry.scalar(
+    name="DateTime",
+    serialize=iso,
+    parse_value=DateTimeDefinition.parse_value,
+    description="Date with time, ISO 8601: answers are in UTC with a `Z`, as over REST; "
+    "inputs may carry any offset.",
 )
 
 
