@@ -236,10 +236,11 @@ def test_every_command_and_flag_has_help(tmp_path, user):
     assert "--database-url URL" in text
 
 
-def _serve_until_bound(args: list[str], cwd: Path, env: dict[str, str]
-                       ) -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen([*RUNWATCH, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def _serve_until_bound(args: list[str], cwd: Path, env: dict[str, str],
+                       argv: list[str] | None = None) -> tuple[subprocess.Popen, list[str]]:
+    """Start `runwatch serve …` (or `argv`), read its output until it listens."""
+    proc = subprocess.Popen(argv or [*RUNWATCH, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
