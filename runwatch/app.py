@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from cross_web import HTTPException as StrawberryHTTPException
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from cross_web import HTTPException as StrawberryHTTPException
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET

@@ -121,7 +121,7 @@ def test_an_existing_runwatch_db_in_the_working_directory_keeps_being_used(tmp_p
 
 
 def test_a_database_without_schema_gets_a_message_not_a_traceback(tmp_path, user):
-    home, env = user
+    _home, env = user
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()  # an existing file with no tables
     out = cli("--database-url", f"sqlite://{empty}", "org", "list", cwd=tmp_path, env=env)
@@ -133,7 +133,7 @@ def test_a_database_without_schema_gets_a_message_not_a_traceback(tmp_path, user
 
 @pytest.mark.skipif(DIALECT != "postgres", reason="a PostgreSQL database without schema")
 async def test_a_postgres_database_without_schema_gets_a_message(tmp_path, user):
-    home, env = user
+    _home, env = user
     name, url = await _create_pg_database()
     try:
         out = cli("--database-url", url, "org", "list", cwd=tmp_path, env=env)
@@ -152,7 +152,7 @@ async def test_a_postgres_database_without_schema_gets_a_message(tmp_path, user)
 async def test_pending_migrations_are_named_with_the_command(database_url, app, tmp_path, user):
     from tortoise import connections
 
-    home, env = user
+    _home, env = user
     conn = connections.get("default")
     await conn.execute_script(
         "DELETE FROM tortoise_migrations WHERE name = '0005_token_last_used'")
@@ -266,7 +266,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_serve_on_restart_says_what_is_true(tmp_path, user):
     """Organisation 1 exists: no advice to create one, but how to get a token for it."""
-    home, env = user
+    _home, env = user
     assert cli("migrate", cwd=tmp_path, env=env).returncode == 0
     assert cli("org", "create", "default", cwd=tmp_path, env=env).returncode == 0
     port = _free_port()
@@ -284,7 +284,7 @@ def test_serve_on_restart_says_what_is_true(tmp_path, user):
 
 
 def test_serve_with_an_operator_token_stores_it_and_never_prints_it(tmp_path, user):
-    home, env = user
+    _home, env = user
     token = cli("token", "generate", cwd=tmp_path, env=env).stdout.strip()
     assert re.fullmatch(r"rw_[0-9a-f]{12}_[\w-]{40,}", token), token
     port = _free_port()

@@ -74,7 +74,7 @@ def test_the_quickstart_works_as_written(tmp_path):
             else:  # the README shows the start of the answer, up to its "…"
                 assert squeeze(out.stdout).startswith(squeeze(shown.split("…", 1)[0])), (
                     command, out.stdout, shown)
-        created, started, reported, telemetry, graphql = answers
+        created, started, _reported, telemetry, graphql = answers
         assert json.loads(created)["id"] == 1 and json.loads(started)["run_id"] == 1
         telemetry = json.loads(telemetry)
         assert telemetry["status"] == "active"

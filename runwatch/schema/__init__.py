@@ -86,8 +86,9 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR,
-                                                  datetime: DATETIME_SCALAR}, batching_config=batching),
+        config=StrawberryConfig(
+            scalar_map={BigInt: BIGINT_SCALAR, datetime: DATETIME_SCALAR},
+            batching_config=batching),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
         extensions=[
             lambda: MaskErrors(should_mask_error=_is_unexpected),
