@@ -9,7 +9,7 @@ What it makes, all in a new organisation named "demo":
   the last day, the latest run fine); `legacy-redshift` failing (its last three runs failed),
   plus one run still in progress;
 - two ELT pipelines with a daily run each for the week, with log lines and telemetry samples,
-  one of the runs failed;
+  one of the runs failed, and their lineage (shop and CRM tables into analytics tables);
 - a default webhook endpoint at `http://127.0.0.1:9/runwatch-demo` (nothing listens there, so
   its deliveries fail visibly without any traffic leaving the machine: point it at a real
   receiver with `setWebhookEndpoint`), and an alert channel.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+from runwatch.resolvers.addresses import create_lineage
 from runwatch.resolvers.alerts import create_channel
 from runwatch.resolvers.anomalies import detect_for_run, get_or_create_rule
 from runwatch.resolvers.caller import Caller, Scope
@@ -143,7 +144,19 @@ async def seed_demo(*, now: datetime | None = None, seed: int = 12) -> tuple[int
         "name": "customers-sync", "description": "CRM customers into the warehouse"})
     await _elt_week(caller, orders.id, now, rng, fail_day=3)
     await _elt_week(caller, customers.id, now, rng, fail_day=None)
+    for pipeline_id, sources, targets in (
+            (orders.id, ["shop.public.orders", "shop.public.order_items"],
+             ["analytics.core.orders"]),
+            (customers.id, ["crm.public.accounts"], ["analytics.core.customers"])):
+        await create_lineage(caller=caller, raw={
+            "pipeline_id": pipeline_id,
+            "source_addresses": [_address(name) for name in sources],
+            "target_addresses": [_address(name) for name in targets]})
     return org.id, issued.token
+
+
+def _address(name: str) -> dict[str, str]:
+    return {"name": name, "address_type_name": "postgres", "address_type_group_name": "database"}
 
 
 async def _delivery_pipeline(connection_id: int) -> int:

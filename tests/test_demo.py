@@ -19,6 +19,7 @@ SCREENS = """{
   webhookEndpoints { nodes { url enabled } }
   webhookDeliveries { nodes { id status } }
   alertChannels { name }
+  addresses { name }
 }"""
 
 ELT_RUN = """query($id: ID!) { run(id: $id) { status error
@@ -62,6 +63,9 @@ async def test_demo_populates_every_list(client):
         {"url": "http://127.0.0.1:9/runwatch-demo", "enabled": True}]
     assert len(data["webhookDeliveries"]["nodes"]) >= 10
     assert [c["name"] for c in data["alertChannels"]] == ["on-call"]
+    assert {a["name"] for a in data["addresses"]} == {
+        "shop.public.orders", "shop.public.order_items", "analytics.core.orders",
+        "crm.public.accounts", "analytics.core.customers"}
 
     elt = [r for r in runs if r["pipeline"]["name"] == "orders-to-warehouse"]
     assert len(elt) == 7
