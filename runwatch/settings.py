@@ -73,7 +73,8 @@ def default_database(env: dict[str, str], cwd: Path | None = None) -> tuple[str,
         return f"sqlite://{legacy.absolute()}", (
             f"using ./{DATABASE_FILE} in the working directory (the default before runwatch "
             f"kept its data in {home}); to use it from any directory, move it there "
-            f"(mv {DATABASE_FILE}* {home}/) or set DATABASE_URL=sqlite://{legacy.absolute()}")
+            f"(mkdir -p {home} && mv {DATABASE_FILE}* {home}/) or set "
+            f"DATABASE_URL=sqlite://{legacy.absolute()}")
     return f"sqlite://{target}", None
 
 

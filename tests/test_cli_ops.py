@@ -303,3 +303,19 @@ def test_serve_with_an_operator_token_stores_it_and_never_prints_it(tmp_path, us
     bad = cli("migrate", cwd=tmp_path, env={**env, "RUNWATCH_BOOTSTRAP_TOKEN": "hunter2"})
     assert_clean_failure(bad, "RUNWATCH_BOOTSTRAP_TOKEN must read rw_")
     assert "hunter2" not in bad.stderr
+
+
+def test_where_the_database_lives(tmp_path):
+    from runwatch.settings import default_database
+
+    assert default_database({"HOME": "/h"}, cwd=tmp_path) == (
+        "sqlite:///h/.local/share/runwatch/runwatch.db", None)
+    assert default_database({"HOME": "/h", "XDG_DATA_HOME": "/x"}, cwd=tmp_path) == (
+        "sqlite:///x/runwatch/runwatch.db", None)
+    own = {"HOME": "/h", "RUNWATCH_HOME": str(tmp_path / "rw")}
+    assert default_database(own, cwd=tmp_path) == (f"sqlite://{tmp_path}/rw/runwatch.db", None)
+    assert default_database({}, cwd=tmp_path) == ("sqlite://runwatch.db", None)  # no home
+    (tmp_path / "runwatch.db").touch()  # an installation from before the data directory
+    url, note = default_database({"HOME": "/h"}, cwd=tmp_path)
+    assert url == f"sqlite://{tmp_path}/runwatch.db" and "mkdir -p /h/.local/share/runwatch" in note
+    assert default_database(own, cwd=tmp_path)[0] == f"sqlite://{tmp_path}/rw/runwatch.db"
