@@ -20,15 +20,16 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from runwatch.resolvers.addresses import create_lineage
+from runwatch.models import LogLevel, RunStatus
+from runwatch.resolvers.addresses import AddressInput, LineageInput, create_lineage
 from runwatch.resolvers.alerts import create_channel
-from runwatch.resolvers.anomalies import detect_for_run, get_or_create_rule
+from runwatch.resolvers.anomalies import RuleInput, detect_for_run, get_or_create_rule
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.connections import create_connection
-from runwatch.resolvers.elt_runs import create_run, update_run
+from runwatch.resolvers.elt_runs import NewRun, create_run, update_run
 from runwatch.resolvers.organisations import create_organisation
-from runwatch.resolvers.pipelines import create_pipeline
-from runwatch.resolvers.run_input import parse_change
+from runwatch.resolvers.pipelines import PipelineFields, create_pipeline
+from runwatch.resolvers.run_input import LogEntry, RunChange, Sample, SummaryPatch
 from runwatch.resolvers.runs import RunReport, report_run, start_run
 from runwatch.resolvers.tokens import create_token
 from runwatch.resolvers.webhooks import set_endpoint
@@ -75,31 +76,31 @@ async def _elt_week(caller: Caller, pipeline_id: int, now: datetime, rng: random
     for day in range(7, 0, -1):
         started = (now - timedelta(days=day)).replace(hour=2, minute=0, second=0,
                                                       microsecond=0)
-        run = await create_run(caller=caller, raw={
-            "pipeline_id": pipeline_id, "status": "running", "triggered_by": "schedule",
-            "environment": "production"}, now=started)
+        run = await create_run(caller=caller, now=started, new=NewRun(
+            pipeline_id=pipeline_id, status=RunStatus.RUNNING, triggered_by="schedule",
+            environment="production"))
         rows = rng.randint(80_000, 120_000)
-        for step, (level, message) in enumerate([
-                ("info", "extract: reading orders since the last watermark"),
-                ("info", f"extract: {rows} rows read"),
-                ("info", "load: merging into analytics.orders")]):
+        for step, message in enumerate([
+                "extract: reading orders since the last watermark",
+                f"extract: {rows} rows read",
+                "load: merging into analytics.orders"]):
             at = started + timedelta(minutes=step * 3)
-            await update_run(caller=caller, run_id=run.id, now=at, change=parse_change({
-                "append_log": {"level": level, "message": message},
-                "append_telemetry_sample": {"rows": rows * (step + 1) // 3, "phase": "load"
-                                            if step == 2 else "extract",
-                                            "progress": (step + 1) / 3}}, now=at))
+            await update_run(caller=caller, run_id=run.id, now=at, change=RunChange(
+                append_log=LogEntry(at=at, level=LogLevel.INFO, message=message),
+                append_sample=Sample(at=at, rows=rows * (step + 1) // 3,
+                                     phase="load" if step == 2 else "extract",
+                                     progress=(step + 1) / 3)))
         finished = started + timedelta(minutes=11)
         if day == fail_day:
-            await update_run(caller=caller, run_id=run.id, now=finished, change=parse_change({
-                "append_log": {"level": "error",
-                               "message": "load: deadlock detected on analytics.orders"},
-                "status": "failed", "finished_at": finished.isoformat(),
-                "error_summary": "deadlock detected on analytics.orders"}, now=finished))
+            await update_run(caller=caller, run_id=run.id, now=finished, change=RunChange(
+                append_log=LogEntry(at=finished, level=LogLevel.ERROR,
+                                    message="load: deadlock detected on analytics.orders"),
+                status=RunStatus.FAILED, finished_at=finished,
+                error_summary="deadlock detected on analytics.orders"))
         else:
-            await update_run(caller=caller, run_id=run.id, now=finished, change=parse_change({
-                "status": "succeeded", "finished_at": finished.isoformat(),
-                "telemetry_summary": {"rowsLoaded": rows, "progress": 1}}, now=finished))
+            await update_run(caller=caller, run_id=run.id, now=finished, change=RunChange(
+                status=RunStatus.SUCCEEDED, finished_at=finished,
+                summary=SummaryPatch(rows=rows, document={"progress": 1})))
 
 
 async def seed_demo(*, now: datetime | None = None, seed: int = 12) -> tuple[int, str]:
@@ -118,9 +119,9 @@ async def seed_demo(*, now: datetime | None = None, seed: int = 12) -> tuple[int
     prod = await create_connection(caller=caller, name="warehouse-prod",
                                    warehouse_type="snowflake",
                                    settings={"account": "acme-eu", "database": "EVENTS"})
-    await get_or_create_rule(caller=caller, raw={
-        "pipeline_id": await _delivery_pipeline(prod.id), "metric_field": "events_delivered",
-        "minimum_executions": 5, "lookback_days": 30, "z_threshold": 3.0})
+    await get_or_create_rule(caller=caller, rule=RuleInput(
+        pipeline_id=await _delivery_pipeline(prod.id), metric_field="events_delivered",
+        minimum_executions=5, lookback_days=30, z_threshold=3.0))
     prod_runs = await _deliveries(caller, prod.id, now, rng, usual=150_000, failing={9, 20},
                                   outlier=True)
     await detect_for_run(organisation_id=org.id, run_id=prod_runs[-1])
@@ -137,26 +138,26 @@ async def seed_demo(*, now: datetime | None = None, seed: int = 12) -> tuple[int
     await start_run(caller=caller, connection_id=redshift.id,
                     started_at=now - timedelta(minutes=3), now=now)
 
-    orders = await create_pipeline(caller=caller, raw={
-        "name": "orders-to-warehouse", "description": "Nightly orders extract and merge",
-        "max_runtime_seconds": 3600})
-    customers = await create_pipeline(caller=caller, raw={
-        "name": "customers-sync", "description": "CRM customers into the warehouse"})
+    orders = await create_pipeline(caller=caller, fields=PipelineFields(
+        name="orders-to-warehouse", description="Nightly orders extract and merge",
+        max_runtime_seconds=3600))
+    customers = await create_pipeline(caller=caller, fields=PipelineFields(
+        name="customers-sync", description="CRM customers into the warehouse"))
     await _elt_week(caller, orders.id, now, rng, fail_day=3)
     await _elt_week(caller, customers.id, now, rng, fail_day=None)
     for pipeline_id, sources, targets in (
             (orders.id, ["shop.public.orders", "shop.public.order_items"],
              ["analytics.core.orders"]),
             (customers.id, ["crm.public.accounts"], ["analytics.core.customers"])):
-        await create_lineage(caller=caller, raw={
-            "pipeline_id": pipeline_id,
-            "source_addresses": [_address(name) for name in sources],
-            "target_addresses": [_address(name) for name in targets]})
+        await create_lineage(caller=caller, lineage=LineageInput(
+            pipeline_id=pipeline_id, sources=[_address(name) for name in sources],
+            targets=[_address(name) for name in targets]))
     return org.id, issued.token
 
 
-def _address(name: str) -> dict[str, str]:
-    return {"name": name, "address_type_name": "postgres", "address_type_group_name": "database"}
+def _address(name: str) -> AddressInput:
+    return AddressInput(name=name, address_type_name="postgres",
+                        address_type_group_name="database")
 
 
 async def _delivery_pipeline(connection_id: int) -> int:
