@@ -1,31 +1,40 @@
-# The two commands of the README: `make serve` (install, then start on the embedded SQLite
-# default) and `make test` (the whole suite on SQLite, then on PostgreSQL).
+# The two commands of the README: `make serve` (install the runtime, then start on the embedded
+# SQLite default) and `make test` (install the test extras too, then the whole suite on SQLite
+# and then on PostgreSQL).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install serve test test-sqlite test-postgres bench schema migrations clean
+.PHONY: install install-dev serve test test-sqlite test-postgres bench schema migrations clean
 
+# runtime only: what `runwatch serve` needs
 $(BIN)/runwatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --editable .
+	touch $@
+
+# the test and benchmark extras on top
+$(VENV)/.dev-installed: $(BIN)/runwatch
 	$(BIN)/pip install --quiet --editable '.[test,bench]'
 	touch $@
 
 install: $(BIN)/runwatch
+
+install-dev: $(VENV)/.dev-installed
 
 serve: install
 	$(BIN)/runwatch serve
 
 test: test-sqlite test-postgres
 
-test-sqlite: install
+test-sqlite: install-dev
 	RUNWATCH_TEST_DB=sqlite $(BIN)/python -m pytest
 
-test-postgres: install
+test-postgres: install-dev
 	RUNWATCH_TEST_DB=postgres $(BIN)/python -m pytest
 
-bench: install
+bench: install-dev
 	$(BIN)/python -m bench
 
 schema: install
@@ -34,5 +43,5 @@ schema: install
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
-migrations: install
+migrations: install-dev
 	$(BIN)/tortoise -c runwatch.db.TORTOISE_ORM makemigrations

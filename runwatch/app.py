@@ -24,11 +24,12 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
+from tortoise import connections
 from tortoise.contrib.starlette import RegisterTortoise
 
 from runwatch import __version__, ui
 from runwatch.auth import Authenticator, AuthMiddleware
-from runwatch.db import tortoise_config
+from runwatch.db import pending_migrations, tortoise_config
 from runwatch.faults import DatabaseFaults
 from runwatch.limits import BodySizeLimitMiddleware, RateLimiter, RateLimitMiddleware
 from runwatch.resolvers import strict_json as json_values
@@ -123,13 +124,9 @@ class RunwatchGraphQL(GraphQL):
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except GraphQLHTTPException as exc:
-            reason = exc.reason
             cause = exc.__cause__
-            if isinstance(cause, json.JSONDecodeError):
-                reason = f"{reason}: {cause.msg}."
-            response = JSONResponse(
-                {"errors": [{"message": reason, "extensions": {"code": "BAD_REQUEST"}}]},
-                status_code=exc.status_code)
+            detail = cause.msg if isinstance(cause, json.JSONDecodeError) else None
+            response = graphql_http_error(exc.status_code, exc.reason, detail)
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
@@ -213,6 +210,26 @@ def install_access_log_filter() -> None:
         logger.addFilter(RedactQueryStrings())
 
 
+GRAPHQL_BODY_HINT = ('send a JSON object like {"query": "{ connections { nodes { id } } }", '
+                     '"variables": {}} with Content-Type: application/json')
+
+
+def graphql_http_error(status: int, reason: str, detail: str | None = None) -> Response:
+    """`{"errors": [{"message", "extensions": {"code"}}]}`, as for any GraphQL error, with a
+    hint for the requests a person gets wrong most (`detail`: what the JSON parser said)."""
+    hints = {
+        "Unable to parse request body as JSON": "The request body is not valid JSON: "
+        + GRAPHQL_BODY_HINT + (f" ({detail})." if detail else "."),
+        "No GraphQL query found in the request": "No GraphQL query in the request: "
+        + GRAPHQL_BODY_HINT + ".",
+    }
+    code = {405: "METHOD_NOT_ALLOWED", 404: "NOT_FOUND", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(
+        status, "BAD_REQUEST")
+    return JSONResponse(
+        {"errors": [{"message": hints.get(reason, reason), "extensions": {"code": code}}]},
+        status_code=status)
+
+
 def telemetry_options(settings: Settings) -> TelemetryOptions:
     return TelemetryOptions(
         orphan_window=timedelta(seconds=settings.orphan_window_seconds),
@@ -230,9 +247,45 @@ async def health(request: Request) -> Response:
 ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
 
 
+async def ready(request: Request) -> Response:
+    """Readiness for load balancers and orchestrators: 200 when the database answers within
+    `RUNWATCH_READY_TIMEOUT_SECONDS`, every shipped migration is applied and, when this
+    process runs the background workers, they are running; otherwise 503. The body names each
+    check and what is wrong."""
+    settings: Settings = request.app.state.settings
+    checks: dict[str, str] = {}
+    try:
+        pending = await asyncio.wait_for(pending_migrations(connections.get("default")),
+                                         settings.ready_timeout_seconds)
+    except TimeoutError:
+        checks["database"] = (f"no answer within {settings.ready_timeout_seconds:g} s")
+    except Exception as exc:  # unreachable, refused, closed: not ready, and say why
+        checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+    else:
+        checks["database"] = "ok"
+        checks["migrations"] = (
+            "no runwatch schema: run `runwatch migrate`" if pending is None
+            else f"pending {', '.join(pending)}: run `runwatch migrate`" if pending else "ok")
+    worker = getattr(request.app.state, "workers", None)
+    if worker is None:
+        checks["workers"] = "not in this process"
+    else:
+        checks["workers"] = "stopped" if worker.done() else "ok"
+    ok = all(v in {"ok", "not in this process"} for v in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+def _no_route(request: Request) -> str:
+    path = request.url.path if len(request.url.path) <= 200 else request.url.path[:200] + "…"
+    return (f"No such route: {request.method} {path}. The REST routes are listed at "
+            "/openapi.json; GraphQL is at /graphql.")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    messages = {404: "Not found.", 405: f'Method "{request.method}" not allowed.'}
+    # Routes answer an unknown id themselves ("Not found."); here a 404 means no route matched.
+    messages = {404: _no_route(request), 405: f'Method "{request.method}" not allowed.'}
     key = "error" if request.url.path.startswith(ERROR_SHAPED) else "detail"
     return JSONResponse(
         {key: messages.get(exc.status_code, exc.detail)},
@@ -271,6 +324,7 @@ def create_app(
         async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
             stop = asyncio.Event()
             worker = asyncio.create_task(run_workers(settings, stop)) if background else None
+            app.state.workers = worker  # for /ready
             try:
                 yield
             finally:
@@ -280,6 +334,7 @@ def create_app(
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
         Route("/openapi.json", openapi.endpoint(settings), methods=["GET"]),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
@@ -288,7 +343,7 @@ def create_app(
         *watcher.routes(settings),
     ]
     routes = ui.install(routes, settings)
-    return Starlette(
+    application = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
@@ -301,3 +356,5 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},
     )
+    application.state.settings = settings
+    return application

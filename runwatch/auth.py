@@ -61,18 +61,44 @@ class Authenticator:
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (`Token <token>` too); "" when
+    the header is there but not in that form; None without the header."""
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
             if scheme.lower() in {"bearer", "token"} and token.strip():
                 return token.strip()
             return ""
     return None
 
 
+# Why a request is not authenticated (`scope["state"]["auth_problem"]`), and what to tell the
+# person, on every surface that words it freely (GraphQL, hints on the REST shims). The REST
+# contracts keep their own words for an unknown token ("Invalid token.").
+NO_TOKEN = "missing"
+UNKNOWN_TOKEN = "invalid"
+NOT_BEARER = "scheme"
+BEARER_HINT = "Send it as 'Authorization: Bearer <token>'."
+MESSAGES = {
+    NO_TOKEN: "Authentication required: send 'Authorization: Bearer <token>' (create one with "
+    "`runwatch token create`).",
+    UNKNOWN_TOKEN: "Invalid token: it is unknown, revoked or expired. Check it, or create "
+    "another with `runwatch token create` (`runwatch token list` shows the existing ones).",
+    NOT_BEARER: f"Invalid token. {BEARER_HINT}",
+}
+
+
+def auth_problem(state: dict[str, object] | object) -> str | None:
+    """`NO_TOKEN`, `UNKNOWN_TOKEN`, `NOT_BEARER` or None (authenticated) for a request's
+    state (a dict or Starlette's `request.state`)."""
+    if isinstance(state, dict):
+        return state.get("auth_problem")  # type: ignore[return-value]
+    return getattr(state, "auth_problem", None)
+
+
 class AuthMiddleware:
-    """Sets `scope["state"]["caller"]` (a Caller or None) and `["auth_failed"]` (a token was
-    sent but is not valid)."""
+    """Sets `scope["state"]["caller"]` (a Caller or None), `["auth_failed"]` (a token was
+    sent but is not valid) and `["auth_problem"]` (why there is no caller, see `MESSAGES`)."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
@@ -85,4 +111,7 @@ class AuthMiddleware:
             caller = await self.authenticator(token) if token else None
             state["caller"] = caller
             state["auth_failed"] = token is not None and caller is None
+            state["auth_problem"] = (
+                None if caller is not None else NO_TOKEN if token is None
+                else NOT_BEARER if token == "" else UNKNOWN_TOKEN)
         await self.app(scope, receive, send)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import pkgutil
 import sqlite3
 from typing import Any
 
@@ -173,6 +175,29 @@ async def apply_migrations(database_url: str) -> list[str]:
     finally:
         await Tortoise.close_connections()
     return applied
+
+
+def migration_names() -> list[str]:
+    """The migrations shipped with this version, in order."""
+    package = importlib.import_module(MIGRATIONS_MODULE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name[:1].isdigit())
+
+
+async def pending_migrations(conn: BaseDBAsyncClient) -> list[str] | None:
+    """The shipped migrations this database has not applied yet; None when it has no runwatch
+    schema at all (never migrated). Reads only: it never creates a table."""
+    if conn.capabilities.dialect == "sqlite":
+        probe = ("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' "
+                 "AND name = 'tortoise_migrations'")
+    else:
+        probe = "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'tortoise_migrations' " \
+                "AND schemaname = ANY (current_schemas(false))"
+    if not (await conn.execute_query_dict(probe))[0]["n"]:
+        return None
+    rows = await conn.execute_query_dict(
+        "SELECT name FROM tortoise_migrations WHERE app = 'models'")
+    applied = {row["name"] for row in rows}
+    return [name for name in migration_names() if name not in applied]
 
 
 async def unmigrated_model_changes() -> list[str]:

@@ -125,7 +125,7 @@ class RateLimitMiddleware:
 
     def exempt(self, scope: Scope) -> bool:
         path = scope["path"]
-        return path == "/health" or (
+        return path in {"/health", "/ready"} or (
             scope["type"] == "http" and scope["method"] in {"GET", "HEAD"}
             and path in self.exempt_get
         )

@@ -1,16 +1,19 @@
 """Settings: the only module that reads the environment.
 
 Every knob has a default that makes `runwatch serve` usable on a fresh machine: a SQLite file in
-the working directory, the GraphiQL console on, background workers running inside the server.
+runwatch's data directory (the same file whatever directory a command is run from), the GraphiQL
+console on, background workers running inside the server.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-DEFAULT_DATABASE_URL = "sqlite://runwatch.db"
+DEFAULT_DATABASE_URL = "sqlite://runwatch.db"  # when no data directory can be found (no HOME)
+DATABASE_FILE = "runwatch.db"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -38,6 +41,41 @@ def normalise_database_url(url: str) -> str:
         f"DATABASE_URL scheme {parts.scheme!r} is not supported: use sqlite://PATH or "
         "postgres://USER@HOST:PORT/DB"
     )
+
+
+def data_dir(env: dict[str, str]) -> Path | None:
+    """Where the embedded database lives when `DATABASE_URL` is not set: `$RUNWATCH_HOME`, else
+    `$XDG_DATA_HOME/runwatch`, else `~/.local/share/runwatch`; None without a home directory."""
+    if env.get("RUNWATCH_HOME"):
+        return Path(env["RUNWATCH_HOME"]).expanduser().absolute()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser().absolute() / "runwatch"
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".local" / "share" / "runwatch"
+    return None
+
+
+def default_database(env: dict[str, str], cwd: Path | None = None) -> tuple[str, str | None]:
+    """The database URL when `DATABASE_URL` is not set, and a note for the operator (or None).
+
+    The file in the data directory, so that every command finds the same database from any
+    directory. One exception keeps existing installations working: before the data directory,
+    the default was `./runwatch.db`; when that file exists in the working directory and the
+    data directory has none (and `RUNWATCH_HOME` is not set), it is used, with a note saying
+    how to move it.
+    """
+    home = data_dir(env)
+    if home is None:
+        return DEFAULT_DATABASE_URL, None
+    target = home / DATABASE_FILE
+    legacy = (cwd or Path.cwd()) / DATABASE_FILE
+    if not env.get("RUNWATCH_HOME") and not target.exists() and legacy.is_file():
+        return f"sqlite://{legacy.absolute()}", (
+            f"using ./{DATABASE_FILE} in the working directory (the default before runwatch "
+            f"kept its data in {home}); to use it from any directory, move it there "
+            f"(mkdir -p {home} && mv {DATABASE_FILE}* {home}/) or set "
+            f"DATABASE_URL=sqlite://{legacy.absolute()}")
+    return f"sqlite://{target}", None
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -80,6 +118,23 @@ def _retention(env: dict[str, str]) -> int:
         raise SettingsError(f"RUNWATCH_RETENTION_DAYS must be 0 (keep everything) or at least "
                             f"90, got {days}")
     return days
+
+
+def _bootstrap_token(raw: str) -> str:
+    """`rw_<key id>_<secret>`: a key id of 1-16 letters or digits, a secret of 32+ characters
+    (`runwatch token generate` prints one). The value is never echoed in the error."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    key_id, sep, secret = raw.removeprefix("rw_").partition("_")
+    if not (raw.startswith("rw_") and sep and key_id.isalnum() and key_id.isascii()
+            and len(key_id) <= 16 and len(secret) >= 32 and secret.isascii()
+            and secret.replace("-", "").replace("_", "").isalnum()):
+        raise SettingsError(
+            "RUNWATCH_BOOTSTRAP_TOKEN must read rw_<key id>_<secret> (a key id of at most 16 "
+            "letters or digits, a secret of at least 32 URL-safe characters); "
+            "`runwatch token generate` prints one")
+    return raw
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -162,6 +217,13 @@ class Settings:
     rate_limit_per_minute: int = 0
     max_body_bytes: int = 1_048_576
     token_rotation_overlap_seconds: int = 86_400
+    # Health: how long `/ready` waits for the database before it answers 503.
+    ready_timeout_seconds: float = 2.0
+    # An admin token chosen by the operator (`RUNWATCH_BOOTSTRAP_TOKEN`): stored (hashed) for a
+    # new organisation 1 when `serve` starts on a database without organisations; never printed.
+    bootstrap_token: str = field(default="", repr=False)
+    # Why this database was chosen, when the operator should know (see `default_database`).
+    database_note: str | None = field(default=None, compare=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -170,10 +232,15 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
+        note = None
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"], note = default_database(env)
         return cls(
-            database_url=normalise_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+            database_url=normalise_database_url(env["DATABASE_URL"]),
+            database_note=note,
             host=env.get("RUNWATCH_HOST", "127.0.0.1"),
-            port=_int(env, "RUNWATCH_PORT", 8000, minimum=1),
+            # PORT: the platform's convention (containers, PaaS), when RUNWATCH_PORT is unset
+            port=_int(env, "RUNWATCH_PORT", _int(env, "PORT", 8000, minimum=1), minimum=1),
             orphan_window_seconds=_int(env, "RUNWATCH_ORPHAN_WINDOW_SECONDS", 7200, minimum=60),
             reaper_interval_seconds=_int(env, "RUNWATCH_REAPER_INTERVAL_SECONDS", 30),
             workers_in_serve=_bool(env, "RUNWATCH_WORKERS_IN_SERVE", True),
@@ -216,10 +283,12 @@ class Settings:
                 env, "RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_TOKEN", 100, minimum=1),
             rate_limit_per_minute=_int(
                 env, "RUNWATCH_RATE_LIMIT_PER_MINUTE",
-                0 if normalise_database_url(
-                    env.get("DATABASE_URL") or DEFAULT_DATABASE_URL).startswith("sqlite")
+                0 if normalise_database_url(env["DATABASE_URL"]).startswith("sqlite")
                 else 1200),
             max_body_bytes=_int(env, "RUNWATCH_MAX_BODY_BYTES", 1_048_576, minimum=1024),
             token_rotation_overlap_seconds=_int(env, "RUNWATCH_TOKEN_ROTATION_OVERLAP_SECONDS",
                                                 86_400),
+            ready_timeout_seconds=_float(env, "RUNWATCH_READY_TIMEOUT_SECONDS", 2.0,
+                                         minimum=0.1),
+            bootstrap_token=_bootstrap_token(env.get("RUNWATCH_BOOTSTRAP_TOKEN", "")),
         )

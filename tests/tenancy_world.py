@@ -117,6 +117,11 @@ SECRET_COLUMNS = {("webhook_endpoint", "secret"), ("alert_channel", "secret"),
                   ("webhook_delivery", "message_id")}
 
 
+# Columns written by authentication itself, whatever the request then does (a token's last
+# use): not a change the request made to the organisation's data.
+BOOKKEEPING = {("service_token", "last_used_at")}
+
+
 @dataclass
 class Snapshot:
     rows: dict[str, dict[int, dict[str, Any]]]
@@ -169,7 +174,8 @@ class Snapshot:
             for i in sorted(set(new) - set(old)):
                 found.append(f"{table} {i} created")
             for i in sorted(set(old) & set(new)):
-                diff = [k for k in old[i] if old[i][k] != new[i].get(k)]
+                diff = [k for k in old[i] if old[i][k] != new[i].get(k)
+                        and (table, k) not in BOOKKEEPING]
                 if diff:
                     found.append(f"{table} {i} changed: " + ", ".join(
                         f"{k} {old[i][k]!r} -> {new[i][k]!r}" for k in diff))

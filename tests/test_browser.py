@@ -256,7 +256,9 @@ def seed(s: Server) -> None:
         "pipeline_id": downstream,
         "source_addresses": [address("analytics.orders_daily")],
         "target_addresses": [address("reports.revenue")]})
-    base = now - timedelta(days=6, hours=1)
+    # The baseline is the same UTC hour of day: every execution starts in one hour
+    # (minutes 5 to 15), whatever the time the test runs.
+    base = (now - timedelta(days=6, hours=1)).replace(minute=5, second=0, microsecond=0)
     for day in range(5):
         at = base + timedelta(days=day, minutes=day)
         end_exec(start_exec(wp, at), at + timedelta(seconds=300 + 10 * day),

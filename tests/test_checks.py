@@ -396,6 +396,8 @@ async def test_freshness_tenancy_and_schedule(caller, tenant, other_tenant):
 
 SQL_LOGGER = "tortoise.db_client"
 NOT_STATEMENTS = ("Created connection", "Closed connection")
+# a token's last-used stamp (its first use, then at most once a minute): not a screen's cost
+LAST_USED = 'UPDATE "service_token" SET "last_used_at"'
 
 
 async def statements(caplog, check: Any) -> int:
@@ -406,7 +408,8 @@ async def statements(caplog, check: Any) -> int:
         await check()
         records = caplog.records[start:]
     return sum(1 for r in records if r.name == SQL_LOGGER and r.levelno == logging.DEBUG
-               and not r.getMessage().startswith(NOT_STATEMENTS))
+               and not r.getMessage().startswith(NOT_STATEMENTS)
+               and LAST_USED not in r.getMessage())
 
 
 async def test_one_statement_reads_every_candidate(caller, tenant, caplog):

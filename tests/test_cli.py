@@ -95,10 +95,13 @@ def _free_port() -> int:
 
 
 def test_serve_on_an_empty_embedded_database(tmp_path: Path):
-    """`runwatch serve` with no configuration but a working directory: migrates, bootstraps an
-    organisation and an admin token, prints the console URL, and answers with that token."""
+    """`runwatch serve` with no configuration: migrates the file in the data directory,
+    bootstraps an organisation and an admin token, prints the console URL, and answers with
+    that token."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RUNWATCH_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATABASE_URL", "RUNWATCH_", "XDG_"))}
+    env["HOME"] = str(tmp_path / "home")
     proc = subprocess.Popen([*RUNWATCH, "serve", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -114,7 +117,8 @@ def test_serve_on_an_empty_embedded_database(tmp_path: Path):
         output = "\n".join(lines)
         assert f"GraphiQL console: http://localhost:{port}/graphql" in output, output
         token = next(x.strip() for x in lines if x.strip().startswith("rw_"))
-        assert (tmp_path / "runwatch.db").exists()
+        assert (tmp_path / "home/.local/share/runwatch/runwatch.db").exists()
+        assert not (tmp_path / "runwatch.db").exists()
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/health", timeout=10).json()["status"] == "ok"
         r = httpx.post(f"{base}/graphql", json={"query": "{ connections { nodes { id } } }"},

@@ -219,7 +219,9 @@ async def test_unknown_paths_are_404(client, tenant, world):
                  "/api/agent/runs/1/cancel", "/api/agent/"):
         for headers in (tenant.headers("admin"), world.gateway.headers(), {}):
             r = await client.get(path, headers=headers)
-            assert (r.status_code, r.json()) == (404, {"error": "Not found."}), path
+            assert (r.status_code, list(r.json())) == (404, ["error"]), path
+            # no route: said so, unlike an unknown id's "Not found."
+            assert r.json()["error"].startswith(f"No such route: GET {path}."), r.json()
 
 
 async def test_wrong_method_is_405(client, tenant, world):

@@ -296,7 +296,8 @@ BATCH = [{"query": "{ a: __typename }"}, {"query": "{ b: __typename }"}]
 async def test_batching_is_off_by_default(client, tenant):
     r = await client.post("/graphql", json=BATCH, headers=tenant.headers())
     assert r.status_code == 400
-    assert r.json()["errors"][0]["message"] == "Batching is not enabled"
+    assert r.json() == {"errors": [{"message": "Batching is not enabled",
+                                    "extensions": {"code": "BAD_REQUEST"}}]}
 
 
 async def test_batching_can_be_enabled(settings, tenant, calls):

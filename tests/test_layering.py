@@ -35,6 +35,7 @@ LAYERS = {
     "runwatch.faults": 3,
     "runwatch.limits": 3,
     "runwatch.ws": 3,
+    "runwatch.demo": 3,  # seeds through the resolvers, for `runwatch demo`
     "runwatch.ui": 3,
     "runwatch.app": 4,
     "runwatch.cli": 4,

@@ -76,7 +76,7 @@ def test_each_documented_path_is_served_as_spelled_and_with_its_twin(app, settin
     paths = {route.path for route in starlette_of(app).routes if isinstance(route, Route)}
     for path in build_document(settings)["paths"]:
         assert path in paths, path
-        if path in {"/health", "/"}:
+        if path in {"/health", "/ready", "/"}:
             continue
         twin = path.rstrip("/") if path.endswith("/") else path + "/"
         assert twin in paths, f"{path} has no twin {twin}"

@@ -559,7 +559,8 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 TOP_KEYS = {"status", "last_delivery_at", "events_last_24h", "events_last_7d",
             "failed_deliveries_last_24h", "recent_errors"}
 COUNT_KEYS = {"evaluations", "custom_events", "total"}
-ERROR_KEYS = {"occurred_at", "message"}
+# `run_id` is runwatch's addition to the contract's example (GraphQL's RecentError has it too)
+ERROR_KEYS = {"occurred_at", "message", "run_id"}
 NO_DATA = {
     "status": "idle",
     "last_delivery_at": None,
@@ -592,6 +593,7 @@ def assert_contract(body: dict[str, Any]) -> None:
         assert set(error) == ERROR_KEYS
         parse_z(error["occurred_at"])
         assert isinstance(error["message"], str) and error["message"]
+        assert is_int(error["run_id"])
 
 
 def url(tenant, connection_id: Any, slash: bool) -> str:
@@ -638,7 +640,7 @@ async def test_rest_telemetry_with_data(client, tenant, slash):
         "failed_deliveries_last_24h": 1,
         "recent_errors": [
             {"occurred_at": helpers.iso(now - timedelta(minutes=10)),
-             "message": "COPY failed: permission denied"},
+             "message": "COPY failed: permission denied", "run_id": bad},
         ],
     }
 
@@ -658,6 +660,7 @@ async def test_rest_orphaned_run(client, tenant):
     error = body["recent_errors"][0]
     assert error["occurred_at"] == helpers.iso(started + timedelta(hours=2))
     assert "loader did not report" in error["message"]
+    assert f"run started at {helpers.iso(started)} " in error["message"]  # `Z`, as elsewhere
 
 
 @pytest.mark.parametrize("slash", [True, False])

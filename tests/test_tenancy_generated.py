@@ -611,6 +611,8 @@ REST_ENTRIES = [
           lambda w: [(Rest("GET", "/ui/console.js"), status(200))]),
     Entry("GET /health", PUBLIC, lambda w: Rest("GET", "/health"), status(200),
           lambda w: [(Rest("GET", "/health"), status(200))]),
+    Entry("GET /ready", PUBLIC, lambda w: Rest("GET", "/ready"), status(200),
+          lambda w: [(Rest("GET", "/ready"), status(200))]),
     Entry("GET /openapi.json", PUBLIC, lambda w: Rest("GET", "/openapi.json"), status(200),
           lambda w: [(Rest("GET", "/openapi.json"), status(200))]),
     # ---- GraphQL transports (every field below goes through POST; these prove the others)

@@ -33,6 +33,8 @@ class ServiceToken(Model):
     revoked_at = fields.DatetimeField(null=True)
     # Set when the token is rotated: it stops working at this instant (null: never expires).
     expires_at = fields.DatetimeField(null=True)
+    # When a request last authenticated with it, to within `LAST_USED_RESOLUTION` (a minute).
+    last_used_at = fields.DatetimeField(null=True)
     # A gateway's token stands for that gateway (scope `gateway`) and for nothing else.
     gateway = fields.ForeignKeyField(
         "models.Gateway", related_name="tokens", null=True, on_delete=fields.CASCADE

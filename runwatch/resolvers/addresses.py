@@ -31,7 +31,7 @@ from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.run_input import UNSET, Errors
-from runwatch.resolvers.watcher_pipelines import metadata, require_writer, text
+from runwatch.resolvers.watcher_pipelines import integer, metadata, require_writer, text
 
 DATABASE_GROUP = "database"
 PARTS = ("database_name", "schema_name", "table_name")
@@ -56,17 +56,6 @@ def _refused(pipeline_id: int) -> str:
 
 def _applied(pipeline_id: int) -> str:
     return f"lineage relationships created for pipeline {pipeline_id}"
-
-
-def _integer(value: Any, name: str, errors: Errors, *, required: bool = False) -> int | None:
-    if value is None:
-        if required:
-            errors.add(name, "field required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.add(name, f"{name} must be an integer")
-        return None
-    return value
 
 
 def _storable(object_id: Any) -> bool:
@@ -297,7 +286,7 @@ async def patch_address(*, caller: Caller, change: AddressChange) -> Address:
     changes: dict[str, Any] = {}
     lookup_name = None
     if address_id is not None:
-        _integer(address_id, "id", errors)
+        integer(address_id, "id", errors)
         if change.name is not UNSET:
             changes["name"] = text(name, "name", errors, required=True)
     else:
@@ -309,7 +298,7 @@ async def patch_address(*, caller: Caller, change: AddressChange) -> Address:
         changes["address_metadata"] = metadata(change.address_metadata, "address_metadata",
                                                errors)
     if change.address_type_id is not None:
-        type_id = _integer(change.address_type_id, "address_type_id", errors)
+        type_id = integer(change.address_type_id, "address_type_id", errors)
         if type_id is not None:
             changes["address_type_id"] = type_id
     errors.raise_any()
@@ -442,7 +431,7 @@ async def create_lineage(*, caller: Caller, lineage: LineageInput) -> LineageRes
     pipeline's edges become every source x target pair."""
     require_writer(caller)
     errors = Errors()
-    pipeline_id = _integer(lineage.pipeline_id, "pipeline_id", errors, required=True)
+    pipeline_id = integer(lineage.pipeline_id, "pipeline_id", errors, required=True)
     sources = _address_list(lineage.sources, "source_addresses", errors)
     targets = _address_list(lineage.targets, "target_addresses", errors)
     if len(sources) * len(targets) > MAX_EDGES:

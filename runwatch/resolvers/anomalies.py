@@ -42,7 +42,7 @@ from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
 from runwatch.resolvers.run_input import Errors
-from runwatch.resolvers.watcher_pipelines import require_writer
+from runwatch.resolvers.watcher_pipelines import integer, require_writer
 
 # metric_field -> Run column. The Watcher's metrics first, then those of other runs.
 METRICS: dict[str, str] = {
@@ -65,17 +65,6 @@ DEFAULTS: dict[str, Any] = {"z_threshold": 3.0, "lookback_days": 30, "minimum_ex
 
 # ----------------------------------------------------------------------------------------------
 # validation
-
-
-def _id(value: Any, name: str, errors: Errors, *, required: bool) -> int | None:
-    if value is None:
-        if required:
-            errors.add(name, "field required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.add(name, f"{name} must be an integer")
-        return None
-    return value
 
 
 def _metric(value: Any, name: str, errors: Errors) -> str | None:
@@ -183,7 +172,7 @@ async def get_or_create_rule(*, caller: Caller, rule: RuleInput) -> tuple[Anomal
     require_writer(caller)
     raw = _given(rule)
     errors = Errors()
-    pipeline_id = _id(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
+    pipeline_id = integer(raw.get("pipeline_id"), "pipeline_id", errors, required=True)
     metric = _metric(raw.get("metric_field"), "metric_field", errors)
     values = _settings(raw, errors, defaults=True)
     errors.raise_any()
@@ -229,10 +218,10 @@ async def patch_rule(*, caller: Caller, change: RuleChange) -> AnomalyRule:
     require_writer(caller)
     raw = _given(change)
     errors = Errors()
-    rule_id = _id(raw.get("id"), "id", errors, required=True)
+    rule_id = integer(raw.get("id"), "id", errors, required=True)
     changes = _settings(raw, errors, defaults=False)
     if raw.get("pipeline_id") is not None:
-        changes["pipeline_id"] = _id(raw["pipeline_id"], "pipeline_id", errors, required=True)
+        changes["pipeline_id"] = integer(raw["pipeline_id"], "pipeline_id", errors, required=True)
     if raw.get("metric_field") is not None:
         changes["metric_field"] = _metric(raw["metric_field"], "metric_field", errors)
     errors.raise_any()
@@ -439,8 +428,8 @@ async def unflag(*, caller: Caller, request: Unflag) -> int:
     baselines again. Returns how many metrics were unflagged; none at all is NotFound."""
     require_writer(caller)
     errors = Errors()
-    pipeline_id = _id(request.pipeline_id, "pipeline_id", errors, required=True)
-    run_id = _id(request.run_id, "pipeline_execution_id", errors, required=True)
+    pipeline_id = integer(request.pipeline_id, "pipeline_id", errors, required=True)
+    run_id = integer(request.run_id, "pipeline_execution_id", errors, required=True)
     requested = request.metric_fields
     metrics: list[str] = []
     if requested is None:

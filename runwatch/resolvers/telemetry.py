@@ -37,7 +37,7 @@ from runwatch.models import (
 )
 from runwatch.resolvers import sql
 from runwatch.resolvers.caller import Caller, Scope
-from runwatch.resolvers.clock import utcnow
+from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import NotFound
 from runwatch.resolvers.rollups import floor_hour
 
@@ -157,7 +157,7 @@ def orphan_message(started_at: datetime, window: timedelta) -> str:
     minutes = int(window.total_seconds() // 60)
     span = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
     return (
-        f"loader did not report: run started at {started_at.isoformat()} and was not completed "
+        f"loader did not report: run started at {iso(started_at)} and was not completed "
         f"within {span} (orphaned)"
     )
 
@@ -387,7 +387,8 @@ def decide_status(t: Telemetry, options: TelemetryOptions) -> tuple[str, str]:
     if failed:
         latest_outcome = (
             "the latest run succeeded" if t.streak == 0
-            else f"the latest {_plural(t.streak, 'run')} failed"
+            else "the latest run failed" if t.streak == 1
+            else f"the latest {t.streak} runs failed"
         )
         return Status.DEGRADED, (
             f"{_plural(failed, 'failed run')} and {_plural(succeeded, 'successful run')} "

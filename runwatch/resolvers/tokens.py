@@ -28,6 +28,8 @@ from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.settings import Settings
 
 TOKEN_PREFIX = "rw_"
+# `last_used_at` is written at most this often per token (so reads stay reads in between).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,19 @@ def split_token(token: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+def generate_token() -> str:
+    """A new token's text (`rw_<key_id>_<secret>`), stored nowhere."""
+    return f"{TOKEN_PREFIX}{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
 async def create_token(
     *, organisation_id: int, scopes: str | frozenset[Scope], name: str = "token",
     gateway_id: int | None = None, using_db: BaseDBAsyncClient | None = None,
+    preset: str | None = None,
 ) -> IssuedToken:
-    """Create a token for an organisation (CLI and bootstrap), or a gateway's own token."""
+    """Create a token for an organisation (CLI and bootstrap), or a gateway's own token.
+    `preset`: the token's text chosen by the operator (`RUNWATCH_BOOTSTRAP_TOKEN`) instead of a
+    generated one."""
     try:
         parsed = parse_scopes(scopes) if isinstance(scopes, str) else frozenset(scopes)
     except ValueError as exc:
@@ -72,8 +82,12 @@ async def create_token(
             "gateways with `runwatch gateway create` (or the createGateway mutation)")
     if not await Organisation.filter(id=organisation_id).using_db(using_db).exists():
         raise NotFound("organisation", organisation_id)
-    key_id = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
+    parts = split_token(preset or generate_token())
+    if parts is None:
+        raise InvalidInput.one("token", "a token reads rw_<key id>_<secret>")
+    key_id, secret = parts
+    if preset and await ServiceToken.filter(key_id=key_id).using_db(using_db).exists():
+        raise InvalidInput.one("token", "a token with this key id exists already")
     row = await ServiceToken.create(
         organisation_id=organisation_id,
         name=name,
@@ -166,13 +180,17 @@ async def identify(token: str) -> TokenIdentity | None:
     key_id, secret = parts
     row = (
         await ServiceToken.filter(key_id=key_id, revoked_at=None)
-        .only("id", "organisation_id", "secret_hash", "scopes", "gateway_id", "expires_at")
+        .only("id", "organisation_id", "secret_hash", "scopes", "gateway_id", "expires_at",
+              "last_used_at")
         .first()
     )
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         return None
-    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if row.expires_at is not None and row.expires_at <= now:
         return None
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        await ServiceToken.filter(id=row.id).update(last_used_at=now)
     caller = Caller(
         organisation_id=row.organisation_id, scopes=parse_scopes(row.scopes), token_id=row.id,
         gateway_id=row.gateway_id,  # type: ignore[attr-defined]
@@ -185,3 +203,30 @@ async def authenticate(token: str) -> Caller | None:
     expired."""
     identity = await identify(token)
     return identity.caller if identity is not None else None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What an operator may see of a token: never its secret or the secret's hash."""
+
+    id: int
+    name: str
+    scopes: str
+    gateway_id: int | None
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+async def list_tokens(*, organisation_id: int) -> list[TokenInfo]:
+    """An organisation's tokens (revoked and expired ones too), oldest first."""
+    if not await Organisation.filter(id=organisation_id).exists():
+        raise NotFound("organisation", organisation_id)
+    rows = await ServiceToken.filter(organisation_id=organisation_id).order_by("id").only(
+        "id", "name", "scopes", "gateway_id", "created_at", "last_used_at", "expires_at",
+        "revoked_at")
+    return [TokenInfo(id=r.id, name=r.name, scopes=r.scopes,
+                      gateway_id=r.gateway_id,  # type: ignore[attr-defined]
+                      created_at=r.created_at, last_used_at=r.last_used_at,
+                      expires_at=r.expires_at, revoked_at=r.revoked_at) for r in rows]

@@ -55,6 +55,18 @@ def text(value: Any, name: str, errors: Errors, *, limit: int = 150,
     return value.strip()
 
 
+def integer(value: Any, name: str, errors: Errors, *, required: bool = False) -> int | None:
+    """An integer field of a Watcher body (an id, a count), in the Watcher's wording."""
+    if value is None:
+        if required:
+            errors.add(name, "field required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, f"{name} must be an integer")
+        return None
+    return value
+
+
 def watermark(value: Any, name: str, errors: Errors) -> str | None:
     """string | int | datetime | date, stored as text (at most 50 characters)."""
     if value is None:

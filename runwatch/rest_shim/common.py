@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runwatch.auth import MESSAGES, NOT_BEARER, auth_problem
 from runwatch.faults import database_unavailable, unavailable
 from runwatch.resolvers import inputs, strict_json
 from runwatch.resolvers.caller import Caller, Scope
@@ -48,8 +49,9 @@ def caller_of(request: Request, scope: Scope | None = None) -> Caller:
     checks the scope again: authorization stays in the domain)."""
     caller = request.state.caller
     if caller is None:
-        if request.state.auth_failed:
-            raise Unauthenticated("Invalid token.")
+        if request.state.auth_failed:  # the contracts' words, and a hint for a bad header
+            raise Unauthenticated(MESSAGES[NOT_BEARER] if auth_problem(request.state)
+                                  == NOT_BEARER else "Invalid token.")
         raise Unauthenticated()
     if scope is not None:
         caller.require_scope(scope)

@@ -147,7 +147,7 @@ def translate_errors(handler: Handler) -> Handler:
         except Conflict as exc:
             return error(409, exc.message)
         except Unauthenticated as exc:
-            return error(401, "Invalid token." if exc.message == "Invalid token." else
+            return error(401, exc.message if exc.message.startswith("Invalid token") else
                          "Authentication required: send 'Authorization: Bearer <token>'.")
         except PermissionDenied as exc:
             return error(403, exc.message)

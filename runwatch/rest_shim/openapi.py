@@ -180,7 +180,7 @@ SCHEMAS: dict[str, Schema] = {
         "last_delivery_at": TIME_OR_NULL,
         "events_last_24h": COUNTS, "events_last_7d": COUNTS,
         "failed_deliveries_last_24h": INT,
-        "recent_errors": array(obj({"occurred_at": TIME, "message": STR})),
+        "recent_errors": array(obj({"occurred_at": TIME, "message": STR, "run_id": INT})),
     }),
     # ELT
     "Run": obj({
@@ -553,6 +553,13 @@ WATCHER_SCHEMAS: dict[str, Schema] = {
 
 HEALTH = Op("GET", "/health", "Liveness and version",
             {200: obj({"status": {"const": "ok"}, "version": STR})}, scope=None)
+READY_BODY = obj({"status": {"enum": ["ready", "not ready"]},
+                  "checks": obj({"database": STR, "migrations": STR, "workers": STR},
+                                required=("database", "workers"))})
+READY = Op("GET", "/ready", "Readiness: database reachable, migrations applied, workers running",
+           {200: READY_BODY, 503: READY_BODY}, scope=None,
+           description="503 names the failed check in `checks`; for load balancers and "
+           "readiness probes (`/health` is the liveness probe).")
 
 # Path parameters, per contract: integers (warehouse, Watcher) or the ELT contract's string
 # ids. An id no row can have is 404, except that the Watcher answers 422 to one that is not an
@@ -654,6 +661,7 @@ def operations(settings: Settings) -> list[tuple[str, Op]]:
     """(contract, operation) for every documented route."""
     return [
         ("service", HEALTH),
+        ("service", READY),
         *(("warehouse", op) for op in WAREHOUSE_OPS),
         *(("elt", op) for op in ELT_OPS),
         *(("watcher", op) for op in watcher_ops(settings.watcher_prefix)),

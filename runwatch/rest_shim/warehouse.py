@@ -74,7 +74,10 @@ def telemetry_json(t: Telemetry) -> dict[str, Any]:
         "events_last_7d": counts(t.events_last_7d),
         "failed_deliveries_last_24h": t.failed_deliveries_last_24h,
         "recent_errors": [
-            {"occurred_at": iso(e.occurred_at), "message": e.message} for e in t.recent_errors
+            # run_id: not in the contract's example, added so that an error can be looked up
+            # (GraphQL's RecentError has it too); clients ignore keys they do not know
+            {"occurred_at": iso(e.occurred_at), "message": e.message, "run_id": e.run_id}
+            for e in t.recent_errors
         ],
     }
 

@@ -50,7 +50,7 @@ from runwatch.resolvers.errors import (
 from runwatch.resolvers.executions import ExecutionTree
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.tasks import check_queue
-from runwatch.resolvers.watcher_pipelines import require_writer
+from runwatch.resolvers.watcher_pipelines import integer, require_writer
 from runwatch.rest_shim.common import Handler, UnreadableBody, caller_of, json_object
 from runwatch.rest_shim.openapi import watcher_ops
 from runwatch.rest_shim.routing import Operations
@@ -158,17 +158,6 @@ def writer(request: Request) -> Caller:
 # ------------------------------------------------------------------------------- wire bodies
 
 
-def _id(value: Any, name: str, errors: Errors, *, required: bool) -> int | None:
-    if value is None:
-        if required:
-            errors.add(name, "field required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.add(name, f"{name} must be an integer")
-        return None
-    return value
-
-
 def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime | None:
     if value is None:
         if required:
@@ -183,8 +172,8 @@ def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime 
 
 def execution_start_of(body: dict[str, Any]) -> executions.ExecutionStart:
     errors = Errors()
-    pipeline_id = _id(body.get("pipeline_id"), "pipeline_id", errors, required=True)
-    parent_id = _id(body.get("parent_id"), "parent_id", errors, required=False)
+    pipeline_id = integer(body.get("pipeline_id"), "pipeline_id", errors, required=True)
+    parent_id = integer(body.get("parent_id"), "parent_id", errors, required=False)
     started = _time(body.get("start_date"), "start_date", errors, required=False)
     errors.raise_any()
     return executions.ExecutionStart(
@@ -195,7 +184,7 @@ def execution_start_of(body: dict[str, Any]) -> executions.ExecutionStart:
 
 def execution_end_of(body: dict[str, Any]) -> executions.End:
     errors = Errors()
-    run_id = _id(body.get("id"), "id", errors, required=True)
+    run_id = integer(body.get("id"), "id", errors, required=True)
     end_date = _time(body.get("end_date"), "end_date", errors, required=True)
     succeeded = body.get("completed_successfully")
     if not isinstance(succeeded, bool):

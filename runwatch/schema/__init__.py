@@ -3,6 +3,8 @@ attaches extensions (and the cost bounds, batching and introspection switches fr
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
@@ -25,7 +27,7 @@ from runwatch.schema.limits import MAX_BATCH_OPERATIONS, CostBounds
 from runwatch.schema.live import LiveSubscription
 from runwatch.schema.pipeline import PipelineQuery
 from runwatch.schema.run import RunMutation, RunQuery
-from runwatch.schema.types import BIGINT_SCALAR, BigInt
+from runwatch.schema.types import BIGINT_SCALAR, DATETIME_SCALAR, BigInt
 from runwatch.schema.watcher import WatcherMutation, WatcherQuery
 from runwatch.schema.webhook import WebhookMutation, WebhookQuery
 from runwatch.settings import Settings
@@ -87,7 +89,9 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={BigInt: BIGINT_SCALAR}, batching_config=batching),
+        config=StrawberryConfig(
+            scalar_map={BigInt: BIGINT_SCALAR, datetime: DATETIME_SCALAR},
+            batching_config=batching),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
         extensions=[
             lambda: MaskErrors(should_mask_error=_is_unexpected),

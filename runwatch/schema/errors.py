@@ -9,6 +9,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from runwatch.auth import MESSAGES, auth_problem
 from runwatch.naming import camel_field
 from runwatch.resolvers import inputs
 from runwatch.resolvers.errors import (
@@ -104,11 +105,26 @@ class DomainErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is None or not result.errors:
             return
+        hint = self._auth_hint()
         result.errors = [
-            graphql_error(e.original_error, e) if isinstance(e.original_error, DomainError)
-            else e
+            graphql_error(_with_hint(e.original_error, hint), e)
+            if isinstance(e.original_error, DomainError) else e
             for e in result.errors
         ]
+
+    def _auth_hint(self) -> str | None:
+        """Why the request has no caller, in words that say what to do (no token, an unknown
+        one, a header not in the Bearer form): see `runwatch.auth.MESSAGES`."""
+        context = self.execution_context.context
+        if getattr(context, "caller", None) is not None:
+            return None
+        request = getattr(context, "request", None)
+        problem = auth_problem(getattr(request, "state", None)) if request is not None else None
+        return MESSAGES.get(problem) if problem else None
+
+
+def _with_hint(exc: DomainError, hint: str | None) -> DomainError:
+    return Unauthenticated(hint) if hint and isinstance(exc, Unauthenticated) else exc
 
 
 async def as_data(call: Callable[[], Awaitable[T]]) -> T | Error:

@@ -20,7 +20,9 @@ from typing import Generic, NewType, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 
+from runwatch.resolvers.clock import iso
 from runwatch.resolvers.pagination import Page as DomainPage
 
 T = TypeVar("T")
@@ -48,6 +50,17 @@ BIGINT_SCALAR = strawberry.scalar(
     serialize=int,
     parse_value=_parse_bigint,
     description="A 64-bit integer (counts of events, rows and bytes exceed GraphQL's Int).",
+)
+
+
+# Datetimes read as the REST shims write them (`2026-04-20T11:00:00Z`: UTC with a `Z`), so that
+# a person comparing the two surfaces sees the same text; any ISO 8601 offset is accepted.
+DATETIME_SCALAR = strawberry.scalar(
+    name="DateTime",
+    serialize=iso,
+    parse_value=DateTimeDefinition.parse_value,
+    description="Date with time, ISO 8601: answers are in UTC with a `Z`, as over REST; "
+    "inputs may carry any offset.",
 )
 
 
