@@ -43,51 +43,15 @@ from runwatch.ui.console import console_page
 from runwatch.ws import LegacyWSHandler, LimitedWebSocketAdapter, SocketLimits, TransportWSHandler
 
 
-def _refuse_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
-
-
-# The deepest nesting a GraphQL request's JSON may have. Python's parser stops near 1,000
-# levels, but values a few levels short of that parse and then fail deeper in the stack (the
-# resolvers' own encoding: "Unexpected error."); real variables nest a handful of levels.
-MAX_JSON_DEPTH = 100
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            pending.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            pending.extend((v, depth + 1) for v in item)
-    return False
-
-
 def strict_json(data: str | bytes) -> Any:
-    """`json.loads`, with every way it can fail a `JSONDecodeError`: nesting too deep for the
-    parser (RecursionError), a number of thousands of digits (ValueError), NaN/Infinity, a
-    lone surrogate (`"\\ud800"` is valid JSON, but no database or answer can hold it)."""
+    """The JSON of `/graphql` bodies and socket messages: the one strict rule of every body
+    (`runwatch.resolvers.strict_json`: no NaN/Infinity, numbers too large or of thousands of
+    digits, lone surrogates, bytes that are not UTF-8, nesting past 100 levels), each failure a
+    `JSONDecodeError` (a 400 over HTTP, close 4400 on a socket)."""
     try:
-        value = json.loads(data, parse_constant=_refuse_constant,
-                           parse_float=json_values.finite_float)  # 1e999 is not a number
-        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
-                and _too_deep(value, MAX_JSON_DEPTH)):
-            raise RecursionError
-        if b"\\u" in raw or isinstance(data, str):  # a str may hold a lone surrogate as is
-            json.dumps(value, ensure_ascii=False).encode()
-        return value
-    except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", "", 0) from None
-    except json.JSONDecodeError:
-        raise
-    except UnicodeEncodeError:
-        raise json.JSONDecodeError("a string holds a lone surrogate", "", 0) from None
-    except ValueError as exc:  # int() of a huge number, bytes that are not UTF-8…
-        raise json.JSONDecodeError(str(exc).split(":")[0], "", 0) from None
+        return json_values.loads(data)
+    except json_values.NotStrictJSON as exc:
+        raise json.JSONDecodeError(exc.reason, "", 0) from None
 
 
 class RunwatchGraphQL(GraphQL):

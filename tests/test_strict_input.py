@@ -137,7 +137,7 @@ async def test_the_resolvers_refuse_values_parsed_elsewhere(caller, cid: int, va
 
 async def test_graphql_literal_settings_reach_the_same_rule(client, tenant: Tenant):
     """A deep JSON literal in the query text: the domain's depth bound, not a RecursionError."""
-    deep = "[" * 70 + "]" * 70
+    deep = "[" * 110 + "]" * 110
     data = await graphql(client, tenant, """mutation { createConnection(input: {name: "g",
       warehouseType: "pg", settings: {k: %s}}) { __typename } }""" % deep)
     assert data.get("data", {}) is None or data["data"]["createConnection"]["__typename"] \
@@ -147,7 +147,7 @@ async def test_graphql_literal_settings_reach_the_same_rule(client, tenant: Tena
 
 def test_the_rule_itself():
     for value in (float("nan"), float("inf"), -float("inf"), {"a": [float("nan")]}, "\ud800",
-                  {"\udc00": 1}, json.loads("[" * 70 + "]" * 70), {1: "x"},
+                  {"\udc00": 1}, json.loads("[" * 110 + "]" * 110), {1: "x"},
                   b"bytes"):
         assert strict_json.problem(value) is not None, value
     for value in (None, True, 1, 1.5, "😀", {"a": [1, {"b": None}]}, [[]] * 100):

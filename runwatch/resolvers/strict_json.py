@@ -17,8 +17,10 @@ import json
 import math
 from typing import Any
 
-# Arrays and objects nested deeper than this are refused (no contract needs more than a few).
-MAX_DEPTH = 64
+# Arrays and objects nested deeper than this are refused. Python's parser stops near 1,000
+# levels, but values a little short of that parse and then fail deeper in the stack (encoding
+# them again); real bodies nest a handful of levels.
+MAX_DEPTH = 100
 
 
 class NotStrictJSON(ValueError):
