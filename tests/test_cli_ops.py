@@ -21,6 +21,7 @@ import pytest
 
 from runwatch import __version__
 from runwatch.cli import build_parser
+from runwatch.db import migration_names
 from runwatch.resolvers.tokens import authenticate, create_token
 from tests.conftest import DIALECT, _create_pg_database, _drop_pg_database
 from tests.test_cli import _free_port
@@ -154,16 +155,16 @@ async def test_pending_migrations_are_named_with_the_command(database_url, app, 
 
     _home, env = user
     conn = connections.get("default")
-    await conn.execute_script(
-        "DELETE FROM tortoise_migrations WHERE name = '0005_token_last_used'")
+    last = migration_names()[-1]
+    await conn.execute_script(f"DELETE FROM tortoise_migrations WHERE name = '{last}'")
     try:
         out = cli("--database-url", database_url, "org", "list", cwd=tmp_path, env=env)
-        assert_clean_failure(out, "needs migrations (0005_token_last_used)", "runwatch migrate")
+        assert_clean_failure(out, f"needs migrations ({last})", "runwatch migrate")
     finally:
         await conn.execute_query(
             "INSERT INTO tortoise_migrations (app, name, applied_at) VALUES "
             + ("($1, $2, $3)" if DIALECT == "postgres" else "(?, ?, ?)"),
-            ["models", "0005_token_last_used", datetime.now(UTC)])
+            ["models", last, datetime.now(UTC)])
 
 
 def test_version(tmp_path, user):

@@ -12,11 +12,12 @@ import httpx
 from tortoise import connections
 
 from runwatch import __version__
+from runwatch.db import migration_names
 from tests.conftest import DIALECT, _create_pg_database, _drop_pg_database
 from tests.test_cli import _free_port
 from tests.test_cli_ops import _serve_until_bound, _stop, clean_env
 
-LAST = "0005_token_last_used"
+LAST = migration_names()[-1]
 
 
 async def test_health_and_ready_need_no_token(client):

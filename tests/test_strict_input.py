@@ -161,7 +161,7 @@ async def test_migration_repairs_stored_nan(tenant: Tenant, cid: int):
     """Rows stored before the rule (only SQLite could store them) get null for each
     non-finite number; strings that merely contain the word stay as they were."""
     conn = connections.get("default")
-    migration = importlib.import_module("runwatch.models.migrations.0005_repair_nonfinite")
+    migration = importlib.import_module("runwatch.models.migrations.0006_repair_nonfinite")
     if conn.capabilities.dialect == "sqlite":
         await conn.execute_query(
             "UPDATE connection SET settings = ? WHERE id = ?",

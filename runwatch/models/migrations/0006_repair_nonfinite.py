@@ -54,7 +54,7 @@ async def repair_nonfinite(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0004_token_rotation')]
+    dependencies = [('models', '0005_token_last_used')]
 
     initial = False
 
