@@ -230,12 +230,12 @@ async def test_out_of_range_numbers_are_never_a_500(client, tenant, big):
                    else client.request(method, path, headers=hh))
         if r.status_code >= 500:
             bad.append((method, path, body, r.status_code, r.text[:200]))
-    for q in ['{ runs(first: 5, pipelineId: "%d") { nodes { id } } }' % big,
-              '{ anomalyResults(pipelineId: "%d") { nodes { id } } }' % big,
-              '{ webhookDeliveries(runId: "%d") { nodes { id } } }' % big,
-              'mutation { cancelRun(id: "%d") { __typename } }' % big,
-              'mutation { startRun(input: {connectionId: "%d"}) { __typename } }' % big,
-              '{ lineage(addressId: "%d") { root { id } } }' % big]:
+    for q in [f'{{ runs(first: 5, pipelineId: "{big}") {{ nodes {{ id }} }} }}',
+              f'{{ anomalyResults(pipelineId: "{big}") {{ nodes {{ id }} }} }}',
+              f'{{ webhookDeliveries(runId: "{big}") {{ nodes {{ id }} }} }}',
+              f'mutation {{ cancelRun(id: "{big}") {{ __typename }} }}',
+              f'mutation {{ startRun(input: {{connectionId: "{big}"}}) {{ __typename }} }}',
+              f'{{ lineage(addressId: "{big}") {{ root {{ id }} }} }}']:
         r = await client.post("/graphql", json={"query": q}, headers=h)
         if r.status_code >= 500 or "Unexpected" in r.text:
             bad.append((q, r.text[:300]))

@@ -139,7 +139,7 @@ async def test_graphql_literal_settings_reach_the_same_rule(client, tenant: Tena
     """A deep JSON literal in the query text: the domain's depth bound, not a RecursionError."""
     deep = "[" * 110 + "]" * 110
     data = await graphql(client, tenant, """mutation { createConnection(input: {name: "g",
-      warehouseType: "pg", settings: {k: %s}}) { __typename } }""" % deep)
+      warehouseType: "pg", settings: {k: DEEP}}) { __typename } }""".replace("DEEP", deep))
     assert data.get("data", {}) is None or data["data"]["createConnection"]["__typename"] \
         == "InvalidInputError", data
     assert await Connection.all().count() == 0

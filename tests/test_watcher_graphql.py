@@ -794,14 +794,15 @@ async def test_alert_channels(client, tenant):
     off = await mutate(client, tenant, SET_ENABLED, id=slack["channel"]["id"], enabled=False)
     assert off["__typename"] == "AlertChannelSuccess" and off["secret"] is None
     assert off["channel"]["enabled"] is False
-    assert [c["enabled"] for c in (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"]] == [
-        False, True]
+    channels = (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"]
+    assert [c["enabled"] for c in channels] == [False, True]
     on = await mutate(client, tenant, SET_ENABLED, id=slack["channel"]["id"], enabled=True)
     assert on["channel"]["enabled"] is True
 
     done = await mutate(client, tenant, DELETE_CHANNEL, id=hook["channel"]["id"])
     assert done == {"__typename": "DoneSuccess", "ok": True}
-    assert (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"] == [on["channel"]]
+    channels = (await ok(client, tenant, CHANNELS, "read,write,report"))["alertChannels"]
+    assert channels == [on["channel"]]
     again = await mutate(client, tenant, DELETE_CHANNEL, id=hook["channel"]["id"])
     assert again["__typename"] == "NotFoundError" and again["kind"] == "alert channel"
     for missing in ("999999", "0", "abc", str(2**40)):
