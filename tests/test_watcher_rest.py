@@ -453,19 +453,19 @@ async def test_post_ignores_active_load_lineage_and_mute_flags(client, tenant):
 
 
 @pytest.mark.parametrize("body,field,msg", [
-    ({"pipeline_type_name": "t"}, "name", "field required"),
-    ({"name": "p"}, "pipeline_type_name", "field required"),
+    ({"pipeline_type_name": "t"}, "name", "Field required"),
+    ({"name": "p"}, "pipeline_type_name", "Field required"),
     ({"name": "", "pipeline_type_name": "t"}, "name", None),
     ({"name": "x" * 151, "pipeline_type_name": "t"}, "name", None),
     ({"name": 12, "pipeline_type_name": "t"}, "name", None),
     ({"name": "p", "pipeline_type_name": ["t"]}, "pipeline_type_name", None),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 24}, "freshness_number",
-     "both freshness_number and freshness_datepart must be provided together"),
+     "Value error, Both freshness_number and freshness_datepart must be provided together"),
     ({"name": "p", "pipeline_type_name": "t", "freshness_datepart": "hour"},
      "freshness_number",
-     "both freshness_number and freshness_datepart must be provided together"),
+     "Value error, Both freshness_number and freshness_datepart must be provided together"),
     ({"name": "p", "pipeline_type_name": "t", "timeliness_number": 2}, "timeliness_number",
-     "both timeliness_number and timeliness_datepart must be provided together"),
+     "Value error, Both timeliness_number and timeliness_datepart must be provided together"),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 1,
       "freshness_datepart": "fortnight"}, "freshness_datepart", None),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 0,
@@ -548,7 +548,7 @@ async def test_patch_finds_by_name_without_id(client, tenant):
 async def test_patch_needs_id_or_name(client, tenant):
     await make_pipeline(client, tenant)
     r = await patch(client, tenant, "/pipeline", {"active": False})
-    assert_422(r, "id", "either 'id' or 'name' must be provided")
+    assert_422(r, "id", "Value error, Either 'id' or 'name' must be provided")
 
 
 @pytest.mark.parametrize("body,field", [
@@ -919,7 +919,7 @@ async def test_patch_address_errors(client, tenant):
     aid = (await post(client, tenant, "/address", {
         "name": "t", "address_type_name": "pg", "address_type_group_name": "db"})).json()["id"]
     assert_422(await patch(client, tenant, "/address", {"primary_key": "x"}), "id",
-               "either 'id' or 'name' must be provided")
+               "Value error, Either 'id' or 'name' must be provided")
     assert_422(await patch(client, tenant, "/address", {"id": aid, "database_name": 5}),
                "database_name")
     assert_404(await patch(client, tenant, "/address", {"id": aid + 1, "primary_key": "x"}),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +71,31 @@ class Unprocessable(Exception):
         self.detail = [{"loc": loc, "msg": msg, "type": kind}]
 
 
+# The domain's messages in pydantic's wording (the original validates with pydantic models and
+# clients match on its messages): a model validator's `ValueError` is "Value error, <text>";
+# the field checks runwatch shares with it have pydantic's own messages and types. Any other
+# message is runwatch's own, sent as written (its case kept).
+VALUE_ERRORS = ("Either 'id' or 'name' must be provided", "Both ")
+PYDANTIC = (
+    (re.compile(r"field required"), "Field required", "missing"),
+    (re.compile(r"\w+ must be an integer"), "Input should be a valid integer", "int_type"),
+    (re.compile(r"\w+ must be a boolean"), "Input should be a valid boolean", "bool_type"),
+    (re.compile(r"\w+ must be greater than or equal to (\d+)"),
+     "Input should be greater than or equal to {0}", "greater_than_equal"),
+)
+
+
+def pydantic_message(message: str) -> tuple[str, str]:
+    """(msg, type) of a domain message as the original's pydantic models word it."""
+    if message.startswith(VALUE_ERRORS):
+        return f"Value error, {message}", "value_error"
+    for pattern, wording, kind in PYDANTIC:
+        match = pattern.fullmatch(message)
+        if match:
+            return wording.format(*match.groups()), kind
+    return message, "value_error"
+
+
 def normalise(value: Any, key: str | None = None) -> Any:
     """Trim and lower-case a top-level string (and the strings of a top-level list)."""
     if key in KEEP_CASE:
@@ -85,21 +111,22 @@ async def body_of(request: Request, *, required: bool = True) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         if required:
-            raise Unprocessable(["body"], "field required", "missing")
+            raise Unprocessable(["body"], "Field required", "missing")
         return {}
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
+        raise Unprocessable(["body", 0], "JSON decode error", "json_invalid") from None
     if not isinstance(body, dict):
-        raise Unprocessable(["body"], "input should be a valid dictionary", "dict_type")
+        raise Unprocessable(["body"], "Input should be a valid dictionary or object to extract "
+                           "fields from", "model_attributes_type")
     try:  # a lone surrogate (`"\ud800"`) is valid JSON but no database or answer can hold it
         json.dumps(body, ensure_ascii=False).encode()
     except UnicodeEncodeError:
-        raise Unprocessable(["body"], "input should be valid unicode (no lone surrogates)",
+        raise Unprocessable(["body"], "Input should be valid unicode (no lone surrogates)",
                             "string_unicode") from None
     except RecursionError:
-        raise Unprocessable(["body", 0], "json decode error", "json_invalid") from None
+        raise Unprocessable(["body", 0], "JSON decode error", "json_invalid") from None
     return {key: normalise(value, key) for key, value in body.items()}
 
 
@@ -107,7 +134,8 @@ def path_int(request: Request, name: str, maximum: int = INT32_MAX) -> int:
     raw = request.path_params[name]
     digits = raw.removeprefix("-")  # one sign at most: `--5` is not an integer
     if not (digits.isascii() and digits.isdigit()):
-        raise Unprocessable(["path", name], "input should be a valid integer", "int_parsing")
+        raise Unprocessable(["path", name], "Input should be a valid integer, unable to parse "
+                           "string as an integer", "int_parsing")
     kind = name.removesuffix("_id").replace("_", " ")
     significant = digits.lstrip("0") or "0"
     if len(significant) > len(str(maximum)):  # no id is this big (int() refuses > 4300 digits)
@@ -135,9 +163,9 @@ def translate_errors(handler: Handler) -> Handler:
         except InvalidInput as exc:
             return JSONResponse({"detail": [
                 {"loc": ["body", *(int(p) if p.isdigit() else p for p in name.split("."))],
-                 "msg": message.lower(),
-                 "type": "value_error"}
+                 "msg": msg, "type": kind}
                 for name, messages in exc.fields.items() for message in messages
+                for msg, kind in [pydantic_message(message)]
             ]}, status_code=422)
         except NotFound as exc:
             return detail(404, f"{exc.kind} not found")

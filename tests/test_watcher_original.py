@@ -1,0 +1,80 @@
+"""What a client written against the original Watcher server sees from runwatch (issue 11):
+pydantic's validation messages, `POST /address` as an upsert that updates, `PATCH
+/address_type` and `PATCH /pipeline_type`, the end of an already-ended execution, honest log
+cleanup, anomaly histories with equal start times. Each test states the original's documented
+behaviour (NOTES.md, Watcher section) or runwatch's documented deviation from it (README)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.test_watcher_rest import end, execution, get, make_pipeline, patch, pipeline, post, start
+
+T0 = datetime(2024, 1, 1, 10, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+def messages(r: Any) -> list[tuple[list[Any], str, str]]:
+    assert r.status_code == 422, r.text
+    return [(item["loc"], item["msg"], item["type"]) for item in r.json()["detail"]]
+
+
+# ------------------------------------------------------------ 1. pydantic's wording, its case
+
+
+@pytest.mark.parametrize("path", ["/pipeline", "/address"])
+async def test_patch_without_id_or_name_has_pydantics_value_error(client, tenant, path):
+    r = await patch(client, tenant, path, {"watermark": "X"})
+    assert messages(r) == [(["body", "id"],
+                            "Value error, Either 'id' or 'name' must be provided",
+                            "value_error")]
+
+
+@pytest.mark.parametrize("check", ["freshness", "timeliness"])
+@pytest.mark.parametrize("path,base", [
+    ("/pipeline", {"name": "p", "pipeline_type_name": "t"}),
+    ("/pipeline_type", {"name": "t"}),
+])
+async def test_half_a_check_config_has_pydantics_value_error(client, tenant, path, base, check):
+    r = await post(client, tenant, path, {**base, f"{check}_number": 3})
+    assert (["body", f"{check}_number"],
+            f"Value error, Both {check}_number and {check}_datepart must be provided together",
+            "value_error") in messages(r)
+
+
+async def test_missing_fields_and_wrong_types_have_pydantics_messages(client, tenant):
+    r = await post(client, tenant, "/pipeline", {"pipeline_type_name": "T"})
+    assert messages(r) == [(["body", "name"], "Field required", "missing")]
+    r = await post(client, tenant, "/end_pipeline_execution",
+                   {"id": "seven", "end_date": "2024-01-01T00:00:00Z",
+                    "completed_successfully": "yes"})
+    assert (["body", "id"], "Input should be a valid integer", "int_type") in messages(r)
+    r = await patch(client, tenant, "/pipeline", {"name": "p", "active": "maybe"})
+    assert (["body", "active"], "Input should be a valid boolean", "bool_type") in messages(r)
+    r = await post(client, tenant, "/log_cleanup", {"retention_days": 30})
+    assert messages(r) == [(["body", "retention_days"],
+                            "Input should be greater than or equal to 90",
+                            "greater_than_equal")]
+
+
+async def test_unreadable_bodies_have_fastapis_messages(client, tenant):
+    headers = {**tenant.headers("write"), "content-type": "application/json"}
+    r = await client.post("/pipeline", content=b"{nope", headers=headers)
+    assert messages(r) == [(["body", 0], "JSON decode error", "json_invalid")]
+    r = await client.post("/pipeline", content=b"", headers=headers)
+    assert messages(r) == [(["body"], "Field required", "missing")]
+    r = await client.post("/pipeline", content=b"[1]", headers=headers)
+    assert messages(r) == [(["body"], "Input should be a valid dictionary or object to extract "
+                                      "fields from", "model_attributes_type")]
+    r = await get(client, tenant, "/pipeline/abc")
+    assert messages(r) == [(["path", "pipeline_id"], "Input should be a valid integer, unable "
+                            "to parse string as an integer", "int_parsing")]
+
+
+async def test_top_level_strings_are_still_lower_cased(client, tenant):
+    """NOTES.md: top-level strings are lower-cased; only the nested messages keep their case."""
+    pid = await make_pipeline(client, tenant, name="Mixed Case", type_name="Extraction")
+    assert (await pipeline(client, tenant, pid))["name"] == "mixed case"
