@@ -78,3 +78,68 @@ async def test_top_level_strings_are_still_lower_cased(client, tenant):
     """NOTES.md: top-level strings are lower-cased; only the nested messages keep their case."""
     pid = await make_pipeline(client, tenant, name="Mixed Case", type_name="Extraction")
     assert (await pipeline(client, tenant, pid))["name"] == "mixed case"
+
+
+# ------------------------------------------------------------ 2. upserts that update
+
+
+async def test_post_address_on_an_existing_name_updates_the_changed_fields(client, tenant):
+    body = {"name": "Warehouse.Sales.Orders", "address_type_name": "postgres",
+            "address_type_group_name": "database"}
+    r = await post(client, tenant, "/address", body)
+    assert r.status_code == 201
+    aid = r.json()["id"]
+    first = (await get(client, tenant, f"/address/{aid}")).json()
+    assert first["updated_at"] is None and first["primary_key"] is None
+    # The same body again: found, nothing changed, `updated_at` stays null.
+    r = await post(client, tenant, "/address", body)
+    assert (r.status_code, r.json()) == (200, {"id": aid})
+    assert (await get(client, tenant, f"/address/{aid}")).json() == first
+    # A new type, a primary key and metadata: stored, the type created, `updated_at` set.
+    r = await post(client, tenant, "/address", {
+        **body, "address_type_name": "Snowflake", "primary_key": "order_id",
+        "address_metadata": {"Owner": "Sales"}})
+    assert (r.status_code, r.json()) == (200, {"id": aid})
+    after = (await get(client, tenant, f"/address/{aid}")).json()
+    types = {t["name"]: t for t in (await get(client, tenant, "/address_type")).json()}
+    assert set(types) == {"postgres", "snowflake"}
+    assert types["snowflake"]["group_name"] == "database"
+    assert after["address_type_id"] == types["snowflake"]["id"]
+    assert after["primary_key"] == "order_id"
+    assert after["address_metadata"] == {"Owner": "Sales"}  # nested: its case kept
+    assert (after["database_name"], after["schema_name"], after["table_name"]) == (
+        "warehouse", "sales", "orders")
+    assert after["updated_at"] is not None and after["created_at"] == first["created_at"]
+
+
+async def test_post_pipeline_updates_only_fields_sent_and_changed(client, tenant):
+    pid = await make_pipeline(client, tenant, name="p", type_name="t",
+                              pipeline_metadata={"a": 1})
+    assert (await pipeline(client, tenant, pid))["updated_at"] is None
+    r = await post(client, tenant, "/pipeline", {"name": "p", "pipeline_type_name": "t",
+                                                 "pipeline_metadata": {"a": 1}})
+    assert r.status_code == 200
+    assert (await pipeline(client, tenant, pid))["updated_at"] is None
+    r = await post(client, tenant, "/pipeline", {"name": "p", "pipeline_type_name": "t2",
+                                                 "freshness_number": 2,
+                                                 "freshness_datepart": "Day"})
+    assert r.status_code == 200
+    after = await pipeline(client, tenant, pid)
+    assert (after["freshness_number"], after["freshness_datepart"]) == (2, "day")
+    assert after["pipeline_metadata"] == {"a": 1}  # not sent: kept
+    assert after["updated_at"] is not None
+
+
+@pytest.mark.parametrize("path,body,change", [
+    ("/pipeline_type", {"name": "t"}, {"freshness_number": 1, "freshness_datepart": "hour",
+                                       "mute_freshness_check": True}),
+    ("/address_type", {"name": "s3", "group_name": "files"}, {"group_name": "database"}),
+])
+async def test_post_type_on_an_existing_name_never_updates(client, tenant, path, body, change):
+    r = await post(client, tenant, path, body)
+    assert r.status_code == 201
+    tid = r.json()["id"]
+    before = (await get(client, tenant, f"{path}/{tid}")).json()
+    r = await post(client, tenant, path, {**body, **change})
+    assert (r.status_code, r.json()) == (200, {"id": tid})
+    assert (await get(client, tenant, f"{path}/{tid}")).json() == before

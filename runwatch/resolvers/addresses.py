@@ -3,8 +3,10 @@ them: get-or-create by name, the three-part name fill for the `database` group, 
 replacement gated by the pipeline's `load_lineage`, and a bounded, cycle-safe graph walk.
 
 Choices where the contract is silent (recorded in the project docs):
-- An address is looked up by name first; a found address is returned unchanged (no field of
-  it, nor its type, is created or updated). Only when it is created is its type got-or-created.
+- `POST /address` looks an address up by name first; a found address takes the fields sent
+  that differ from the stored ones (the type named is got or created when it is not the
+  address's own) and `updated_at`, as the original's upsert does. A lineage's addresses that
+  exist are used as they are (the original's lineage does not update them).
 - The three-part fill (`db.schema.table` -> database/schema/table names, each only when not
   sent) applies when the address's stored type has the group `database`, and only when the
   three parts are non-empty and each fits the 50-character columns; otherwise nothing is filled.
@@ -102,8 +104,8 @@ class AddressTypeInput:
 @dataclass(frozen=True, kw_only=True)
 class AddressInput:
     """An address by name, with the type it is created with when missing (`POST /address`,
-    and each address a lineage names). The optional fields (None: not given) are set only
-    on create."""
+    and each address a lineage names). The optional fields (None: not given) are set on
+    create, and by `POST /address` on a found address when they differ."""
 
     name: str | None = None
     address_type_name: str | None = None
@@ -225,9 +227,10 @@ async def _get_or_create_address(
     caller: Caller, values: dict[str, Any], conn: Any
 ) -> tuple[Address, bool]:
     found = await Address.filter(
-        organisation_id=caller.organisation_id, name=values["name"]).using_db(conn).first()
+        organisation_id=caller.organisation_id, name=values["name"]
+    ).select_for_update().using_db(conn).first()
     if found is not None:
-        return found, False
+        return await _update_address(caller, found, values, conn), False
     address_type, _ = await get_or_create_address_type(
         caller=caller, conn=conn, given=AddressTypeInput(
             name=values["address_type_name"], group_name=values["address_type_group_name"]))
@@ -238,11 +241,34 @@ async def _get_or_create_address(
     return created, True
 
 
+async def _update_address(
+    caller: Caller, address: Address, values: dict[str, Any], conn: Any
+) -> Address:
+    """A found address takes the fields sent that differ from the stored ones (its type: the
+    one named, got or created), and `updated_at` when anything changed."""
+    type_id = address.address_type_id  # type: ignore[attr-defined]
+    address_type = await AddressType.get(id=type_id).using_db(conn)
+    if address_type.name != values["address_type_name"]:
+        address_type, _ = await get_or_create_address_type(
+            caller=caller, conn=conn, given=AddressTypeInput(
+                name=values["address_type_name"],
+                group_name=values["address_type_group_name"]))
+    wanted = {"address_type_id": address_type.id,
+              **_columns(values, address_type.group_name)}
+    changes = {k: v for k, v in wanted.items() if getattr(address, k) != v}
+    if changes:
+        changes["updated_at"] = utcnow()
+        await Address.filter(id=address.id).using_db(conn).update(**changes)
+        for key, value in changes.items():
+            setattr(address, key, value)
+    return address
+
+
 async def get_or_create_address(
     *, caller: Caller, given: AddressInput, conn: Any = None
 ) -> tuple[Address, bool]:
-    """`POST /address`: found by name (200, unchanged) or created (201), with its type when
-    that is missing."""
+    """`POST /address`: found by name (200; the fields sent that changed are updated) or
+    created (201), with its type when that is missing."""
     require_writer(caller)
     errors = Errors()
     values = _address_input(given, errors)
