@@ -143,3 +143,88 @@ async def test_post_type_on_an_existing_name_never_updates(client, tenant, path,
     r = await post(client, tenant, path, {**body, **change})
     assert (r.status_code, r.json()) == (200, {"id": tid})
     assert (await get(client, tenant, f"{path}/{tid}")).json() == before
+
+
+# ------------------------------------------------------------ 3. PATCH the types
+
+
+async def test_patch_pipeline_type_by_name_or_id_changes_settings_and_mutes(client, tenant):
+    r = await post(client, tenant, "/pipeline_type", {"name": "extraction"})
+    tid = r.json()["id"]
+    r = await patch(client, tenant, "/pipeline_type", {
+        "name": "Extraction", "freshness_number": 2, "freshness_datepart": "Day",
+        "mute_timeliness_check": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["id"], body["freshness_number"], body["freshness_datepart"],
+            body["mute_timeliness_check"], body["mute_freshness_check"]) == (
+        tid, 2, "day", True, False)
+    assert body["updated_at"] is not None
+    r = await patch(client, tenant, "/pipeline_type", {
+        "id": tid, "timeliness_number": 30, "timeliness_datepart": "minute",
+        "mute_timeliness_check": False})
+    assert r.status_code == 200
+    stored = (await get(client, tenant, f"/pipeline_type/{tid}")).json()
+    assert (stored["timeliness_number"], stored["timeliness_datepart"],
+            stored["mute_timeliness_check"], stored["freshness_number"]) == (30, "minute",
+                                                                            False, 2)
+    r = await patch(client, tenant, "/pipeline_type", {"id": tid, "freshness_number": 1})
+    assert (["body", "freshness_number"], "Value error, Both freshness_number and "
+            "freshness_datepart must be provided together", "value_error") in messages(r)
+    r = await patch(client, tenant, "/pipeline_type", {"mute_freshness_check": True})
+    assert messages(r)[0][1] == "Value error, Either 'id' or 'name' must be provided"
+    r = await patch(client, tenant, "/pipeline_type", {"name": "nope", "mute_freshness_check":
+                                                       True})
+    assert (r.status_code, r.json()) == (404, {"detail": "pipeline type not found"})
+
+
+async def test_a_muted_type_mutes_its_pipelines_timeliness(client, tenant):
+    """The point of PATCH /pipeline_type: muting a type after creating it is seen by the
+    timeliness check (pipeline and type must both be unmuted)."""
+    from runwatch.models import PipelineType
+    await make_pipeline(client, tenant, name="p", type_name="t")
+    r = await patch(client, tenant, "/pipeline_type", {"name": "t",
+                                                       "mute_timeliness_check": True})
+    assert r.status_code == 200
+    assert (await PipelineType.get(name="t")).mute_timeliness_check is True
+
+
+async def test_patch_address_type_by_name_or_id(client, tenant, other_tenant):
+    r = await post(client, tenant, "/address_type", {"name": "s3", "group_name": "files"})
+    tid = r.json()["id"]
+    r = await patch(client, tenant, "/address_type", {"name": "S3", "group_name": "Database"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["id"], r.json()["group_name"]) == (tid, "database")
+    assert r.json()["updated_at"] is not None
+    r = await patch(client, tenant, "/address_type", {"id": tid, "name": "gcs"})
+    assert (r.status_code, r.json()["name"]) == (200, "gcs")
+    # Another organisation's type is not found.
+    r = await patch(client, other_tenant, "/address_type", {"id": tid, "name": "x"})
+    assert (r.status_code, r.json()) == (404, {"detail": "address type not found"})
+    r = await patch(client, tenant, "/address_type", {"group_name": "x"})
+    assert messages(r)[0][1] == "Value error, Either 'id' or 'name' must be provided"
+
+
+async def test_update_pipeline_type_over_graphql(client, tenant):
+    r = await post(client, tenant, "/pipeline_type", {"name": "t"})
+    tid = r.json()["id"]
+    query = """mutation($input: UpdatePipelineTypeInput!) { updatePipelineType(input: $input) {
+      __typename ... on PipelineTypeSuccess { pipelineType { id freshnessNumber
+        freshnessDatepart muteFreshnessCheck } }
+      ... on InvalidInputError { fieldErrors { field messages } } } }"""
+    r = await client.post("/graphql", headers=tenant.headers("report"), json={
+        "query": query, "variables": {"input": {
+            "id": str(tid), "freshnessNumber": 6, "freshnessDatepart": "hour",
+            "muteFreshnessCheck": True}}})
+    result = r.json()["data"]["updatePipelineType"]
+    assert result == {"__typename": "PipelineTypeSuccess", "pipelineType": {
+        "id": str(tid), "freshnessNumber": 6, "freshnessDatepart": "hour",
+        "muteFreshnessCheck": True}}
+    r = await client.post("/graphql", headers=tenant.headers("report"), json={
+        "query": query, "variables": {"input": {"id": str(tid), "freshnessNumber": 6}}})
+    assert r.json()["data"]["updatePipelineType"]["__typename"] == "InvalidInputError"
+    r = await client.post("/graphql", headers=tenant.headers("read"), json={
+        "query": query.replace("... on InvalidInputError", "... on Error { message } "
+                               "... on InvalidInputError"),
+        "variables": {"input": {"id": str(tid), "muteFreshnessCheck": False}}})
+    assert r.json()["data"]["updatePipelineType"]["__typename"] == "PermissionDeniedError"

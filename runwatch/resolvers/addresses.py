@@ -102,6 +102,16 @@ class AddressTypeInput:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AddressTypeChange:
+    """`PATCH /address_type`: the type `id`, or else the one named `name`; `group_name` (and,
+    found by `id`, `name`) change when given (None: not given)."""
+
+    id: int | None = None
+    name: str | None = None
+    group_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class AddressInput:
     """An address by name, with the type it is created with when missing (`POST /address`,
     and each address a lineage names). The optional fields (None: not given) are set on
@@ -171,6 +181,47 @@ async def get_or_create_address_type(
             organisation_id=caller.organisation_id, name=name, group_name=group_name), True
     except IntegrityError:  # created meanwhile by a concurrent call
         return await AddressType.get(organisation_id=caller.organisation_id, name=name), False
+
+
+async def patch_address_type(*, caller: Caller, change: AddressTypeChange) -> AddressType:
+    """`PATCH /address_type`: the row by `id`, or else by `name`; only the fields sent change.
+    The addresses of the type keep their columns (the three-part fill is done on writes of
+    an address)."""
+    require_writer(caller)
+    errors = Errors()
+    if change.id is None and change.name is None:
+        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
+    changes: dict[str, Any] = {}
+    lookup_name = None
+    if change.id is not None:
+        _integer(change.id, "id", errors)
+        if change.name is not None:
+            changes["name"] = text(change.name, "name", errors, required=True)
+    else:
+        lookup_name = text(change.name, "name", errors, required=True)
+    if change.group_name is not None:
+        changes["group_name"] = text(change.group_name, "group_name", errors, required=True)
+    errors.raise_any()
+    async with in_transaction() as conn:
+        query = AddressType.filter(organisation_id=caller.organisation_id)
+        if lookup_name is None:
+            query = query.filter(id=change.id) if _storable(change.id) else None
+        else:
+            query = query.filter(name=lookup_name)
+        row = await query.select_for_update().using_db(conn).first() \
+            if query is not None else None
+        if row is None:
+            raise NotFound("address type", change.id if lookup_name is None else lookup_name)
+        if changes:
+            changes["updated_at"] = utcnow()
+            try:
+                await AddressType.filter(id=row.id).using_db(conn).update(**changes)
+            except IntegrityError:
+                raise InvalidInput.one("name", "An address type with this name already "
+                                               "exists") from None
+            for key, value in changes.items():
+                setattr(row, key, value)
+    return row
 
 
 async def list_address_types(*, caller: Caller) -> list[AddressType]:

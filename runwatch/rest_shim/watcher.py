@@ -250,6 +250,11 @@ def pipeline_type_of(body: dict[str, Any]) -> pipelines.PipelineTypeInput:
     return pipelines.PipelineTypeInput(**_known(body, pipelines.PipelineTypeInput))
 
 
+def pipeline_type_change_of(body: dict[str, Any]) -> pipelines.PipelineTypeChange:
+    """`PATCH /pipeline_type`: a field not sent stays `UNSET` (unchanged)."""
+    return pipelines.PipelineTypeChange(**_known(body, pipelines.PipelineTypeChange))
+
+
 def pipeline_of(body: dict[str, Any]) -> pipelines.PipelineDefinition:
     """`POST /pipeline`: a field not sent stays `UNSET` (a found pipeline keeps it)."""
     return pipelines.PipelineDefinition(**_known(body, pipelines.PipelineDefinition))
@@ -262,6 +267,10 @@ def pipeline_change_of(body: dict[str, Any]) -> pipelines.PipelineChange:
 
 def address_type_of(body: dict[str, Any]) -> addresses.AddressTypeInput:
     return addresses.AddressTypeInput(**_known(body, addresses.AddressTypeInput))
+
+
+def address_type_change_of(body: dict[str, Any]) -> addresses.AddressTypeChange:
+    return addresses.AddressTypeChange(**_known(body, addresses.AddressTypeChange))
 
 
 def address_of(body: dict[str, Any]) -> addresses.AddressInput:
@@ -447,6 +456,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller, given=pipeline_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
+    @ops("PATCH", prefix + "/pipeline_type")
+    async def patch_type(request: Request) -> Response:
+        caller = writer(request)
+        t = await pipelines.patch_type(
+            caller=caller, change=pipeline_type_change_of(await body_of(request)))
+        return JSONResponse(type_json(t))
+
     @ops("GET", prefix + "/pipeline_type")
     async def list_types(request: Request) -> Response:
         return JSONResponse([type_json(t) for t in
@@ -515,6 +531,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
         found = await addresses.get_or_create_address_type(
             caller=caller, given=address_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
+
+    @ops("PATCH", prefix + "/address_type")
+    async def patch_address_type(request: Request) -> Response:
+        caller = writer(request)
+        t = await addresses.patch_address_type(
+            caller=caller, change=address_type_change_of(await body_of(request)))
+        return JSONResponse(address_type_json(t))
 
     @ops("GET", prefix + "/address_type")
     async def list_address_types(request: Request) -> Response:
