@@ -228,3 +228,62 @@ async def test_update_pipeline_type_over_graphql(client, tenant):
                                "... on InvalidInputError"),
         "variables": {"input": {"id": str(tid), "muteFreshnessCheck": False}}})
     assert r.json()["data"]["updatePipelineType"]["__typename"] == "PermissionDeniedError"
+
+
+# ------------------------------------------------------------ 4. ending an ended execution
+
+
+async def sync(client, tenant, mark: str, **fields: Any) -> dict[str, Any]:
+    r = await post(client, tenant, "/pipeline", {"name": "orders", "pipeline_type_name": "t",
+                                                 "next_watermark": mark, **fields})
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+async def test_watermark_hand_off_for_executions_started_and_ended_once(client, tenant):
+    """The original's hand-off (NOTES.md): `POST /pipeline` answers the stored watermark;
+    a successful end copies the pipeline's `next_watermark` (as it is when the end arrives)
+    into `watermark`, stamps `last_target_*` with the end date for each count above 0, and
+    turns `load_lineage` off; a failed end changes none of these."""
+    assert (await sync(client, tenant, "2024-01-01"))["watermark"] is None
+    pid = (await sync(client, tenant, "2024-01-01"))["id"]
+    await patch(client, tenant, "/pipeline", {"id": pid, "load_lineage": True})
+    first = await start(client, tenant, pid, T0)
+    await end(client, tenant, first, T0 + 60 * SECOND, inserts=5, updates=0)
+    p = await pipeline(client, tenant, pid)
+    assert (p["watermark"], p["load_lineage"]) == ("2024-01-01", False)
+    assert p["last_target_insert"] == "2024-01-01T10:01:00Z"
+    assert (p["last_target_update"], p["last_target_soft_delete"]) == (None, None)
+    assert (await sync(client, tenant, "2024-01-02"))["watermark"] == "2024-01-01"
+    # Two executions overlap; the next watermark moves between their starts: each end takes
+    # the pipeline's `next_watermark` of that moment.
+    a = await start(client, tenant, pid, T0 + 3600 * SECOND)
+    b = await start(client, tenant, pid, T0 + 3660 * SECOND)
+    assert (await sync(client, tenant, "2024-01-03"))["watermark"] == "2024-01-01"
+    await end(client, tenant, a, T0 + 3700 * SECOND, updates=2)
+    p = await pipeline(client, tenant, pid)
+    assert (p["watermark"], p["last_target_update"]) == ("2024-01-03", "2024-01-01T11:01:40Z")
+    assert p["last_target_insert"] == "2024-01-01T10:01:00Z"
+    await sync(client, tenant, "2024-01-04")
+    await end(client, tenant, b, T0 + 3800 * SECOND, ok=False, soft_deletes=3)
+    p = await pipeline(client, tenant, pid)
+    assert (p["watermark"], p["last_target_soft_delete"]) == ("2024-01-03", None)
+    assert (await execution(client, tenant, b))["completed_successfully"] is False
+
+
+async def test_a_second_end_is_a_no_op_or_a_conflict(client, tenant):
+    """Deviation (README): the original applies a second end (its hand-off moves again) and
+    answers 204; runwatch never changes a finished run: the same end again is a 204 no-op,
+    a different one 409, and the pipeline does not move."""
+    pid = (await sync(client, tenant, "1"))["id"]
+    run = await start(client, tenant, pid, T0)
+    await end(client, tenant, run, T0 + 10 * SECOND, inserts=1)
+    await sync(client, tenant, "2")
+    before = await pipeline(client, tenant, pid)
+    await end(client, tenant, run, T0 + 10 * SECOND, inserts=1)  # the same end: 204
+    assert await pipeline(client, tenant, pid) == before
+    r = await end(client, tenant, run, T0 + 20 * SECOND, expect=409, inserts=1)
+    assert r.json()["detail"]
+    assert await pipeline(client, tenant, pid) == before
+    assert before["watermark"] == "1"
+    assert (await execution(client, tenant, run))["end_date"] == "2024-01-01T10:00:10Z"
