@@ -287,3 +287,42 @@ async def test_a_second_end_is_a_no_op_or_a_conflict(client, tenant):
     assert await pipeline(client, tenant, pid) == before
     assert before["watermark"] == "1"
     assert (await execution(client, tenant, run))["end_date"] == "2024-01-01T10:00:10Z"
+
+
+# ------------------------------------------------------------ 5. log cleanup, honestly
+
+
+async def test_cleanup_says_what_it_kept_and_the_reaper_lets_an_old_open_run_go(client, tenant):
+    """The original deletes an open execution started 95 days ago (retention 90). runwatch
+    never deletes an open run, and says so (`kept_open`); but the run is long past its
+    deadline, so the reaper times it out (finished at its deadline, 95 days ago) and the
+    next cleanup deletes it like the original. The latest run of a pipeline stays
+    (`kept_latest`)."""
+    from runwatch.services.reaper import reap_stuck_runs
+    now = datetime.now(UTC)
+    pid = await make_pipeline(client, tenant, name="busy")
+    stuck = await start(client, tenant, pid, now - timedelta(days=95))
+    recent = await start(client, tenant, pid, now - timedelta(hours=1))
+    await end(client, tenant, recent, now - timedelta(minutes=30))
+    lonely_pid = await make_pipeline(client, tenant, name="lonely")
+    last = await start(client, tenant, lonely_pid, now - timedelta(days=200))
+    await end(client, tenant, last, now - timedelta(days=200) + SECOND)
+
+    r = await post(client, tenant, "/log_cleanup", {"retention_days": 90})
+    assert r.status_code == 200
+    answer = r.json()
+    assert answer["total_pipeline_executions_deleted"] == 0
+    assert (answer["kept_open"], answer["kept_latest"]) == (1, 1)
+    assert (await execution(client, tenant, stuck))["end_date"] is None
+
+    assert await reap_stuck_runs(now=now) == 1
+    timed_out = await execution(client, tenant, stuck)
+    assert timed_out["status"] == "timed_out" and timed_out["completed_successfully"] is False
+    assert timed_out["end_date"] < (now - timedelta(days=90)).isoformat()
+
+    r = await post(client, tenant, "/log_cleanup", {"retention_days": 90})
+    answer = r.json()
+    assert answer["total_pipeline_executions_deleted"] == 1
+    assert (answer["kept_open"], answer["kept_latest"]) == (0, 1)
+    assert (await get(client, tenant, f"/pipeline_execution/{stuck}")).status_code == 404
+    assert (await get(client, tenant, f"/pipeline_execution/{last}")).status_code == 200

@@ -558,7 +558,9 @@ WATCHER_SCHEMAS: dict[str, Schema] = {
         "total_anomaly_detection_results_deleted",
         "total_pipeline_execution_closure_parent_deleted",
         "total_pipeline_execution_closure_child_deleted",
-        "total_freshness_pipeline_logs_deleted")}),
+        "total_freshness_pipeline_logs_deleted",
+        # runwatch's: old rows kept, and why
+        "kept_open", "kept_latest", "kept_failure_streak", "kept_freshness_logs")}),
 }
 
 HEALTH = Op("GET", "/health", "Liveness and version",

@@ -616,7 +616,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         days, batch = retention.parse_cleanup(await body_of(request))
         counts = await retention.request_cleanup(caller=caller, retention_days=days,
                                                  batch_size=batch)
-        return JSONResponse(counts.as_dict())
+        return JSONResponse(counts.answer())
 
     @ops("POST", prefix + "/celery/monitor-queue")
     async def monitor(request: Request) -> Response:
