@@ -54,6 +54,11 @@ async def test_missing_fields_and_wrong_types_have_pydantics_messages(client, te
     assert (["body", "id"], "Input should be a valid integer", "int_type") in messages(r)
     r = await patch(client, tenant, "/pipeline", {"name": "p", "active": "maybe"})
     assert (["body", "active"], "Input should be a valid boolean", "bool_type") in messages(r)
+    r = await post(client, tenant, "/pipeline", {"name": "p", "pipeline_type_name": "t",
+                                                 "freshness_number": 1,
+                                                 "freshness_datepart": "fortnight"})
+    assert messages(r) == [(["body", "freshness_datepart"], "Input should be 'minute', "
+                            "'hour', 'day', 'week', 'month' or 'year'", "enum")]
     r = await post(client, tenant, "/log_cleanup", {"retention_days": 30})
     assert messages(r) == [(["body", "retention_days"],
                             "Input should be greater than or equal to 90",

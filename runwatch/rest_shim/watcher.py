@@ -85,10 +85,18 @@ PYDANTIC = (
 )
 
 
+ONE_OF = re.compile(r"\w+ must be one of: (.+)")
+
+
 def pydantic_message(message: str) -> tuple[str, str]:
     """(msg, type) of a domain message as the original's pydantic models word it."""
     if message.startswith(VALUE_ERRORS):
         return f"Value error, {message}", "value_error"
+    choices = ONE_OF.fullmatch(message)
+    if choices:  # an enum: "Input should be 'minute', 'hour' or 'day'"
+        quoted = [f"'{c}'" for c in choices.group(1).split(", ")]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        return f"Input should be {listed}", "enum"
     for pattern, wording, kind in PYDANTIC:
         match = pattern.fullmatch(message)
         if match:
