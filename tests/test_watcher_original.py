@@ -183,15 +183,25 @@ async def test_patch_pipeline_type_by_name_or_id_changes_settings_and_mutes(clie
     assert (r.status_code, r.json()) == (404, {"detail": "pipeline type not found"})
 
 
-async def test_a_muted_type_mutes_its_pipelines_timeliness(client, tenant):
+async def test_a_muted_type_mutes_its_pipelines_timeliness(client, tenant, settings):
     """The point of PATCH /pipeline_type: muting a type after creating it is seen by the
-    timeliness check (pipeline and type must both be unmuted)."""
-    from runwatch.models import PipelineType
-    await make_pipeline(client, tenant, name="p", type_name="t")
+    timeliness check (pipeline and type must both be unmuted); unmuting it brings it back."""
+    from runwatch.models import TimelinessLog
+    from runwatch.services.tasks import TaskRunner
+    pid = await make_pipeline(client, tenant, name="p", type_name="t", timeliness_number=1,
+                              timeliness_datepart="minute")
+    await start(client, tenant, pid, datetime.now(UTC) - timedelta(minutes=10))
     r = await patch(client, tenant, "/pipeline_type", {"name": "t",
                                                        "mute_timeliness_check": True})
     assert r.status_code == 200
-    assert (await PipelineType.get(name="t")).mute_timeliness_check is True
+    assert (await post(client, tenant, "/timeliness", {"lookback_minutes": 60})).status_code \
+        == 200
+    await TaskRunner(settings).run_due()
+    assert await TimelinessLog.all().count() == 0
+    await patch(client, tenant, "/pipeline_type", {"name": "t", "mute_timeliness_check": False})
+    await post(client, tenant, "/timeliness", {"lookback_minutes": 60})
+    await TaskRunner(settings).run_due()
+    assert await TimelinessLog.filter(pipeline_id=pid).count() == 1
 
 
 async def test_patch_address_type_by_name_or_id(client, tenant, other_tenant):
