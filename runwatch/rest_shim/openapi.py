@@ -436,7 +436,9 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
            (401, 403, 422), write,
            obj({"name": NAME_150, "pipeline_type_name": NAME_150, "next_watermark": WATERMARK,
                 "pipeline_metadata": ANY_OBJECT, **CHECK_SETTINGS},
-               ("name", "pipeline_type_name"), extra=True), True, description=FOUND_OR_CREATED),
+               ("name", "pipeline_type_name"), extra=True), True,
+           description="200 when found (`next_watermark` is stored when sent; the definition "
+                       "fields sent update it when they changed), 201 when created."),
         Op("GET", p("/pipeline"), "List pipelines", {200: array(ref("WatcherPipeline"))},
            (401, 403)),
         Op("PATCH", p("/pipeline"), "Change a pipeline (found by `id`, else by `name`)",
