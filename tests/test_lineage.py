@@ -158,16 +158,20 @@ async def test_fill_follows_the_stored_type_group(caller: Caller) -> None:
     assert (await AddressType.get(name="s3")).group_name == "files"
 
 
-async def test_found_address_is_unchanged(caller: Caller) -> None:
+async def test_found_address_takes_the_changed_fields(caller: Caller) -> None:
+    """Issue 11: `POST /address` is the original's upsert: a found address takes the fields
+    sent that changed, its new type (created) and `updated_at`."""
     first, created = await get_or_create_address(caller=caller, raw=item("db.s.t"))
-    assert created
+    assert created and first.updated_at is None
     again, created = await get_or_create_address(caller=caller, raw=item(
         "db.s.t", "mysql", "database", table_name="other", namespace="mysql://h",
         address_metadata={"x": 1}))
     assert not created and again.id == first.id
     stored = await Address.get(id=first.id)
-    assert (stored.table_name, stored.namespace, stored.address_metadata) == ("t", None, None)
-    assert not await AddressType.filter(name="mysql").exists()
+    assert (stored.table_name, stored.namespace, stored.address_metadata) == (
+        "other", "mysql://h", {"x": 1})
+    mysql = await AddressType.get(name="mysql")
+    assert stored.address_type_id == mysql.id and stored.updated_at is not None
     assert [a.id for a in await list_addresses(caller=caller)] == [first.id]
     assert (await get_address(caller=caller, address_id=first.id)).name == "db.s.t"
     with pytest.raises(NotFound, match="address 424242 not found"):

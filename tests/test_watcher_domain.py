@@ -48,7 +48,9 @@ from tests.watcher_wire import (
     end_execution,
     get_or_create_pipeline,
     get_or_create_type,
+    patch_address_type,
     patch_pipeline,
+    patch_type,
     start_execution,
 )
 
@@ -1182,3 +1184,45 @@ async def test_writes_need_a_writer_token(caller, tenant):
     assert changed
     writer = Caller(organisation_id=tenant.org_id, scopes=frozenset({Scope.WRITE}))
     assert (await make_pipeline(writer, name="w"))[1] is True
+
+
+# ------------------------------------------------------- PATCH /pipeline_type, /address_type
+
+
+async def test_patch_type_by_name_changes_settings_and_mutes(caller, other):
+    """Issue 11: the original's `PATCH /pipeline_type` (by `id`, or else `name`)."""
+    created, _ = await get_or_create_type(caller=caller, raw={"name": "extraction"})
+    changed = await patch_type(caller=caller, raw={
+        "name": "extraction", "freshness_number": 3, "freshness_datepart": "hour",
+        "mute_freshness_check": True})
+    stored = await PipelineType.get(id=created.id)
+    assert changed.id == created.id
+    assert (stored.freshness_number, stored.freshness_datepart, stored.mute_freshness_check,
+            stored.mute_timeliness_check) == (3, "hour", True, False)
+    assert stored.updated_at is not None
+    await patch_type(caller=caller, raw={"id": created.id, "freshness_number": None,
+                                         "freshness_datepart": None})
+    stored = await PipelineType.get(id=created.id)
+    assert (stored.freshness_number, stored.freshness_datepart) == (None, None)
+    with pytest.raises(InvalidInput) as exc:
+        await patch_type(caller=caller, raw={"id": created.id, "timeliness_number": 2})
+    assert exc.value.fields == {"timeliness_number": [BOTH_TIMELINESS]}
+    with pytest.raises(InvalidInput) as exc:
+        await patch_type(caller=caller, raw={"mute_timeliness_check": True})
+    assert exc.value.fields == {"id": ["Either 'id' or 'name' must be provided"]}
+    with pytest.raises(NotFound):
+        await patch_type(caller=other, raw={"id": created.id, "mute_timeliness_check": True})
+    assert (await PipelineType.get(id=created.id)).mute_timeliness_check is False
+
+
+async def test_patch_address_type_renames_and_regroups(caller, other):
+    from runwatch.models import AddressType
+    from tests.watcher_wire import get_or_create_address_type
+    created, _ = await get_or_create_address_type(caller=caller,
+                                                  raw={"name": "s3", "group_name": "files"})
+    await patch_address_type(caller=caller, raw={"name": "s3", "group_name": "lake"})
+    await patch_address_type(caller=caller, raw={"id": created.id, "name": "gcs"})
+    stored = await AddressType.get(id=created.id)
+    assert (stored.name, stored.group_name) == ("gcs", "lake")
+    with pytest.raises(NotFound):
+        await patch_address_type(caller=other, raw={"name": "gcs", "group_name": "x"})

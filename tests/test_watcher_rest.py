@@ -70,7 +70,7 @@ COUNTERS = {
     "total_pipeline_executions_deleted", "total_timeliness_pipeline_execution_logs_deleted",
     "total_anomaly_detection_results_deleted", "total_pipeline_execution_closure_parent_deleted",
     "total_pipeline_execution_closure_child_deleted", "total_freshness_pipeline_logs_deleted",
-}
+} | {"kept_open", "kept_latest", "kept_failure_streak", "kept_freshness_logs"}  # issue 11
 
 
 def iso(moment: datetime) -> str:
@@ -453,19 +453,19 @@ async def test_post_ignores_active_load_lineage_and_mute_flags(client, tenant):
 
 
 @pytest.mark.parametrize("body,field,msg", [
-    ({"pipeline_type_name": "t"}, "name", "field required"),
-    ({"name": "p"}, "pipeline_type_name", "field required"),
+    ({"pipeline_type_name": "t"}, "name", "Field required"),
+    ({"name": "p"}, "pipeline_type_name", "Field required"),
     ({"name": "", "pipeline_type_name": "t"}, "name", None),
     ({"name": "x" * 151, "pipeline_type_name": "t"}, "name", None),
     ({"name": 12, "pipeline_type_name": "t"}, "name", None),
     ({"name": "p", "pipeline_type_name": ["t"]}, "pipeline_type_name", None),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 24}, "freshness_number",
-     "both freshness_number and freshness_datepart must be provided together"),
+     "Value error, Both freshness_number and freshness_datepart must be provided together"),
     ({"name": "p", "pipeline_type_name": "t", "freshness_datepart": "hour"},
      "freshness_number",
-     "both freshness_number and freshness_datepart must be provided together"),
+     "Value error, Both freshness_number and freshness_datepart must be provided together"),
     ({"name": "p", "pipeline_type_name": "t", "timeliness_number": 2}, "timeliness_number",
-     "both timeliness_number and timeliness_datepart must be provided together"),
+     "Value error, Both timeliness_number and timeliness_datepart must be provided together"),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 1,
       "freshness_datepart": "fortnight"}, "freshness_datepart", None),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 0,
@@ -548,7 +548,7 @@ async def test_patch_finds_by_name_without_id(client, tenant):
 async def test_patch_needs_id_or_name(client, tenant):
     await make_pipeline(client, tenant)
     r = await patch(client, tenant, "/pipeline", {"active": False})
-    assert_422(r, "id", "either 'id' or 'name' must be provided")
+    assert_422(r, "id", "Value error, Either 'id' or 'name' must be provided")
 
 
 @pytest.mark.parametrize("body,field", [
@@ -842,10 +842,6 @@ async def test_address_get_or_create_and_bodies(client, tenant):
     assert r.status_code == 201, r.text
     assert set(r.json()) == {"id"}
     aid = r.json()["id"]
-    r = await post(client, tenant, "/address", {
-        "name": "source_db.source_schema.source_table", "address_type_name": "other",
-        "address_type_group_name": "files", "primary_key": "changed"})
-    assert (r.status_code, r.json()) == (200, {"id": aid})
     a = (await get(client, tenant, f"/address/{aid}")).json()
     assert set(a) == ADDRESS_KEYS
     types = (await get(client, tenant, "/address_type")).json()
@@ -858,8 +854,21 @@ async def test_address_get_or_create_and_bodies(client, tenant):
                  "address_metadata": {"external_dependencies": [
                      {"type": "looker_dashboard", "name": "Sales Dashboard"}]},
                  "updated_at": None}
+    # Issue 11: found by name, the upsert updates the fields that changed (a new type is
+    # created) and sets `updated_at`.
+    r = await post(client, tenant, "/address", {
+        "name": "source_db.source_schema.source_table", "address_type_name": "other",
+        "address_type_group_name": "files", "primary_key": "changed"})
+    assert (r.status_code, r.json()) == (200, {"id": aid})
+    types = (await get(client, tenant, "/address_type")).json()
+    assert [(t["name"], t["group_name"]) for t in types] == [("postgres", "database"),
+                                                             ("other", "files")]
+    b = (await get(client, tenant, f"/address/{aid}")).json()
+    assert b == {**a, "address_type_id": types[1]["id"], "primary_key": "changed",
+                 "updated_at": b["updated_at"]}
+    assert b["updated_at"] is not None
     assert a["created_at"].endswith("Z")
-    assert (await get(client, tenant, "/address")).json() == [a]
+    assert (await get(client, tenant, "/address")).json() == [b]
 
 
 async def test_address_parts_sent_win_and_other_groups_fill_nothing(client, tenant):
@@ -919,7 +928,7 @@ async def test_patch_address_errors(client, tenant):
     aid = (await post(client, tenant, "/address", {
         "name": "t", "address_type_name": "pg", "address_type_group_name": "db"})).json()["id"]
     assert_422(await patch(client, tenant, "/address", {"primary_key": "x"}), "id",
-               "either 'id' or 'name' must be provided")
+               "Value error, Either 'id' or 'name' must be provided")
     assert_422(await patch(client, tenant, "/address", {"id": aid, "database_name": 5}),
                "database_name")
     assert_404(await patch(client, tenant, "/address", {"id": aid + 1, "primary_key": "x"}),
@@ -1250,6 +1259,8 @@ async def test_log_cleanup_deletes_and_counts(client, tenant, settings):
         "total_pipeline_execution_closure_parent_deleted": 1,
         "total_pipeline_execution_closure_child_deleted": 1,
         "total_freshness_pipeline_logs_deleted": 1,
+        # issue 11: what was kept, and why (nothing old here)
+        "kept_open": 0, "kept_latest": 0, "kept_failure_streak": 0, "kept_freshness_logs": 0,
     }
     # Committed: the rows are gone, seen over REST and in the database.
     for eid in (parent, child, lonely):

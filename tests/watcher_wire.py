@@ -12,6 +12,7 @@ from runwatch.resolvers.addresses import LineageResult
 from runwatch.rest_shim.watcher import (
     address_change_of,
     address_of,
+    address_type_change_of,
     address_type_of,
     execution_end_of,
     execution_start_of,
@@ -19,6 +20,7 @@ from runwatch.rest_shim.watcher import (
     lookback_of,
     pipeline_change_of,
     pipeline_of,
+    pipeline_type_change_of,
     pipeline_type_of,
     rule_change_of,
     rule_of,
@@ -28,6 +30,14 @@ from runwatch.rest_shim.watcher import (
 
 async def get_or_create_type(*, raw: dict[str, Any], **kwargs: Any) -> tuple[PipelineType, bool]:
     return await watcher_pipelines.get_or_create_type(given=pipeline_type_of(raw), **kwargs)
+
+
+async def patch_type(*, raw: dict[str, Any], **kwargs: Any) -> PipelineType:
+    return await watcher_pipelines.patch_type(change=pipeline_type_change_of(raw), **kwargs)
+
+
+async def patch_address_type(*, raw: dict[str, Any], **kwargs: Any) -> AddressType:
+    return await addresses.patch_address_type(change=address_type_change_of(raw), **kwargs)
 
 
 async def get_or_create_pipeline(*, raw: dict[str, Any], **kwargs: Any) -> tuple[Pipeline, bool]:

@@ -3,8 +3,10 @@ them: get-or-create by name, the three-part name fill for the `database` group, 
 replacement gated by the pipeline's `load_lineage`, and a bounded, cycle-safe graph walk.
 
 Choices where the contract is silent (recorded in the project docs):
-- An address is looked up by name first; a found address is returned unchanged (no field of
-  it, nor its type, is created or updated). Only when it is created is its type got-or-created.
+- `POST /address` looks an address up by name first; a found address takes the fields sent
+  that differ from the stored ones (the type named is got or created when it is not the
+  address's own) and `updated_at`, as the original's upsert does. A lineage's addresses that
+  exist are used as they are (the original's lineage does not update them).
 - The three-part fill (`db.schema.table` -> database/schema/table names, each only when not
   sent) applies when the address's stored type has the group `database`, and only when the
   three parts are non-empty and each fits the 50-character columns; otherwise nothing is filled.
@@ -89,10 +91,20 @@ class AddressTypeInput:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AddressTypeChange:
+    """`PATCH /address_type`: the type `id`, or else the one named `name`; `group_name` (and,
+    found by `id`, `name`) change when given (None: not given)."""
+
+    id: int | None = None
+    name: str | None = None
+    group_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class AddressInput:
     """An address by name, with the type it is created with when missing (`POST /address`,
-    and each address a lineage names). The optional fields (None: not given) are set only
-    on create."""
+    and each address a lineage names). The optional fields (None: not given) are set on
+    create, and by `POST /address` on a found address when they differ."""
 
     name: str | None = None
     address_type_name: str | None = None
@@ -160,6 +172,47 @@ async def get_or_create_address_type(
         return await AddressType.get(organisation_id=caller.organisation_id, name=name), False
 
 
+async def patch_address_type(*, caller: Caller, change: AddressTypeChange) -> AddressType:
+    """`PATCH /address_type`: the row by `id`, or else by `name`; only the fields sent change.
+    The addresses of the type keep their columns (the three-part fill is done on writes of
+    an address)."""
+    require_writer(caller)
+    errors = Errors()
+    if change.id is None and change.name is None:
+        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
+    changes: dict[str, Any] = {}
+    lookup_name = None
+    if change.id is not None:
+        integer(change.id, "id", errors)
+        if change.name is not None:
+            changes["name"] = text(change.name, "name", errors, required=True)
+    else:
+        lookup_name = text(change.name, "name", errors, required=True)
+    if change.group_name is not None:
+        changes["group_name"] = text(change.group_name, "group_name", errors, required=True)
+    errors.raise_any()
+    async with in_transaction() as conn:
+        query = AddressType.filter(organisation_id=caller.organisation_id)
+        if lookup_name is None:
+            query = query.filter(id=change.id) if _storable(change.id) else None
+        else:
+            query = query.filter(name=lookup_name)
+        row = await query.select_for_update().using_db(conn).first() \
+            if query is not None else None
+        if row is None:
+            raise NotFound("address type", change.id if lookup_name is None else lookup_name)
+        if changes:
+            changes["updated_at"] = utcnow()
+            try:
+                await AddressType.filter(id=row.id).using_db(conn).update(**changes)
+            except IntegrityError:
+                raise InvalidInput.one("name", "An address type with this name already "
+                                               "exists") from None
+            for key, value in changes.items():
+                setattr(row, key, value)
+    return row
+
+
 async def list_address_types(*, caller: Caller) -> list[AddressType]:
     caller.require_scope(Scope.READ)
     return await AddressType.filter(organisation_id=caller.organisation_id).order_by("id")
@@ -214,9 +267,10 @@ async def _get_or_create_address(
     caller: Caller, values: dict[str, Any], conn: Any
 ) -> tuple[Address, bool]:
     found = await Address.filter(
-        organisation_id=caller.organisation_id, name=values["name"]).using_db(conn).first()
+        organisation_id=caller.organisation_id, name=values["name"]
+    ).select_for_update().using_db(conn).first()
     if found is not None:
-        return found, False
+        return await _update_address(caller, found, values, conn), False
     address_type, _ = await get_or_create_address_type(
         caller=caller, conn=conn, given=AddressTypeInput(
             name=values["address_type_name"], group_name=values["address_type_group_name"]))
@@ -227,11 +281,34 @@ async def _get_or_create_address(
     return created, True
 
 
+async def _update_address(
+    caller: Caller, address: Address, values: dict[str, Any], conn: Any
+) -> Address:
+    """A found address takes the fields sent that differ from the stored ones (its type: the
+    one named, got or created), and `updated_at` when anything changed."""
+    type_id = address.address_type_id  # type: ignore[attr-defined]
+    address_type = await AddressType.get(id=type_id).using_db(conn)
+    if address_type.name != values["address_type_name"]:
+        address_type, _ = await get_or_create_address_type(
+            caller=caller, conn=conn, given=AddressTypeInput(
+                name=values["address_type_name"],
+                group_name=values["address_type_group_name"]))
+    wanted = {"address_type_id": address_type.id,
+              **_columns(values, address_type.group_name)}
+    changes = {k: v for k, v in wanted.items() if getattr(address, k) != v}
+    if changes:
+        changes["updated_at"] = utcnow()
+        await Address.filter(id=address.id).using_db(conn).update(**changes)
+        for key, value in changes.items():
+            setattr(address, key, value)
+    return address
+
+
 async def get_or_create_address(
     *, caller: Caller, given: AddressInput, conn: Any = None
 ) -> tuple[Address, bool]:
-    """`POST /address`: found by name (200, unchanged) or created (201), with its type when
-    that is missing."""
+    """`POST /address`: found by name (200; the fields sent that changed are updated) or
+    created (201), with its type when that is missing."""
     require_writer(caller)
     errors = Errors()
     values = _address_input(given, errors)

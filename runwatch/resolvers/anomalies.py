@@ -4,7 +4,9 @@ successful run, and unflagging.
 A rule watches one metric of a pipeline's runs. After a successful run (a `Task` of kind
 `anomaly_detection`, see `tasks.enqueue_anomaly_detection`), each active rule compares the
 run's value with a baseline: the successful runs of the same pipeline that started in the same
-UTC hour of day within the rule's `lookback_days` before this run's start, leaving out this run,
+UTC hour of day within the rule's `lookback_days` before this run's start (a run that started
+at the same moment counts when its id is lower: loaders that stamp a whole batch with one
+start time still have a history), leaving out this run,
 the runs already flagged for that metric and null values. With at least `minimum_executions`
 points and a sample standard deviation (n - 1) above 0, the band is mean +- z * std (the lower
 bound clamped at 0); a value outside it is flagged: `anomaly_flags[metric] = true` on the run,
@@ -257,7 +259,8 @@ _BASELINE = """
 WITH base AS (
   SELECT CAST(r.{column} AS DOUBLE PRECISION) AS v FROM run r
   WHERE r.pipeline_id = ? AND r.organisation_id = ? AND r.status = ? AND r.id <> ?
-    AND r.{column} IS NOT NULL AND r.started_at >= ? AND r.started_at < ?
+    AND r.{column} IS NOT NULL AND r.started_at >= ?
+    AND (r.started_at < ? OR (r.started_at = ? AND r.id < ?))
     AND (r.hour_recorded = ? OR (r.hour_recorded IS NULL AND {hour} = ?))
     AND NOT EXISTS (SELECT 1 FROM anomaly_result a
                     WHERE a.run_id = r.id AND a.metric_field = ?)
@@ -284,7 +287,7 @@ async def _baseline(conn: BaseDBAsyncClient, run: Run, rule: AnomalyRule, hour: 
     rows = await sql.fetch(statement, [
         run.pipeline_id, run.organisation_id,  # type: ignore[attr-defined]
         RunStatus.SUCCEEDED.value, run.id,
-        started - timedelta(days=rule.lookback_days), started,
+        started - timedelta(days=rule.lookback_days), started, started, run.id,
         hour, hour, rule.metric_field], conn)
     row = rows[0]
     points = int(row["n"] or 0)

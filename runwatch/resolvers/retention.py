@@ -21,6 +21,13 @@ What is kept although old:
 - the roll-ups: `pipeline_hourly_stats` rows and the pipeline's roll-up columns are never
   touched (telemetry reads them, not run history).
 
+The answer says what was kept and why, beside the contract's six counters: `kept_open`,
+`kept_latest`, `kept_failure_streak`, `kept_freshness_logs` (old rows left after the
+cleanup). An open run is never deleted, but it does not stay open: the reaper times it out at
+its deadline (start + maximum runtime), with that deadline as its `finished_at`, so an open
+execution started long before the cutoff is timed out by the next reaper pass and deleted by
+the next cleanup (unless it is its pipeline's latest run).
+
 Children of a deleted run that are kept (too recent, or kept for a reason above) lose their
 parent (`parent_id` set to null first: the foreign key would otherwise cascade to them).
 
@@ -37,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +74,21 @@ FAILED = tuple(s.value for s in FAILED_STATUSES)
 
 
 @dataclass
+class KeptCounts:
+    """What a cleanup kept although it is older than the retention, and why (runwatch's
+    counters beside the contract's six)."""
+
+    kept_open: int = 0  # still pending or running (the reaper times it out at its deadline)
+    kept_latest: int = 0  # the latest run of its pipeline
+    kept_failure_streak: int = 0  # in its pipeline's current failure streak (telemetry)
+    kept_freshness_logs: int = 0  # marks a pipeline's current stale timestamp
+
+    def add(self, other: KeptCounts) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
 class CleanupCounts:
     total_pipeline_executions_deleted: int = 0
     total_timeliness_pipeline_execution_logs_deleted: int = 0
@@ -74,13 +96,22 @@ class CleanupCounts:
     total_pipeline_execution_closure_parent_deleted: int = 0
     total_pipeline_execution_closure_child_deleted: int = 0
     total_freshness_pipeline_logs_deleted: int = 0
+    kept: KeptCounts = field(default_factory=KeptCounts)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The contract's six counters."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kept"}
+
+    def answer(self) -> dict[str, int]:
+        """The six counters, then what was kept and why (`kept_*`)."""
+        return {**self.as_dict(), **asdict(self.kept)}
 
     def add(self, other: CleanupCounts) -> None:
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            if f.name == "kept":
+                self.kept.add(other.kept)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def _check(retention_days: Any, batch_size: Any, errors: Errors) -> None:
@@ -147,6 +178,25 @@ WHERE r.organisation_id = ? AND r.id > ? AND r.status IN ({terminal})
   )
 ORDER BY r.id
 LIMIT ?
+"""
+
+# What stays of the old history once the batches are done, and why: open runs (by start),
+# the latest run of each pipeline, the rest of the old terminal runs (a failure streak's, or
+# skipped by a concurrent cleanup), and the old freshness logs.
+_KEPT = """
+SELECT
+  (SELECT COUNT(*) FROM run r WHERE r.organisation_id = ? AND r.status NOT IN ({terminal})
+     AND COALESCE(r.started_at, r.created_at) < ?) AS kept_open,
+  (SELECT COUNT(*) FROM run r WHERE r.organisation_id = ? AND r.status IN ({terminal})
+     AND COALESCE(r.finished_at, r.started_at, r.created_at) < ?
+     AND r.id = (SELECT MAX(l.id) FROM run l WHERE l.pipeline_id = r.pipeline_id))
+     AS kept_latest,
+  (SELECT COUNT(*) FROM run r WHERE r.organisation_id = ? AND r.status IN ({terminal})
+     AND COALESCE(r.finished_at, r.started_at, r.created_at) < ?
+     AND r.id < (SELECT MAX(l.id) FROM run l WHERE l.pipeline_id = r.pipeline_id))
+     AS kept_failure_streak,
+  (SELECT COUNT(*) FROM freshness_log f WHERE f.organisation_id = ? AND f.last_dml_at < ?)
+     AS kept_freshness_logs
 """
 
 # A batch of old freshness logs; the one that still marks a pipeline's current stale
@@ -250,7 +300,7 @@ async def clean_up(
 ) -> CleanupCounts:
     """Delete the organisation's data older than `retention_days` (see the module's
     docstring for what is deleted and what is kept), `batch_size` rows per committed
-    transaction; returns the contract's six counters.
+    transaction; returns the contract's six counters and what was kept (`kept`).
 
     There is no closure table: `total_pipeline_execution_closure_parent_deleted` counts the
     deleted runs that were parents of other runs, `total_pipeline_execution_closure_child_
@@ -277,6 +327,10 @@ async def clean_up(
         counts.total_freshness_pipeline_logs_deleted += deleted
         if deleted < limit:
             break
+    [kept] = await sql.fetch(_KEPT.format(terminal=sql.placeholders(len(TERMINAL))), [
+        organisation_id, *TERMINAL, cutoff, organisation_id, *TERMINAL, cutoff,
+        organisation_id, *TERMINAL, cutoff, organisation_id, cutoff])
+    counts.kept = KeptCounts(**{f.name: int(kept[f.name]) for f in fields(KeptCounts)})
     return counts
 
 

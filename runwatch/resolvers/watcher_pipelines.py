@@ -166,6 +166,18 @@ class PipelineChange(CheckConfig):
     active: bool | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class PipelineTypeChange(CheckConfig):
+    """`PATCH /pipeline_type`: the type `id`, or else the one named `name`; only the fields
+    given change (`UNSET`: left as it is; None clears a check's settings). The mute flags
+    change only when not None."""
+
+    id: int | None = None
+    name: str | Any | None = UNSET
+    mute_freshness_check: bool | None = None
+    mute_timeliness_check: bool | None = None
+
+
 def check_config(given: CheckConfig, errors: Errors) -> dict[str, Any]:
     """`freshness_number` / `freshness_datepart` (and timeliness): both or neither."""
     values: dict[str, Any] = {}
@@ -233,6 +245,48 @@ async def get_type(*, caller: Caller, type_id: int) -> PipelineType:
 async def list_types(*, caller: Caller) -> list[PipelineType]:
     caller.require_scope(Scope.READ)
     return await PipelineType.filter(organisation_id=caller.organisation_id).order_by("id")
+
+
+async def patch_type(*, caller: Caller, change: PipelineTypeChange) -> PipelineType:
+    """`PATCH /pipeline_type`: the row by `id`, or else by `name`; its check settings, mute
+    flags (and, found by `id`, its name) as sent."""
+    require_writer(caller)
+    errors = Errors()
+    type_id, name = change.id, _or_none(change.name)
+    if type_id is None and name is None:
+        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
+    changes: dict[str, Any] = {}
+    lookup_name = None
+    if type_id is not None:
+        if isinstance(type_id, bool) or not isinstance(type_id, int):
+            errors.add("id", "id must be an integer")
+        if change.name is not UNSET:
+            changes["name"] = text(name, "name", errors, required=True)
+    else:
+        lookup_name = text(name, "name", errors, required=True)
+    changes.update(check_config(change, errors))
+    for key in ("mute_freshness_check", "mute_timeliness_check"):
+        if getattr(change, key) is not None:
+            changes[key] = boolean(getattr(change, key), key, errors)
+    errors.raise_any()
+    async with in_transaction() as conn:
+        query = PipelineType.filter(organisation_id=caller.organisation_id)
+        query = query.filter(id=type_id) if type_id is not None else query.filter(
+            name=lookup_name)
+        row = await query.select_for_update().using_db(conn).first() if (
+            type_id is None or storable_id(type_id)) else None
+        if row is None:
+            raise NotFound("pipeline type", type_id or name)
+        if changes:
+            changes["updated_at"] = utcnow()
+            try:
+                await PipelineType.filter(id=row.id).using_db(conn).update(**changes)
+            except IntegrityError:
+                raise InvalidInput.one("name", "A pipeline type with this name already "
+                                               "exists") from None
+            for key, value in changes.items():
+                setattr(row, key, value)
+    return row
 
 
 async def get_or_create_pipeline(

@@ -436,7 +436,9 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
            (401, 403, 422), write,
            obj({"name": NAME_150, "pipeline_type_name": NAME_150, "next_watermark": WATERMARK,
                 "pipeline_metadata": ANY_OBJECT, **CHECK_SETTINGS},
-               ("name", "pipeline_type_name"), extra=True), True, description=FOUND_OR_CREATED),
+               ("name", "pipeline_type_name"), extra=True), True,
+           description="200 when found (`next_watermark` is stored when sent; the definition "
+                       "fields sent update it when they changed), 201 when created."),
         Op("GET", p("/pipeline"), "List pipelines", {200: array(ref("WatcherPipeline"))},
            (401, 403)),
         Op("PATCH", p("/pipeline"), "Change a pipeline (found by `id`, else by `name`)",
@@ -451,6 +453,11 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
            {200: ref("Id"), 201: ref("Id")}, (401, 403, 422), write,
            obj({"name": NAME_150, **CHECK_SETTINGS, **MUTES}, ("name",), extra=True), True,
            description=FOUND_OR_CREATED),
+        Op("PATCH", p("/pipeline_type"), "Change a pipeline type (found by `id`, else by "
+           "`name`): its check settings and mute flags",
+           {200: ref("PipelineType")}, (401, 403, 404, 422), write,
+           obj({"id": WATCHER_ID, "name": NAME_150, **CHECK_SETTINGS, **MUTES}, (),
+               extra=True), True),
         Op("GET", p("/pipeline_type"), "List pipeline types",
            {200: array(ref("PipelineType"))}, (401, 403)),
         Op("GET", p("/pipeline_type/{pipeline_type_id}"), "A pipeline type",
@@ -471,12 +478,13 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
         Op("GET", p("/pipeline_execution/{pipeline_execution_id}"),
            "An execution with its children at any depth", {200: ref("Execution")},
            (401, 403, 404, 422)),
-        Op("POST", p("/address"), "Get or create an address",
+        Op("POST", p("/address"), "Get or create an address (an upsert)",
            {200: ref("Id"), 201: ref("Id")}, (401, 403, 422), write,
            obj({"name": NAME_150, "address_type_name": NAME_150,
                 "address_type_group_name": NAME_150, **ADDRESS_COLUMNS},
                ("name", "address_type_name", "address_type_group_name"), extra=True), True,
-           description=FOUND_OR_CREATED),
+           description="200 when found (the fields sent that changed are updated, a new "
+                       "type is created, `updated_at` is set), 201 when created."),
         Op("GET", p("/address"), "List addresses", {200: array(ref("Address"))}, (401, 403)),
         Op("PATCH", p("/address"), "Change an address (found by `id`, else by `name`)",
            {200: ref("Address")}, (401, 403, 404, 422), write,
@@ -488,6 +496,10 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
            {200: ref("Id"), 201: ref("Id")}, (401, 403, 422), write,
            obj({"name": NAME_150, "group_name": NAME_150}, ("name", "group_name"),
                extra=True), True, description=FOUND_OR_CREATED),
+        Op("PATCH", p("/address_type"), "Change an address type (found by `id`, else by "
+           "`name`)", {200: ref("AddressType")}, (401, 403, 404, 422), write,
+           obj({"id": WATCHER_ID, "name": NAME_150, "group_name": NAME_150}, (), extra=True),
+           True),
         Op("GET", p("/address_type"), "List address types",
            {200: array(ref("AddressType"))}, (401, 403)),
         Op("GET", p("/address_type/{address_type_id}"), "An address type",
@@ -548,7 +560,9 @@ WATCHER_SCHEMAS: dict[str, Schema] = {
         "total_anomaly_detection_results_deleted",
         "total_pipeline_execution_closure_parent_deleted",
         "total_pipeline_execution_closure_child_deleted",
-        "total_freshness_pipeline_logs_deleted")}),
+        "total_freshness_pipeline_logs_deleted",
+        # runwatch's: old rows kept, and why
+        "kept_open", "kept_latest", "kept_failure_streak", "kept_freshness_logs")}),
 }
 
 HEALTH = Op("GET", "/health", "Liveness and version",
@@ -631,6 +645,8 @@ EXAMPLES: dict[tuple[str, str], Any] = {
                            "address_type_group_name": "database"},
     ("PATCH", "/address"): {"id": 1, "primary_key": "order_id"},
     ("POST", "/address_type"): {"name": "postgres", "group_name": "database"},
+    ("PATCH", "/address_type"): {"name": "postgres", "group_name": "database"},
+    ("PATCH", "/pipeline_type"): {"name": "extraction", "mute_timeliness_check": True},
     ("POST", "/address_lineage"): {
         "pipeline_id": 3,
         "source_addresses": [{"name": "app.public.orders", "address_type_name": "postgres",

@@ -18,6 +18,7 @@ Wire names -> runwatch: an execution is a `Run` (`total_rows` -> `rows_total`, `
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,39 @@ class Unprocessable(Exception):
         self.detail = [{"loc": loc, "msg": msg, "type": kind}]
 
 
+# The domain's messages in pydantic's wording (the original validates with pydantic models and
+# clients match on its messages): a model validator's `ValueError` is "Value error, <text>";
+# the field checks runwatch shares with it have pydantic's own messages and types. Any other
+# message is runwatch's own, sent as written (its case kept).
+VALUE_ERRORS = ("Either 'id' or 'name' must be provided", "Both ")
+PYDANTIC = (
+    (re.compile(r"field required"), "Field required", "missing"),
+    (re.compile(r"\w+ must be an integer"), "Input should be a valid integer", "int_type"),
+    (re.compile(r"\w+ must be a boolean"), "Input should be a valid boolean", "bool_type"),
+    (re.compile(r"\w+ must be greater than or equal to (\d+)"),
+     "Input should be greater than or equal to {0}", "greater_than_equal"),
+)
+
+
+ONE_OF = re.compile(r"\w+ must be one of: (.+)")
+
+
+def pydantic_message(message: str) -> tuple[str, str]:
+    """(msg, type) of a domain message as the original's pydantic models word it."""
+    if message.startswith(VALUE_ERRORS):
+        return f"Value error, {message}", "value_error"
+    choices = ONE_OF.fullmatch(message)
+    if choices:  # an enum: "Input should be 'minute', 'hour' or 'day'"
+        quoted = [f"'{c}'" for c in choices.group(1).split(", ")]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        return f"Input should be {listed}", "enum"
+    for pattern, wording, kind in PYDANTIC:
+        match = pattern.fullmatch(message)
+        if match:
+            return wording.format(*match.groups()), kind
+    return message, "value_error"
+
+
 def normalise(value: Any, key: str | None = None) -> Any:
     """Trim and lower-case a top-level string (and the strings of a top-level list)."""
     if key in KEEP_CASE:
@@ -81,15 +115,14 @@ def normalise(value: Any, key: str | None = None) -> Any:
 async def body_of(request: Request, *, required: bool = True) -> dict[str, Any]:
     try:
         body = await json_object(request)
-    except UnreadableBody as exc:
+    except UnreadableBody as exc:  # FastAPI's own answers (NaN, Infinity, deep nesting too)
         if exc.not_json:
-            raise Unprocessable(["body", 0], f"json decode error: {exc.reason}",
-                                "json_invalid") from None
-        raise Unprocessable(["body"], "input should be a valid dictionary", "dict_type") \
-            from None
+            raise Unprocessable(["body", 0], "JSON decode error", "json_invalid") from None
+        raise Unprocessable(["body"], "Input should be a valid dictionary or object to extract "
+                            "fields from", "model_attributes_type") from None
     if body is None:
         if required:
-            raise Unprocessable(["body"], "field required", "missing")
+            raise Unprocessable(["body"], "Field required", "missing")
         return {}
     return {key: normalise(value, key) for key, value in body.items()}
 
@@ -100,7 +133,8 @@ def path_int(request: Request, name: str) -> int:
     raw = request.path_params[name]
     digits = raw.removeprefix("-")  # one sign at most: `--5` is not an integer
     if not (digits.isascii() and digits.isdigit()):
-        raise Unprocessable(["path", name], "input should be a valid integer", "int_parsing")
+        raise Unprocessable(["path", name], "Input should be a valid integer, unable to parse "
+                           "string as an integer", "int_parsing")
     kind = name.removesuffix("_id").replace("_", " ")
     significant = digits.lstrip("0") or "0"  # `007` is 7, as FastAPI reads it
     if raw.startswith("-") and significant != "0":
@@ -125,9 +159,9 @@ def translate_errors(handler: Handler) -> Handler:
         except InvalidInput as exc:
             return JSONResponse({"detail": [
                 {"loc": ["body", *(int(p) if p.isdigit() else p for p in name.split("."))],
-                 "msg": message.lower(),
-                 "type": "value_error"}
+                 "msg": msg, "type": kind}
                 for name, messages in exc.fields.items() for message in messages
+                for msg, kind in [pydantic_message(message)]
             ]}, status_code=422)
         except NotFound as exc:
             return detail(404, f"{exc.kind} not found")
@@ -201,6 +235,11 @@ def pipeline_type_of(body: dict[str, Any]) -> pipelines.PipelineTypeInput:
     return pipelines.PipelineTypeInput(**_known(body, pipelines.PipelineTypeInput))
 
 
+def pipeline_type_change_of(body: dict[str, Any]) -> pipelines.PipelineTypeChange:
+    """`PATCH /pipeline_type`: a field not sent stays `UNSET` (unchanged)."""
+    return pipelines.PipelineTypeChange(**_known(body, pipelines.PipelineTypeChange))
+
+
 def pipeline_of(body: dict[str, Any]) -> pipelines.PipelineDefinition:
     """`POST /pipeline`: a field not sent stays `UNSET` (a found pipeline keeps it)."""
     return pipelines.PipelineDefinition(**_known(body, pipelines.PipelineDefinition))
@@ -213,6 +252,10 @@ def pipeline_change_of(body: dict[str, Any]) -> pipelines.PipelineChange:
 
 def address_type_of(body: dict[str, Any]) -> addresses.AddressTypeInput:
     return addresses.AddressTypeInput(**_known(body, addresses.AddressTypeInput))
+
+
+def address_type_change_of(body: dict[str, Any]) -> addresses.AddressTypeChange:
+    return addresses.AddressTypeChange(**_known(body, addresses.AddressTypeChange))
 
 
 def address_of(body: dict[str, Any]) -> addresses.AddressInput:
@@ -398,6 +441,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller, given=pipeline_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
 
+    @ops("PATCH", prefix + "/pipeline_type")
+    async def patch_type(request: Request) -> Response:
+        caller = writer(request)
+        t = await pipelines.patch_type(
+            caller=caller, change=pipeline_type_change_of(await body_of(request)))
+        return JSONResponse(type_json(t))
+
     @ops("GET", prefix + "/pipeline_type")
     async def list_types(request: Request) -> Response:
         return JSONResponse([type_json(t) for t in
@@ -466,6 +516,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
         found = await addresses.get_or_create_address_type(
             caller=caller, given=address_type_of(await body_of(request)))
         return created(found, {"id": found[0].id})
+
+    @ops("PATCH", prefix + "/address_type")
+    async def patch_address_type(request: Request) -> Response:
+        caller = writer(request)
+        t = await addresses.patch_address_type(
+            caller=caller, change=address_type_change_of(await body_of(request)))
+        return JSONResponse(address_type_json(t))
 
     @ops("GET", prefix + "/address_type")
     async def list_address_types(request: Request) -> Response:
@@ -544,7 +601,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         days, batch = retention.parse_cleanup(await body_of(request))
         counts = await retention.request_cleanup(caller=caller, retention_days=days,
                                                  batch_size=batch)
-        return JSONResponse(counts.as_dict())
+        return JSONResponse(counts.answer())
 
     @ops("POST", prefix + "/celery/monitor-queue")
     async def monitor(request: Request) -> Response:

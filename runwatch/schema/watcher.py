@@ -9,7 +9,7 @@ import strawberry
 from runwatch.schema.alerts import AlertMutation, AlertQuery
 from runwatch.schema.checks import CheckMutation, CheckQuery
 from runwatch.schema.lineage import LineageQuery
-from runwatch.schema.pipeline_types import PipelineTypeQuery
+from runwatch.schema.pipeline_types import PipelineTypeMutation, PipelineTypeQuery
 
 
 @strawberry.type
@@ -18,5 +18,5 @@ class WatcherQuery(PipelineTypeQuery, LineageQuery, CheckQuery, AlertQuery):
 
 
 @strawberry.type
-class WatcherMutation(CheckMutation, AlertMutation):
+class WatcherMutation(CheckMutation, AlertMutation, PipelineTypeMutation):
     pass
