@@ -10,7 +10,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from runwatch.models import Gateway, ServiceToken
+from runwatch.models import Gateway, Organisation, ServiceToken
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
@@ -113,6 +113,12 @@ async def current_gateway(*, caller: Caller) -> Gateway:
     if row is None:
         raise NotFound("gateway", caller.gateway_id)
     return row
+
+
+async def organisation_of(*, caller: Caller) -> Organisation:
+    """The calling gateway's organisation (the manifest's `organization`)."""
+    caller.require_scope(Scope.GATEWAY)
+    return await Organisation.get(id=caller.organisation_id)
 
 
 def _labels(value: Any) -> dict[str, Any] | list[str]:

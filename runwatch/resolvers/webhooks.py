@@ -67,13 +67,25 @@ def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
         "environment": run.environment,
         "status": RunStatus(run.status).value,
         "errorSummary": run.error,
-        "startedAt": iso(run.started_at),
+        # a run cancelled before any claim started when it was created (eltPulse's rule)
+        "startedAt": iso(run.started_at or run.created_at),
         "finishedAt": iso(run.finished_at),
     }
     summary = summary_of(run)
     if summary:
         body["telemetrySummary"] = summary
     return body
+
+
+async def delivery_status_of(run_ids: list[int]) -> dict[int, str]:
+    """The status of each run's latest webhook delivery (`pending`, `delivered`, `failed`);
+    runs without one are left out. One query."""
+    if not run_ids:
+        return {}
+    rows = await WebhookDelivery.filter(
+        run_id__in=run_ids, endpoint_id__isnull=False
+    ).order_by("id").values_list("run_id", "status")
+    return {run_id: DeliveryStatus(status).value for run_id, status in rows}
 
 
 async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name: str) -> bool:
