@@ -745,7 +745,7 @@ async def test_sender_refuses_private_targets_at_send_time(caller, tenant, recei
 
 @pytest.mark.parametrize("url", [
     "ftp://example.com/hook", "https://user:secret@example.com/hook", "file:///etc/passwd",
-    "not a url", "",
+    "not a url",  # "" clears (eltPulse's settings page), tested in test_elt_rest.py
 ])
 async def test_rest_put_refuses_bad_urls(client, tenant, url):
     r = await client.put("/api/elt/runs/webhook", json={"url": url},

@@ -218,6 +218,32 @@ async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEnd
     ).first()
 
 
+SETTINGS_PIPELINES_MAX = 1000
+
+
+async def settings_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
+    """A pipeline, for its webhook settings (readable with `read` or `write`)."""
+    if not caller.has(Scope.WRITE):
+        caller.require_scope(Scope.READ)
+    pipeline = await _pipeline_of(caller, pipeline_id)
+    assert pipeline is not None
+    return pipeline
+
+
+async def pipeline_urls(*, caller: Caller) -> list[tuple[Pipeline, str | None]]:
+    """The organisation's ELT pipelines (oldest first, at most SETTINGS_PIPELINES_MAX), each
+    with its own endpoint's URL (None without one): eltPulse's webhook settings page. Two
+    queries."""
+    if not caller.has(Scope.WRITE):
+        caller.require_scope(Scope.READ)
+    rows = await Pipeline.filter(organisation_id=caller.organisation_id, kind="elt").order_by(
+        "id").limit(SETTINGS_PIPELINES_MAX)
+    urls = dict(await WebhookEndpoint.filter(
+        organisation_id=caller.organisation_id, pipeline_id__in=[p.id for p in rows]
+    ).values_list("pipeline_id", "url")) if rows else {}
+    return [(p, urls.get(p.id)) for p in rows]
+
+
 async def list_endpoints(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[WebhookEndpoint]:

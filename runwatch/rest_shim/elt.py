@@ -36,6 +36,7 @@ from runwatch.models import (
 )
 from runwatch.naming import camel_field
 from runwatch.resolvers import elt_runs, gateways, pipelines, run_series, runs, webhooks
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.elt_runs import RunFinished
 from runwatch.resolvers.errors import (
@@ -330,11 +331,13 @@ def pipeline_json(p: Pipeline) -> dict[str, Any]:
     }
 
 
-def webhook_json(e: WebhookEndpoint | None) -> dict[str, Any] | None:
+def webhook_json(e: WebhookEndpoint | None, *, with_secret: bool = True) -> dict[str, Any] | None:
+    """An endpoint; its signing secret only for callers that may set it (`write`)."""
     if e is None:
         return None
     return {
-        "id": str(e.id), "url": e.url, "secret": e.secret, "eventTypes": e.event_types,
+        "id": str(e.id), "url": e.url, "secret": e.secret if with_secret else None,
+        "eventTypes": e.event_types,
         "enabled": e.enabled, "pipelineId": _id(e.pipeline_id),  # type: ignore[attr-defined]
         "createdAt": iso(e.created_at), "updatedAt": iso(e.updated_at),
     }
@@ -453,33 +456,48 @@ def routes(settings: Settings) -> list[BaseRoute]:
     # ---- webhook settings
 
     def webhook_routes(path: str, pipeline_of: Callable[[Request], int | None]) -> None:
+        async def answer(caller: Caller, endpoint: WebhookEndpoint | None,
+                         pipeline_id: int | None) -> dict[str, Any]:
+            """The endpoint (`webhook`, its secret for `write` only) and what eltPulse's
+            settings page reads: `globalUrl` and the pipelines' URLs, or one pipeline's."""
+            webhook = webhook_json(endpoint, with_secret=caller.has(Scope.WRITE))
+            url = endpoint.url if endpoint else None
+            if pipeline_id is None:
+                listed = await webhooks.pipeline_urls(caller=caller)
+                return {"globalUrl": url, "url": url, "pipelines": [
+                    {"id": str(p.id), "name": p.name, "webhookUrl": hook}
+                    for p, hook in listed], "webhook": webhook}
+            pipeline = await webhooks.settings_pipeline(caller=caller, pipeline_id=pipeline_id)
+            return {"pipelineId": str(pipeline.id), "name": pipeline.name, "url": url,
+                    "webhook": webhook}
+
         async def read(request: Request) -> Response:
             caller = caller_of(request)
-            endpoint = await webhooks.endpoint_for(caller=caller,
-                                                   pipeline_id=pipeline_of(request))
-            return JSONResponse({"webhook": webhook_json(endpoint)})
+            pipeline_id = pipeline_of(request)
+            endpoint = await webhooks.endpoint_for(caller=caller, pipeline_id=pipeline_id)
+            return JSONResponse(await answer(caller, endpoint, pipeline_id))
 
         async def put(request: Request) -> Response:
             caller = caller_of(request)
+            pipeline_id = pipeline_of(request)
             body = await json_body(request)
             unknown = {k: ["Unknown field."] for k in body
                        if k not in {"url", "eventTypes", "enabled"}}
             if unknown:
                 raise BadRequest(unknown)
-            if "url" not in body:
-                raise BadRequest({"url": ["This field is required (null removes the webhook)."]})
-            if body["url"] is None:
-                await webhooks.remove_endpoint_for(caller=caller,
-                                                   pipeline_id=pipeline_of(request))
-                return JSONResponse({"webhook": None})
             enabled = body.get("enabled")
             if enabled is not None and not isinstance(enabled, bool):
                 raise BadRequest({"enabled": ["Must be true or false."]})
+            # eltPulse's page clears a URL with `{"url": ""}` (or `{}`): like null, removes it
+            url = body.get("url")
+            if url is None or (isinstance(url, str) and not url.strip()):
+                await webhooks.remove_endpoint_for(caller=caller, pipeline_id=pipeline_id)
+                return JSONResponse(await answer(caller, None, pipeline_id))
             endpoint = await webhooks.set_endpoint(
-                caller=caller, pipeline_id=pipeline_of(request), url=body["url"],
+                caller=caller, pipeline_id=pipeline_id, url=url,
                 event_types=body.get("eventTypes"), enabled=enabled,
                 allow_private=allow_private)
-            return JSONResponse({"webhook": webhook_json(endpoint)})
+            return JSONResponse(await answer(caller, endpoint, pipeline_id))
 
         ops("GET", path)(read)
         ops("PUT", path)(put)

@@ -216,7 +216,7 @@ SCHEMAS: dict[str, Schema] = {
         "enabled": BOOL, "updatedAt": TIME,
     }),
     "Webhook": obj({
-        "id": ID_TEXT, "url": STR, "secret": STR,
+        "id": ID_TEXT, "url": STR, "secret": STR_OR_NULL,
         "eventTypes": array({"type": "string", "enum": list(EVENT_TYPES)}),
         "enabled": BOOL, "pipelineId": ID_TEXT_OR_NULL, "createdAt": TIME, "updatedAt": TIME,
     }),
@@ -305,10 +305,10 @@ RUN_CHANGE = obj({
     "telemetrySamples": array(SAMPLE_INPUT, maxItems=2000),
 }, ())
 WEBHOOK_INPUT = obj({
-    "url": nullable({"type": "string", "format": "uri"}),
+    "url": nullable({"anyOf": [{"type": "string", "format": "uri"}, {"const": ""}]}),
     "eventTypes": array({"type": "string", "enum": list(EVENT_TYPES)}, minItems=1),
     "enabled": BOOL,
-}, ("url",))
+}, ())
 ELT_PIPELINE_INPUT: dict[str, Schema] = {
     "name": NAME_200, "description": nullable({"type": "string", "maxLength": 4000}),
     "maxRuntimeSeconds": nullable({"type": "integer", "minimum": 60, "maximum": INT32_MAX}),
@@ -384,6 +384,14 @@ def envelope(name: str, schema: Schema, **more: Schema) -> Schema:
     return obj({name: schema, **more})
 
 
+# eltPulse's webhook settings page reads `globalUrl` (or `url`) and the pipelines' URLs.
+DEFAULT_WEBHOOK = obj({
+    "globalUrl": STR_OR_NULL, "url": STR_OR_NULL,
+    "pipelines": array(obj({"id": ID_TEXT, "name": STR, "webhookUrl": STR_OR_NULL})),
+    "webhook": nullable(ref("Webhook"))})
+PIPELINE_WEBHOOK = obj({"pipelineId": ID_TEXT, "name": STR, "url": STR_OR_NULL,
+                        "webhook": nullable(ref("Webhook"))})
+
 ELT_OPS = (
     Op("GET", RUNS, "List runs, newest first", {200: envelope("runs", array(ref("Run")))},
        (400, 401, 403),
@@ -407,9 +415,10 @@ ELT_OPS = (
        {200: envelope("run", ref("Run"))}, (400, 401, 403, 404, 409), "write", RUN_CHANGE,
        description="The answer leaves out `logEntries` and `telemetry.samples`."),
     Op("GET", RUNS + "/webhook", "The organisation's default webhook endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (401, 403), "write"),
-    Op("PUT", RUNS + "/webhook", "Set (or with `url: null` remove) the default endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (400, 401, 403), "write",
+       {200: DEFAULT_WEBHOOK}, (401, 403), "viewer",
+       description="`secret` is null unless the token has `write`."),
+    Op("PUT", RUNS + "/webhook", "Set (or with `url` null, empty or absent remove) the "
+       "default endpoint", {200: DEFAULT_WEBHOOK}, (400, 401, 403), "write",
        WEBHOOK_INPUT, True),
     Op("GET", PIPELINES, "List pipelines",
        {200: envelope("pipelines", array(ref("EltPipeline")))}, (400, 401, 403),
@@ -423,9 +432,10 @@ ELT_OPS = (
        {200: envelope("pipeline", ref("EltPipeline"))}, (400, 401, 403, 404, 409), "write",
        obj(ELT_PIPELINE_INPUT, ())),
     Op("GET", PIPELINES + "/{id}/webhook", "A pipeline's own webhook endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (401, 403, 404), "write"),
+       {200: PIPELINE_WEBHOOK}, (401, 403, 404), "viewer",
+       description="`secret` is null unless the token has `write`."),
     Op("PUT", PIPELINES + "/{id}/webhook", "Set (or remove) a pipeline's endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (400, 401, 403, 404), "write",
+       {200: PIPELINE_WEBHOOK}, (400, 401, 403, 404), "write",
        WEBHOOK_INPUT, True),
     Op("GET", AGENT + "/runs", "Runs this gateway may take, oldest first",
        {200: envelope("runs", array(ref("Run")))}, (400, 401, 403), "gateway",
@@ -622,7 +632,7 @@ TAGS = {
 SCOPES_HELP = {
     "read": "a token with `read`", "write": "a token with `write`",
     "report": "a token with `report`", "writer": "a token with `report` or `write`",
-    "gateway": "a gateway's token",
+    "viewer": "a token with `read` or `write`", "gateway": "a gateway's token",
 }
 
 # ------------------------------------------------------------------------- request examples
