@@ -60,6 +60,7 @@ def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
     telemetry summary when it reported any."""
     body: dict[str, Any] = {
         "event": event,
+        "source": "eltpulse",  # eltPulse's reference marks its run events so
         "runId": str(run.id),
         "correlationId": run.correlation_id,
         "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
