@@ -424,3 +424,85 @@ def test_the_public_url_setting():
     assert Settings.from_env({}).public_url == ""
     with pytest.raises(ValueError, match="RUNWATCH_PUBLIC_URL"):
         Settings.from_env({"RUNWATCH_PUBLIC_URL": "rw.example.com"})
+
+
+# ----------------------------------------------------------------------------------------------
+# connection secrets
+
+
+SET_SECRETS = """mutation($input: SetConnectionSecretsInput!) { setConnectionSecrets(input: $input) {
+    __typename ... on ConnectionSecretsSuccess { secrets { name set updatedAt } }
+    ... on InvalidInputError { message } ... on NotFoundError { message } } }"""
+
+
+async def set_secrets(client, tenant, cid: int, secrets: dict[str, Any]) -> dict[str, Any]:
+    r = await client.post("/graphql", headers=tenant.headers("read,write,report"), json={
+        "query": SET_SECRETS, "variables": {"input": {"connectionId": str(cid),
+                                                      "secrets": secrets}}})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["setConnectionSecrets"]
+
+
+@pytest.fixture
+def keys() -> tuple[str, ...]:
+    from cryptography.fernet import Fernet
+    return (Fernet.generate_key().decode(), Fernet.generate_key().decode())
+
+
+async def test_the_gateway_receives_connection_secrets(settings, tenant, other_tenant, cid,
+                                                       gateway, keys):
+    from runwatch.models import ConnectionSecret, SecretRead
+
+    async with app_client(settings, secrets_keys=keys[:1]) as c:
+        done = await set_secrets(c, tenant, cid, {"SNOWFLAKE_PASSWORD": "s3cret-value",
+                                                  "GITHUB_TOKEN": "ghp_abc"})
+        assert [s["name"] for s in done["secrets"]] == ["GITHUB_TOKEN", "SNOWFLAKE_PASSWORD"]
+        assert all(s["set"] for s in done["secrets"])
+        # at rest: encrypted
+        rows = await ConnectionSecret.all()
+        assert all("s3cret" not in r.ciphertext and "ghp_" not in r.ciphertext for r in rows)
+        # reads by people never carry a value
+        r = await c.post("/graphql", headers=tenant.headers("read"), json={"query": (
+            f'{{ connectionSecrets(connectionId: "{cid}") {{ name set }} connection(id: '
+            f'"{cid}") {{ settings }} }}')})
+        assert "s3cret" not in r.text and "ghp_abc" not in r.text
+        assert r.json()["data"]["connectionSecrets"] == [
+            {"name": "GITHUB_TOKEN", "set": True}, {"name": "SNOWFLAKE_PASSWORD", "set": True}]
+        # the gateway's read (fetchConnectionEnv), with the key rotated: a new first key
+        # writes, the old one still reads
+    async with app_client(settings, secrets_keys=(keys[1], keys[0])) as c:
+        data = await ok(await c.get(f"{AGENT}/connections", headers=gateway.headers()))
+        [conn] = data["connections"]
+        assert conn["secrets"] == {"SNOWFLAKE_PASSWORD": "s3cret-value",
+                                   "GITHUB_TOKEN": "ghp_abc"}
+        assert set(conn) == {"id", "name", "connectionType", "connector", "config", "secrets"}
+        assert conn["id"] == str(cid)
+        [read] = await SecretRead.all()
+        assert (read.gateway_id, read.names) == (gateway.id, ["GITHUB_TOKEN",
+                                                              "SNOWFLAKE_PASSWORD"])
+        # a person's token is refused; another organisation's gateway sees none of them
+        r = await c.get(f"{AGENT}/connections", headers=tenant.headers("admin"))
+        assert r.status_code == 403
+        theirs = await make_gateway(other_tenant, "theirs")
+        data = await ok(await c.get(f"{AGENT}/connections", headers=theirs.headers()))
+        assert data == {"connections": []}
+        # null removes one
+        done = await set_secrets(c, tenant, cid, {"GITHUB_TOKEN": None})
+        assert [s["name"] for s in done["secrets"]] == ["SNOWFLAKE_PASSWORD"]
+
+
+async def test_without_a_key_storing_a_secret_is_refused(client, tenant, cid):
+    done = await set_secrets(client, tenant, cid, {"API_KEY": "x"})
+    assert done["__typename"] == "InvalidInputError"
+    assert "RUNWATCH_SECRETS_KEYS" in done["message"]
+    bad = await set_secrets(client, tenant, cid, {"not a name": "x"})
+    assert bad["__typename"] == "InvalidInputError"
+
+
+def test_the_secrets_keys_setting():
+    from cryptography.fernet import Fernet
+    key = Fernet.generate_key().decode()
+    assert Settings.from_env({"RUNWATCH_SECRETS_KEYS": f" {key}, {key}"}).secrets_keys == (
+        key, key)
+    with pytest.raises(ValueError, match="RUNWATCH_SECRETS_KEYS"):
+        Settings.from_env({"RUNWATCH_SECRETS_KEYS": "nope"})

@@ -35,7 +35,15 @@ from runwatch.models import (
     WebhookEndpoint,
 )
 from runwatch.naming import camel_field
-from runwatch.resolvers import elt_runs, gateways, pipelines, run_series, runs, webhooks
+from runwatch.resolvers import (
+    elt_runs,
+    gateways,
+    pipelines,
+    run_series,
+    runs,
+    secrets,
+    webhooks,
+)
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.elt_runs import RunFinished
@@ -582,6 +590,16 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller_of(request), pipeline_id=_pipeline_id(request))
         return JSONResponse({"pipeline": {**pipeline_json(pipeline),
                                           **pipeline_definition_json(pipeline)}})
+
+    @ops("GET", AGENT + "/connections")
+    async def agent_connections(request: Request) -> Response:
+        listed = await secrets.gateway_connections(caller=caller_of(request),
+                                                   keys=settings.secrets_keys)
+        return JSONResponse({"connections": [
+            # runwatch's connections are the warehouses data is loaded into
+            {"id": str(c.id), "name": c.name, "connectionType": "destination",
+             "connector": c.warehouse_type, "config": c.settings, "secrets": values}
+            for c, values in listed]})
 
     @ops("GET", AGENT + "/manifest")
     async def manifest(request: Request) -> Response:

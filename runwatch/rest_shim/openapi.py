@@ -449,6 +449,13 @@ ELT_OPS = (
        RUN_CHANGE),
     Op("GET", AGENT + "/pipelines/{id}", "A pipeline's definition, for a gateway",
        {200: envelope("pipeline", ref("EltPipeline"))}, (401, 403, 404), "gateway"),
+    Op("GET", AGENT + "/connections", "The organisation's connections with their secrets",
+       {200: obj({"connections": array(obj({
+           "id": ID_TEXT, "name": STR, "connectionType": STR, "connector": STR,
+           "config": ANY_OBJECT,
+           "secrets": {"type": "object", "additionalProperties": STR}}))})},
+       (401, 403), "gateway",
+       description="Secret values in clear, for the gateway's jobs; every read is recorded."),
     Op("GET", AGENT + "/manifest", "What the gateway should do, and the server's time",
        {200: obj({"version": INT,
                   "billing": obj({"runsPollIntervalSeconds": INT,
