@@ -430,7 +430,8 @@ def test_the_public_url_setting():
 # connection secrets
 
 
-SET_SECRETS = """mutation($input: SetConnectionSecretsInput!) { setConnectionSecrets(input: $input) {
+SET_SECRETS = """mutation($input: SetConnectionSecretsInput!) {
+  setConnectionSecrets(input: $input) {
     __typename ... on ConnectionSecretsSuccess { secrets { name set updatedAt } }
     ... on InvalidInputError { message } ... on NotFoundError { message } } }"""
 

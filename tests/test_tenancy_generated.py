@@ -80,7 +80,8 @@ LACKING = {
 }
 # Who must succeed.
 ALLOWED = {READ: ("read",), WRITE: ("write",), REPORT: ("report",), WRITER: ("report", "write"),
-           VIEWER: ("read", "write"), ADMIN: ("admin",), GATEWAY: ("gateway",), PUBLIC: ("anonymous",)}
+           VIEWER: ("read", "write"), ADMIN: ("admin",), GATEWAY: ("gateway",),
+           PUBLIC: ("anonymous",)}
 
 
 # ----------------------------------------------------------------------------------- calls
