@@ -507,3 +507,32 @@ def test_the_secrets_keys_setting():
         key, key)
     with pytest.raises(ValueError, match="RUNWATCH_SECRETS_KEYS"):
         Settings.from_env({"RUNWATCH_SECRETS_KEYS": "nope"})
+
+
+# ----------------------------------------------------------------------------------------------
+# the gateway page (agent-status) and monitor reports
+
+
+async def test_the_agent_status_page(client, tenant, gateway):
+    page = await ok(await client.get(f"{ELT}/agent-status", headers=tenant.headers("read")))
+    assert page["connectors"] == [] and page["heartbeat"] is None
+    [c] = page["organization"]["connectors"]
+    assert (c["id"], c["name"], c["heartbeat"]) == (str(gateway.id), "gw-1", None)
+    assert page["organization"]["id"] == str(tenant.org_id)
+    assert page["hasAnyToken"] is True
+    await ok(await client.post(f"{AGENT}/heartbeat", json=GATEWAY_HEARTBEAT,
+                               headers=gateway.headers()))
+    page = await ok(await client.get(f"{ELT}/agent-status", headers=tenant.headers("read")))
+    beat = page["organization"]["connectors"][0]["heartbeat"]
+    assert (beat["version"], beat["labels"]) == ("eltpulse-gateway/0.2.0",
+                                                 GATEWAY_HEARTBEAT["labels"])
+    when(beat["seenAt"])
+    assert page["heartbeat"] == beat
+
+
+async def test_monitor_reports_name_no_monitor(client, gateway):
+    """runwatch runs no monitors (the manifest's `workloads.monitors` is empty): a report is
+    404 in the contract's shape, never a 500."""
+    r = await client.post(f"{AGENT}/monitors/7/report", json={"ok": True},
+                          headers=gateway.headers())
+    assert (r.status_code, r.json()) == (404, {"error": "Monitor not found"})

@@ -450,6 +450,13 @@ REST_ENTRIES = [
           lambda w: Rest("GET", f"/api/agent/pipelines/{w.A.pipeline}"), status(200),
           lambda w: [(Rest("GET", f"/api/agent/pipelines/{p}"), elt_404("Pipeline"))
                      for p in (w.A.pipeline, w.A.delivery_pipeline)]),
+    Entry("POST /api/agent/monitors/{id}/report", GATEWAY,
+          lambda w: Rest("POST", "/api/agent/monitors/1/report", {"ok": True}),
+          elt_404("Monitor"),
+          lambda w: [(Rest("POST", "/api/agent/monitors/1/report", {"ok": True}),
+                      elt_404("Monitor"))]),
+    Entry("GET /api/elt/agent-status", READ, lambda w: Rest("GET", "/api/elt/agent-status"),
+          status(200), lambda w: [(Rest("GET", "/api/elt/agent-status/"), status(200))]),
     Entry("GET /api/agent/connections", GATEWAY, lambda w: Rest("GET", "/api/agent/connections"),
           status(200),
           lambda w: [(Rest("GET", "/api/agent/connections"), status(200))]),

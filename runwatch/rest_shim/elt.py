@@ -66,7 +66,7 @@ from runwatch.rest_shim.common import (
     json_body,
     parse_pk,
 )
-from runwatch.rest_shim.openapi import AGENT, ELT_OPS, PIPELINES, RUNS
+from runwatch.rest_shim.openapi import AGENT, ELT, ELT_OPS, PIPELINES, RUNS
 from runwatch.rest_shim.routing import Operations
 from runwatch.settings import Settings
 
@@ -169,6 +169,18 @@ def _carries_data(change: Any) -> bool:
     """Whether a change holds lines, samples or a summary (not only a status)."""
     return bool(change.new_log_lines or change.new_samples or change.summary is not None
                 or change.log_entries is not None or change.samples is not None)
+
+
+def connector_json(g: Gateway) -> dict[str, Any]:
+    """A gateway as eltPulse's agent-status page shows a "connector" (an agent token)."""
+    labels = g.labels if isinstance(g.labels, dict) else {}
+    return {
+        "id": str(g.id), "name": g.name, "metadata": None,
+        "heartbeat": {"seenAt": iso(g.last_seen_at), "version": g.version or "unknown",
+                      "labels": {k: v for k, v in labels.items() if isinstance(v, str)},
+                      "source": "customer_agent"} if g.last_seen_at else None,
+        "createdAt": iso(g.created_at),
+    }
 
 
 def manifest_pipeline_json(p: Pipeline) -> dict[str, Any]:
@@ -590,6 +602,31 @@ def routes(settings: Settings) -> list[BaseRoute]:
             caller=caller_of(request), pipeline_id=_pipeline_id(request))
         return JSONResponse({"pipeline": {**pipeline_json(pipeline),
                                           **pipeline_definition_json(pipeline)}})
+
+    @ops("POST", AGENT + "/monitors/{id}/report")
+    async def monitor_report(request: Request) -> Response:
+        caller = caller_of(request)
+        await json_body(request)  # any JSON object; read so that a broken body is a 400
+        await gateways.report_monitor(caller=caller,
+                                      monitor_id=_path_id(request, "monitor", INT64_MAX))
+        return JSONResponse({"ok": True})
+
+    @ops("GET", ELT + "/agent-status")
+    async def agent_status(request: Request) -> Response:
+        organisation, rows = await gateways.gateway_status(caller=caller_of(request))
+        connectors = [connector_json(g) for g in rows]
+        seen = [c["heartbeat"] for c in connectors if c["heartbeat"]]
+        return JSONResponse({
+            "executionPlane": "customer_agent", "managedComputeReady": False,
+            "hasAccountToken": False, "hasNamedConnectors": bool(connectors),
+            "hasAnyToken": bool(connectors), "defaultAgentTokenId": None,
+            "connectors": [],
+            "organization": {"id": str(organisation.id), "name": organisation.name,
+                             "defaultAgentTokenId": None, "orgGatewaysAllowed": True,
+                             "connectors": connectors},
+            "accountTokenHeartbeat": None,
+            "heartbeat": max(seen, key=lambda h: h["seenAt"]) if seen else None,
+        })
 
     @ops("GET", AGENT + "/connections")
     async def agent_connections(request: Request) -> Response:

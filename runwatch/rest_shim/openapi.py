@@ -373,6 +373,7 @@ WAREHOUSE_OPS = (
        {200: ref("Telemetry")}, (401, 403, 404)),
 )
 
+ELT = "/api/elt"
 RUNS = "/api/elt/runs"
 PIPELINES = "/api/elt/pipelines"
 AGENT = "/api/agent"
@@ -384,6 +385,10 @@ def envelope(name: str, schema: Schema, **more: Schema) -> Schema:
     return obj({name: schema, **more})
 
 
+HEARTBEAT = obj({"seenAt": TIME, "version": STR,
+                 "labels": {"type": "object", "additionalProperties": STR}, "source": STR})
+CONNECTOR = obj({"id": ID_TEXT, "name": STR, "metadata": {"type": "null"},
+                 "heartbeat": nullable(HEARTBEAT), "createdAt": TIME})
 # eltPulse's webhook settings page reads `globalUrl` (or `url`) and the pipelines' URLs.
 DEFAULT_WEBHOOK = obj({
     "globalUrl": STR_OR_NULL, "url": STR_OR_NULL,
@@ -449,6 +454,19 @@ ELT_OPS = (
        RUN_CHANGE),
     Op("GET", AGENT + "/pipelines/{id}", "A pipeline's definition, for a gateway",
        {200: envelope("pipeline", ref("EltPipeline"))}, (401, 403, 404), "gateway"),
+    Op("POST", AGENT + "/monitors/{id}/report", "A monitor's report (runwatch runs no "
+       "monitors: every id is not found)", {200: obj({"ok": BOOL})}, (400, 401, 403, 404),
+       "gateway", ANY_OBJECT, True),
+    Op("GET", ELT + "/agent-status", "The organisation's gateways and their heartbeats, as "
+       "eltPulse's gateway page reads them", {200: obj({
+           "executionPlane": STR, "managedComputeReady": BOOL, "hasAccountToken": BOOL,
+           "hasNamedConnectors": BOOL, "hasAnyToken": BOOL,
+           "defaultAgentTokenId": ID_TEXT_OR_NULL, "connectors": array(CONNECTOR),
+           "organization": obj({"id": ID_TEXT, "name": STR,
+                                "defaultAgentTokenId": ID_TEXT_OR_NULL,
+                                "orgGatewaysAllowed": BOOL, "connectors": array(CONNECTOR)}),
+           "accountTokenHeartbeat": {"type": "null"},
+           "heartbeat": nullable(HEARTBEAT)})}, (401, 403)),
     Op("GET", AGENT + "/connections", "The organisation's connections with their secrets",
        {200: obj({"connections": array(obj({
            "id": ID_TEXT, "name": STR, "connectionType": STR, "connector": STR,
@@ -672,6 +690,7 @@ EXAMPLES: dict[tuple[str, str], Any] = {
         "status": "running", "appendLog": {"level": "info", "message": "claimed"},
         "telemetrySummary": {"rowsLoaded": 0, "progress": 0, "currentPhase": "extract"}},
     ("POST", AGENT + "/heartbeat"): {"version": "1.4.2", "labels": {"region": "eu-west-1"}},
+    ("POST", AGENT + "/monitors/{id}/report"): {"ok": True, "message": "3 new files"},
     ("POST", "/pipeline"): {"name": "orders_load", "pipeline_type_name": "extraction",
                             "next_watermark": "2026-01-31T00:00:00"},
     ("PATCH", "/pipeline"): {"name": "orders_load", "freshness_number": 1,
