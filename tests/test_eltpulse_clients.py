@@ -292,6 +292,7 @@ async def test_the_per_run_worker_reads_its_run(client, tenant, gateway, pipelin
     one = await ok(await client.get(f"{AGENT}/pipelines/{pipeline['id']}",
                                     headers=gateway.headers()))
     assert one["pipeline"]["configYaml"] == DATAPULSE_PIPELINE["configYaml"]
+    assert one["pipeline"]["secrets"] == {}  # no connection
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,6 +488,14 @@ async def test_the_gateway_receives_connection_secrets(settings, tenant, other_t
         theirs = await make_gateway(other_tenant, "theirs")
         data = await ok(await c.get(f"{AGENT}/connections", headers=theirs.headers()))
         assert data == {"connections": []}
+        # the pipeline detail carries its connection's secrets too (recorded as well)
+        r = await c.post(f"{ELT}/pipelines", json={"name": "warehouse-load",
+                                                   "connectionId": str(cid)},
+                         headers=tenant.headers("write"))
+        pid = (await ok(r))["pipeline"]["id"]
+        one = await ok(await c.get(f"{AGENT}/pipelines/{pid}", headers=gateway.headers()))
+        assert one["pipeline"]["secrets"]["GITHUB_TOKEN"] == "ghp_abc"
+        assert await SecretRead.all().count() == 2
         # null removes one
         done = await set_secrets(c, tenant, cid, {"GITHUB_TOKEN": None})
         assert [s["name"] for s in done["secrets"]] == ["SNOWFLAKE_PASSWORD"]

@@ -103,14 +103,20 @@ async def secret_names(*, caller: Caller, connection_ids: list[int]) -> dict[int
 
 async def gateway_connections(
     *, caller: Caller, keys: Sequence[str], now: datetime | None = None,
+    connection_id: int | None = None,
 ) -> list[tuple[Connection, dict[str, str]]]:
-    """The organisation's connections with their secrets in clear, for one of its gateways;
-    the read is recorded per connection that has secrets. A value no configured key can
-    decrypt (its key was removed) is left out."""
+    """The organisation's connections (or the one named) with their secrets in clear, for
+    one of its gateways; the read is recorded per connection that has secrets. A value no
+    configured key can decrypt (its key was removed) is left out."""
     caller.require_gateway()
     now = now or utcnow()
-    connections = await Connection.filter(organisation_id=caller.organisation_id).order_by("id")
-    rows = await ConnectionSecret.filter(organisation_id=caller.organisation_id).order_by("name")
+    scope: dict[str, Any] = {"organisation_id": caller.organisation_id}
+    if connection_id is not None:
+        scope["connection_id"] = connection_id
+    connections = await Connection.filter(
+        organisation_id=caller.organisation_id,
+        **({"id": connection_id} if connection_id is not None else {})).order_by("id")
+    rows = await ConnectionSecret.filter(**scope).order_by("name")
     decrypter = box(keys)
     values: dict[int, dict[str, str]] = {c.id: {} for c in connections}
     for row in rows:

@@ -598,10 +598,18 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     @ops("GET", AGENT + "/pipelines/{id}")
     async def agent_pipeline(request: Request) -> Response:
+        caller = caller_of(request)
         pipeline = await pipelines.get_gateway_pipeline(
-            caller=caller_of(request), pipeline_id=_pipeline_id(request))
-        return JSONResponse({"pipeline": {**pipeline_json(pipeline),
-                                          **pipeline_definition_json(pipeline)}})
+            caller=caller, pipeline_id=_pipeline_id(request))
+        # the secrets of the pipeline's connection, in clear, as the reference's detail has
+        # them (the read is recorded)
+        connection_id = pipeline.connection_id  # type: ignore[attr-defined]
+        listed = await secrets.gateway_connections(
+            caller=caller, keys=settings.secrets_keys,
+            connection_id=connection_id) if connection_id is not None else []
+        return JSONResponse({"pipeline": {
+            **pipeline_json(pipeline), **pipeline_definition_json(pipeline),
+            "secrets": listed[0][1] if listed else {}}})
 
     @ops("POST", AGENT + "/monitors/{id}/report")
     async def monitor_report(request: Request) -> Response:

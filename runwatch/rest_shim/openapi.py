@@ -162,6 +162,17 @@ EXECUTION_FIELDS: dict[str, Schema] = {
     "date_recorded": nullable({"type": "string", "format": "date"}), "status": RUN_STATUS,
 }
 
+
+# An ELT pipeline as the REST contract shows it (eltPulse's definition fields included).
+ELT_PIPELINE_FIELDS: dict[str, Schema] = {
+    "id": ID_TEXT, "name": STR, "kind": STR, "description": STR_OR_NULL,
+    "maxRuntimeSeconds": INT_OR_NULL, "connectionId": ID_TEXT_OR_NULL, "createdAt": TIME,
+    "tool": STR_OR_NULL, "sourceType": STR_OR_NULL, "destinationType": STR_OR_NULL,
+    "sourceConfiguration": nullable(ANY_OBJECT), "pipelineCode": STR_OR_NULL,
+    "configYaml": STR_OR_NULL, "workspaceYaml": STR_OR_NULL, "groupName": STR_OR_NULL,
+    "enabled": BOOL, "updatedAt": TIME,
+}
+
 SCHEMAS: dict[str, Schema] = {
     # errors
     "DrfDetail": DRF_DETAIL,
@@ -207,14 +218,7 @@ SCHEMAS: dict[str, Schema] = {
         "partitionColumn", "partitionValue", "targetGatewayId", "gatewayId", "startedAt",
         "finishedAt", "deadlineAt", "errorSummary", "cancel", "logEntriesDropped",
         "telemetrySamplesDropped", "createdAt", "updatedAt", "telemetry")),
-    "EltPipeline": obj({
-        "id": ID_TEXT, "name": STR, "kind": STR, "description": STR_OR_NULL,
-        "maxRuntimeSeconds": INT_OR_NULL, "connectionId": ID_TEXT_OR_NULL, "createdAt": TIME,
-        "tool": STR_OR_NULL, "sourceType": STR_OR_NULL, "destinationType": STR_OR_NULL,
-        "sourceConfiguration": nullable(ANY_OBJECT), "pipelineCode": STR_OR_NULL,
-        "configYaml": STR_OR_NULL, "workspaceYaml": STR_OR_NULL, "groupName": STR_OR_NULL,
-        "enabled": BOOL, "updatedAt": TIME,
-    }),
+    "EltPipeline": obj(ELT_PIPELINE_FIELDS),
     "Webhook": obj({
         "id": ID_TEXT, "url": STR, "secret": STR_OR_NULL,
         "eventTypes": array({"type": "string", "enum": list(EVENT_TYPES)}),
@@ -453,7 +457,11 @@ ELT_OPS = (
        {200: envelope("run", ref("Run"), cancel=BOOL)}, (400, 401, 403, 404, 409), "gateway",
        RUN_CHANGE),
     Op("GET", AGENT + "/pipelines/{id}", "A pipeline's definition, for a gateway",
-       {200: envelope("pipeline", ref("EltPipeline"))}, (401, 403, 404), "gateway"),
+       {200: envelope("pipeline", obj({
+           **ELT_PIPELINE_FIELDS, "secrets": {"type": "object", "additionalProperties": STR}}))},
+       (401, 403, 404), "gateway",
+       description="With `secrets`: its connection's secret values in clear (the read is "
+       "recorded)."),
     Op("POST", AGENT + "/monitors/{id}/report", "A monitor's report (runwatch runs no "
        "monitors: every id is not found)", {200: obj({"ok": BOOL})}, (400, 401, 403, 404),
        "gateway", ANY_OBJECT, True),
