@@ -306,12 +306,13 @@ async def runs_json(rows: list[Run], *, definitions: bool = False) -> list[dict[
     ids = [r.id for r in rows]
     lines = await run_series.log_lines(ids)
     samples = await run_series.telemetry_samples(ids)
+    organisation = rows[0].organisation_id if rows else 0  # type: ignore[attr-defined]
     pipeline_ids = {r.pipeline_id for r in rows}  # type: ignore[attr-defined]
-    by_pipeline = {p.id: p for p in await Pipeline.filter(id__in=pipeline_ids)} \
-        if pipeline_ids else {}
+    by_pipeline = {p.id: p for p in await Pipeline.filter(
+        id__in=pipeline_ids, organisation_id=organisation)} if pipeline_ids else {}
     target_ids = {r.target_gateway_id for r in rows} - {None}  # type: ignore[attr-defined]
-    by_gateway = {g.id: g for g in await Gateway.filter(id__in=target_ids)} \
-        if target_ids else {}
+    by_gateway = {g.id: g for g in await Gateway.filter(
+        id__in=target_ids, organisation_id=organisation)} if target_ids else {}
     statuses = await webhooks.delivery_status_of(ids)
 
     def extra(run: Run) -> dict[str, Any]:
