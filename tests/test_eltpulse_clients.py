@@ -325,10 +325,11 @@ async def test_the_runs_page(client, tenant, gateway, pipeline):
 
 
 async def test_an_unknown_target_gateway_is_refused(client, tenant, pipeline):
-    r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline["id"],
-                                              "targetAgentTokenId": "999"},
-                          headers=tenant.headers("write"))
-    assert r.status_code == 400 and "targetGatewayId" in r.json()["error"]
+    for target in ("999", "49387980547", "99999999999999999999"):
+        r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline["id"],
+                                                  "targetAgentTokenId": target},
+                              headers=tenant.headers("write"))
+        assert r.status_code == 400 and "targetGatewayId" in r.json()["error"], r.text
 
 
 async def test_webhook_status_on_the_runs_page(client, tenant, gateway, pipeline):

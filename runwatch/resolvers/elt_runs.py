@@ -20,7 +20,7 @@ from uuid import uuid4
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
-from runwatch.models import Gateway, Pipeline, Run, RunStatus
+from runwatch.models import INT32_MAX, Gateway, Pipeline, Run, RunStatus
 from runwatch.resolvers import lifecycle, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
@@ -133,10 +133,10 @@ async def create_run(
         id=new.pipeline_id, organisation_id=caller.organisation_id).first()
     if pipeline is None:
         raise InvalidInput.one("pipeline_id", f"No pipeline {new.pipeline_id} here.")
-    if new.target_gateway_id is not None and not await Gateway.filter(
-        id=new.target_gateway_id, organisation_id=caller.organisation_id, revoked_at=None
-    ).exists():
-        raise InvalidInput.one("target_gateway_id", f"No gateway {new.target_gateway_id} here.")
+    target = new.target_gateway_id
+    if target is not None and not (0 < target <= INT32_MAX and await Gateway.filter(
+            id=target, organisation_id=caller.organisation_id, revoked_at=None).exists()):
+        raise InvalidInput.one("target_gateway_id", f"No gateway {target} here.")
     running = new.status == RunStatus.RUNNING
     try:
         async with lifecycle.transaction() as (conn, effects):
