@@ -137,6 +137,29 @@ def _bootstrap_token(raw: str) -> str:
     return raw
 
 
+def _public_url(raw: str) -> str:
+    """`RUNWATCH_PUBLIC_URL`: an http(s) base address, kept without its trailing slash."""
+    raw = raw.strip().rstrip("/")
+    if raw and not (raw.startswith(("http://", "https://")) and len(raw) > len("https://")):
+        raise SettingsError(f"RUNWATCH_PUBLIC_URL must be an http(s) address, not {raw!r}.")
+    return raw
+
+
+def _secrets_keys(raw: str) -> tuple[str, ...]:
+    """`RUNWATCH_SECRETS_KEYS`: Fernet keys (url-safe base64 of 32 bytes), comma-separated."""
+    from cryptography.fernet import Fernet
+
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise SettingsError(
+                f"RUNWATCH_SECRETS_KEYS: key {index + 1} is not a Fernet key (url-safe base64 "
+                "of 32 bytes; Fernet.generate_key() makes one).") from None
+    return keys
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -177,6 +200,12 @@ class Settings:
     gateway_lease_seconds: int = 120
     # Webhooks: private and loopback targets are refused unless allowed (SSRF protection).
     webhook_allow_private: bool = False
+    # The address people and receivers reach this deployment at (`RUNWATCH_PUBLIC_URL`, e.g.
+    # https://runwatch.example.com): webhook bodies link to the run under it (`runUrl`).
+    public_url: str = ""
+    # Fernet keys that encrypt connection secrets (`RUNWATCH_SECRETS_KEYS`, comma-separated:
+    # the first encrypts, every one decrypts, so keys can be rotated). None: secrets refused.
+    secrets_keys: tuple[str, ...] = field(default=(), repr=False)
     webhook_timeout_seconds: int = 15
     # Deliveries one worker process sends at once (a slow receiver holds one slot).
     webhook_concurrency: int = 16
@@ -255,6 +284,8 @@ class Settings:
                 env, "RUNWATCH_GATEWAY_HEARTBEAT_SECONDS", 30, minimum=1),
             gateway_lease_seconds=_int(env, "RUNWATCH_GATEWAY_LEASE_SECONDS", 120, minimum=10),
             webhook_allow_private=_bool(env, "RUNWATCH_WEBHOOK_ALLOW_PRIVATE", False),
+            public_url=_public_url(env.get("RUNWATCH_PUBLIC_URL", "")),
+            secrets_keys=_secrets_keys(env.get("RUNWATCH_SECRETS_KEYS", "")),
             webhook_timeout_seconds=_int(env, "RUNWATCH_WEBHOOK_TIMEOUT_SECONDS", 15, minimum=1),
             webhook_concurrency=_int(env, "RUNWATCH_WEBHOOK_CONCURRENCY", 16, minimum=1),
             webhook_poll_seconds=_int(env, "RUNWATCH_WEBHOOK_POLL_SECONDS", 1, minimum=1),

@@ -24,10 +24,15 @@ RUN_KEYS = {
     "partitionColumn", "partitionValue", "targetGatewayId", "gatewayId", "startedAt",
     "finishedAt", "deadlineAt", "errorSummary", "cancel", "logEntriesDropped",
     "telemetrySamplesDropped", "createdAt", "updatedAt", "logEntries", "telemetry",
+    # what eltPulse's Runs page and gateways read beside the run (not in PATCH answers)
+    "pipeline", "targetAgentToken", "webhookStatus", "ingestionExecutor",
 }
-PATCH_RUN_KEYS = RUN_KEYS - {"logEntries"}
+PATCH_RUN_KEYS = RUN_KEYS - {"logEntries", "pipeline", "targetAgentToken", "webhookStatus",
+                             "ingestionExecutor"}
 PIPELINE_KEYS = {"id", "name", "kind", "description", "maxRuntimeSeconds", "connectionId",
-                 "createdAt"}
+                 "createdAt", "tool", "sourceType", "destinationType", "sourceConfiguration",
+                 "pipelineCode", "configYaml", "workspaceYaml", "groupName", "enabled",
+                 "updatedAt"}
 WEBHOOK_KEYS = {"id", "url", "secret", "eventTypes", "enabled", "pipelineId", "createdAt",
                 "updatedAt"}
 GATEWAY_KEYS = {"id", "name", "lastSeenAt", "version", "labels"}

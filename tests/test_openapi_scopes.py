@@ -25,6 +25,7 @@ ADMITS = {
     "write": {"write", "admin"},
     "report": {"report", "admin"},
     "writer": {"report", "write", "admin"},
+    "viewer": {"read", "write", "admin"},
     "gateway": {"gateway"},
 }
 TOKENS = ("none", "read", "write", "report", "admin", "gateway")

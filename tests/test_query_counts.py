@@ -275,8 +275,10 @@ async def counted_rest(caplog, client, path: str, headers: dict) -> tuple[int, d
 
 
 async def test_rest_elt_run_list_costs_a_fixed_number_of_queries(client, tenant, caplog):
-    """`GET /api/elt/runs` returns every run with its logs and samples: four statements (the
-    token, the page, the lines and the samples of the whole page), whatever the page size."""
+    """`GET /api/elt/runs` returns every run with its logs and samples and what eltPulse's
+    Runs page reads beside them: a fixed number of statements (the token, the page, the lines,
+    the samples, the pipelines, the target gateways and the webhook deliveries of the whole
+    page), whatever the page size."""
     await add_elt_runs(client, tenant, 0, 5)
     small, body = await counted_rest(caplog, client, "/api/elt/runs", tenant.headers("read"))
     assert len(body["runs"]) == 5
@@ -285,9 +287,10 @@ async def test_rest_elt_run_list_costs_a_fixed_number_of_queries(client, tenant,
     assert len(body["runs"]) == 50
     assert all(len(run["logEntries"]) == 1 and len(run["telemetry"]["samples"]) == 1
                for run in body["runs"])
-    assert large == small == 4
+    assert large == small == ELT_LIST_STATEMENTS
 
 
+ELT_LIST_STATEMENTS = 7
 PIPELINES_WITH_ENDPOINT = """{ pipelines(first: 60) { nodes { name webhookEndpoint { url } } } }"""
 
 

@@ -75,6 +75,10 @@ UNREACHABLE = {
     "RunUpdate.newSamples": "only in a subscription's update of one run; a TelemetrySample "
                             "loads nothing",
     "InvalidInputError.fieldErrors": "only in a mutation's error; a FieldError loads nothing",
+    "ConnectionSecretsSuccess.secrets": "only in a mutation's answer; a ConnectionSecret "
+                                        "loads nothing",
+    "Query.connectionSecrets": "one connection's secret names: one query; a ConnectionSecret "
+                               "loads nothing",
 }
 
 # Values for the required arguments of the root fields a path may go through (formatted with

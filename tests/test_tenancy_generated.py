@@ -66,19 +66,22 @@ from tests.tenancy_world import (
 
 READ, WRITE, REPORT, ADMIN, GATEWAY, PUBLIC = "read", "write", "report", "admin", "gateway", "-"
 WRITER = "report|write"  # the Watcher's writes: a loader's `report` token or a person's `write`
+VIEWER = "read|write"  # webhook settings: readable with `read` (secret hidden) or `write`
 # Who must be refused, by the scope an entry needs ("anonymous": no token at all).
 LACKING = {
     READ: ("write", "report", "gateway", "anonymous"),
     WRITE: ("read", "report", "gateway", "anonymous"),
     REPORT: ("read", "write", "gateway", "anonymous"),
     WRITER: ("read", "gateway", "anonymous"),
+    VIEWER: ("report", "gateway", "anonymous"),
     ADMIN: ("read", "write", "report", "read,write,report", "gateway", "anonymous"),
     GATEWAY: ("admin", "read", "write", "report", "read,write,report", "anonymous"),
     PUBLIC: (),
 }
 # Who must succeed.
 ALLOWED = {READ: ("read",), WRITE: ("write",), REPORT: ("report",), WRITER: ("report", "write"),
-           ADMIN: ("admin",), GATEWAY: ("gateway",), PUBLIC: ("anonymous",)}
+           VIEWER: ("read", "write"), ADMIN: ("admin",), GATEWAY: ("gateway",),
+           PUBLIC: ("anonymous",)}
 
 
 # ----------------------------------------------------------------------------------- calls
@@ -355,7 +358,8 @@ REST_ENTRIES = [
           lambda w: [(Rest("GET", f"{p}/{w.A.conn}/telemetry/"), NOT_FOUND)
                      for p in (wh(w), wh(w, w.b))]),
     # ---- ELT: webhook settings, runs, pipelines
-    Entry("GET /api/elt/runs/webhook", WRITE, lambda w: Rest("GET", "/api/elt/runs/webhook"),
+    Entry("GET /api/elt/runs/webhook", VIEWER,
+          lambda w: Rest("GET", "/api/elt/runs/webhook"),
           status(200), lambda w: [(Rest("GET", "/api/elt/runs/webhook/"), status(200))]),
     Entry("PUT /api/elt/runs/webhook", WRITE,
           lambda w: Rest("PUT", "/api/elt/runs/webhook", {"url": f"{DEAD_URL}/acme-default"}),
@@ -413,7 +417,7 @@ REST_ENTRIES = [
                            {"description": "bravo"}), elt_404("Pipeline")),
                      (Rest("PATCH", f"/api/elt/pipelines/{w.B.pipeline}",
                            {"connectionId": str(w.A.conn)}), field_error("connectionId"))]),
-    Entry("GET /api/elt/pipelines/{id}/webhook", WRITE,
+    Entry("GET /api/elt/pipelines/{id}/webhook", VIEWER,
           lambda w: Rest("GET", f"/api/elt/pipelines/{w.A.pipeline}/webhook"), status(200),
           lambda w: [(Rest("GET", f"/api/elt/pipelines/{w.A.pipeline}/webhook"),
                       elt_404("Pipeline"))]),
@@ -442,6 +446,20 @@ REST_ENTRIES = [
                                      (w.A.run_targeted, {"status": "running"}),
                                      (w.A.run_running, {"appendLog": {"message": "bravo"}}),
                                      (w.A.run_done, {"errorSummary": "bravo"}))]),
+    Entry("GET /api/agent/pipelines/{id}", GATEWAY,
+          lambda w: Rest("GET", f"/api/agent/pipelines/{w.A.pipeline}"), status(200),
+          lambda w: [(Rest("GET", f"/api/agent/pipelines/{p}"), elt_404("Pipeline"))
+                     for p in (w.A.pipeline, w.A.delivery_pipeline)]),
+    Entry("POST /api/agent/monitors/{id}/report", GATEWAY,
+          lambda w: Rest("POST", "/api/agent/monitors/1/report", {"ok": True}),
+          elt_404("Monitor"),
+          lambda w: [(Rest("POST", "/api/agent/monitors/1/report", {"ok": True}),
+                      elt_404("Monitor"))]),
+    Entry("GET /api/elt/agent-status", READ, lambda w: Rest("GET", "/api/elt/agent-status"),
+          status(200), lambda w: [(Rest("GET", "/api/elt/agent-status/"), status(200))]),
+    Entry("GET /api/agent/connections", GATEWAY, lambda w: Rest("GET", "/api/agent/connections"),
+          status(200),
+          lambda w: [(Rest("GET", "/api/agent/connections"), status(200))]),
     Entry("GET /api/agent/manifest", GATEWAY, lambda w: Rest("GET", "/api/agent/manifest"),
           status(200), lambda w: [(Rest("GET", "/api/agent/manifest/"), status(200))]),
     Entry("POST /api/agent/heartbeat", GATEWAY,
@@ -676,6 +694,11 @@ def listing(field_name: str, selection: str, *filtered: tuple[str, str, str]) ->
 
 QUERY_ENTRIES = [
     one("connection", "{ id name settings }", "conn"),
+    Entry("Query.connectionSecrets", READ,
+          lambda w: q("connectionSecrets", "$c: ID!", "connectionId: $c", "{ name set }",
+                      c=w.A.conn), own,
+          lambda w: [(q("connectionSecrets", "$c: ID!", "connectionId: $c", "{ name set }",
+                        c=w.A.conn), empty(""))]),
     Entry("Query.connections", READ, lambda w: q("connections", "", "", "{ nodes { id } }"),
           has_data,
           lambda w: [(q("connections", "", "", "{ nodes { id name settings } }"), own),
@@ -744,6 +767,15 @@ MUTATION_ENTRIES = [
                         input={"name": name, "warehouseType": "snowflake"}),
                       success("ConnectionSuccess"))
                      for name in ("bravo-gql-conn", "acme-warehouse-spare")]),
+    Entry("Mutation.setConnectionSecrets", WRITE,
+          lambda w: m("setConnectionSecrets", "$input: SetConnectionSecretsInput!",
+                      "input: $input", input={"connectionId": w.A.conn,
+                                              "secrets": {"ACME_TOKEN": None}}),
+          success("ConnectionSecretsSuccess"),
+          lambda w: [(m("setConnectionSecrets", "$input: SetConnectionSecretsInput!",
+                        "input: $input", input={"connectionId": w.A.conn,
+                                                "secrets": {"BRAVO": None}}),
+                      NOT_FOUND_ERROR)]),
     Entry("Mutation.updateConnection", WRITE,
           lambda w: m("updateConnection", "$input: UpdateConnectionInput!", "input: $input",
                       input={"id": w.A.conn, "name": "acme-warehouse"}),

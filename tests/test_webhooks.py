@@ -48,7 +48,8 @@ from tests.helpers import create_connection, iso, report, start_run
 from tests.webhook_receiver import DROP, Answer, Receiver
 
 PAYLOAD_KEYS = {"event", "runId", "correlationId", "pipelineId", "pipelineName", "environment",
-                "status", "errorSummary", "startedAt", "finishedAt"}
+                "status", "errorSummary", "startedAt", "finishedAt",
+                "source", "runUrl"}  # eltPulse's reference's (runUrl: added when sent)
 # How much later than `RETRY_SCHEDULE[i] * 1.1` a retry may be due: the attempt's own duration
 # plus the time between its start and the write of its result.
 SLACK = timedelta(seconds=2)
@@ -150,6 +151,7 @@ async def test_delivered_once_signed_with_the_contract_body(
     assert request.headers["webhook-id"].startswith("msg_")
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
     assert request.headers["webhook-signature"].startswith("v1,")
+    assert request.headers["user-agent"] == "eltPulse-Runs/1"  # eltPulse's receivers key on it
 
     body = verify(secret, request)
     assert json.loads(request.body) == body
@@ -161,6 +163,7 @@ async def test_delivered_once_signed_with_the_contract_body(
         "pipelineId": str(pipeline.id), "pipelineName": "orders", "environment": "prod",
         "status": "failed", "errorSummary": "boom", "startedAt": run["startedAt"],
         "finishedAt": run["finishedAt"], "telemetrySummary": run["telemetry"]["summary"],
+        "source": "eltpulse", "runUrl": None,  # no RUNWATCH_PUBLIC_URL here
     }
     assert body["telemetrySummary"]["rowsLoaded"] == 42
     assert body["startedAt"] and body["finishedAt"]
@@ -176,6 +179,24 @@ async def test_delivered_once_signed_with_the_contract_body(
     assert attempt.duration_ms >= 0 and attempt.response_excerpt == "ok"
 
 
+async def test_run_url_under_the_public_url(caller, receiver):
+    """With `RUNWATCH_PUBLIC_URL` set, a run event links to its run (signed with the rest)."""
+    pipeline = await new_pipeline(caller)
+    endpoint = await new_endpoint(caller, receiver.url)
+    run = await running_run(caller, pipeline)
+    await finish(caller, run)
+    linked = Sender(timeout=5, allow_private=True, concurrency=2,
+                    public_url="https://runwatch.example.com")
+    try:
+        assert await linked.deliver_due() == 1
+    finally:
+        await linked.aclose()
+    [request] = receiver.requests
+    body = verify(endpoint.secret, request)
+    assert body["runUrl"] == f"https://runwatch.example.com/api/elt/runs/{run.id}"
+    assert body["source"] == "eltpulse"
+
+
 async def test_signature_fails_on_tampering_and_other_secrets(caller, receiver, sender):
     pipeline = await new_pipeline(caller)
     endpoint = await new_endpoint(caller, receiver.url)
@@ -186,7 +207,8 @@ async def test_signature_fails_on_tampering_and_other_secrets(caller, receiver, 
     assert body["event"] == "run.succeeded" and body["status"] == "succeeded"
     assert "telemetrySummary" not in body  # the run reported none
     assert set(body) == PAYLOAD_KEYS
-    assert body["errorSummary"] is None and body["correlationId"] is None
+    # a run created without one gets a UUID (eltPulse's reference)
+    assert body["errorSummary"] is None and len(body["correlationId"]) == 36
     assert body["environment"] == "default"
 
     tampered = request.body.replace(b'"succeeded"', b'"failed"')
@@ -744,7 +766,7 @@ async def test_sender_refuses_private_targets_at_send_time(caller, tenant, recei
 
 @pytest.mark.parametrize("url", [
     "ftp://example.com/hook", "https://user:secret@example.com/hook", "file:///etc/passwd",
-    "not a url", "",
+    "not a url",  # "" clears (eltPulse's settings page), tested in test_elt_rest.py
 ])
 async def test_rest_put_refuses_bad_urls(client, tenant, url):
     r = await client.put("/api/elt/runs/webhook", json={"url": url},

@@ -1,7 +1,7 @@
 """Tortoise models, one module per aggregate. Migrations in `migrations/` are the only way the
 database schema changes."""
 
-from runwatch.models.connection import Connection
+from runwatch.models.connection import Connection, ConnectionSecret, SecretRead
 from runwatch.models.gateway import Gateway
 from runwatch.models.organisation import Organisation, ServiceToken
 from runwatch.models.pipeline import Pipeline, PipelineHourlyStats
@@ -52,6 +52,7 @@ __all__ = [
     "AnomalyRule",
     "ChannelKind",
     "Connection",
+    "ConnectionSecret",
     "DeliveryStatus",
     "FreshnessLog",
     "Gateway",
@@ -64,6 +65,7 @@ __all__ = [
     "RunLogLine",
     "RunStatus",
     "RunTelemetrySample",
+    "SecretRead",
     "ServiceToken",
     "Task",
     "TaskStatus",

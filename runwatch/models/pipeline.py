@@ -50,6 +50,17 @@ class Pipeline(Model):
     active = fields.BooleanField(default=True, db_default=True)
     updated_at = fields.DatetimeField(null=True)
     input_digest = fields.CharField(max_length=64, null=True)
+    # eltPulse's definition of an ELT pipeline: what a gateway runs (`tool` with its code and
+    # YAML), the source and destination it moves between, non-secret source settings.
+    tool = fields.CharField(max_length=50, null=True)
+    source_type = fields.CharField(max_length=100, null=True)
+    destination_type = fields.CharField(max_length=100, null=True)
+    source_configuration = fields.JSONField(null=True)
+    pipeline_code = fields.TextField(null=True)
+    config_yaml = fields.TextField(null=True)
+    workspace_yaml = fields.TextField(null=True)
+    group_name = fields.CharField(max_length=200, null=True)
+    enabled = fields.BooleanField(default=True, db_default=True)
 
     class Meta:
         table = "pipeline"

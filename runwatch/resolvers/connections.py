@@ -55,7 +55,7 @@ def _validate_type(value: Any, errors: dict[str, list[str]]) -> str:
     return value.strip().lower()
 
 
-def _nul_paths(value: Any, path: str = "") -> list[str]:
+def nul_paths(value: Any, path: str = "") -> list[str]:
     """Where NUL characters hide in a JSON value (PostgreSQL cannot store them)."""
     if isinstance(value, str):
         return [path] if inputs.has_nul(value) else []
@@ -63,14 +63,14 @@ def _nul_paths(value: Any, path: str = "") -> list[str]:
     if isinstance(value, dict):
         for key, inner in value.items():
             here = f"{path}.{key}" if path else str(key)
-            found.extend([here] if inputs.has_nul(str(key)) else _nul_paths(inner, here))
+            found.extend([here] if inputs.has_nul(str(key)) else nul_paths(inner, here))
     elif isinstance(value, list):
         for index, inner in enumerate(value):
-            found.extend(_nul_paths(inner, f"{path}[{index}]"))
+            found.extend(nul_paths(inner, f"{path}[{index}]"))
     return found
 
 
-def _secret_keys(value: Any, path: str = "") -> list[str]:
+def secret_keys(value: Any, path: str = "") -> list[str]:
     """Where credentials hide: keys named like one, and URLs carrying a password."""
     found: list[str] = []
     if isinstance(value, str) and URL_WITH_PASSWORD.match(value.strip()):
@@ -80,10 +80,10 @@ def _secret_keys(value: Any, path: str = "") -> list[str]:
             here = f"{path}.{key}" if path else str(key)
             if SECRET_KEY.search(str(key)):
                 found.append(here)
-            found.extend(_secret_keys(inner, here))
+            found.extend(secret_keys(inner, here))
     elif isinstance(value, list):
         for index, inner in enumerate(value):
-            found.extend(_secret_keys(inner, f"{path}[{index}]"))
+            found.extend(secret_keys(inner, f"{path}[{index}]"))
     return found
 
 
@@ -95,12 +95,12 @@ def _validate_settings(settings: Any, errors: dict[str, list[str]]) -> dict[str,
     if not_json is not None:
         errors["settings"] = [f"Settings must be JSON: {not_json}."]
         return {}
-    for key in _secret_keys(settings):
+    for key in secret_keys(settings):
         errors[f"settings.{key}"] = [
             "runwatch does not store secrets; keep credentials in the loader's secret store "
             "and send only non-secret settings."
         ]
-    for key in _nul_paths(settings):
+    for key in nul_paths(settings):
         errors[f"settings.{key}"] = [NUL_MESSAGE]
     if len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         errors["settings"] = [f"Settings are limited to {MAX_SETTINGS_BYTES} bytes of JSON."]

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
@@ -113,7 +114,10 @@ def _checked(new: NewRun) -> NewRun:
     texts = {name: check_bounded_text(getattr(new, name), name, errors, limit)
              for name, limit in NEW_RUN_TEXTS.items()}
     errors.raise_any()
-    return dataclasses.replace(new, **{**texts, "environment": texts["environment"] or "default"})
+    # eltPulse's reference gives every run a correlation id: a UUID when none (or a blank
+    # one) is sent, so that webhook receivers always have a key to match on.
+    return dataclasses.replace(new, **{**texts, "environment": texts["environment"] or "default",
+                                       "correlation_id": texts["correlation_id"] or str(uuid4())})
 
 
 async def create_run(

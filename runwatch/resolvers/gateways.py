@@ -10,7 +10,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from runwatch.models import Gateway, ServiceToken
+from runwatch.models import Gateway, Organisation, ServiceToken
 from runwatch.resolvers import inputs, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
@@ -114,6 +114,32 @@ async def current_gateway(*, caller: Caller) -> Gateway:
     if row is None:
         raise NotFound("gateway", caller.gateway_id)
     return row
+
+
+STATUS_GATEWAYS_MAX = 1000
+
+
+async def gateway_status(*, caller: Caller) -> tuple[Organisation, list[Gateway]]:
+    """The organisation and its live gateways (oldest first, at most STATUS_GATEWAYS_MAX):
+    eltPulse's agent-status page. Two queries."""
+    caller.require_scope(Scope.READ)
+    organisation = await Organisation.get(id=caller.organisation_id)
+    rows = await Gateway.filter(organisation_id=caller.organisation_id, revoked_at=None
+                                ).order_by("id").limit(STATUS_GATEWAYS_MAX)
+    return organisation, list(rows)
+
+
+async def report_monitor(*, caller: Caller, monitor_id: int) -> None:
+    """A gateway's monitor report. runwatch runs no monitors (the manifest's
+    `workloads.monitors` is empty), so every monitor is not found."""
+    caller.require_gateway()
+    raise NotFound("monitor", monitor_id)
+
+
+async def organisation_of(*, caller: Caller) -> Organisation:
+    """The calling gateway's organisation (the manifest's `organization`)."""
+    caller.require_scope(Scope.GATEWAY)
+    return await Organisation.get(id=caller.organisation_id)
 
 
 def _labels(value: Any) -> dict[str, Any] | list[str]:

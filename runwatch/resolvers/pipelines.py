@@ -5,6 +5,7 @@ ELT pipelines are created by people and services (REST `POST /api/elt/pipelines`
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +13,20 @@ from tortoise.exceptions import IntegrityError
 
 from runwatch.models import INT32_MAX, Connection, Pipeline
 from runwatch.resolvers.caller import Caller, Scope
+from runwatch.resolvers.clock import utcnow
+from runwatch.resolvers.connections import nul_paths, secret_keys
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
 from runwatch.resolvers.pagination import Page, paginate
 from runwatch.resolvers.run_input import UNSET, Errors, check_bounded_text
 
 MAX_DESCRIPTION_CHARS = 4000
+# eltPulse's definition fields: short texts and their limits, the code and YAML documents
+# (each at most 256 KiB of text), the source configuration (at most 64 KiB of JSON).
+DEFINITION_TEXTS = {"tool": 50, "source_type": 100, "destination_type": 100,
+                    "group_name": 200}
+DEFINITION_DOCUMENTS = ("pipeline_code", "config_yaml", "workspace_yaml")
+MAX_DOCUMENT_CHARS = 262_144
+MAX_SOURCE_CONFIGURATION_BYTES = 65_536
 
 
 async def get_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
@@ -30,6 +40,23 @@ async def _pipeline(caller: Caller, pipeline_id: int) -> Pipeline:
     if row is None:
         raise NotFound("pipeline", pipeline_id)
     return row
+
+
+async def get_gateway_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
+    """A pipeline's definition, for a gateway of its organisation (what it runs)."""
+    caller.require_gateway()
+    return await _pipeline(caller, pipeline_id)
+
+
+MANIFEST_PIPELINES_MAX = 1000
+
+
+async def gateway_pipelines(*, caller: Caller) -> list[Pipeline]:
+    """The organisation's ELT pipelines, for its gateways' manifest (oldest first, at most
+    MANIFEST_PIPELINES_MAX)."""
+    caller.require_gateway()
+    return await Pipeline.filter(organisation_id=caller.organisation_id, kind="elt").order_by(
+        "id").limit(MANIFEST_PIPELINES_MAX)
 
 
 async def list_pipelines(
@@ -55,6 +82,15 @@ class PipelineFields:
     description: str | Any | None = UNSET
     max_runtime_seconds: int | Any | None = UNSET
     connection_id: int | Any | None = UNSET
+    tool: str | Any | None = UNSET
+    source_type: str | Any | None = UNSET
+    destination_type: str | Any | None = UNSET
+    source_configuration: dict[str, Any] | Any | None = UNSET
+    pipeline_code: str | Any | None = UNSET
+    config_yaml: str | Any | None = UNSET
+    workspace_yaml: str | Any | None = UNSET
+    group_name: str | Any | None = UNSET
+    enabled: bool | Any = UNSET
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -89,8 +125,50 @@ async def _columns(caller: Caller, given: PipelineFields, *, creating: bool) -> 
         ):
             errors.add("connection_id", f"No connection {connection_id} here.")
         values["connection_id"] = connection_id
+    _definition(raw, values, errors)
     errors.raise_any()
     return values
+
+
+def _definition(raw: dict[str, Any], values: dict[str, Any], errors: Errors) -> None:
+    """eltPulse's definition fields among those given, checked into `values`."""
+    for name, limit in DEFINITION_TEXTS.items():
+        if name in raw:
+            values[name] = check_bounded_text(raw[name], name, errors, limit)
+    for name in DEFINITION_DOCUMENTS:
+        if name not in raw:
+            continue
+        text = raw[name]
+        if text is not None and not isinstance(text, str):
+            errors.add(name, "Not a valid string.")
+        elif text is not None and "\x00" in text:
+            errors.add(name, "Null characters are not allowed.")
+        elif text is not None and len(text) > MAX_DOCUMENT_CHARS:
+            errors.add(name, f"Ensure this field has no more than {MAX_DOCUMENT_CHARS} "
+                             "characters.")
+        values[name] = text
+    if "source_configuration" in raw:
+        config = raw["source_configuration"]
+        if config is not None:
+            if not isinstance(config, dict):
+                errors.add("source_configuration", "Expected an object of non-secret settings.")
+            else:
+                for key in secret_keys(config):
+                    errors.add(f"source_configuration.{key}", SECRET_REFUSAL)
+                for key in nul_paths(config):
+                    errors.add(f"source_configuration.{key}", "Null characters are not allowed.")
+                if len(json.dumps(config)) > MAX_SOURCE_CONFIGURATION_BYTES:
+                    errors.add("source_configuration",
+                               f"At most {MAX_SOURCE_CONFIGURATION_BYTES} bytes of JSON.")
+        values["source_configuration"] = config
+    if "enabled" in raw:
+        if not isinstance(raw["enabled"], bool):
+            errors.add("enabled", "Must be true or false.")
+        values["enabled"] = raw["enabled"]
+
+
+SECRET_REFUSAL = ("runwatch does not keep credentials in a pipeline's definition (every read "
+                  "returns it); store them as the connection's secrets.")
 
 
 async def create_pipeline(*, caller: Caller, fields: PipelineFields,
@@ -113,6 +191,8 @@ async def update_pipeline(*, caller: Caller, pipeline_id: int,
         raise InvalidInput.one(
             "name", "A connection's delivery pipeline is named after and tied to its "
             "connection; change the connection instead.")
+    if values:
+        values["updated_at"] = utcnow()
     for key, value in values.items():
         setattr(pipeline, key, value)
     if values:

@@ -116,8 +116,10 @@ def _object(value: Any, name: str, errors: Errors, keys: tuple[str, ...]) -> dic
 def _int(value: Any, name: str, errors: Errors, *, minimum: int, maximum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    # JSON numbers: eltPulse's clients (JavaScript) may send 12.0 or a computed 12.5 for a
+    # count; a finite number is accepted and rounded down (floor), as a count cannot be half.
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= 2**63:
+        value = math.floor(value)
     if isinstance(value, bool) or not isinstance(value, int):
         errors.add(name, "A valid integer is required.")
         return None
@@ -203,6 +205,10 @@ def _sample(value: Any, name: str, errors: Errors, *, now: datetime) -> Sample |
 
 
 def _summary(value: Any, name: str, errors: Errors) -> SummaryPatch | None:
+    if isinstance(value, dict) and "updatedAt" in value:
+        # GET returns the server's `updatedAt` in the summary; clients send it back: ignored
+        # (the server stamps its own)
+        value = {k: v for k, v in value.items() if k != "updatedAt"}
     raw = _object(value, name, errors, SUMMARY_KEYS)
     if not isinstance(value, dict):
         return None

@@ -60,6 +60,7 @@ def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
     telemetry summary when it reported any."""
     body: dict[str, Any] = {
         "event": event,
+        "source": "eltpulse",  # eltPulse's reference marks its run events so
         "runId": str(run.id),
         "correlationId": run.correlation_id,
         "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
@@ -67,13 +68,25 @@ def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
         "environment": run.environment,
         "status": RunStatus(run.status).value,
         "errorSummary": run.error,
-        "startedAt": iso(run.started_at),
+        # a run cancelled before any claim started when it was created (eltPulse's rule)
+        "startedAt": iso(run.started_at or run.created_at),
         "finishedAt": iso(run.finished_at),
     }
     summary = summary_of(run)
     if summary:
         body["telemetrySummary"] = summary
     return body
+
+
+async def delivery_status_of(run_ids: list[int]) -> dict[int, str]:
+    """The status of each run's latest webhook delivery (`pending`, `delivered`, `failed`);
+    runs without one are left out. One query."""
+    if not run_ids:
+        return {}
+    rows = await WebhookDelivery.filter(
+        run_id__in=run_ids, endpoint_id__isnull=False
+    ).order_by("id").values_list("run_id", "status")
+    return {run_id: DeliveryStatus(status).value for run_id, status in rows}
 
 
 async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name: str) -> bool:
@@ -204,6 +217,32 @@ async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEnd
     return await WebhookEndpoint.filter(
         organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None
     ).first()
+
+
+SETTINGS_PIPELINES_MAX = 1000
+
+
+async def settings_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
+    """A pipeline, for its webhook settings (readable with `read` or `write`)."""
+    if not caller.has(Scope.WRITE):
+        caller.require_scope(Scope.READ)
+    pipeline = await _pipeline_of(caller, pipeline_id)
+    assert pipeline is not None
+    return pipeline
+
+
+async def pipeline_urls(*, caller: Caller) -> list[tuple[Pipeline, str | None]]:
+    """The organisation's ELT pipelines (oldest first, at most SETTINGS_PIPELINES_MAX), each
+    with its own endpoint's URL (None without one): eltPulse's webhook settings page. Two
+    queries."""
+    if not caller.has(Scope.WRITE):
+        caller.require_scope(Scope.READ)
+    rows = await Pipeline.filter(organisation_id=caller.organisation_id, kind="elt").order_by(
+        "id").limit(SETTINGS_PIPELINES_MAX)
+    urls = dict(await WebhookEndpoint.filter(
+        organisation_id=caller.organisation_id, pipeline_id__in=[p.id for p in rows]
+    ).values_list("pipeline_id", "url")) if rows else {}
+    return [(p, urls.get(p.id)) for p in rows]
 
 
 async def list_endpoints(

@@ -162,6 +162,17 @@ EXECUTION_FIELDS: dict[str, Schema] = {
     "date_recorded": nullable({"type": "string", "format": "date"}), "status": RUN_STATUS,
 }
 
+
+# An ELT pipeline as the REST contract shows it (eltPulse's definition fields included).
+ELT_PIPELINE_FIELDS: dict[str, Schema] = {
+    "id": ID_TEXT, "name": STR, "kind": STR, "description": STR_OR_NULL,
+    "maxRuntimeSeconds": INT_OR_NULL, "connectionId": ID_TEXT_OR_NULL, "createdAt": TIME,
+    "tool": STR_OR_NULL, "sourceType": STR_OR_NULL, "destinationType": STR_OR_NULL,
+    "sourceConfiguration": nullable(ANY_OBJECT), "pipelineCode": STR_OR_NULL,
+    "configYaml": STR_OR_NULL, "workspaceYaml": STR_OR_NULL, "groupName": STR_OR_NULL,
+    "enabled": BOOL, "updatedAt": TIME,
+}
+
 SCHEMAS: dict[str, Schema] = {
     # errors
     "DrfDetail": DRF_DETAIL,
@@ -194,16 +205,22 @@ SCHEMAS: dict[str, Schema] = {
         "createdAt": TIME, "updatedAt": TIME,
         "logEntries": array(LOG_LINE),
         "telemetry": obj({"summary": ANY_OBJECT, "samples": array(SAMPLE)}, ("summary",)),
+        # read by eltPulse's pages and gateways (GET and POST answers; not PATCH answers)
+        "pipeline": nullable(obj({"id": ID_TEXT, "name": STR, **{
+            name: STR_OR_NULL for name in ("tool", "sourceType", "destinationType",
+                                           "pipelineCode", "configYaml", "workspaceYaml")},
+            "sourceConfiguration": nullable(ANY_OBJECT)}, ("id", "name"))),
+        "targetAgentToken": nullable(obj({"id": ID_TEXT, "name": STR})),
+        "webhookStatus": nullable({"type": "string",
+                                   "enum": ["pending", "delivered", "failed"]}),
+        "ingestionExecutor": nullable({"type": "string", "enum": ["gateway", "managed"]}),
     }, ("id", "pipelineId", "status", "environment", "correlationId", "triggeredBy",
         "partitionColumn", "partitionValue", "targetGatewayId", "gatewayId", "startedAt",
         "finishedAt", "deadlineAt", "errorSummary", "cancel", "logEntriesDropped",
         "telemetrySamplesDropped", "createdAt", "updatedAt", "telemetry")),
-    "EltPipeline": obj({
-        "id": ID_TEXT, "name": STR, "kind": STR, "description": STR_OR_NULL,
-        "maxRuntimeSeconds": INT_OR_NULL, "connectionId": ID_TEXT_OR_NULL, "createdAt": TIME,
-    }),
+    "EltPipeline": obj(ELT_PIPELINE_FIELDS),
     "Webhook": obj({
-        "id": ID_TEXT, "url": STR, "secret": STR,
+        "id": ID_TEXT, "url": STR, "secret": STR_OR_NULL,
         "eventTypes": array({"type": "string", "enum": list(EVENT_TYPES)}),
         "enabled": BOOL, "pipelineId": ID_TEXT_OR_NULL, "createdAt": TIME, "updatedAt": TIME,
     }),
@@ -292,14 +309,24 @@ RUN_CHANGE = obj({
     "telemetrySamples": array(SAMPLE_INPUT, maxItems=2000),
 }, ())
 WEBHOOK_INPUT = obj({
-    "url": nullable({"type": "string", "format": "uri"}),
+    "url": nullable({"anyOf": [{"type": "string", "format": "uri"}, {"const": ""}]}),
     "eventTypes": array({"type": "string", "enum": list(EVENT_TYPES)}, minItems=1),
     "enabled": BOOL,
-}, ("url",))
+}, ())
 ELT_PIPELINE_INPUT: dict[str, Schema] = {
     "name": NAME_200, "description": nullable({"type": "string", "maxLength": 4000}),
     "maxRuntimeSeconds": nullable({"type": "integer", "minimum": 60, "maximum": INT32_MAX}),
     "connectionId": ID_TEXT_OR_NULL,
+    "tool": nullable({"type": "string", "maxLength": 50}),
+    "sourceType": nullable({"type": "string", "maxLength": 100}),
+    "destinationType": nullable({"type": "string", "maxLength": 100}),
+    "sourceConfiguration": nullable({**ANY_OBJECT, "description":
+                                     "Non-secret settings, at most 64 KiB of JSON."}),
+    "pipelineCode": nullable({"type": "string", "maxLength": 262_144}),
+    "configYaml": nullable({"type": "string", "maxLength": 262_144}),
+    "workspaceYaml": nullable({"type": "string", "maxLength": 262_144}),
+    "groupName": nullable({"type": "string", "maxLength": 200}),
+    "enabled": BOOL,
 }
 
 # ------------------------------------------------------------------------- operations
@@ -350,6 +377,7 @@ WAREHOUSE_OPS = (
        {200: ref("Telemetry")}, (401, 403, 404)),
 )
 
+ELT = "/api/elt"
 RUNS = "/api/elt/runs"
 PIPELINES = "/api/elt/pipelines"
 AGENT = "/api/agent"
@@ -360,6 +388,18 @@ STATUSES: Schema = {"type": "string", "description": "Comma-separated run status
 def envelope(name: str, schema: Schema, **more: Schema) -> Schema:
     return obj({name: schema, **more})
 
+
+HEARTBEAT = obj({"seenAt": TIME, "version": STR,
+                 "labels": {"type": "object", "additionalProperties": STR}, "source": STR})
+CONNECTOR = obj({"id": ID_TEXT, "name": STR, "metadata": {"type": "null"},
+                 "heartbeat": nullable(HEARTBEAT), "createdAt": TIME})
+# eltPulse's webhook settings page reads `globalUrl` (or `url`) and the pipelines' URLs.
+DEFAULT_WEBHOOK = obj({
+    "globalUrl": STR_OR_NULL, "url": STR_OR_NULL,
+    "pipelines": array(obj({"id": ID_TEXT, "name": STR, "webhookUrl": STR_OR_NULL})),
+    "webhook": nullable(ref("Webhook"))})
+PIPELINE_WEBHOOK = obj({"pipelineId": ID_TEXT, "name": STR, "url": STR_OR_NULL,
+                        "webhook": nullable(ref("Webhook"))})
 
 ELT_OPS = (
     Op("GET", RUNS, "List runs, newest first", {200: envelope("runs", array(ref("Run")))},
@@ -374,6 +414,8 @@ ELT_OPS = (
             "partitionColumn": {"type": "string", "maxLength": 200},
             "partitionValue": {"type": "string", "maxLength": 1000},
             "targetGatewayId": ID_TEXT_OR_NULL,
+            "targetAgentTokenId": {**ID_TEXT_OR_NULL,
+                                   "description": "eltPulse's name of `targetGatewayId`."},
             "status": {"type": "string", "enum": ["pending", "running"]}}, ("pipelineId",)),
        True),
     Op("GET", RUNS + "/{id}", "A run with its logs and samples",
@@ -382,9 +424,10 @@ ELT_OPS = (
        {200: envelope("run", ref("Run"))}, (400, 401, 403, 404, 409), "write", RUN_CHANGE,
        description="The answer leaves out `logEntries` and `telemetry.samples`."),
     Op("GET", RUNS + "/webhook", "The organisation's default webhook endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (401, 403), "write"),
-    Op("PUT", RUNS + "/webhook", "Set (or with `url: null` remove) the default endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (400, 401, 403), "write",
+       {200: DEFAULT_WEBHOOK}, (401, 403), "viewer",
+       description="`secret` is null unless the token has `write`."),
+    Op("PUT", RUNS + "/webhook", "Set (or with `url` null, empty or absent remove) the "
+       "default endpoint", {200: DEFAULT_WEBHOOK}, (400, 401, 403), "write",
        WEBHOOK_INPUT, True),
     Op("GET", PIPELINES, "List pipelines",
        {200: envelope("pipelines", array(ref("EltPipeline")))}, (400, 401, 403),
@@ -398,21 +441,59 @@ ELT_OPS = (
        {200: envelope("pipeline", ref("EltPipeline"))}, (400, 401, 403, 404, 409), "write",
        obj(ELT_PIPELINE_INPUT, ())),
     Op("GET", PIPELINES + "/{id}/webhook", "A pipeline's own webhook endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (401, 403, 404), "write"),
+       {200: PIPELINE_WEBHOOK}, (401, 403, 404), "viewer",
+       description="`secret` is null unless the token has `write`."),
     Op("PUT", PIPELINES + "/{id}/webhook", "Set (or remove) a pipeline's endpoint",
-       {200: envelope("webhook", nullable(ref("Webhook")))}, (400, 401, 403, 404), "write",
+       {200: PIPELINE_WEBHOOK}, (400, 401, 403, 404), "write",
        WEBHOOK_INPUT, True),
     Op("GET", AGENT + "/runs", "Runs this gateway may take, oldest first",
        {200: envelope("runs", array(ref("Run")))}, (400, 401, 403), "gateway",
        query={"status": STATUSES, "limit": {"type": "integer",
-                                            "description": "Clamped to 1..20 (default 20)."}}),
+                                            "description": "Clamped to 1..20 (default 5)."}},
+       description="Each run embeds its pipeline's definition (what the gateway runs)."),
     Op("GET", AGENT + "/runs/{id}", "A run, with `cancel`",
        {200: envelope("run", ref("Run"), cancel=BOOL)}, (401, 403, 404), "gateway"),
     Op("PATCH", AGENT + "/runs/{id}", "Claim (`status: running`) or change a run",
        {200: envelope("run", ref("Run"), cancel=BOOL)}, (400, 401, 403, 404, 409), "gateway",
        RUN_CHANGE),
+    Op("GET", AGENT + "/pipelines/{id}", "A pipeline's definition, for a gateway",
+       {200: envelope("pipeline", obj({
+           **ELT_PIPELINE_FIELDS, "secrets": {"type": "object", "additionalProperties": STR}}))},
+       (401, 403, 404), "gateway",
+       description="With `secrets`: its connection's secret values in clear (the read is "
+       "recorded)."),
+    Op("POST", AGENT + "/monitors/{id}/report", "A monitor's report (runwatch runs no "
+       "monitors: every id is not found)", {200: obj({"ok": BOOL})}, (400, 401, 403, 404),
+       "gateway", ANY_OBJECT, True),
+    Op("GET", ELT + "/agent-status", "The organisation's gateways and their heartbeats, as "
+       "eltPulse's gateway page reads them", {200: obj({
+           "executionPlane": STR, "managedComputeReady": BOOL, "hasAccountToken": BOOL,
+           "hasNamedConnectors": BOOL, "hasAnyToken": BOOL,
+           "defaultAgentTokenId": ID_TEXT_OR_NULL, "connectors": array(CONNECTOR),
+           "organization": obj({"id": ID_TEXT, "name": STR,
+                                "defaultAgentTokenId": ID_TEXT_OR_NULL,
+                                "orgGatewaysAllowed": BOOL, "connectors": array(CONNECTOR)}),
+           "accountTokenHeartbeat": {"type": "null"},
+           "heartbeat": nullable(HEARTBEAT)})}, (401, 403)),
+    Op("GET", AGENT + "/connections", "The organisation's connections with their secrets",
+       {200: obj({"connections": array(obj({
+           "id": ID_TEXT, "name": STR, "connectionType": STR, "connector": STR,
+           "config": ANY_OBJECT,
+           "secrets": {"type": "object", "additionalProperties": STR}}))})},
+       (401, 403), "gateway",
+       description="Secret values in clear, for the gateway's jobs; every read is recorded."),
     Op("GET", AGENT + "/manifest", "What the gateway should do, and the server's time",
-       {200: obj({"gateway": ref("Gateway"), "pollIntervalSeconds": INT,
+       {200: obj({"version": INT,
+                  "billing": obj({"runsPollIntervalSeconds": INT,
+                                  "heartbeatIntervalSeconds": INT}),
+                  "organization": obj({"id": ID_TEXT, "name": STR}),
+                  "pipelines": array(obj({
+                      "id": ID_TEXT, "name": STR, "tool": STR_OR_NULL, "enabled": BOOL,
+                      "sourceType": STR_OR_NULL, "destinationType": STR_OR_NULL,
+                      "groupName": STR_OR_NULL, "updatedAt": TIME})),
+                  "workloads": obj({"monitors": array(ANY_OBJECT)}),
+                  "executorHints": ANY_OBJECT,
+                  "gateway": ref("Gateway"), "pollIntervalSeconds": INT,
                   "heartbeatIntervalSeconds": INT, "leaseSeconds": INT, "serverTime": TIME})},
        (401, 403), "gateway"),
     Op("POST", AGENT + "/heartbeat", "Record that the gateway is alive",
@@ -598,7 +679,7 @@ TAGS = {
 SCOPES_HELP = {
     "read": "a token with `read`", "write": "a token with `write`",
     "report": "a token with `report`", "writer": "a token with `report` or `write`",
-    "gateway": "a gateway's token",
+    "viewer": "a token with `read` or `write`", "gateway": "a gateway's token",
 }
 
 # ------------------------------------------------------------------------- request examples
@@ -631,6 +712,7 @@ EXAMPLES: dict[tuple[str, str], Any] = {
         "status": "running", "appendLog": {"level": "info", "message": "claimed"},
         "telemetrySummary": {"rowsLoaded": 0, "progress": 0, "currentPhase": "extract"}},
     ("POST", AGENT + "/heartbeat"): {"version": "1.4.2", "labels": {"region": "eu-west-1"}},
+    ("POST", AGENT + "/monitors/{id}/report"): {"ok": True, "message": "3 new files"},
     ("POST", "/pipeline"): {"name": "orders_load", "pipeline_type_name": "extraction",
                             "next_watermark": "2026-01-31T00:00:00"},
     ("PATCH", "/pipeline"): {"name": "orders_load", "freshness_number": 1,

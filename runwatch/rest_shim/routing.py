@@ -33,6 +33,7 @@ ACCESS: dict[str, tuple[Scope, ...]] = {
     "write": (Scope.WRITE,),
     "report": (Scope.REPORT,),
     "writer": (Scope.REPORT, Scope.WRITE),  # Watcher jobs (`report`) and people (`write`)
+    "viewer": (Scope.READ, Scope.WRITE),  # settings readable by both (`write` sets them)
     "gateway": (Scope.GATEWAY,),
 }
 

@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 
 from runwatch.models import Connection as ConnectionModel
 from runwatch.resolvers import connections as connections_api
+from runwatch.resolvers import secrets as secrets_api
 from runwatch.schema.context import Info
 from runwatch.schema.errors import (
     InvalidInputError,
@@ -94,6 +95,36 @@ UpdateConnectionResult = Annotated[
 ]
 
 
+@strawberry.type(description="A secret of a connection: its name and when it was set; the "
+                 "value is write-only (only the organisation's gateways receive it).")
+class ConnectionSecret:
+    name: str
+    set: bool
+    updated_at: datetime
+
+
+@strawberry.input(description="Secret values by environment-variable name (e.g. "
+                  "GITHUB_TOKEN); null removes one, the others stay.")
+class SetConnectionSecretsInput:
+    connection_id: strawberry.ID
+    secrets: JSON
+
+
+@strawberry.type
+class ConnectionSecretsSuccess:
+    secrets: list[ConnectionSecret]
+
+
+SetConnectionSecretsResult = Annotated[
+    ConnectionSecretsSuccess | NotFoundError | InvalidInputError | PermissionDeniedError,
+    strawberry.union("SetConnectionSecretsResult"),
+]
+
+
+def _secret(row: object) -> ConnectionSecret:
+    return ConnectionSecret(name=row.name, set=True, updated_at=row.updated_at)  # type: ignore[attr-defined]
+
+
 def _given(value: object) -> object:
     return connections_api.UNSET if value is strawberry.UNSET else value
 
@@ -106,6 +137,18 @@ class ConnectionQuery:
         row = await or_none(lambda: connections_api.get_connection(
             caller=caller, connection_id=parse_id(id, "connection")))
         return Connection.of(row) if row else None
+
+    @strawberry.field(description="Which secrets a connection has (never their values).")
+    async def connection_secrets(self, info: Info,
+                                 connection_id: strawberry.ID) -> list[ConnectionSecret]:
+        caller = info.context.require_caller()
+        cid = parse_id(connection_id, "connection")
+        row = await or_none(lambda: connections_api.get_connection(caller=caller,
+                                                                   connection_id=cid))
+        if row is None:
+            return []
+        found = await secrets_api.secret_names(caller=caller, connection_ids=[row.id])
+        return [_secret(r) for r in found[row.id]]
 
     @strawberry.field(description="The organisation's connections, oldest first.")
     async def connections(
@@ -132,6 +175,21 @@ class ConnectionMutation:
                 caller=caller, name=input.name, warehouse_type=input.warehouse_type,
                 settings=input.settings)
             return ConnectionSuccess(connection=Connection.of(row))
+
+        return await as_data(call)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Set or remove secret values of a connection, encrypted "
+                         "at rest (RUNWATCH_SECRETS_KEYS); never returned by any read.")
+    async def set_connection_secrets(
+        self, info: Info, input: SetConnectionSecretsInput
+    ) -> SetConnectionSecretsResult:
+        caller = info.context.require_caller()
+
+        async def call() -> ConnectionSecretsSuccess:
+            rows = await secrets_api.set_secrets(
+                caller=caller, connection_id=parse_id(input.connection_id, "connection"),
+                secrets=input.secrets, keys=info.context.settings.secrets_keys)
+            return ConnectionSecretsSuccess(secrets=[_secret(r) for r in rows])
 
         return await as_data(call)  # type: ignore[return-value]
 

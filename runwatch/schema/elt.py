@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from runwatch.models import LogLevel as LogLevelModel
 from runwatch.models import RunStatus as RunStatusModel
@@ -52,6 +53,17 @@ class CreatePipelineInput:
         default=None, description="Runs still open this long after their start time out "
         "(at least 60; null: the deployment's default).")
     connection_id: strawberry.ID | None = None
+    tool: str | None = strawberry.field(default=None, description="What runs it: dlt, sling, …")
+    source_type: str | None = None
+    destination_type: str | None = None
+    source_configuration: JSON | None = strawberry.field(
+        default=None, description="Non-secret source settings (at most 64 KiB of JSON); "
+        "credentials belong in the connection's secrets.")
+    pipeline_code: str | None = None
+    config_yaml: str | None = None
+    workspace_yaml: str | None = None
+    group_name: str | None = None
+    enabled: bool | None = None
 
 
 @strawberry.input
@@ -60,6 +72,19 @@ class UpdatePipelineInput:
     name: str | None = strawberry.UNSET
     description: str | None = strawberry.UNSET
     max_runtime_seconds: int | None = strawberry.UNSET
+    tool: str | None = strawberry.UNSET
+    source_type: str | None = strawberry.UNSET
+    destination_type: str | None = strawberry.UNSET
+    source_configuration: JSON | None = strawberry.UNSET
+    pipeline_code: str | None = strawberry.UNSET
+    config_yaml: str | None = strawberry.UNSET
+    workspace_yaml: str | None = strawberry.UNSET
+    group_name: str | None = strawberry.UNSET
+    enabled: bool | None = strawberry.UNSET
+
+
+DEFINITION = ("tool", "source_type", "destination_type", "source_configuration",
+              "pipeline_code", "config_yaml", "workspace_yaml", "group_name")
 
 
 @strawberry.type
@@ -200,9 +225,14 @@ class EltMutation:
             errors = Errors()
             connection_id = check_int_id(input.connection_id, "connection_id", errors)
             errors.raise_any()
+            definition = {name: getattr(input, name) for name in DEFINITION
+                          if getattr(input, name) is not None}
+            if input.enabled is not None:
+                definition["enabled"] = input.enabled
             row = await pipelines_api.create_pipeline(caller=caller, fields=PipelineFields(
                 name=input.name, description=input.description,
-                max_runtime_seconds=input.max_runtime_seconds, connection_id=connection_id))
+                max_runtime_seconds=input.max_runtime_seconds, connection_id=connection_id,
+                **definition))
             return PipelineSuccess(pipeline=Pipeline.of(row))
 
         return await as_data(call)  # type: ignore[return-value]
@@ -215,8 +245,11 @@ class EltMutation:
         async def call() -> PipelineSuccess:
             row = await pipelines_api.update_pipeline(
                 caller=caller, pipeline_id=parse_id(input.id, "pipeline"),
-                fields=PipelineFields(name=_given(input.name), description=_given(
-                    input.description), max_runtime_seconds=_given(input.max_runtime_seconds)))
+                fields=PipelineFields(
+                    name=_given(input.name), description=_given(input.description),
+                    max_runtime_seconds=_given(input.max_runtime_seconds),
+                    **{name: _given(getattr(input, name)) for name in (*DEFINITION,
+                                                                        "enabled")}))
             return PipelineSuccess(pipeline=Pipeline.of(row))
 
         return await as_data(call)  # type: ignore[return-value]

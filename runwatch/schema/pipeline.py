@@ -49,6 +49,16 @@ class Pipeline:
     mute_timeliness_check: bool
     load_lineage: bool
     active: bool
+    tool: str | None = strawberry.field(description="eltPulse's definition: what runs it.")
+    source_type: str | None
+    destination_type: str | None
+    source_configuration: JSON | None = strawberry.field(
+        description="Non-secret source settings.")
+    pipeline_code: str | None
+    config_yaml: str | None
+    workspace_yaml: str | None
+    group_name: str | None
+    enabled: bool
     connection_id: strawberry.Private[int | None]
     pipeline_type_id: strawberry.Private[int | None]
 
@@ -65,7 +75,10 @@ class Pipeline:
             mute_freshness_check=m.mute_freshness_check,
             timeliness_number=m.timeliness_number, timeliness_datepart=m.timeliness_datepart,
             mute_timeliness_check=m.mute_timeliness_check, load_lineage=m.load_lineage,
-            active=m.active,
+            active=m.active, tool=m.tool, source_type=m.source_type,
+            destination_type=m.destination_type, source_configuration=m.source_configuration,
+            pipeline_code=m.pipeline_code, config_yaml=m.config_yaml,
+            workspace_yaml=m.workspace_yaml, group_name=m.group_name, enabled=m.enabled,
             connection_id=m.connection_id,  # type: ignore[attr-defined]
             pipeline_type_id=m.pipeline_type_id)  # type: ignore[attr-defined]
 

@@ -77,6 +77,10 @@ def retry_delay(attempts: int) -> timedelta:
     return base * random.uniform(0.9, 1.1)
 
 
+# eltPulse's reference sends run events with this User-Agent; receivers may key on it.
+RUN_EVENT_USER_AGENT = "eltPulse-Runs/1"
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A claimed delivery: a run event for an endpoint, or an alert for a channel."""
@@ -140,10 +144,11 @@ class Sender:
     """Sends claimed deliveries with one pooled HTTP client."""
 
     def __init__(self, *, timeout: float, allow_private: bool, concurrency: int,
-                 resolver: Resolver = resolve) -> None:
+                 resolver: Resolver = resolve, public_url: str = "") -> None:
         self.timeout = timeout
         self.allow_private = allow_private
         self.concurrency = concurrency
+        self.public_url = public_url
         self.hold = timedelta(seconds=timeout + 30)
         # Unless private targets are allowed, every connection goes through the address
         # guard, to the very address it checked (`runwatch.services.pinned`).
@@ -155,6 +160,16 @@ class Sender:
             headers={"user-agent": f"runwatch-webhooks/{__version__}"},
         )
 
+    def body_of(self, delivery: Claimed) -> dict:
+        """What is sent: the frozen payload; a run event also links to its run (`runUrl`,
+        under `RUNWATCH_PUBLIC_URL`; null when unset)."""
+        payload = delivery.payload
+        if delivery.endpoint_id is None or "runId" not in payload or "runUrl" in payload:
+            return payload
+        run_url = (f"{self.public_url}/api/elt/runs/{payload['runId']}"
+                   if self.public_url else None)
+        return {**payload, "runUrl": run_url}
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
@@ -163,13 +178,15 @@ class Sender:
         problem = url_problem(target.url)
         if problem:
             return Result(None, 0, f"refused: {problem}", None)
-        body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+        body = json.dumps(self.body_of(delivery), separators=(",", ":")).encode()
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
             "webhook-id": delivery.message_id,
             "webhook-timestamp": str(timestamp),
         }
+        if delivery.endpoint_id is not None:  # a run event: the sender eltPulse's receivers know
+            headers["user-agent"] = RUN_EVENT_USER_AGENT
         if target.secret:
             headers["webhook-signature"] = sign(target.secret, delivery.message_id, timestamp,
                                                 body)
@@ -335,7 +352,8 @@ def _decode(raw: bytes, charset: str | None) -> str:
 async def sender_from(settings):  # type: ignore[no-untyped-def]
     sender = Sender(timeout=settings.webhook_timeout_seconds,
                     allow_private=settings.webhook_allow_private,
-                    concurrency=settings.webhook_concurrency)
+                    concurrency=settings.webhook_concurrency,
+                    public_url=settings.public_url)
     try:
         yield sender
     finally:

@@ -1,0 +1,548 @@
+"""eltPulse's real clients, replayed: each call with the exact body the client sends, and on
+each answer exactly the fields the client reads.
+
+- The stock gateway (eltpulsehq/integrations, `gateway/src/index.mjs`): manifest, heartbeat,
+  poll (`?status=pending&limit=5`), the cancel pre-check, the claim, batched log flushes, the
+  final status, the error summary after a failed exit; `cancel` on every answer.
+- Its per-run worker (`worker/src/index.mjs`): `GET /api/agent/runs/:id` -> `{run, cancel}`
+  and `run.pipeline.{tool, pipelineCode, configYaml, workspaceYaml, sourceConfiguration}`.
+- datapulse's web app: pipelines created with its body, runs created with
+  `targetAgentTokenId`, the Runs page's fields, the webhook settings page, backfills.
+
+A client throws on any non-2xx answer (`if (!res.ok) throw`), so every call here asserts a
+2xx before reading the fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from runwatch.models import Run
+from runwatch.resolvers import gateways as gateways_api
+from runwatch.resolvers.caller import Caller
+from runwatch.services.reaper import reap_stuck_runs
+from runwatch.settings import Settings
+from tests.conftest import Tenant, app_client
+from tests.elt_helpers import Agent, make_gateway, when
+
+ELT = "/api/elt"
+AGENT = "/api/agent"
+HOOK = "http://127.0.0.1:8999/hooks/eltpulse"
+
+# datapulse's pipeline body (its "new pipeline" form).
+DATAPULSE_PIPELINE = {
+    "name": "github-issues",
+    "sourceType": "github",
+    "destinationType": "duckdb",
+    "tool": "dlt",
+    "sourceConfiguration": {"GITHUB_OWNER": "acme", "GITHUB_REPO": "api", "per_page": 100},
+    "pipelineCode": "import dlt\nprint('loading issues')\n",
+    "configYaml": "source:\n  github:\n    owner: acme\n",
+    "workspaceYaml": "[runtime]\nlog_level = 'INFO'\n",
+    "groupName": "product",
+    "enabled": True,
+}
+# What the gateway sends (gateway/src/index.mjs).
+GATEWAY_HEARTBEAT = {"version": "eltpulse-gateway/0.2.0",
+                     "labels": {"runtime": "node", "package": "integrations/gateway"}}
+CLAIM = {"status": "running",
+         "appendLog": {"level": "info",
+                       "message": "eltpulse-gateway: run claimed, starting execution"}}
+
+
+async def ok(r: httpx.Response) -> dict[str, Any]:
+    """What a client does with an answer: throw unless 2xx, else parse the JSON."""
+    assert 200 <= r.status_code < 300, (r.request.method, r.request.url.path, r.text)
+    return r.json()
+
+
+@pytest.fixture
+async def gateway(tenant: Tenant) -> Agent:
+    return await make_gateway(tenant, "gw-1")
+
+
+@pytest.fixture
+async def pipeline(client, tenant) -> dict[str, Any]:
+    body = await ok(await client.post(f"{ELT}/pipelines", json=DATAPULSE_PIPELINE,
+                                      headers=tenant.headers("read,write,report")))
+    return body["pipeline"]
+
+
+async def new_run(client, tenant, pipeline, **extra: Any) -> dict[str, Any]:
+    """The web app's "Run" button: no status, `targetAgentTokenId` (null: any gateway)."""
+    body = {"pipelineId": pipeline["id"], "targetAgentTokenId": None, **extra}
+    r = await client.post(f"{ELT}/runs", json=body, headers=tenant.headers("read,write,report"))
+    assert r.status_code == 201, r.text
+    return r.json()["run"]
+
+
+def gateway_caller(agent: Agent) -> Caller:
+    return Caller(organisation_id=agent.org_id, scopes=frozenset(), gateway_id=agent.id)
+
+
+# ----------------------------------------------------------------------------------------------
+# the stock gateway
+
+
+async def test_manifest_as_the_gateway_reads_it(client, gateway, pipeline):
+    m = await ok(await client.get(f"{AGENT}/manifest", headers=gateway.headers()))
+    billing = m["billing"]
+    assert isinstance(m["version"], int)
+    assert (billing["runsPollIntervalSeconds"], billing["heartbeatIntervalSeconds"]) == (5, 30)
+    # datapulse's copy also reads these
+    assert m["workloads"]["monitors"] == [] and isinstance(m["executorHints"], dict)
+    assert m["organization"]["id"] == str(gateway.org_id)
+    [p] = m["pipelines"]
+    assert {k: p[k] for k in ("id", "name", "tool", "enabled", "sourceType",
+                              "destinationType", "groupName")} == {
+        "id": pipeline["id"], "name": "github-issues", "tool": "dlt", "enabled": True,
+        "sourceType": "github", "destinationType": "duckdb", "groupName": "product"}
+    when(p["updatedAt"])
+    # the heartbeat the gateway sends right after
+    await ok(await client.post(f"{AGENT}/heartbeat", json=GATEWAY_HEARTBEAT,
+                               headers=gateway.headers()))
+
+
+async def test_the_gateway_runs_a_pending_run_to_success(client, tenant, gateway, pipeline):
+    run = await new_run(client, tenant, pipeline, partitionColumn="day",
+                        partitionValue="2026-01-31")
+    # pollRunsOnce
+    data = await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                     headers=gateway.headers()))
+    [polled] = data["runs"]
+    assert polled["id"] == run["id"]
+    p = polled["pipeline"]  # executeRun reads exactly these
+    assert p == {"id": pipeline["id"], "name": "github-issues", "tool": "dlt",
+                 "sourceType": "github", "destinationType": "duckdb",
+                 "sourceConfiguration": DATAPULSE_PIPELINE["sourceConfiguration"],
+                 "pipelineCode": DATAPULSE_PIPELINE["pipelineCode"],
+                 "configYaml": DATAPULSE_PIPELINE["configYaml"],
+                 "workspaceYaml": DATAPULSE_PIPELINE["workspaceYaml"]}
+    assert (polled["partitionValue"], polled["partitionColumn"]) == ("2026-01-31", "day")
+    # the cancel pre-check, then the claim
+    check = await ok(await client.get(f"{AGENT}/runs/{run['id']}", headers=gateway.headers()))
+    assert check["cancel"] is False
+    claimed = await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                          headers=gateway.headers()))
+    assert claimed["cancel"] is False
+    # batched log flushes (lines joined with "\n"), then the final status with the last batch
+    for batch in (["Extracting issues", "page 1"], ["page 2"]):
+        resp = await ok(await client.patch(
+            f"{AGENT}/runs/{run['id']}",
+            json={"appendLog": {"level": "info", "message": "\n".join(batch)}},
+            headers=gateway.headers()))
+        assert resp["cancel"] is False
+    resp = await ok(await client.patch(
+        f"{AGENT}/runs/{run['id']}",
+        json={"appendLog": {"level": "info", "message": "done"}, "status": "succeeded"},
+        headers=gateway.headers()))
+    assert resp["cancel"] is False
+    final = await ok(await client.get(f"{ELT}/runs/{run['id']}", headers=tenant.headers("read")))
+    assert final["run"]["status"] == "succeeded"
+    assert [e["message"] for e in final["run"]["logEntries"]] == [
+        CLAIM["appendLog"]["message"], "Extracting issues\npage 1", "page 2", "done"]
+
+
+async def test_a_failed_exit_then_its_error_summary(client, tenant, gateway, pipeline):
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    await ok(await client.patch(
+        f"{AGENT}/runs/{run['id']}",
+        json={"appendLog": {"level": "info", "message": "[stderr] Traceback"},
+              "status": "failed"}, headers=gateway.headers()))
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}",
+                                json={"errorSummary": "Process exited with code 1"},
+                                headers=gateway.headers()))
+    body = (await ok(await client.get(f"{ELT}/runs/{run['id']}",
+                                      headers=tenant.headers("read"))))["run"]
+    assert (body["status"], body["errorSummary"]) == ("failed", "Process exited with code 1")
+
+
+async def test_the_gateways_execution_error_path(client, tenant, gateway, pipeline):
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json={
+        "status": "failed",
+        "appendLog": {"level": "error", "message": "Gateway execution error: spawn ENOENT"},
+        "errorSummary": "spawn ENOENT"}, headers=gateway.headers()))
+
+
+async def test_cancel_mid_run_stops_the_gateway_and_keeps_its_lines(client, tenant, gateway,
+                                                                    pipeline):
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    await ok(await client.patch(f"{ELT}/runs/{run['id']}", json={"status": "cancelled"},
+                                headers=tenant.headers("write")))
+    resp = await ok(await client.patch(
+        f"{AGENT}/runs/{run['id']}", json={"appendLog": {"level": "info", "message": "row 9"}},
+        headers=gateway.headers()))
+    assert resp["cancel"] is True  # the gateway kills its process
+    # its final flush: the remaining lines with status "cancelled" (a stray "succeeded" or
+    # "failed" from a process that exited meanwhile answers the same way)
+    for status in ("cancelled", "failed"):
+        resp = await ok(await client.patch(
+            f"{AGENT}/runs/{run['id']}",
+            json={"appendLog": {"level": "info", "message": f"[stderr] killed ({status})"},
+                  "status": status}, headers=gateway.headers()))
+        assert resp["cancel"] is True
+    body = (await ok(await client.get(f"{ELT}/runs/{run['id']}",
+                                      headers=tenant.headers("read"))))["run"]
+    assert body["status"] == "cancelled"
+    assert [e["message"] for e in body["logEntries"]][1:] == [
+        "row 9", "[stderr] killed (cancelled)", "[stderr] killed (failed)"]
+
+
+async def test_a_run_cancelled_while_pending_is_skipped(client, tenant, gateway, pipeline):
+    run = await new_run(client, tenant, pipeline)
+    polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                        headers=gateway.headers())))["runs"]
+    await ok(await client.patch(f"{ELT}/runs/{run['id']}", json={"status": "cancelled"},
+                                headers=tenant.headers("write")))
+    check = await ok(await client.get(f"{AGENT}/runs/{polled[0]['id']}",
+                                      headers=gateway.headers()))
+    assert check["cancel"] is True
+    # a claim racing the cancel: 200 with cancel, nothing claimed
+    claimed = await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                          headers=gateway.headers()))
+    assert claimed["cancel"] is True and claimed["run"]["status"] == "cancelled"
+    assert claimed["run"]["gatewayId"] is None
+
+
+async def test_a_timed_out_run_tells_its_gateway(client, tenant, gateway, pipeline):
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    row = await Run.get(id=int(run["id"]))
+    assert await reap_stuck_runs(now=row.started_at + timedelta(hours=3)) == 1
+    resp = await ok(await client.patch(
+        f"{AGENT}/runs/{run['id']}", json={"appendLog": {"level": "info", "message": "late"}},
+        headers=gateway.headers()))
+    assert resp["cancel"] is True
+    resp = await ok(await client.patch(
+        f"{AGENT}/runs/{run['id']}",
+        json={"appendLog": {"level": "info", "message": "last"}, "status": "succeeded"},
+        headers=gateway.headers()))
+    assert resp["cancel"] is True and resp["run"]["status"] == "timed_out"
+    body = (await ok(await client.get(f"{ELT}/runs/{run['id']}",
+                                      headers=tenant.headers("read"))))["run"]
+    assert [e["message"] for e in body["logEntries"]][1:] == ["late", "last"]
+
+
+async def test_another_replica_loses_the_claim(client, tenant, gateway, pipeline):
+    other = await make_gateway(tenant, "gw-2")
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    r = await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM, headers=other.headers())
+    assert r.status_code == 409 and "Already claimed" in r.json()["error"]
+
+
+@pytest.mark.parametrize("heartbeat,lease", [(30, 15), (5, 15), (2, 10), (600, 120)])
+async def test_a_healthy_gateway_is_never_timed_out(settings: Settings, tenant, gateway,
+                                                    pipeline, heartbeat, lease):
+    """With a short heartbeat and lease configured, the manifest tells the gateway an
+    interval it accepts (it clamps to 5..300 s) that fits twice into the lease; a gateway
+    heartbeating at it keeps its run. A silent one loses it (the test can fail)."""
+    async with app_client(settings, gateway_heartbeat_seconds=heartbeat,
+                          gateway_lease_seconds=lease) as c:
+        m = await ok(await c.get(f"{AGENT}/manifest", headers=gateway.headers()))
+        advertised = m["billing"]["heartbeatIntervalSeconds"]
+        # what the stock gateway does with it
+        interval = max(5, min(300, advertised))
+        assert interval == advertised and 2 * interval <= lease
+        run = await new_run(c, tenant, pipeline)
+        await ok(await c.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                               headers=gateway.headers()))
+    start = (await Run.get(id=int(run["id"]))).started_at
+    lease_delta = timedelta(seconds=lease)
+    for beat in range(1, 30):
+        at = start + timedelta(seconds=interval * beat)
+        # just before each heartbeat, and with a second of lateness
+        assert await reap_stuck_runs(now=at + timedelta(seconds=1),
+                                     gateway_lease=lease_delta) == 0, beat
+        await gateways_api.heartbeat(caller=gateway_caller(gateway), now=at)
+    silent = start + timedelta(seconds=interval * 29) + lease_delta + timedelta(seconds=1)
+    assert await reap_stuck_runs(now=silent, gateway_lease=lease_delta) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-run worker
+
+
+async def test_the_per_run_worker_reads_its_run(client, tenant, gateway, pipeline):
+    run = await new_run(client, tenant, pipeline, partitionValue="2026-02-01")
+    body = await ok(await client.get(f"{AGENT}/runs/{run['id']}", headers=gateway.headers()))
+    assert body["cancel"] is False
+    p = body["run"]["pipeline"]
+    assert (p["tool"], p["pipelineCode"], p["configYaml"], p["workspaceYaml"]) == (
+        "dlt", DATAPULSE_PIPELINE["pipelineCode"], DATAPULSE_PIPELINE["configYaml"],
+        DATAPULSE_PIPELINE["workspaceYaml"])
+    assert p["sourceConfiguration"] == DATAPULSE_PIPELINE["sourceConfiguration"]
+    assert (body["run"]["partitionValue"], body["run"]["partitionColumn"]) == (
+        "2026-02-01", None)
+    # and the pipeline on its own
+    one = await ok(await client.get(f"{AGENT}/pipelines/{pipeline['id']}",
+                                    headers=gateway.headers()))
+    assert one["pipeline"]["configYaml"] == DATAPULSE_PIPELINE["configYaml"]
+    assert one["pipeline"]["secrets"] == {}  # no connection
+
+
+# ----------------------------------------------------------------------------------------------
+# datapulse's web app
+
+
+async def test_the_runs_page(client, tenant, gateway, pipeline):
+    targeted = await new_run(client, tenant, pipeline, targetAgentTokenId=str(gateway.id))
+    anyone = await new_run(client, tenant, pipeline)
+    blank = await new_run(client, tenant, pipeline, correlationId="  ")
+    page = (await ok(await client.get(f"{ELT}/runs", headers=tenant.headers("read"))))["runs"]
+    assert [r["id"] for r in page] == [blank["id"], anyone["id"], targeted["id"]]
+    for r in page:
+        assert r["pipeline"]["name"] == "github-issues"
+        assert r["pipeline"]["id"] == pipeline["id"]
+        assert r["webhookStatus"] is None
+        when(r["startedAt"])  # set at creation (never 1970)
+        assert str(uuid.UUID(r["correlationId"])) == r["correlationId"]
+        assert r["status"] == "pending"
+    by_id = {r["id"]: r for r in page}
+    assert by_id[targeted["id"]]["targetAgentToken"] == {"id": str(gateway.id), "name": "gw-1"}
+    assert by_id[targeted["id"]]["targetGatewayId"] == str(gateway.id)
+    assert by_id[targeted["id"]]["ingestionExecutor"] == "gateway"
+    assert by_id[anyone["id"]]["targetAgentToken"] is None
+    assert by_id[anyone["id"]]["ingestionExecutor"] is None
+    detail = (await ok(await client.get(f"{ELT}/runs/{targeted['id']}",
+                                        headers=tenant.headers("read"))))["run"]
+    assert detail["pipeline"] == {"id": pipeline["id"], "name": "github-issues"}
+    assert detail["targetAgentToken"]["name"] == "gw-1"
+
+
+async def test_an_unknown_target_gateway_is_refused(client, tenant, pipeline):
+    for target in ("999", "49387980547", "99999999999999999999"):
+        r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline["id"],
+                                                  "targetAgentTokenId": target},
+                              headers=tenant.headers("write"))
+        assert r.status_code == 400 and "targetGatewayId" in r.json()["error"], r.text
+
+
+async def test_webhook_status_on_the_runs_page(client, tenant, gateway, pipeline):
+    await ok(await client.put(f"{ELT}/runs/webhook", json={"url": HOOK},
+                              headers=tenant.headers("write")))
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{ELT}/runs/{run['id']}", json={"status": "cancelled"},
+                                headers=tenant.headers("write")))
+    [r] = (await ok(await client.get(f"{ELT}/runs", headers=tenant.headers("read"))))["runs"]
+    assert r["webhookStatus"] == "pending"  # queued for the sender
+
+
+async def test_a_backfill(client, tenant, gateway, pipeline):
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    for day in days:
+        await new_run(client, tenant, pipeline, partitionColumn="day", partitionValue=day,
+                      triggeredBy="backfill")
+    polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                        headers=gateway.headers())))["runs"]
+    assert [r["partitionValue"] for r in polled] == days  # oldest first
+
+
+async def test_the_webhook_settings_page(client, tenant, pipeline):
+    read = tenant.headers("read")
+    page = await ok(await client.get(f"{ELT}/runs/webhook", headers=read))
+    assert (page.get("globalUrl") or page.get("url")) is None
+    assert page["pipelines"] == [{"id": pipeline["id"], "name": "github-issues",
+                                  "webhookUrl": None}]
+    write = tenant.headers("write")
+    await ok(await client.put(f"{ELT}/runs/webhook", json={"url": HOOK}, headers=write))
+    await ok(await client.put(f"{ELT}/pipelines/{pipeline['id']}/webhook",
+                              json={"url": HOOK + "/p"}, headers=write))
+    page = await ok(await client.get(f"{ELT}/runs/webhook", headers=read))
+    assert page["globalUrl"] == HOOK
+    assert page["pipelines"][0]["webhookUrl"] == HOOK + "/p"
+    assert page["webhook"]["secret"] is None  # the signing secret: `write` only
+    one = await ok(await client.get(f"{ELT}/pipelines/{pipeline['id']}/webhook", headers=read))
+    assert {k: one[k] for k in ("pipelineId", "name", "url")} == {
+        "pipelineId": pipeline["id"], "name": "github-issues", "url": HOOK + "/p"}
+    # the page clears a URL with an empty string (or by sending nothing)
+    await ok(await client.put(f"{ELT}/pipelines/{pipeline['id']}/webhook", json={"url": ""},
+                              headers=write))
+    await ok(await client.put(f"{ELT}/runs/webhook", json={}, headers=write))
+    page = await ok(await client.get(f"{ELT}/runs/webhook", headers=read))
+    assert page["globalUrl"] is None and page["pipelines"][0]["webhookUrl"] is None
+
+
+async def test_pipelines_with_datapulses_bodies(client, tenant, pipeline):
+    assert {k: pipeline[k] for k in DATAPULSE_PIPELINE} == DATAPULSE_PIPELINE
+    r = await client.patch(f"{ELT}/pipelines/{pipeline['id']}",
+                           json={"enabled": False, "configYaml": "source: {}\n"},
+                           headers=tenant.headers("write"))
+    body = (await ok(r))["pipeline"]
+    assert (body["enabled"], body["configYaml"], body["tool"]) == (False, "source: {}\n", "dlt")
+    # limits, and credentials stay out of a definition every read returns
+    for bad, field in (({"pipelineCode": "x" * 262_145}, "pipelineCode"),
+                       ({"sourceConfiguration": {"GITHUB_TOKEN": "ghp_x"}},
+                        "sourceConfiguration.GITHUB_TOKEN"),
+                       ({"sourceConfiguration": ["a"]}, "sourceConfiguration"),
+                       ({"enabled": "yes"}, "enabled"), ({"tool": "t" * 51}, "tool")):
+        r = await client.patch(f"{ELT}/pipelines/{pipeline['id']}", json=bad,
+                               headers=tenant.headers("write"))
+        assert r.status_code == 400 and field in r.json()["error"], (bad, r.text)
+
+
+async def test_pipeline_definitions_in_graphql(client, tenant):
+    create = """mutation($input: CreatePipelineInput!) { createPipeline(input: $input) {
+        __typename ... on PipelineSuccess { pipeline { id tool sourceType destinationType
+        sourceConfiguration pipelineCode configYaml workspaceYaml groupName enabled } } } }"""
+    r = await client.post("/graphql", headers=tenant.headers("read,write,report"), json={
+        "query": create, "variables": {"input": {
+            "name": "gql", "tool": "sling", "sourceType": "postgres",
+            "destinationType": "snowflake", "sourceConfiguration": {"schema": "public"},
+            "configYaml": "streams: {}", "enabled": False}}})
+    p = r.json()["data"]["createPipeline"]["pipeline"]
+    assert (p["tool"], p["sourceConfiguration"], p["configYaml"], p["enabled"]) == (
+        "sling", {"schema": "public"}, "streams: {}", False)
+    update = """mutation($input: UpdatePipelineInput!) { updatePipeline(input: $input) {
+        __typename ... on PipelineSuccess { pipeline { tool groupName } }
+        ... on InvalidInputError { message } } }"""
+    r = await client.post("/graphql", headers=tenant.headers("read,write,report"), json={
+        "query": update, "variables": {"input": {"id": p["id"], "groupName": "ops"}}})
+    assert r.json()["data"]["updatePipeline"]["pipeline"] == {"tool": "sling",
+                                                              "groupName": "ops"}, r.text
+    r = await client.post("/graphql", headers=tenant.headers("read,write,report"), json={
+        "query": update, "variables": {"input": {
+            "id": p["id"], "sourceConfiguration": {"password": "x"}}}})
+    assert r.json()["data"]["updatePipeline"]["__typename"] == "InvalidInputError"
+
+
+def test_the_public_url_setting():
+    assert Settings.from_env({"RUNWATCH_PUBLIC_URL": "https://rw.example.com/"}).public_url \
+        == "https://rw.example.com"
+    assert Settings.from_env({}).public_url == ""
+    with pytest.raises(ValueError, match="RUNWATCH_PUBLIC_URL"):
+        Settings.from_env({"RUNWATCH_PUBLIC_URL": "rw.example.com"})
+
+
+# ----------------------------------------------------------------------------------------------
+# connection secrets
+
+
+SET_SECRETS = """mutation($input: SetConnectionSecretsInput!) {
+  setConnectionSecrets(input: $input) {
+    __typename ... on ConnectionSecretsSuccess { secrets { name set updatedAt } }
+    ... on InvalidInputError { message } ... on NotFoundError { message } } }"""
+
+
+async def set_secrets(client, tenant, cid: int, secrets: dict[str, Any]) -> dict[str, Any]:
+    r = await client.post("/graphql", headers=tenant.headers("read,write,report"), json={
+        "query": SET_SECRETS, "variables": {"input": {"connectionId": str(cid),
+                                                      "secrets": secrets}}})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["setConnectionSecrets"]
+
+
+@pytest.fixture
+def keys() -> tuple[str, ...]:
+    from cryptography.fernet import Fernet
+    return (Fernet.generate_key().decode(), Fernet.generate_key().decode())
+
+
+async def test_the_gateway_receives_connection_secrets(settings, tenant, other_tenant, cid,
+                                                       gateway, keys):
+    from runwatch.models import ConnectionSecret, SecretRead
+
+    async with app_client(settings, secrets_keys=keys[:1]) as c:
+        done = await set_secrets(c, tenant, cid, {"SNOWFLAKE_PASSWORD": "s3cret-value",
+                                                  "GITHUB_TOKEN": "ghp_abc"})
+        assert [s["name"] for s in done["secrets"]] == ["GITHUB_TOKEN", "SNOWFLAKE_PASSWORD"]
+        assert all(s["set"] for s in done["secrets"])
+        # at rest: encrypted
+        rows = await ConnectionSecret.all()
+        assert all("s3cret" not in r.ciphertext and "ghp_" not in r.ciphertext for r in rows)
+        # reads by people never carry a value
+        r = await c.post("/graphql", headers=tenant.headers("read"), json={"query": (
+            f'{{ connectionSecrets(connectionId: "{cid}") {{ name set }} connection(id: '
+            f'"{cid}") {{ settings }} }}')})
+        assert "s3cret" not in r.text and "ghp_abc" not in r.text
+        assert r.json()["data"]["connectionSecrets"] == [
+            {"name": "GITHUB_TOKEN", "set": True}, {"name": "SNOWFLAKE_PASSWORD", "set": True}]
+        # the gateway's read (fetchConnectionEnv), with the key rotated: a new first key
+        # writes, the old one still reads
+    async with app_client(settings, secrets_keys=(keys[1], keys[0])) as c:
+        data = await ok(await c.get(f"{AGENT}/connections", headers=gateway.headers()))
+        [conn] = data["connections"]
+        assert conn["secrets"] == {"SNOWFLAKE_PASSWORD": "s3cret-value",
+                                   "GITHUB_TOKEN": "ghp_abc"}
+        assert set(conn) == {"id", "name", "connectionType", "connector", "config", "secrets"}
+        assert conn["id"] == str(cid)
+        [read] = await SecretRead.all()
+        assert (read.gateway_id, read.names) == (gateway.id, ["GITHUB_TOKEN",
+                                                              "SNOWFLAKE_PASSWORD"])
+        # a person's token is refused; another organisation's gateway sees none of them
+        r = await c.get(f"{AGENT}/connections", headers=tenant.headers("admin"))
+        assert r.status_code == 403
+        theirs = await make_gateway(other_tenant, "theirs")
+        data = await ok(await c.get(f"{AGENT}/connections", headers=theirs.headers()))
+        assert data == {"connections": []}
+        # the pipeline detail carries its connection's secrets too (recorded as well)
+        r = await c.post(f"{ELT}/pipelines", json={"name": "warehouse-load",
+                                                   "connectionId": str(cid)},
+                         headers=tenant.headers("write"))
+        pid = (await ok(r))["pipeline"]["id"]
+        one = await ok(await c.get(f"{AGENT}/pipelines/{pid}", headers=gateway.headers()))
+        assert one["pipeline"]["secrets"]["GITHUB_TOKEN"] == "ghp_abc"
+        assert await SecretRead.all().count() == 2
+        # null removes one
+        done = await set_secrets(c, tenant, cid, {"GITHUB_TOKEN": None})
+        assert [s["name"] for s in done["secrets"]] == ["SNOWFLAKE_PASSWORD"]
+
+
+async def test_without_a_key_storing_a_secret_is_refused(client, tenant, cid):
+    done = await set_secrets(client, tenant, cid, {"API_KEY": "x"})
+    assert done["__typename"] == "InvalidInputError"
+    assert "RUNWATCH_SECRETS_KEYS" in done["message"]
+    bad = await set_secrets(client, tenant, cid, {"not a name": "x"})
+    assert bad["__typename"] == "InvalidInputError"
+
+
+def test_the_secrets_keys_setting():
+    from cryptography.fernet import Fernet
+    key = Fernet.generate_key().decode()
+    assert Settings.from_env({"RUNWATCH_SECRETS_KEYS": f" {key}, {key}"}).secrets_keys == (
+        key, key)
+    with pytest.raises(ValueError, match="RUNWATCH_SECRETS_KEYS"):
+        Settings.from_env({"RUNWATCH_SECRETS_KEYS": "nope"})
+
+
+# ----------------------------------------------------------------------------------------------
+# the gateway page (agent-status) and monitor reports
+
+
+async def test_the_agent_status_page(client, tenant, gateway):
+    page = await ok(await client.get(f"{ELT}/agent-status", headers=tenant.headers("read")))
+    assert page["connectors"] == [] and page["heartbeat"] is None
+    [c] = page["organization"]["connectors"]
+    assert (c["id"], c["name"], c["heartbeat"]) == (str(gateway.id), "gw-1", None)
+    assert page["organization"]["id"] == str(tenant.org_id)
+    assert page["hasAnyToken"] is True
+    await ok(await client.post(f"{AGENT}/heartbeat", json=GATEWAY_HEARTBEAT,
+                               headers=gateway.headers()))
+    page = await ok(await client.get(f"{ELT}/agent-status", headers=tenant.headers("read")))
+    beat = page["organization"]["connectors"][0]["heartbeat"]
+    assert (beat["version"], beat["labels"]) == ("eltpulse-gateway/0.2.0",
+                                                 GATEWAY_HEARTBEAT["labels"])
+    when(beat["seenAt"])
+    assert page["heartbeat"] == beat
+
+
+async def test_monitor_reports_name_no_monitor(client, gateway):
+    """runwatch runs no monitors (the manifest's `workloads.monitors` is empty): a report is
+    404 in the contract's shape, never a 500."""
+    r = await client.post(f"{AGENT}/monitors/7/report", json={"ok": True},
+                          headers=gateway.headers())
+    assert (r.status_code, r.json()) == (404, {"error": "Monitor not found"})
