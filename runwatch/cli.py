@@ -142,6 +142,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     bootstrapped, orgs = asyncio.run(_with_orm(settings, startup))
     base = f"http://{'localhost' if host in {'127.0.0.1', '0.0.0.0', '::'} else host}:{port}"
     print(f"runwatch {__version__} on {_describe_db(settings)}")
+    if settings.ui:
+        print(f"Status UI: {base}/ (sign in with a token)")
     if settings.graphiql:
         print(f"GraphiQL console: {base}/graphql")
     else:

@@ -116,6 +116,7 @@ def test_serve_on_an_empty_embedded_database(tmp_path: Path):
                 break
         output = "\n".join(lines)
         assert f"GraphiQL console: http://localhost:{port}/graphql" in output, output
+        assert f"Status UI: http://localhost:{port}/ " in output, output
         token = next(x.strip() for x in lines if x.strip().startswith("rw_"))
         assert (tmp_path / "home/.local/share/runwatch/runwatch.db").exists()
         assert not (tmp_path / "runwatch.db").exists()
