@@ -14,7 +14,9 @@ import pytest
 from graphql import parse
 
 from runwatch.app import create_app
+from runwatch.resolvers import executions, pipelines
 from runwatch.resolvers import runs as runs_api
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.schema import build_schema
 from tests.conftest import app_client
 from tests.helpers import graphql
@@ -45,8 +47,12 @@ def test_cost_is_the_sum_of_the_products_of_page_sizes():
     assert cost_of("{ pipelines(first: 5) { nodes { runs(first: 4) { nodes { "
                    "logEntries(first: 3) { nodes { seq } } telemetrySamples { nodes { rows } } "
                    "} } } } }") == 5 + 20 + 20 * 3 + 20 * 50
-    # an unpaged list of objects counts as 20 items
-    assert cost_of("{ connection(id: 1) { pipelines { id } } }") == 20
+    # a short list counts at its `first`, the field's own default when not given
+    assert cost_of("{ connection(id: 1) { pipelines { id } } }") == 50
+    assert cost_of("{ connection(id: 1) { pipelines(first: 3) { id } } }") == 3
+    assert cost_of("{ run(id: 1) { children { id } } }") == 20
+    # an unpaged list of objects (bounded by construction) counts as 20 items
+    assert cost_of("{ run(id: 1) { anomalyResults { id } } }") == 20
     # variables resolved (and their defaults)
     q = "query($n: Int = 7) { runs(first: $n) { nodes { id } } }"
     assert cost_of(q) == 7 and cost_of(q, {"n": 3}) == 3
@@ -76,6 +82,49 @@ async def test_the_issue_query_is_refused_quickly_with_cost_and_budget(client, t
     assert extensions["budget"] == 200_000
     assert "1,608,040,200" in error["message"] and "200,000" in error["message"]
     assert called == []
+
+
+async def test_the_short_lists_that_nest_are_bounded_and_counted(client, tenant):
+    """`Run.children` and `Connection.pipelines` nest (a tree, a connection's pipelines'
+    connection…): they take `first`, are counted at it, and answer at most that many."""
+    cycle = ("{ connections { nodes { pipelines { connection { pipelines { connection { "
+             "pipelines { id } } } } } } } }")
+    body = await graphql(client, tenant, cycle, "read")
+    assert body["errors"][0]["extensions"] == {
+        "code": "QUERY_TOO_COSTLY", "cost": 50 + 50 * 50 + 50 ** 3 + 50 ** 4,
+        "budget": 200_000}, body
+    tree = "{ runs(first: 1) { nodes { children { children { children { children { id } } } } } } }"
+    body = await graphql(client, tenant, tree, "read")
+    assert "errors" not in body, body
+    assert body["extensions"]["cost"]["requested"] == 1 + 20 + 20 ** 2 + 20 ** 3 + 20 ** 4
+    wide = ("{ runs(first: 1) { nodes { children(first: 200) { children(first: 200) { "
+            "children(first: 200) { id } } } } } }")  # 1 + 200 + 200² + 200³
+    assert (await graphql(client, tenant, wide, "read"))["errors"][0]["extensions"][
+        "code"] == "QUERY_TOO_COSTLY"
+
+
+async def watcher_pipeline_run(caller: Caller, parent: int | None = None) -> int:
+    """An execution (of one pipeline), a child of `parent` when given."""
+    found = await pipelines.list_pipelines(caller=caller)
+    pipeline = found.items[0] if found.items else await pipelines.create_pipeline(
+        caller=caller, fields=pipelines.PipelineFields(name="tree"))
+    run = await executions.start_execution(caller=caller, start=executions.ExecutionStart(
+        pipeline_id=pipeline.id, parent_id=parent))
+    return run.id
+
+
+async def test_a_short_list_longer_than_first_is_an_error_not_a_cut(client, tenant):
+    caller = Caller(organisation_id=tenant.org_id, scopes=frozenset({Scope.ADMIN}))
+    parent = await watcher_pipeline_run(caller)
+    for _ in range(3):
+        await watcher_pipeline_run(caller, parent=parent)
+    query = "query($id: ID!, $n: Int!) { run(id: $id) { children(first: $n) { id } } }"
+    body = await graphql(client, tenant, query, "read", id=str(parent), n=3)
+    assert len(body["data"]["run"]["children"]) == 3, body
+    body = await graphql(client, tenant, query, "read", id=str(parent), n=2)
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", body
+    assert "3 items, more than first: 2" in error["message"], body
 
 
 async def test_accepted_operations_state_their_cost(client, tenant):

@@ -24,7 +24,7 @@ from runwatch.schema.errors import (
 from runwatch.schema.pipeline import Pipeline
 from runwatch.schema.run import Run, RunStatus, runs_page
 from runwatch.schema.telemetry import Telemetry
-from runwatch.schema.types import Page
+from runwatch.schema.types import PIPELINES_DEFAULT, Page, short_list, short_list_help
 
 
 @strawberry.type(description="A warehouse endpoint. Secrets are never stored or returned.")
@@ -48,11 +48,16 @@ class Connection:
         info.context.require_caller()
         return Telemetry.of(await info.context.loaders.connection_telemetry.load(int(self.id)))
 
-    @strawberry.field
-    async def pipelines(self, info: Info) -> list[Pipeline]:
+    @strawberry.field(description="The pipelines that deliver into this connection.")
+    async def pipelines(
+        self, info: Info,
+        first: Annotated[int, strawberry.argument(
+            description=short_list_help(PIPELINES_DEFAULT))] = PIPELINES_DEFAULT,
+    ) -> list[Pipeline]:
         info.context.require_caller()
         rows = await info.context.loaders.pipelines_of_connection.load(int(self.id))
-        return [Pipeline.of(p) for p in rows]
+        return [Pipeline.of(p) for p in short_list(rows, first,
+                                                   f"connection {self.id}'s pipelines")]
 
     @strawberry.field(description="Runs of this connection's pipelines, newest first.")
     async def runs(

@@ -3,8 +3,11 @@
 As GitHub's node limit does: every list field multiplies what is below it by its page size
 (`first` / `last` / `limit`, the default page size when absent or null, variables resolved);
 a field returning a list of objects without a page-size argument counts as `unpaged` items
-(`UNPAGED_LIST_SIZE`: an estimate, not a bound: `Connection.pipelines`, `Run.children` and the
-other short lists of the schema have no page size yet). The cost is the sum, over every list
+(`UNPAGED_LIST_SIZE`): the lists that can nest (`Run.children`, `Connection.pipelines`) take
+`first` with a declared default and refuse to answer more (`schema.types.short_list`), so they
+are counted as bounds; the others are bounded by construction (a run's anomaly results, the
+recent errors, a delivery's attempts) or sit only at the root (one organisation's addresses,
+rules, types, channels), where nothing multiplies them. The cost is the sum, over every list
 field of the document (fragments and inline fragments expanded, each as often as it is
 spread), of the product of
 the page sizes along its path. `nodes` / `edges` of a page are the page itself: they add
@@ -65,6 +68,16 @@ def _page_size(field: FieldNode, variables: Mapping[str, Any],
     return default
 
 
+def _declared_default(definition: Any, fallback: int) -> int:
+    """The field's own default page size (`children(first: Int! = 20)`), else `fallback`
+    (the pages' default)."""
+    for name in PAGE_SIZE_ARGUMENTS:
+        argument = definition.args.get(name)
+        if argument is not None and isinstance(argument.default_value, int):
+            return argument.default_value
+    return fallback
+
+
 def _takes_page_size(parent: Any, name: str) -> bool:
     definition = parent.fields.get(name) if hasattr(parent, "fields") else None
     return definition is not None and any(a in definition.args for a in PAGE_SIZE_ARGUMENTS)
@@ -120,7 +133,8 @@ def operation_cost(
             named: GraphQLNamedType = get_named_type(definition.type)
             if not is_composite_type(named):
                 continue
-            size = (_page_size(child, variables, defaults, default_page_size, max_page_size)
+            size = (_page_size(child, variables, defaults,
+                               _declared_default(definition, default_page_size), max_page_size)
                     if _takes_page_size(parent, name) else None)
             listed = is_list_type(get_nullable_type(definition.type))  # type: ignore[arg-type]
             if size is None and listed and not parent.name.endswith(PAGE_TYPE_SUFFIX):

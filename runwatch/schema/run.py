@@ -33,7 +33,13 @@ from runwatch.schema.errors import (
 from runwatch.schema.gateway import Gateway
 from runwatch.schema.run_series import LogLine, RunTelemetrySummary, TelemetrySample
 from runwatch.schema.telemetry import EventCounts
-from runwatch.schema.types import BigInt, Page
+from runwatch.schema.types import (
+    CHILDREN_DEFAULT,
+    BigInt,
+    Page,
+    short_list,
+    short_list_help,
+)
 
 PipelineRef = strawberry.LazyType("Pipeline", "runwatch.schema.pipeline")
 WebhookDeliveryRef = strawberry.LazyType("WebhookDelivery", "runwatch.schema.webhook")
@@ -130,9 +136,14 @@ class Run:
 
     @strawberry.field(description="Direct children, oldest first (ask for their children in "
                       "turn for any depth).")
-    async def children(self, info: Info) -> list[Run]:
+    async def children(
+        self, info: Info,
+        first: Annotated[int, strawberry.argument(
+            description=short_list_help(CHILDREN_DEFAULT))] = CHILDREN_DEFAULT,
+    ) -> list[Run]:
         info.context.require_caller()
-        return [Run.of(r) for r in await info.context.loaders.children_of_run.load(int(self.id))]
+        rows = await info.context.loaders.children_of_run.load(int(self.id))
+        return [Run.of(r) for r in short_list(rows, first, f"run {self.id}'s children")]
 
     @strawberry.field(description="This run's flagged metrics.")
     async def anomaly_results(self, info: Info) -> list[AnomalyResult]:

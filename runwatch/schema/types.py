@@ -23,6 +23,8 @@ from graphql import GraphQLError
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 
 from runwatch.resolvers.clock import iso
+from runwatch.resolvers.errors import InvalidInput
+from runwatch.resolvers.pagination import MAX_PAGE_SIZE
 from runwatch.resolvers.pagination import Page as DomainPage
 
 T = TypeVar("T")
@@ -94,3 +96,28 @@ class Page(Generic[T]):
             nodes=nodes,
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
+
+
+# A short list that is not paged (a run's children, a connection's pipelines) still has a
+# bound the query cost can count: at most `first` items (the field's default, and at most the
+# maximum). A longer list is an error that says how to ask for it, never a silent cut. A run's
+# children default to 20, so that an execution tree asked four levels deep stays within the
+# cost budget (20 + 20² + 20³ + 20⁴ = 168,420).
+CHILDREN_DEFAULT = 20
+PIPELINES_DEFAULT = 50
+SHORT_LIST_MAX = MAX_PAGE_SIZE  # as a page: the cost analysis counts at most this
+
+
+def short_list_help(default: int) -> str:
+    return (f"At most this many items ({default} when not given, at most {SHORT_LIST_MAX}); "
+            "a longer list is an error that says so.")
+
+
+def short_list(items: list[M], first: int, what: str) -> list[M]:
+    if not 0 <= first <= SHORT_LIST_MAX:
+        raise InvalidInput.one("first", f"first must be between 0 and {SHORT_LIST_MAX}.")
+    if len(items) > first:
+        raise InvalidInput.one("first", f"{what} has {len(items)} items, more than first: "
+                                        f"{first}; ask for them with a larger first (at most "
+                                        f"{SHORT_LIST_MAX}).")
+    return items
