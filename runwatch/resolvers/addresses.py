@@ -33,7 +33,13 @@ from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.run_input import UNSET, Errors
-from runwatch.resolvers.watcher_pipelines import integer, metadata, require_writer, text
+from runwatch.resolvers.watcher_pipelines import (
+    integer,
+    metadata,
+    patch_target,
+    require_writer,
+    text,
+)
 
 DATABASE_GROUP = "database"
 PARTS = ("database_name", "schema_name", "table_name")
@@ -178,16 +184,8 @@ async def patch_address_type(*, caller: Caller, change: AddressTypeChange) -> Ad
     an address)."""
     require_writer(caller)
     errors = Errors()
-    if change.id is None and change.name is None:
-        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
-    changes: dict[str, Any] = {}
-    lookup_name = None
-    if change.id is not None:
-        integer(change.id, "id", errors)
-        if change.name is not None:
-            changes["name"] = text(change.name, "name", errors, required=True)
-    else:
-        lookup_name = text(change.name, "name", errors, required=True)
+    lookup_name, changes = patch_target(  # None: not given, here
+        change.id, UNSET if change.name is None else change.name, errors)
     if change.group_name is not None:
         changes["group_name"] = text(change.group_name, "group_name", errors, required=True)
     errors.raise_any()
@@ -357,17 +355,7 @@ async def patch_address(*, caller: Caller, change: AddressChange) -> Address:
     require_writer(caller)
     errors = Errors()
     address_id = change.id
-    name = None if change.name is UNSET else change.name
-    if address_id is None and name is None:
-        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
-    changes: dict[str, Any] = {}
-    lookup_name = None
-    if address_id is not None:
-        integer(address_id, "id", errors)
-        if change.name is not UNSET:
-            changes["name"] = text(name, "name", errors, required=True)
-    else:
-        lookup_name = text(name, "name", errors, required=True)
+    lookup_name, changes = patch_target(address_id, change.name, errors)
     for key, limit in OPTIONAL_TEXT.items():
         if getattr(change, key) is not UNSET:
             changes[key] = text(getattr(change, key), key, errors, limit=limit)

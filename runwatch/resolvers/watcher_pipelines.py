@@ -67,6 +67,20 @@ def integer(value: Any, name: str, errors: Errors, *, required: bool = False) ->
     return value
 
 
+def patch_target(object_id: Any, raw_name: Any, errors: Errors) -> tuple[str | None, dict]:
+    """A Watcher PATCH's row: by `id`, or else by `name`. Returns the name to look the row
+    up by (None: by `id`) and the rename a row found by `id` takes (a `name` sent with it)."""
+    name = None if raw_name is UNSET else raw_name
+    if object_id is None and name is None:
+        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
+    if object_id is None:  # found by name: a malformed name is invalid input, not "not found"
+        return text(name, "name", errors, required=True), {}
+    integer(object_id, "id", errors)
+    if raw_name is UNSET:
+        return None, {}
+    return None, {"name": text(name, "name", errors, required=True)}
+
+
 def watermark(value: Any, name: str, errors: Errors) -> str | None:
     """string | int | datetime | date, stored as text (at most 50 characters)."""
     if value is None:
@@ -252,18 +266,8 @@ async def patch_type(*, caller: Caller, change: PipelineTypeChange) -> PipelineT
     flags (and, found by `id`, its name) as sent."""
     require_writer(caller)
     errors = Errors()
-    type_id, name = change.id, _or_none(change.name)
-    if type_id is None and name is None:
-        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
-    changes: dict[str, Any] = {}
-    lookup_name = None
-    if type_id is not None:
-        if isinstance(type_id, bool) or not isinstance(type_id, int):
-            errors.add("id", "id must be an integer")
-        if change.name is not UNSET:
-            changes["name"] = text(name, "name", errors, required=True)
-    else:
-        lookup_name = text(name, "name", errors, required=True)
+    type_id = change.id
+    lookup_name, changes = patch_target(type_id, change.name, errors)
     changes.update(check_config(change, errors))
     for key in ("mute_freshness_check", "mute_timeliness_check"):
         if getattr(change, key) is not None:
@@ -276,7 +280,7 @@ async def patch_type(*, caller: Caller, change: PipelineTypeChange) -> PipelineT
         row = await query.select_for_update().using_db(conn).first() if (
             type_id is None or storable_id(type_id)) else None
         if row is None:
-            raise NotFound("pipeline type", type_id or name)
+            raise NotFound("pipeline type", type_id or lookup_name)
         if changes:
             changes["updated_at"] = utcnow()
             try:
@@ -368,18 +372,8 @@ async def patch_pipeline(*, caller: Caller, change: PipelineChange) -> Pipeline:
     """`PATCH /pipeline`: the row by `id`, or else by `name`; only the fields sent change."""
     require_writer(caller)
     errors = Errors()
-    pipeline_id, name = change.id, _or_none(change.name)
-    if pipeline_id is None and name is None:
-        raise InvalidInput.one("id", "Either 'id' or 'name' must be provided")
-    changes: dict[str, Any] = {}
-    lookup_name = None
-    if pipeline_id is not None:
-        if isinstance(pipeline_id, bool) or not isinstance(pipeline_id, int):
-            errors.add("id", "id must be an integer")
-        if change.name is not UNSET:
-            changes["name"] = text(name, "name", errors, required=True)
-    else:  # found by name: a malformed name is invalid input, not "not found"
-        lookup_name = text(name, "name", errors, required=True)
+    pipeline_id = change.id
+    lookup_name, changes = patch_target(pipeline_id, change.name, errors)
     for key in ("watermark", "next_watermark"):
         if getattr(change, key) is not UNSET:
             changes[key] = watermark(getattr(change, key), key, errors)
@@ -404,7 +398,7 @@ async def patch_pipeline(*, caller: Caller, change: PipelineChange) -> Pipeline:
         pipeline = await query.select_for_update().using_db(conn).first() if (
             pipeline_id is None or storable_id(pipeline_id)) else None
         if pipeline is None:
-            raise NotFound("pipeline", pipeline_id or name)
+            raise NotFound("pipeline", pipeline_id or lookup_name)
         if "pipeline_type_id" in changes and not storable_id(changes["pipeline_type_id"]):
             raise NotFound("pipeline type", changes["pipeline_type_id"])
         if "pipeline_type_id" in changes and not await PipelineType.filter(
