@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install install-dev serve test test-sqlite test-postgres bench schema migrations clean
+.PHONY: install install-dev serve test test-sqlite test-postgres fuzz-long bench schema migrations clean
 
 # runtime only: what `runwatch serve` needs
 $(BIN)/runwatch: pyproject.toml
@@ -36,6 +36,12 @@ test-sqlite: install-dev
 
 test-postgres: install-dev
 	RUNWATCH_TEST_DB=postgres $(BIN)/python -m pytest
+
+# The slow tier: the schemathesis and GraphQL fuzzers with ten times the cases (no 5xx allowed),
+# on both databases.
+fuzz-long: install-dev
+	RUNWATCH_FUZZ_SCALE=10 RUNWATCH_TEST_DB=sqlite $(BIN)/python -m pytest tests/test_fuzz.py
+	RUNWATCH_FUZZ_SCALE=10 RUNWATCH_TEST_DB=postgres $(BIN)/python -m pytest tests/test_fuzz.py
 
 bench: install-dev
 	$(BIN)/python -m bench

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -51,11 +52,14 @@ from runwatch.resolvers.gateways import create_gateway
 from runwatch.rest_shim.openapi import build_document
 from tests.conftest import Tenant
 
-EXAMPLES = 8  # per operation and generation mode (and half as many again with real ids)
-NO_TOKEN_EXAMPLES = 3  # per operation, without a token and with a bad one
-SCOPE_EXAMPLES = 2  # per operation needing more than `read`, with a `read` token
-GRAPHQL_EXAMPLES = 6  # per root field and generation mode
-BUDGET_SECONDS = 30.0  # per test: past it, the test sends no more cases
+# The slow tier (`make fuzz-long`, scale 10): RUNWATCH_FUZZ_SCALE multiplies every count and budget
+# (1 in `make test`: about 2,400 cases in all).
+SCALE = max(1, int(os.environ.get("RUNWATCH_FUZZ_SCALE", "1")))
+EXAMPLES = 8 * SCALE  # per operation and generation mode (and half as many again with real ids)
+NO_TOKEN_EXAMPLES = 3 * SCALE  # per operation, without a token and with a bad one
+SCOPE_EXAMPLES = 2 * SCALE  # per operation needing more than `read`, with a `read` token
+GRAPHQL_EXAMPLES = 6 * SCALE  # per root field and generation mode
+BUDGET_SECONDS = 30.0 * SCALE  # per test: past it, the test sends no more cases
 BASE_URL = "http://runwatch.test"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]

@@ -184,3 +184,13 @@ async def test_graphql_body_is_strict_json_too(client, tenant: Tenant, case: str
     assert r.status_code == 400, r.text
     r = await client.post("/graphql", content=NOT_STRICT[case].encode(), headers=JSON_HEADERS)
     assert r.status_code == 400, r.text
+
+
+async def test_a_nul_in_a_looked_up_name_is_not_found(client, tenant):
+    """Found by the slow fuzzing tier on PostgreSQL: a name with NUL in a GraphQL lookup
+    reached the database ("invalid byte sequence") and was masked as an unexpected error."""
+    r = await client.post("/graphql", headers=tenant.headers("read"), json={
+        "query": 'query($n: String!) { address(name: $n, namespace: $n) { id } }',
+        "variables": {"n": "orders\u0000"}})
+    body = r.json()
+    assert (r.status_code, body["data"], body.get("errors")) == (200, {"address": None}, None)

@@ -29,6 +29,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from runwatch.models import INT32_MAX, Address, AddressLineage, AddressType, Pipeline
+from runwatch.resolvers import inputs
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
@@ -340,6 +341,9 @@ async def find_address(*, caller: Caller, name: str, namespace: str | None = Non
     """An address by its name, and its namespace when one is given (an OpenLineage dataset is
     `namespace` + `name`). Matches the stored values exactly, after trimming."""
     caller.require_scope(Scope.READ)
+    if inputs.has_nul(name) or (namespace is not None and inputs.has_nul(namespace)):
+        # no stored name holds NUL (and PostgreSQL cannot even compare one)
+        raise NotFound("address", name if namespace is None else f"{namespace}/{name}")
     query = Address.filter(organisation_id=caller.organisation_id, name=name.strip())
     if namespace is not None:
         query = query.filter(namespace=namespace.strip())
