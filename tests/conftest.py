@@ -9,8 +9,10 @@ passes silently.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from tortoise import Tortoise, connections
 
@@ -181,3 +184,29 @@ async def cid(caller: Caller) -> int:
         caller=caller, name="warehouse", warehouse_type="snowflake"
     )
     return connection.id
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def live_url(app) -> AsyncIterator[str]:
+    """The test app served by a real uvicorn on loopback (its lifespan already runs)."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
+                                           log_level="warning",
+                                           ws="websockets-sansio"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    assert server.started
+    try:
+        yield f"ws://127.0.0.1:{port}/graphql"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
