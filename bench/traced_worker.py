@@ -3,7 +3,8 @@
 `python -m bench.traced_worker OUT.json [SECONDS]` runs the worker exactly as `runwatch
 worker` does (same settings from the environment), with `tracemalloc` tracing 12 frames.
 Every SECONDS (default 60) a thread takes a snapshot and appends to OUT.json (one JSON object
-a line) the traced total and the 25 biggest differences by traceback against the first
+a line) the size of the blocks allocated outside tracemalloc itself (`app_kb`), the traced
+total and the 25 biggest differences by traceback against the first
 snapshot taken after the warm-up (the second one), plus the process's RSS, so that growth can
 be told from a plateau and put on a line of code. Used by `python -m bench.soak
 --trace-worker` (mode B); not part of runwatch itself.
@@ -47,9 +48,13 @@ def _tracer(out: Path, every: float, stop: threading.Event) -> None:
         n += 1
         snap = _snapshot()
         current, peak = tracemalloc.get_traced_memory()
+        # traced_kb counts everything tracemalloc sees, its own snapshots included (the
+        # reference snapshot kept below is several MB); app_kb counts only the blocks
+        # allocated outside tracemalloc, which is what a leak in the worker would grow.
+        app_kb = sum(stat.size for stat in snap.statistics("filename")) // 1024
         entry: dict = {"n": n, "t": round(time.monotonic() - started, 1),
-                       "traced_kb": current // 1024, "peak_kb": peak // 1024,
-                       "rss_kb": _rss_kb()}
+                       "app_kb": app_kb, "traced_kb": current // 1024,
+                       "peak_kb": peak // 1024, "rss_kb": _rss_kb()}
         if reference is None and n >= 2:  # after the warm-up minute
             reference = snap
         if reference is not None and snap is not reference:
