@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="comma-separated groups of scenarios to run: "
                              + "; ".join(f"{g} ({h})" for g, h in GROUP_HELP.items())
                              + " (default: all)")
-    parser.add_argument("--time-limit", type=int, default=900,
+    parser.add_argument("--time-limit", type=int, default=1800,
                         help="hard stop after this many seconds (everything started is stopped)")
     parser.add_argument("--keep-db", action="store_true",
                         help=f"keep the {seed.DB_NAME} database afterwards (dropped by default)")
@@ -212,9 +212,10 @@ class Row:
         def num(x: float) -> float | None:
             return round(x, 4) if math.isfinite(x) else None
 
+        unit = self.ratio_unit or ("count" if self.ratio_format == "count" else "")
         return {"measure": self.scenario, "goal": self.goal, "median": num(self.ratio),
                 "spread": num(self.spread), "verdict": self.verdict,
-                "rounds": [num(r) for r in self.round_ratios], "unit": self.ratio_unit}
+                "rounds": [num(r) for r in self.round_ratios or [self.ratio]], "unit": unit}
 
 
 class Check:
