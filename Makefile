@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install install-dev serve test test-sqlite test-postgres fuzz-long bench schema migrations clean
+.PHONY: install install-dev serve test test-sqlite test-postgres fuzz-long bench bench-10m soak schema migrations clean
 
 # runtime only: what `runwatch serve` needs
 $(BIN)/runwatch: pyproject.toml
@@ -43,8 +43,18 @@ fuzz-long: install-dev
 	RUNWATCH_FUZZ_SCALE=10 RUNWATCH_TEST_DB=sqlite $(BIN)/python -m pytest tests/test_fuzz.py
 	RUNWATCH_FUZZ_SCALE=10 RUNWATCH_TEST_DB=postgres $(BIN)/python -m pytest tests/test_fuzz.py
 
+# the harness, then every other benchmark module present; one table (bench/results/all.md)
 bench: install-dev
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench.all
+
+# telemetry latency at 10,000,000 runs vs 10,000 (its own database, dropped at the end)
+bench-10m: install-dev
+	$(BIN)/python -m bench.telemetry10m
+
+# one hour of mode B (two API replicas + one runwatch worker; bench/soak.py has no --mode:
+# mode B is --replicas 2)
+soak: install-dev
+	$(BIN)/python -m bench.soak --replicas 2 --minutes 60
 
 schema: install
 	$(BIN)/python -m runwatch.schema.export > schema.graphql

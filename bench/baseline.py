@@ -62,18 +62,20 @@ from starlette.routing import Route
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 5
 
-OPEN_STATUSES = ("pending", "running")
+OPEN_STATUSES = ("running",)  # the statuses a report or an end moves from
 
-# runwatch.resolvers.runs._COMPLETE (+ _OF_CONNECTION): the happy path of a report is one
-# conditional UPDATE ... RETURNING, scoped by organisation and by the pipeline's connection.
+# runwatch.resolvers.runs._COMPLETE (+ _OF_CONNECTION), through lifecycle's conditional
+# UPDATE: the happy path of a report is one UPDATE ... RETURNING of a running run (a pending
+# run cannot be finished), not claimed by a gateway (lifecycle.claim_guard), scoped by
+# organisation and by the pipeline's connection.
 # A run may not complete before its start: started_at < the next whole second after the
 # completion (`runs.completes_before`, in SQL).
 COMPLETE_RUN = """
 UPDATE run SET status = $1, finished_at = $2, events_delivered = $3, events_evaluations = $4,
                events_custom = $5, dlq_batches = $6, error = $7, updated_at = $8
-WHERE id = $9 AND organisation_id = $10 AND status IN ($11, $12)
-  AND (started_at IS NULL OR started_at < $13)
-  AND pipeline_id IN (SELECT id FROM pipeline WHERE connection_id = $14)
+WHERE id = $9 AND organisation_id = $10 AND status IN ($11) AND gateway_id IS NULL
+  AND (started_at IS NULL OR started_at < $12)
+  AND pipeline_id IN (SELECT id FROM pipeline WHERE connection_id = $13)
 RETURNING *
 """
 SECOND = timedelta(seconds=1)
@@ -280,7 +282,9 @@ PIPELINE_COLUMNS = (
     "watermark", "next_watermark", "pipeline_metadata", "last_target_insert",
     "last_target_update", "last_target_soft_delete", "freshness_number", "freshness_datepart",
     "mute_freshness_check", "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
-    "load_lineage", "active", "updated_at", "input_digest",
+    "load_lineage", "active", "updated_at", "input_digest", "enabled", "group_name",
+    "pipeline_code", "source_type", "destination_type", "tool", "source_configuration",
+    "config_yaml", "workspace_yaml",
 )
 PIPELINE_TYPE_COLUMNS = (
     "id", "organisation_id", "name", "freshness_number", "freshness_datepart",
@@ -329,7 +333,7 @@ END_RUN = """
 UPDATE run SET status = $1, finished_at = $2, duration_seconds = $3, throughput = $4,
   rows_total = $5, rows_inserted = $6, rows_updated = $7, rows_deleted = $8,
   execution_metadata = $9, updated_at = $10
-WHERE id = $11 AND organisation_id = $12 AND status = $13
+WHERE id = $11 AND organisation_id = $12 AND status IN ($13) AND gateway_id IS NULL
 RETURNING *
 """
 # executions._advance_pipeline: after a successful end; each last_target_* only moves forward.
@@ -486,8 +490,8 @@ async def watcher_start(db: Db, organisation_id: int, token_id: int | None, raw:
 
 
 async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> int:
-    """POST /end_pipeline_execution: the running execution ended; after a success the
-    pipeline's watermark and last_target_* move on; then on_terminal's statements. 204."""
+    """POST /end_pipeline_execution: the running execution ended; on_terminal's statements;
+    then, after a success, the pipeline's watermark and last_target_* move on. 204."""
     body = watcher_body(raw)
     run_id = _int_field(body, "id")
     if "end_date" not in body:
@@ -521,17 +525,6 @@ async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> 
             raise Fail(409, "pipeline execution already ended")
         row = ended[0]
         pipeline_id = row["pipeline_id"]
-        if succeeded:
-            sets = ["watermark = next_watermark", "load_lineage = $1", "updated_at = $2"]
-            params: list[Any] = [False, now]
-            for key, column in TARGET_COLUMNS:
-                if (counts[key] or 0) > 0:
-                    a = len(params) + 1
-                    sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ${a} "
-                                f"THEN ${a + 1} ELSE {column} END")
-                    params.extend([end_date, end_date])
-            await tx.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = "
-                             f"${len(params) + 1}", *params, pipeline_id)
         for sql, params in terminal_statements(
             organisation_id, pipeline_id, run_id, row["status"], row["finished_at"],
             row["events_delivered"] or 0, row["events_evaluations"] or 0,
@@ -542,6 +535,17 @@ async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> 
                 await tx.fetch(sql, *params)
             else:
                 await tx.execute(sql, *params)
+        if succeeded:
+            sets = ["watermark = next_watermark", "load_lineage = $1", "updated_at = $2"]
+            advance: list[Any] = [False, now]
+            for key, column in TARGET_COLUMNS:
+                if (counts[key] or 0) > 0:
+                    a = len(advance) + 1
+                    sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ${a} "
+                                f"THEN ${a + 1} ELSE {column} END")
+                    advance.extend([end_date, end_date])
+            await tx.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = "
+                             f"${len(advance) + 1}", *advance, pipeline_id)
     return 204
 
 

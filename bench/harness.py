@@ -20,18 +20,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from statistics import mean
+from statistics import median
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
-from bench import profile, seed, sqlcheck
+from bench import abab, profile, seed, sqlcheck
 from bench.procs import (
     HOST,
     ROOT,
     BenchError,
     Server,
+    WorkerProcess,
     WrkResult,
     ensure_wrk,
     machine_busy,
@@ -98,9 +99,11 @@ def parse_args(argv: list[str] | None) -> Options:
         description="runwatch vs a raw asyncpg baseline, driven by wrk on 127.0.0.1; prints "
                     "ratios (see bench/README.md).",
     )
-    parser.add_argument("--duration", type=float, default=8, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds before each")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds (results are the mean)")
+    parser.add_argument("--duration", type=float, default=3, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds before each")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="ABAB rounds, the side that goes first alternating (results: the "
+                             "median ratio of the rounds and their spread)")
     parser.add_argument("--connections", type=int, default=16,
                         help="wrk connections for the throughput scenarios 1-3 and 5-8 (and "
                              "the concurrency of the webhook burst's PATCHes)")
@@ -117,7 +120,7 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="comma-separated groups of scenarios to run: "
                              + "; ".join(f"{g} ({h})" for g, h in GROUP_HELP.items())
                              + " (default: all)")
-    parser.add_argument("--time-limit", type=int, default=900,
+    parser.add_argument("--time-limit", type=int, default=1800,
                         help="hard stop after this many seconds (everything started is stopped)")
     parser.add_argument("--keep-db", action="store_true",
                         help=f"keep the {seed.DB_NAME} database afterwards (dropped by default)")
@@ -176,29 +179,43 @@ class Measured:
 class Row:
     scenario: str
     unit: str
-    runwatch: float
+    runwatch: float  # the median of the rounds
     baseline: float
-    ratio: float
+    ratio: float  # the median of the round ratios (bench/abab.py)
     goal: str
     goal_value: float | None  # None: shown for information, no goal
     higher_is_better: bool
     valid: bool
     round_ratios: list[float] = field(default_factory=list)
     ratio_format: str = "ratio"  # "ratio", or "count" (a number of things, goal a maximum)
+    ratio_unit: str = ""  # what the ratio column is in ("" for a ratio; "ms" for CPU/request)
+
+    @property
+    def comparison(self) -> abab.Comparison:
+        return abab.of_ratios(self.round_ratios or [self.ratio], goal=self.goal_value,
+                              higher_is_better=self.higher_is_better)
+
+    @property
+    def spread(self) -> float:
+        return self.comparison.spread
 
     @property
     def verdict(self) -> str:
+        """INVALID, or bench/abab.py's rule: unstable above a 15 % spread of the rounds,
+        else PASS/MISS against the goal (info without one)."""
         if not self.valid:
             return "INVALID"
-        if self.goal_value is None:
-            return "info"
-        if math.isnan(self.ratio):
-            return "MISS"
-        if self.higher_is_better:
-            ok = self.ratio >= self.goal_value
-        else:
-            ok = self.ratio <= self.goal_value
-        return "PASS" if ok else "MISS"
+        return self.comparison.verdict
+
+    def common(self) -> dict[str, Any]:
+        """The row in the format every benchmark module writes (bench/all.py collects it)."""
+        def num(x: float) -> float | None:
+            return round(x, 4) if math.isfinite(x) else None
+
+        unit = self.ratio_unit or ("count" if self.ratio_format == "count" else "")
+        return {"measure": self.scenario, "goal": self.goal, "median": num(self.ratio),
+                "spread": num(self.spread), "verdict": self.verdict,
+                "rounds": [num(r) for r in self.round_ratios or [self.ratio]], "unit": unit}
 
 
 class Check:
@@ -745,7 +762,8 @@ class Bench:
         ids = self.f.ranges["hooks-burst"]
         hooks = self.servers["hooks"]
         self.receiver(delay=0, reset=True)
-        before_cpu = hooks.cpu_seconds()
+        worker = self.servers["worker"]
+        before_cpu, before_worker = hooks.cpu_seconds(), worker.cpu_seconds()
 
         async def finish_all() -> tuple[list[int | str], float]:
             gate = asyncio.Semaphore(self.opts.connections)
@@ -775,7 +793,9 @@ class Bench:
                 break
             time.sleep(0.1)
         drained = time.monotonic() - t0
-        after_cpu = hooks.cpu_seconds()
+        after_cpu, after_worker = hooks.cpu_seconds(), worker.cpu_seconds()
+        if None not in (before_cpu, after_cpu, before_worker, after_worker):
+            after_cpu += after_worker - before_worker  # the API process and the worker
         got = run_async(seed.deliveries(ids, with_ids=True))
         stats = self.receiver_stats(with_ids=True)
         received = set(stats.pop("ids"))
@@ -857,16 +877,30 @@ class Bench:
                 return None  # not selected (--only)
             rw = [getattr(r, metric) for r in runwatch]
             bl = [getattr(r, metric) for r in baseline]
-            rw_mean, bl_mean = mean(rw), mean(bl)
+            ratios = [a / b if b else float("nan") for a, b in zip(rw, bl, strict=True)]
             return Row(
-                scenario=name, unit=unit, runwatch=rw_mean, baseline=bl_mean,
-                ratio=rw_mean / bl_mean if bl_mean else float("nan"),
+                scenario=name, unit=unit, runwatch=median(rw), baseline=median(bl),
+                ratio=abab.of_ratios(ratios).median,
                 goal="-" if goal is None else f"{'>=' if higher else '<='} {goal:.2f}",
                 goal_value=goal,
                 higher_is_better=higher,
                 valid=all(r.valid for r in runwatch + baseline),
-                round_ratios=[a / b if b else float("nan") for a, b in zip(rw, bl, strict=True)],
+                round_ratios=ratios,
             )
+
+        def cpu_row(name: str, runwatch: list[WrkResult], baseline: list[WrkResult],
+                    goal: float) -> Row | None:
+            """Server process CPU per request (ms), runwatch's rounds against a goal; the
+            baseline's figure alongside for information."""
+            rw = [r.server_cpu_ms for r in runwatch if r.server_cpu_ms is not None]
+            bl = [r.server_cpu_ms for r in baseline if r.server_cpu_ms is not None]
+            if not rw:
+                return None
+            return Row(scenario=name, unit="ms", runwatch=median(rw),
+                       baseline=median(bl) if bl else float("nan"),
+                       ratio=median(rw), goal=f"<= {goal:g} ms", goal_value=goal,
+                       higher_is_better=False, valid=all(r.valid for r in runwatch),
+                       round_ratios=rw, ratio_unit="ms")
 
         rest_bl = self._runs("1 REST report", "baseline")
         rows = [
@@ -905,7 +939,9 @@ class Bench:
                             self._runs("10 terminal PATCH", "fast"), f"{metric}_ms", 1.3,
                             False))
         rows.append(row("11 Watcher round", "rounds/s", self._runs("11 Watcher round", "runwatch"),
-                        self._runs("11 Watcher round", "baseline"), "rounds_ps", 0.5, True))
+                        self._runs("11 Watcher round", "baseline"), "rounds_ps", 0.8, True))
+        rows.append(cpu_row("11 Watcher CPU/request", self._runs("11 Watcher round", "runwatch"),
+                            self._runs("11 Watcher round", "baseline"), 0.9))
         rows.append(row("12 runs screen, cost on/off", "req/s",
                         self._runs("12 GraphQL runs screen", "runwatch"),
                         self._runs("12 GraphQL runs screen", "nocost"), "rps", 0.95, True))
@@ -944,8 +980,8 @@ def ratio_text(ratio: float, fmt: str = "ratio") -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = (f"{'scenario':<28} {'runwatch':>14} {'baseline':>14} {'ratio':>7}   "
-              f"{'goal':<8} {'result':<8} rounds")
+    header = (f"{'scenario':<28} {'runwatch':>14} {'baseline':>14} {'median':>7} "
+              f"{'spread':>6}   {'goal':<9} {'verdict':<8} rounds")
     lines = [header, "-" * len(header)]
 
     def fig(value: float, unit: str) -> str:
@@ -960,10 +996,15 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         rounds = " ".join(ratio_text(x) for x in r.round_ratios)
         runwatch, baseline = fig(r.runwatch, r.unit), fig(r.baseline, r.unit)
+        spread = r.spread
+        spread_text = f"{spread * 100:.0f}%" if math.isfinite(spread) else "-"
         lines.append(f"{r.scenario:<28} {runwatch:>14} {baseline:>14} "
-                     f"{ratio_text(r.ratio, r.ratio_format):>7}   "
-                     f"{r.goal:<8} {r.verdict:<8} {rounds}")
+                     f"{ratio_text(r.ratio, r.ratio_format):>7} {spread_text:>6}   "
+                     f"{r.goal:<9} {r.verdict:<8} {rounds}")
     lines.append("-" * len(header))
+    lines.append("runwatch, baseline: the median of the rounds; median: the median of the round "
+                 "ratios; spread: (max - min) / median of the round ratios, 'unstable' above "
+                 f"{abab.UNSTABLE_SPREAD:.0%}.")
     shown = {r.scenario.split()[0] for r in rows}
     notes = [
         ({"1", "2", "3"}, "Scenarios 1-3: runwatch / raw baseline (2: over the REST baseline's "
@@ -984,7 +1025,8 @@ def format_table(rows: list[Row]) -> str:
                  "(runwatch column) / while it answers at once (baseline column)."),
         ({"11"}, "11: Watcher rounds (POST /pipeline, start, end, GET the execution: 4 "
                  "requests) a second, 16 jobs / the baseline's raw asyncpg handlers issuing "
-                 "the same statements."),
+                 "the same statements. Watcher CPU/request: the runwatch server process's "
+                 "CPU seconds / requests (ms; baseline column: the baseline's)."),
     ]
     for keys, text in notes:
         if keys & shown:
@@ -1081,7 +1123,8 @@ def start_servers(servers: list[Server], log: Log) -> None:
         server.start()
     for server in servers:
         server.wait_ready("/health")
-        log(f"{server.name} ready on {server.url} ({' '.join(server.command()[1:])})")
+        where = "" if isinstance(server, WorkerProcess) else f" on {server.url}"
+        log(f"{server.name} ready{where} ({' '.join(server.command()[1:])})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1185,13 +1228,19 @@ def main(argv: list[str] | None = None) -> int:
         if "webhooks" in groups:
             # Started now with the others (not when its scenarios come), so that every server
             # runs the code the database was just migrated with; idle until then.
+            # The fair setup of a deployment: the API process without background workers
+            # (RUNWATCH_WORKERS_IN_SERVE=0) and one `runwatch worker` sending the deliveries,
+            # so that a slow receiver's sends do not share the API's process.
+            hooks_env = {**env, **database, "RUNWATCH_WEBHOOK_ALLOW_PRIVATE": "1"}
             webhook_servers = [
                 Server("receiver", "bench.receiver:create_app", env, log_dir,
                        extra_args=("--timeout-graceful-shutdown", "1")),
                 Server("hooks", "runwatch.app:create_app",
-                       {**env, **database, "RUNWATCH_WEBHOOK_ALLOW_PRIVATE": "1"}, log_dir),
+                       {**hooks_env, "RUNWATCH_WORKERS_IN_SERVE": "0"}, log_dir),
+                WorkerProcess("hooks-worker", "", hooks_env, log_dir),
             ]
-            by_name.update(receiver=webhook_servers[0], hooks=webhook_servers[1])
+            by_name.update(receiver=webhook_servers[0], hooks=webhook_servers[1],
+                           worker=webhook_servers[2])
         # Stopped in this order on any exit: the receiver before `hooks`.
         servers.extend([*main_servers, *webhook_servers])
         start_servers([*main_servers, *webhook_servers], log)
@@ -1205,7 +1254,7 @@ def main(argv: list[str] | None = None) -> int:
             # a loopback receiver): scenarios 9 and 10 run with their own server alone.
             for server in main_servers:
                 server.stop()
-            receiver, hooks = webhook_servers
+            receiver, hooks, worker = webhook_servers
             try:
                 bench.run_webhooks()
             finally:
@@ -1214,7 +1263,9 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 receiver.stop()
                 hooks.stop()
-                log(f"receiver and webhook server stopped in {time.monotonic() - t0:.1f}s")
+                worker.stop()
+                log(f"receiver, webhook server and worker stopped in "
+                    f"{time.monotonic() - t0:.1f}s")
 
         rows = bench.rows()
         valid = all(r.valid for r in rows)
@@ -1230,6 +1281,7 @@ def main(argv: list[str] | None = None) -> int:
             print("!" * 78)
         print(f"total time {total:.0f}s; absolute figures are for this machine only, the ratios "
               "are the result.")
+        write_json(RESULTS_DIR / "harness.json", {"rows": [r.common() for r in rows]})
         out = RESULTS_DIR / "latest.json"
         write_json(out, {
             "started_at": started_at,
@@ -1254,7 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "scans": [asdict(x) for x in st.scans[:3]]}
                                         for st in p.statements]}
                         for p in prepared.profiles],
-            "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
+            "rows": [{**asdict(r), "verdict": r.verdict, "spread": r.spread} for r in rows],
             "webhook_burst": {**bench.burst, "problems": bench.burst_problems},
             "runs": [{"scenario": m.scenario, "target": m.target, "round": m.round,
                       **{k: v for k, v in asdict(m.result).items() if k != "raw"}}
@@ -1289,3 +1341,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # best effort, and say so
                 print(f"could not drop database {seed.DB_NAME}: {exc}", file=sys.stderr)
     return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

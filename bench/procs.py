@@ -330,3 +330,27 @@ class Server:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+class WorkerProcess(Server):
+    """`runwatch worker` (the background workers alone: reaper, webhook deliveries, tasks), for
+    the fair setup: API servers with `RUNWATCH_WORKERS_IN_SERVE=0` and this one process doing
+    the background work. No port; ready when it prints `runwatch worker on ...`."""
+
+    READY = "runwatch worker on"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "runwatch.cli", "worker"]
+
+    def wait_ready(self, path: str = "", timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited during start-up:\n{self.log_tail()}")
+            try:
+                if self.READY in self.log_path.read_text(errors="replace"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise BenchError(f"{self.name} did not start within {timeout:.0f}s:\n{self.log_tail()}")

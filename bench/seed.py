@@ -39,6 +39,7 @@ runs the same way.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 ADMIN_DSN = "postgres://postgres@127.0.0.1:5432/postgres"
-DB_NAME = "runwatch_bench"
+# BENCH_DB_NAME: another name, so that two harnesses on one PostgreSQL (two checkouts) do not
+# drop each other's database.
+DB_NAME = os.environ.get("BENCH_DB_NAME", "runwatch_bench")
 DSN = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 
 # Pre-created runs per second of load: comfortably above what one uvicorn worker can report on
