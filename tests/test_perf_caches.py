@@ -93,3 +93,22 @@ async def test_the_budget_is_enforced_on_cache_hits(settings, tenant):
             assert "errors" not in body, body
             assert body["extensions"]["cost"] == {"requested": 110, "budget": 1_000}
 
+
+
+def test_serve_runs_on_uvloop_and_httptools():
+    """`runwatch serve` leaves uvicorn's loop and http at "auto": with uvloop and httptools
+    installed (runtime dependencies) that is what it runs on."""
+    import uvloop
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = Config(app="runwatch.app:create_app", factory=True, ws="websockets-sansio")
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
