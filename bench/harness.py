@@ -873,7 +873,7 @@ class Bench:
             row("1 REST report", "req/s", self._runs("1 REST report", "runwatch"), rest_bl,
                 "rps", 0.7, True),
             row("2 GraphQL reportRun", "req/s", self._runs("2 GraphQL reportRun", "runwatch"),
-                rest_bl, "rps", 0.4, True),
+                rest_bl, "rps", 0.75, True),
             row("3 telemetry throughput", "req/s",
                 self._runs("3 telemetry throughput", "runwatch"),
                 self._runs("3 telemetry throughput", "baseline"), "rps", 0.5, True),
@@ -905,7 +905,7 @@ class Bench:
                             self._runs("10 terminal PATCH", "fast"), f"{metric}_ms", 1.3,
                             False))
         rows.append(row("11 Watcher round", "rounds/s", self._runs("11 Watcher round", "runwatch"),
-                        self._runs("11 Watcher round", "baseline"), "rounds_ps", 0.5, True))
+                        self._runs("11 Watcher round", "baseline"), "rounds_ps", 0.8, True))
         rows.append(row("12 runs screen, cost on/off", "req/s",
                         self._runs("12 GraphQL runs screen", "runwatch"),
                         self._runs("12 GraphQL runs screen", "nocost"), "rps", 0.95, True))
