@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 import strawberry
@@ -41,6 +42,9 @@ F = TypeVar("F", bound=Hashable)
 # A page of a parent's children: (parent id, the page's window, the children's filter).
 PageKey = tuple[int, Window, F]
 
+# Attributes of Loaders that are not loaders (for its repr).
+_OWN = frozenset({"caller", "options"})
+
 
 def _grouped(
     read: Callable[[list[int], Window, F], Awaitable[dict[int, Page[V]]]],
@@ -67,78 +71,121 @@ def _grouped(
     return load
 
 
-@dataclass
 class Loaders:
     """One DataLoader per relation a list can reach; each batch calls a read of
     `runwatch.resolvers.batch_reads` (or of the telemetry and webhook resolvers), which scopes
-    it to the caller's organisation and checks the caller's scope."""
+    it to the caller's organisation and checks the caller's scope.
 
-    caller: Caller | None
-    options: TelemetryOptions
-    connection: DataLoader[int, Connection | None] = field(init=False)
-    pipeline: DataLoader[int, Pipeline | None] = field(init=False)
-    run: DataLoader[int, Run | None] = field(init=False)
-    gateway: DataLoader[int, Gateway | None] = field(init=False)
-    pipeline_type: DataLoader[int, PipelineType | None] = field(init=False)
-    address_type: DataLoader[int, AddressType | None] = field(init=False)
-    webhook_endpoint: DataLoader[int, WebhookEndpoint | None] = field(init=False)
-    pipelines_of_connection: DataLoader[int, list[Pipeline]] = field(init=False)
-    children_of_run: DataLoader[int, list[Run]] = field(init=False)
-    anomaly_results_of_run: DataLoader[int, list[AnomalyResult]] = field(init=False)
-    endpoint_of_pipeline: DataLoader[int, WebhookEndpoint | None] = field(init=False)
-    delivery_attempts: DataLoader[int, list[WebhookAttempt]] = field(init=False)
-    connection_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
-    pipeline_telemetry: DataLoader[int, Telemetry | None] = field(init=False)
-    runs_of_pipeline: DataLoader[PageKey[tuple[RunStatus, ...]], Page[Run]] = field(init=False)
-    runs_of_connection: DataLoader[PageKey[tuple[RunStatus, ...]], Page[Run]] = field(
-        init=False)
-    log_page: DataLoader[PageKey[None], Page[RunLogLine]] = field(init=False)
-    sample_page: DataLoader[PageKey[None], Page[RunTelemetrySample]] = field(init=False)
-    deliveries_of_run: DataLoader[PageKey[None], Page[WebhookDelivery]] = field(init=False)
-    deliveries_of_endpoint: DataLoader[PageKey[DeliveryStatus | None], Page[WebhookDelivery]] = (
-        field(init=False))
+    Each loader is created the first time a resolver asks for it (`cached_property`), so a
+    request pays only for the loaders it uses: a mutation such as `reportRun` uses none, and
+    used to build all twenty on every request. Within a request a loader is still one object,
+    so batching and its per-request cache are unchanged."""
 
-    def __post_init__(self) -> None:
-        by_id, read = self._by_id, batch_reads
-        self.connection = by_id(read.connections)
-        self.pipeline = by_id(read.pipelines)
-        self.run = by_id(read.runs)
-        self.gateway = by_id(read.gateways)
-        self.pipeline_type = by_id(read.pipeline_types)
-        self.address_type = by_id(read.address_types)
-        self.webhook_endpoint = by_id(read.webhook_endpoints)
-        self.pipelines_of_connection = DataLoader(self._pipelines_of_connections)
-        self.children_of_run = self._lists(
-            lambda ids: read.children_of_runs(caller=self._caller(), run_ids=ids))
-        self.anomaly_results_of_run = self._lists(
-            lambda ids: read.anomaly_results_of_runs(caller=self._caller(), run_ids=ids))
-        self.endpoint_of_pipeline = self._found(
-            lambda ids: read.endpoints_of_pipelines(caller=self._caller(), pipeline_ids=ids))
-        self.delivery_attempts = self._lists(
+    def __init__(self, caller: Caller | None, options: TelemetryOptions) -> None:
+        self.caller = caller
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"Loaders(caller={self.caller!r}, built={sorted(self.__dict__.keys() - _OWN)})"
+
+    @cached_property
+    def connection(self) -> DataLoader[int, Connection | None]:
+        return self._by_id(batch_reads.connections)
+
+    @cached_property
+    def pipeline(self) -> DataLoader[int, Pipeline | None]:
+        return self._by_id(batch_reads.pipelines)
+
+    @cached_property
+    def run(self) -> DataLoader[int, Run | None]:
+        return self._by_id(batch_reads.runs)
+
+    @cached_property
+    def gateway(self) -> DataLoader[int, Gateway | None]:
+        return self._by_id(batch_reads.gateways)
+
+    @cached_property
+    def pipeline_type(self) -> DataLoader[int, PipelineType | None]:
+        return self._by_id(batch_reads.pipeline_types)
+
+    @cached_property
+    def address_type(self) -> DataLoader[int, AddressType | None]:
+        return self._by_id(batch_reads.address_types)
+
+    @cached_property
+    def webhook_endpoint(self) -> DataLoader[int, WebhookEndpoint | None]:
+        return self._by_id(batch_reads.webhook_endpoints)
+
+    @cached_property
+    def pipelines_of_connection(self) -> DataLoader[int, list[Pipeline]]:
+        return DataLoader(self._pipelines_of_connections)
+
+    @cached_property
+    def children_of_run(self) -> DataLoader[int, list[Run]]:
+        return self._lists(
+            lambda ids: batch_reads.children_of_runs(caller=self._caller(), run_ids=ids))
+
+    @cached_property
+    def anomaly_results_of_run(self) -> DataLoader[int, list[AnomalyResult]]:
+        return self._lists(
+            lambda ids: batch_reads.anomaly_results_of_runs(caller=self._caller(), run_ids=ids))
+
+    @cached_property
+    def endpoint_of_pipeline(self) -> DataLoader[int, WebhookEndpoint | None]:
+        return self._found(lambda ids: batch_reads.endpoints_of_pipelines(
+            caller=self._caller(), pipeline_ids=ids))
+
+    @cached_property
+    def delivery_attempts(self) -> DataLoader[int, list[WebhookAttempt]]:
+        return self._lists(
             lambda ids: webhooks_api.attempts_of(caller=self._caller(), delivery_ids=ids))
-        self.connection_telemetry = self._found(
-            lambda ids: telemetry_api.telemetry_of_connections(
-                caller=self._caller(), connection_ids=ids, options=self.options))
-        self.pipeline_telemetry = self._found(
-            lambda ids: telemetry_api.telemetry_of_pipelines(
-                caller=self._caller(), pipelines=ids, options=self.options))
-        self.runs_of_pipeline = DataLoader(_grouped(
-            lambda ids, window, statuses: read.runs_of_pipelines(
+
+    @cached_property
+    def connection_telemetry(self) -> DataLoader[int, Telemetry | None]:
+        return self._found(lambda ids: telemetry_api.telemetry_of_connections(
+            caller=self._caller(), connection_ids=ids, options=self.options))
+
+    @cached_property
+    def pipeline_telemetry(self) -> DataLoader[int, Telemetry | None]:
+        return self._found(lambda ids: telemetry_api.telemetry_of_pipelines(
+            caller=self._caller(), pipelines=ids, options=self.options))
+
+    @cached_property
+    def runs_of_pipeline(self) -> DataLoader[PageKey[tuple[RunStatus, ...]], Page[Run]]:
+        return DataLoader(_grouped(
+            lambda ids, window, statuses: batch_reads.runs_of_pipelines(
                 caller=self._caller(), pipeline_ids=ids, window=window, statuses=statuses)))
-        self.runs_of_connection = DataLoader(_grouped(
-            lambda ids, window, statuses: read.runs_of_connections(
+
+    @cached_property
+    def runs_of_connection(self) -> DataLoader[PageKey[tuple[RunStatus, ...]], Page[Run]]:
+        return DataLoader(_grouped(
+            lambda ids, window, statuses: batch_reads.runs_of_connections(
                 caller=self._caller(), connection_ids=ids, window=window, statuses=statuses)))
-        self.log_page = DataLoader(_grouped(
-            lambda ids, window, _: read.log_pages(caller=self._caller(), run_ids=ids,
-                                                  window=window)))
-        self.sample_page = DataLoader(_grouped(
-            lambda ids, window, _: read.sample_pages(caller=self._caller(), run_ids=ids,
-                                                     window=window)))
-        self.deliveries_of_run = DataLoader(_grouped(
-            lambda ids, window, _: read.deliveries_of_runs(caller=self._caller(), run_ids=ids,
-                                                           window=window)))
-        self.deliveries_of_endpoint = DataLoader(_grouped(
-            lambda ids, window, status: read.deliveries_of_endpoints(
+
+    @cached_property
+    def log_page(self) -> DataLoader[PageKey[None], Page[RunLogLine]]:
+        return DataLoader(_grouped(
+            lambda ids, window, _: batch_reads.log_pages(caller=self._caller(), run_ids=ids,
+                                                         window=window)))
+
+    @cached_property
+    def sample_page(self) -> DataLoader[PageKey[None], Page[RunTelemetrySample]]:
+        return DataLoader(_grouped(
+            lambda ids, window, _: batch_reads.sample_pages(caller=self._caller(), run_ids=ids,
+                                                            window=window)))
+
+    @cached_property
+    def deliveries_of_run(self) -> DataLoader[PageKey[None], Page[WebhookDelivery]]:
+        return DataLoader(_grouped(
+            lambda ids, window, _: batch_reads.deliveries_of_runs(
+                caller=self._caller(), run_ids=ids, window=window)))
+
+    @cached_property
+    def deliveries_of_endpoint(
+        self,
+    ) -> DataLoader[PageKey[DeliveryStatus | None], Page[WebhookDelivery]]:
+        return DataLoader(_grouped(
+            lambda ids, window, status: batch_reads.deliveries_of_endpoints(
                 caller=self._caller(), endpoint_ids=ids, window=window, status=status)))
 
     def _caller(self) -> Caller:

@@ -22,6 +22,7 @@ validation and still before execution.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
 
-from runwatch.schema.cost import UNPAGED_LIST_SIZE, operation_cost
+from runwatch.schema.cost import PAGE_SIZE_ARGUMENTS, UNPAGED_LIST_SIZE, operation_cost
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 TOO_COSTLY = "QUERY_TOO_COSTLY"
@@ -206,10 +207,19 @@ class CostBounds:
     max_cost: int = 0
     default_page_size: int = 50
     max_list_input: int = 0
+    # How many (document, operation, page-size variables) answers of the per-request checks
+    # are kept (`checked`); 0 turns the cache off.
+    cache_size: int = 1024
     rules: tuple[type[ValidationRule], ...] = field(init=False)
+    _checks: OrderedDict[Any, tuple[tuple[GraphQLError, ...], int | None]] = field(
+        init=False, repr=False, compare=False)
+    _page_variables: OrderedDict[str, frozenset[str]] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", self._build_rules())
+        object.__setattr__(self, "_checks", OrderedDict())
+        object.__setattr__(self, "_page_variables", OrderedDict())
 
     def _build_rules(self) -> tuple[type[ValidationRule], ...]:
         bounds = self
@@ -306,6 +316,71 @@ class CostBounds:
                 pending.extend((name, item) for item in value.values())
         return []
 
+    def checked(
+        self, schema: GraphQLSchema, document: DocumentNode, query: str | None,
+        operation_name: str | None, variables: Mapping[str, Any] | None,
+    ) -> tuple[list[GraphQLError], int | None]:
+        """The page-size errors of `first: $n` and the cost (None when not checked or not
+        reached), for a validated document: what `BoundsExtension.on_validate` checks.
+
+        Both depend on the document, the operation and the values of the variables that
+        are used as page sizes, and on nothing else: that triple is the cache key (each
+        value with its type, so that `true` is not `1`), in a bounded LRU per schema. A
+        request whose page-size variables cannot be keyed (a list where a number belongs)
+        is checked without the cache. The cached answer is the same check: a cache hit
+        still refuses a document over the budget."""
+        names = self._page_size_variables(document, query)
+        key: Any = None
+        if query is not None and self.cache_size:
+            values = variables or {}
+            try:
+                key = (query, operation_name, tuple(
+                    (n, type(values[n]).__name__, values[n]) for n in sorted(names)
+                    if n in values))
+                hash(key)
+            except TypeError:
+                key = None
+        if key is not None and key in self._checks:
+            self._checks.move_to_end(key)
+            errors, cost = self._checks[key]
+            return list(errors), cost
+        found = self.page_size_variable_errors(document, operation_name, variables)
+        cost = None
+        if not found and self.max_cost:
+            cost = self.cost(schema, document, operation_name, variables)
+        if key is not None:
+            self._checks[key] = (tuple(found), cost)
+            if len(self._checks) > self.cache_size:
+                self._checks.popitem(last=False)
+        return found, cost
+
+    def _page_size_variables(self, document: DocumentNode, query: str | None) -> frozenset[str]:
+        """The variables used as page sizes (`first` / `last` / `limit`) anywhere in the
+        document: a superset of what the checks of any one operation read."""
+        if query is not None and query in self._page_variables:
+            self._page_variables.move_to_end(query)
+            return self._page_variables[query]
+        names: set[str] = set()
+        for definition in document.definitions:
+            owners: list[Any] = [definition]
+            while owners:
+                owner = owners.pop()
+                for selection in _selections(owner):
+                    if isinstance(selection, FieldNode):
+                        for argument in selection.arguments or ():
+                            if (argument.name.value in PAGE_SIZE_ARGUMENTS
+                                    and isinstance(argument.value, VariableNode)):
+                                names.add(argument.value.name.value)
+                        owners.append(selection)
+                    elif isinstance(selection, InlineFragmentNode):
+                        owners.append(selection)
+        found = frozenset(names)
+        if query is not None and self.cache_size:
+            self._page_variables[query] = found
+            if len(self._page_variables) > self.cache_size:
+                self._page_variables.popitem(last=False)
+        return found
+
     @property
     def extension(self) -> Callable[[], SchemaExtension]:
         return lambda: BoundsExtension(self)
@@ -367,12 +442,11 @@ class BoundsExtension(SchemaExtension):
                                             for e in context.pre_execution_errors]
         if not context.pre_execution_errors:
             assert context.graphql_document is not None
-            errors = self.bounds.page_size_variable_errors(
-                context.graphql_document, context.operation_name, context.variables)
+            errors, cost = self.bounds.checked(
+                context.schema._schema, context.graphql_document, context.query,
+                context.operation_name, context.variables)
             errors = errors or self.bounds.list_input_errors(context.variables)
             if not errors and self.bounds.max_cost:
-                cost = self.bounds.cost(context.schema._schema, context.graphql_document,
-                                        context.operation_name, context.variables)
                 if cost is not None and cost > self.bounds.max_cost:
                     errors = [self.bounds.too_costly(cost)]
                 else:
