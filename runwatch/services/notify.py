@@ -43,7 +43,8 @@ PAYLOAD_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 
 @dataclass
 class Snapshot:
-    """One shared read of a run: the run, and what was added after `log_from`/`sample_from`."""
+    """One shared read of a run: the run, and the recent lines and samples (every one after
+    `log_from` / `sample_from`)."""
 
     run: Run
     log_from: int
@@ -68,6 +69,10 @@ class RunFeed:
         self.snapshot: Snapshot | None = None
         self.log_seq: int | None = None  # what the feed has read up to
         self.sample_seq: int | None = None
+        self.lines: list[RunLogLine] = []  # the last lines read, every one after `lines_from`
+        self.lines_from = 0
+        self.samples: list[RunTelemetrySample] = []
+        self.samples_from = 0
         self.dirty = False
         self.reader: asyncio.Task[None] | None = None
         self.reads = 0
@@ -76,6 +81,7 @@ class RunFeed:
         """Start the feed's cursors at a subscriber's first read of the run."""
         if self.log_seq is None:
             self.log_seq, self.sample_seq = run.log_seq, run.sample_seq
+            self.lines_from, self.samples_from = run.log_seq, run.sample_seq
 
     def changed(self) -> None:
         self.dirty = True
@@ -102,8 +108,9 @@ class RunFeed:
         run = await Run.filter(id=self.run_id, organisation_id=self.org_id).first()
         if run is None:
             return None
-        log_from = run.log_seq if self.log_seq is None else self.log_seq
-        sample_from = run.sample_seq if self.sample_seq is None else self.sample_seq
+        self.prime(run)
+        log_from, sample_from = self.log_seq, self.sample_seq
+        assert log_from is not None and sample_from is not None
         lines: list[RunLogLine] = []
         samples: list[RunTelemetrySample] = []
         if run.log_seq > log_from:
@@ -117,8 +124,24 @@ class RunFeed:
         self.sample_seq = samples[-1].seq if samples else max(sample_from, run.sample_seq)
         if self.log_seq < run.log_seq or self.sample_seq < run.sample_seq:
             self.dirty = True  # more than one batch: read the rest next
-        return Snapshot(run=run, log_from=log_from, sample_from=sample_from, lines=lines,
-                        samples=samples)
+        # The last LIVE_BATCH lines and samples stay in memory, so that a subscriber a few
+        # updates behind (a slow socket) catches up from here, not with reads of its own.
+        self.lines.extend(lines)
+        if len(self.lines) > run_reads.LIVE_BATCH:
+            dropped = self.lines[: len(self.lines) - run_reads.LIVE_BATCH]
+            self.lines_from = dropped[-1].seq
+            del self.lines[: len(dropped)]
+        self.samples.extend(samples)
+        if len(self.samples) > run_reads.LIVE_BATCH:
+            dropped_samples = self.samples[: len(self.samples) - run_reads.LIVE_BATCH]
+            self.samples_from = dropped_samples[-1].seq
+            del self.samples[: len(dropped_samples)]
+        if not self.lines:
+            self.lines_from = self.log_seq
+        if not self.samples:
+            self.samples_from = self.sample_seq
+        return Snapshot(run=run, log_from=self.lines_from, sample_from=self.samples_from,
+                        lines=list(self.lines), samples=list(self.samples))
 
 
 class Hub:
