@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscriptions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--idle-seconds", type=float, default=4.0)
+    parser.add_argument("--idle-seconds", type=float, default=8.0)
     parser.add_argument("--change-seconds", type=float, default=3.0)
     parser.add_argument("--time-limit", type=float, default=300.0)
     args = parser.parse_args(argv)
