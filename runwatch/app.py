@@ -37,6 +37,7 @@ from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
 from runwatch.rest_shim import elt, openapi, warehouse, watcher
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
+from runwatch.services import notify
 from runwatch.services.workers import run_workers
 from runwatch.settings import Settings
 from runwatch.ui.console import console_page
@@ -286,6 +287,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+            if settings.live_notify:  # live updates: this process's publisher and listener
+                await notify.HUB.start(settings)
             stop = asyncio.Event()
             worker = asyncio.create_task(run_workers(settings, stop)) if background else None
             app.state.workers = worker  # for /ready
@@ -295,6 +298,7 @@ def create_app(
                 stop.set()
                 if worker is not None:
                     await worker
+                await notify.HUB.stop()
 
     routes = [
         Route("/health", health, methods=["GET"]),

@@ -6,6 +6,7 @@ the context variables Tortoise relies on.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ class Authenticator:
         self.ttl = min(max(ttl, 0), MAX_CACHE_SECONDS)
         self.clock = clock
         self._cache: dict[str, tuple[Caller, float]] = {}
+        # Look-ups under way: when an entry runs out, every socket of that token re-checks
+        # within the same second, and they share one look-up.
+        self._inflight: dict[str, asyncio.Future[Caller | None]] = {}
 
     async def __call__(self, token: str) -> Caller | None:
         if self.ttl <= 0:
@@ -46,6 +50,32 @@ class Authenticator:
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled
+                return await self(token)  # the one looking up was: look up again
+        future: asyncio.Future[Caller | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            caller = await self._look_up(token, key, now)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no warning when nobody else waited
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(caller)
+            return caller
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _look_up(self, token: str, key: str, now: float) -> Caller | None:
         identity = await identify(token)
         if identity is None:
             self._cache.pop(key, None)

@@ -176,7 +176,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     sys.stdout.flush()
     # websockets' sans-I/O protocol: the default one is websockets' deprecated legacy API.
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                ws="websockets-sansio")
+                ws="websockets-sansio", ws_per_message_deflate=settings.ws_compression)
     return 0
 
 

@@ -251,6 +251,14 @@ class Settings:
     # An admin token chosen by the operator (`RUNWATCH_BOOTSTRAP_TOKEN`): stored (hashed) for a
     # new organisation 1 when `serve` starts on a database without organisations; never printed.
     bootstrap_token: str = field(default="", repr=False)
+    # Live updates (runwatch.services.notify): run changes published once per process (NOTIFY
+    # on PostgreSQL, in memory on SQLite), coalesced per run over `live_coalesce_ms`; how often
+    # the listening connection is checked; WebSocket per-message compression (~64 KB of zlib
+    # state per socket when a client asks for it, so off by default).
+    live_notify: bool = True
+    live_coalesce_ms: int = 20
+    live_listener_check_seconds: float = 5.0
+    ws_compression: bool = False
     # Why this database was chosen, when the operator should know (see `default_database`).
     database_note: str | None = field(default=None, compare=False)
 
@@ -322,4 +330,10 @@ class Settings:
             ready_timeout_seconds=_float(env, "RUNWATCH_READY_TIMEOUT_SECONDS", 2.0,
                                          minimum=0.1),
             bootstrap_token=_bootstrap_token(env.get("RUNWATCH_BOOTSTRAP_TOKEN", "")),
+            # Live updates
+            live_notify=_bool(env, "RUNWATCH_LIVE_NOTIFY", True),
+            live_coalesce_ms=_int(env, "RUNWATCH_LIVE_COALESCE_MS", 20),
+            live_listener_check_seconds=_float(env, "RUNWATCH_LIVE_LISTENER_CHECK_SECONDS", 5.0,
+                                               minimum=0.1),
+            ws_compression=_bool(env, "RUNWATCH_WS_COMPRESSION", False),
         )

@@ -9,11 +9,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from runwatch.models import Run, RunStatus, WebhookDelivery
+from runwatch.services import notify
 from tests.conftest import Tenant
 from tests.helpers import graphql
 
@@ -346,12 +348,21 @@ async def test_subscription_follows_a_run_live(client, tenant, live_url):
 
 async def test_subscription_sees_changes_made_elsewhere(client, tenant, live_url, settings):
     """A change that does not go through this process's signals (another replica, a worker)
-    still arrives, through the periodic re-read of the run."""
+    still arrives: on PostgreSQL through its notification (sent here as another process
+    would), on SQLite through the periodic re-read of each watched run."""
     rid = await make_run(client, tenant, await make_pipeline(client, tenant))
     auth = {"Authorization": f"Bearer {tenant.tokens['read']}"}
     async with subscription(live_url, auth, rid) as ws:
         await next_update(ws)
         await Run.filter(id=int(rid)).update(status=RunStatus.FAILED, error="elsewhere")
+        if settings.database_url.startswith("asyncpg"):
+            other = await asyncpg.connect(
+                settings.database_url.replace("asyncpg://", "postgresql://").split("?")[0])
+            try:
+                await other.execute("SELECT pg_notify($1, $2)", notify.CHANNEL,
+                                    f"{tenant.org_id}:{rid}")
+            finally:
+                await other.close()
         update_ = await asyncio.wait_for(next_update(ws), settings.live_poll_seconds + 5)
         assert update_["run"]["status"] == "FAILED"
 

@@ -343,7 +343,8 @@ async def apply_change(
     if _plain_append(change) and sql.is_postgres(sql.client()):
         appended = await _append_in_one_statement(caller, run_id, change, now)
         if appended is not None:
-            lifecycle.Effects(runs={appended.id}).fire()
+            lifecycle.Effects(runs={(
+                appended.organisation_id, appended.id)}).fire()  # type: ignore[attr-defined]
             return appended
         # not found, or claimed by another gateway: the general path says which
     statement, params = _lock_statement(caller, run_id, change, now)
@@ -352,7 +353,7 @@ async def apply_change(
         if not rows:
             raise NotFound("run", run_id)
         run = lifecycle.run_from_row(rows[0])
-        effects.runs.add(run.id)
+        effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
         if caller.gateway_id is not None and (
             run.gateway_id not in (None, caller.gateway_id)  # type: ignore[attr-defined]
         ):

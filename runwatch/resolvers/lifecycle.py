@@ -161,12 +161,12 @@ class Effects:
     """What a committed transaction tells this process: which runs changed (live
     subscriptions) and whether background work was enqueued (idle workers)."""
 
-    runs: set[int] = field(default_factory=set)
+    runs: set[tuple[int, int]] = field(default_factory=set)  # (organisation, run)
     work: bool = False
 
     def fire(self) -> None:
-        for run_id in self.runs:
-            signals.run_changed(run_id)
+        for organisation_id, run_id in self.runs:
+            signals.run_changed(organisation_id, run_id)
         if self.work:
             signals.work_enqueued()
 
@@ -209,7 +209,7 @@ async def open_run(
         claimed_by_token_id=caller.token_id if running else None,
         using_db=conn, **columns)
     await touch_pipeline(conn, pipeline.id)
-    effects.runs.add(run.id)
+    effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
     return run
 
 
@@ -234,7 +234,7 @@ async def move(
     if not rows:
         return None
     run = run_from_row(rows[0])
-    effects.runs.add(run.id)
+    effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
     if is_terminal(target):
         effects.work |= await on_terminal(conn, run)
     else:

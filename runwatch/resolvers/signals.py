@@ -11,13 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _run_waiters: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
 _work_waiters: set[asyncio.Event] = set()
+# Live updates: the process's publisher (`runwatch.services.notify`), once it has started.
+_run_publisher: Callable[[int, int], None] | None = None
 
 
-def run_changed(run_id: int) -> None:
+def set_run_publisher(publisher: Callable[[int, int], None] | None) -> None:
+    global _run_publisher
+    _run_publisher = publisher
+
+
+def run_changed(organisation_id: int, run_id: int) -> None:
+    """A committed change of a run: published to every process's live subscribers (PostgreSQL
+    NOTIFY, or in memory on SQLite) when the publisher runs; local waiters are woken too."""
+    if _run_publisher is not None:
+        _run_publisher(organisation_id, run_id)
     for event in _run_waiters.get(run_id, ()):
         event.set()
 

@@ -2,11 +2,12 @@
 (graphql-transport-ws or graphql-ws).
 
 Each update carries the run as it is now and the log lines and samples added since the
-previous update. A change committed in this process wakes the subscription at once; changes
-made by other replicas or workers are seen by a cheap re-read of the run's row every
-`RUNWATCH_LIVE_POLL_SECONDS` (PostgreSQL NOTIFY would serialise every committing append on
-the notification queue, which the log-append path cannot afford). The subscription ends with
-the update that shows the run finished.
+previous update. Every committed change, made by any replica or worker, wakes the
+subscription promptly: changes are published once per process (`runwatch.services.notify`:
+coalesced PostgreSQL NOTIFY sent after the commit, or in memory on SQLite), and the
+subscribers of one run in one process share one read per change. The subscription ends with
+the update that shows the run finished. With `RUNWATCH_LIVE_NOTIFY=0` each subscription
+re-reads its run every `RUNWATCH_LIVE_POLL_SECONDS` instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import strawberry
 from runwatch.models import Run as RunModel
 from runwatch.resolvers import elt_runs as elt_runs_api
 from runwatch.resolvers import run_reads, signals
+from runwatch.resolvers.caller import Caller
 from runwatch.resolvers.errors import DomainError
 from runwatch.resolvers.lifecycle import is_terminal
 from runwatch.schema.context import Info
@@ -25,6 +27,7 @@ from runwatch.schema.errors import graphql_error, parse_id
 from runwatch.schema.run import Run
 from runwatch.schema.run_series import LogLine, TelemetrySample
 from runwatch.schema.types import BigInt
+from runwatch.services import notify
 
 
 @strawberry.type(description="What changed in a run since the previous update.")
@@ -36,6 +39,12 @@ class RunUpdate:
 
 def _mark(run: RunModel) -> tuple:
     return (run.status, run.updated_at, run.log_seq, run.sample_seq)
+
+
+def _older(read: RunModel, seen: RunModel) -> bool:
+    """A shared read that started before this subscriber's own read."""
+    return (read.updated_at < seen.updated_at or read.log_seq < seen.log_seq
+            or read.sample_seq < seen.sample_seq)
 
 
 @strawberry.type
@@ -61,6 +70,63 @@ async def _follow(
     """The updates of one run: now, then after every change, until it has finished."""
     caller = info.context.require_caller()
     run_id = parse_id(id, "run")
+    if not notify.HUB.running:  # live notifications off: each subscription polls its run
+        async for update in _poll(info, caller, run_id, logs_after, samples_after):
+            yield update
+        return
+    # Subscribers of one run share its feed: one read per change for all of them, woken by
+    # the process's listener (`runwatch.services.notify`).
+    run = await elt_runs_api.get_visible_run(caller=caller, run_id=run_id)
+    with notify.HUB.watch(run.organisation_id, run_id) as (feed,  # type: ignore[attr-defined]
+                                                          subscriber):
+        run = await elt_runs_api.get_visible_run(caller=caller, run_id=run_id)
+        feed.prime(run)
+        log_seq = run.log_seq if logs_after is None else int(logs_after)
+        sample_seq = run.sample_seq if samples_after is None else int(samples_after)
+        mark = None
+        lines: list = []
+        samples: list = []
+        while True:
+            if log_seq < run.log_seq or sample_seq < run.sample_seq or mark is None:
+                if log_seq < run.log_seq and not lines:
+                    lines = await run_reads.lines_after(caller=caller, run_id=run_id,
+                                                        seq=log_seq)
+                if sample_seq < run.sample_seq and not samples:
+                    samples = await run_reads.samples_after(caller=caller, run_id=run_id,
+                                                            seq=sample_seq)
+            if _mark(run) != mark or lines or samples:
+                log_seq = lines[-1].seq if lines else max(log_seq, run.log_seq)
+                sample_seq = samples[-1].seq if samples else max(sample_seq, run.sample_seq)
+                mark = _mark(run)
+                yield RunUpdate(run=Run.of(run),
+                                new_log_lines=[LogLine.of(x) for x in lines],
+                                new_samples=[TelemetrySample.of(x) for x in samples])
+                lines, samples = [], []
+                if is_terminal(run.status) and log_seq >= run.log_seq and (
+                    sample_seq >= run.sample_seq
+                ):
+                    return
+                if log_seq < run.log_seq or sample_seq < run.sample_seq:
+                    continue  # more than one batch was waiting
+            await subscriber.woken.wait()
+            subscriber.woken.clear()
+            snapshot = feed.snapshot
+            if snapshot is None or _older(snapshot.run, run):
+                continue
+            run = snapshot.run
+            # What the shared read brought, when this subscriber was not behind it (else
+            # its own read above catches up).
+            if log_seq >= snapshot.log_from:
+                lines = [x for x in snapshot.lines if x.seq > log_seq]
+            if sample_seq >= snapshot.sample_from:
+                samples = [x for x in snapshot.samples if x.seq > sample_seq]
+
+
+async def _poll(
+    info: Info, caller: Caller, run_id: int, logs_after: int | None, samples_after: int | None
+) -> AsyncGenerator[RunUpdate, None]:
+    """Without live notifications (`RUNWATCH_LIVE_NOTIFY=0`): re-read the run every
+    `RUNWATCH_LIVE_POLL_SECONDS` (and when this process changes it)."""
     poll = info.context.settings.live_poll_seconds
     with signals.watching_run(run_id) as changed:
         run = await elt_runs_api.get_visible_run(caller=caller, run_id=run_id)
