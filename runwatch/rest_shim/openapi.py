@@ -732,6 +732,15 @@ SCOPES_HELP = {
 # sends each one with every kind of token and checks that the answer agrees with the
 # operation's scope, and that each example fits its schema.
 EXAMPLES: dict[tuple[str, str], Any] = {
+    ("POST", OPENLINEAGE): {
+        "eventType": "COMPLETE", "eventTime": "2026-12-01T10:05:00Z",
+        "producer": "https://github.com/OpenLineage/OpenLineage/tree/1.30.0/client/python",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/definitions/RunEvent",
+        "run": {"runId": "0193a5d2-7b1e-7c3a-9d2f-3f1b2c4d5e6f"},
+        "job": {"namespace": "airflow", "name": "daily_orders"},
+        "inputs": [{"namespace": "postgres://db:5432", "name": "shop.public.orders"}],
+        "outputs": [{"namespace": "postgres://db:5432", "name": "shop.mart.daily",
+                     "outputFacets": {"outputStatistics": {"rowCount": 1234}}}]},
     ("POST", WAREHOUSE + "/"): {"name": "analytics", "type": "snowflake",
                                 "settings": {"account": "acme-eu", "warehouse": "LOAD_WH"}},
     ("PATCH", ONE): {"name": "analytics-eu"},
