@@ -23,7 +23,7 @@ from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, H
 from runwatch.models import Address, AddressLineage, Pipeline, RunStatus
 from runwatch.models import Run as RunModel
 from runwatch.resolvers.openlineage import MAX_FACET_BYTES
-from tests.conftest import Tenant
+from tests.conftest import Tenant, app_client
 from tests.helpers import graphql
 
 PRODUCER = "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/client/python"
@@ -214,3 +214,40 @@ async def test_unknown_facets_are_kept_up_to_the_cap(client, tenant: Tenant):
     kept = (await run_of(rid)).openlineage_facets
     assert kept["run.spark_version"]["version"] == "3.5.1"
     assert "run.huge" not in kept and kept["_dropped"] == ["run.huge"]
+
+
+async def test_limits_answer_in_marquez_shape(settings, tenant: Tenant):
+    body = raw_event("2-0-2", str(uuid.uuid4()))
+    async with app_client(settings, rate_limit_per_minute=1, max_body_bytes=2048) as c:
+        h = tenant.headers("report")
+        r = await c.post("/api/v1/lineage", json={**body, "pad": "x" * 4096}, headers=h)
+        assert r.status_code == 413 and r.json()["code"] == 413, r.text
+        r = await c.post("/api/v1/lineage", json=body, headers=h)
+        assert r.status_code == 429 and r.json()["code"] == 429 and "Retry-After" in r.headers
+
+
+async def test_concurrent_replays_make_one_run(client, tenant: Tenant):
+    rid = str(uuid.uuid4())
+    body = raw_event("2-0-2", rid, inputs=[{"namespace": PG, "name": "c.d.in"}],
+                     outputs=[{"namespace": PG, "name": "c.d.out"}])
+    answers = await asyncio.gather(*(client.post(
+        "/api/v1/lineage", json=body, headers=tenant.headers("report")) for _ in range(6)))
+    assert [r.status_code for r in answers] == [201] * 6, [r.text for r in answers]
+    assert await RunModel.filter(openlineage_run_id=rid).count() == 1
+    assert await AddressLineage.all().count() == 1
+
+
+async def test_other_events_draw_lineage_without_a_run(client, tenant: Tenant):
+    rid = str(uuid.uuid4())
+    body = {**raw_event("1-0-5", rid, inputs=[{"namespace": "s3://bucket", "name": "raw/x"}],
+                        outputs=[{"namespace": "s3://bucket", "name": "clean/x"}]),
+            "eventType": "OTHER"}
+    r = await client.post("/api/v1/lineage", json=body, headers=tenant.headers("report"))
+    assert r.status_code == 201, r.text
+    assert await RunModel.filter(openlineage_run_id=rid).count() == 0
+    r = await client.get("/api/v1/lineage", params={"nodeId": "dataset:s3://bucket:raw/x",
+                                                    "depth": 2},
+                         headers=tenant.headers("read"))
+    assert {n["id"] for n in r.json()["graph"]} == {
+        "dataset:s3://bucket:raw/x", f"job:{NS}:raw", "dataset:s3://bucket:clean/x"}
+    assert (await Address.get(name="raw/x")).namespace == "s3://bucket"
