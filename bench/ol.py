@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 def measure(base: str, token: str, opts: argparse.Namespace) -> list[dict[str, Any]]:
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
-        pipeline = check(client.post("/pipeline", json={"name": "watcher_job", "pipeline_type_name": "bench"}), 201).json()["id"]
+        pipeline = check(client.post("/pipeline", json={
+            "name": "watcher_job", "pipeline_type_name": "bench"}), 201).json()["id"]
         now = datetime.now(UTC)
 
         def openlineage(_: int) -> float:

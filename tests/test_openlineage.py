@@ -79,9 +79,10 @@ async def test_job_with_inputs_and_outputs(live_url, client, tenant: Tenant):
                                                                   "openlineage")
     # GraphQL: the run, and the dataset graph (the Watcher's lineage and OpenLineage's are one)
     data = await graphql(client, tenant, "query($id: ID!) { run(id: $id) { status rowsTotal "
-                         "pipeline { name } } }", id=str(run.id))
-    assert data["data"]["run"] == {"status": "SUCCEEDED", "rowsTotal": 1234,
-                                   "pipeline": {"name": "daily_orders"}}
+                         "scheduledAt openlineageRunId pipeline { name } } }", id=str(run.id))
+    assert data["data"]["run"] == {
+        "status": "SUCCEEDED", "rowsTotal": 1234, "scheduledAt": "2026-12-01T10:00:00Z",
+        "openlineageRunId": rid, "pipeline": {"name": "daily_orders"}}
     orders = await Address.get(name="shop.public.orders")
     assert orders.namespace == PG
     data = await graphql(client, tenant, "query($id: ID!) { lineage(addressId: $id) { nodes "
