@@ -34,7 +34,7 @@ from runwatch.faults import DatabaseFaults
 from runwatch.limits import BodySizeLimitMiddleware, RateLimiter, RateLimitMiddleware
 from runwatch.resolvers import strict_json as json_values
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
-from runwatch.rest_shim import elt, openapi, warehouse, watcher
+from runwatch.rest_shim import elt, openapi, openlineage, warehouse, watcher
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services import notify
@@ -309,6 +309,7 @@ def create_app(
         *warehouse.routes(options),
         *elt.routes(settings),
         *watcher.routes(settings),
+        *openlineage.routes(),
     ]
     routes = ui.install(routes, settings)
     application = Starlette(

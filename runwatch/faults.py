@@ -134,6 +134,8 @@ class DatabaseFaults:
     def response(self, path: str) -> JSONResponse:
         if path.rstrip("/") == self.graphql_path:
             body: dict[str, object] = graphql_unavailable_body()
+        elif path.rstrip("/") == "/api/v1/lineage":  # OpenLineage: Marquez's shape
+            body = {"code": 503, "message": MESSAGE}
         else:
             body = {"error" if path.startswith(self.error_shaped) else "detail": MESSAGE}
         return JSONResponse(body, status_code=503, headers=HEADERS)

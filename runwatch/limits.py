@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # Same prefixes as the app's own error handler (`runwatch.app.ERROR_SHAPED`).
 ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
 GRAPHQL_PATH = "/graphql"
+OPENLINEAGE_PATH = "/api/v1/lineage"
+LIMIT_STATUS = {"RATE_LIMITED": 429, "PAYLOAD_TOO_LARGE": 413}
 WINDOW_SECONDS = 60.0
 MAX_TRACKED_KEYS = 100_000
 
@@ -32,6 +34,8 @@ def error_body(path: str, message: str, code: str) -> dict[str, Any]:
         return {"errors": [{"message": message, "extensions": {"code": code}}]}
     if path.startswith(ERROR_SHAPED):
         return {"error": message}
+    if path.rstrip("/") == OPENLINEAGE_PATH:  # Marquez's shape
+        return {"code": LIMIT_STATUS.get(code, 400), "message": message}
     return {"detail": message}
 
 

@@ -98,7 +98,8 @@ def test_every_operation_documents_its_errors_and_scopes(settings) -> None:
             if "requestBody" in op:
                 assert "413" in statuses, (method, path)
             for status, answer in op["responses"].items():
-                if status != "204":
+                empty = status == "204" or (status == "201" and "openlineage" in op["tags"])
+                if not empty:  # (Marquez's lineage endpoint answers 201 with no body)
                     assert "application/json" in answer["content"], (method, path, status)
     assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
 

@@ -61,6 +61,8 @@ class Pipeline(Model):
     workspace_yaml = fields.TextField(null=True)
     group_name = fields.CharField(max_length=200, null=True)
     enabled = fields.BooleanField(default=True, db_default=True)
+    # OpenLineage: the job's namespace (its name is `name`).
+    namespace = fields.CharField(max_length=500, null=True)
 
     class Meta:
         table = "pipeline"

@@ -96,10 +96,16 @@ class Run(Model):
     log_base = fields.BigIntField(default=0, db_default=0)
     sample_seq = fields.BigIntField(default=0, db_default=0)
     sample_base = fields.BigIntField(default=0, db_default=0)
+    # OpenLineage fields: the client's run id (a UUID, unique per organisation), the
+    # nominalTime facet's start, and the facets runwatch has no column for (size-capped).
+    openlineage_run_id = fields.CharField(max_length=36, null=True)
+    scheduled_at = fields.DatetimeField(null=True)
+    openlineage_facets = fields.JSONField(null=True)
 
     class Meta:
         table = "run"
-        unique_together = (("organisation", "correlation_id"),)
+        unique_together = (("organisation", "correlation_id"),
+                           ("organisation", "openlineage_run_id"))
         indexes = (
             ("pipeline_id", "status", "finished_at"),  # telemetry: edges, failures, streak
             ("pipeline_id", "status", "deadline_at"),  # telemetry: open runs past deadline

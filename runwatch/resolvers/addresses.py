@@ -612,3 +612,6 @@ __all__ = [
     "list_addresses",
     "patch_address",
 ]
+
+# Every address named found or created, inside the caller's transaction (OpenLineage events).
+ensure_addresses = _ensure_addresses

@@ -134,6 +134,18 @@ ERRORS: dict[str, dict[int, tuple[str, str]]] = {
         429: (RATE_LIMITED, "WatcherDetail"),
         503: (UNAVAILABLE, "WatcherDetail"),
     },
+    "openlineage": {
+        400: ("Unreadable JSON: `{\"code\": 400, \"message\"}` (Marquez's shape).",
+              "MarquezError"),
+        401: ("No valid token.", "MarquezError"),
+        403: ("The token lacks the route's scope.", "MarquezError"),
+        404: ("No such job or dataset for this organisation.", "MarquezError"),
+        409: ("A different end for a finished run.", "MarquezError"),
+        422: ("An event that fails validation: `{\"errors\": [...]}`.", "MarquezErrors"),
+        413: (TOO_LARGE, "MarquezError"),
+        429: (RATE_LIMITED, "MarquezError"),
+        503: (UNAVAILABLE, "MarquezError"),
+    },
 }
 
 # ------------------------------------------------------------------------- answer shapes
@@ -660,6 +672,32 @@ READY = Op("GET", "/ready", "Readiness: database reachable, migrations applied, 
 # ids. An id no row can have is 404, except that the Watcher answers 422 to one that is not an
 # integer. (`/api/elt/runs/webhook` is the webhook's path, not the run "webhook": a concrete
 # path matches before a template.)
+# OpenLineage (Marquez's endpoint): run events in, the graph around a job or dataset out.
+OPENLINEAGE = "/api/v1/lineage"
+MARQUEZ_EDGE = obj({"origin": STR, "destination": STR})
+OPENLINEAGE_SCHEMAS: dict[str, Schema] = {
+    "MarquezError": obj({"code": INT, "message": STR}),
+    "MarquezErrors": obj({"errors": array(STR, minItems=1)}),
+    "LineageGraph": obj({"graph": array(obj({
+        "id": STR, "type": {"type": "string", "enum": ["DATASET", "JOB"]},
+        "data": ANY_OBJECT, "inEdges": array(MARQUEZ_EDGE),
+        "outEdges": array(MARQUEZ_EDGE)}))}),
+}
+OPENLINEAGE_OPS = (
+    Op("POST", OPENLINEAGE, "Record an OpenLineage run event", {201: None},
+       (400, 401, 403, 409, 422), "writer",
+       obj({"eventType": STR, "eventTime": TIME, "producer": STR, "schemaURL": STR,
+            "run": ANY_OBJECT, "job": ANY_OBJECT, "inputs": array(ANY_OBJECT),
+            "outputs": array(ANY_OBJECT)}, ("eventTime", "producer", "run", "job"), extra=True),
+       True, description="OpenLineage spec 1-x and 2-x run events (see the README)."),
+    Op("GET", OPENLINEAGE, "The lineage graph around a job or dataset",
+       {200: ref("LineageGraph")}, (401, 403, 404, 422),
+       query={"nodeId": {"type": "string",
+                         "description": "`dataset:<namespace>:<name>` or `job:<namespace>:<name>`"},
+              "depth": {"type": "integer", "minimum": 0, "maximum": 20,
+                        "description": "Hops (default 20)."}}),
+)
+
 PATH_PARAMETERS: dict[str, dict[str, Schema]] = {
     "warehouse": {"organisation_pk": INT, "id": INT,
                   "run_id": {"type": "integer", "maximum": INT64_MAX}},
@@ -674,6 +712,8 @@ TAGS = {
     "elt": "ELT-runs contract: camelCase, string ids, errors `{\"error\"}`.",
     "watcher": "Watcher contract: FastAPI-style 422 `{\"detail\": [{loc, msg, type}]}`, "
                "other errors `{\"detail\"}`.",
+    "openlineage": "OpenLineage (Marquez's endpoint): errors `{\"code\", \"message\"}`, "
+                   "422 `{\"errors\": [...]}`.",
     "service": "runwatch itself.",
 }
 SCOPES_HELP = {
@@ -692,6 +732,15 @@ SCOPES_HELP = {
 # sends each one with every kind of token and checks that the answer agrees with the
 # operation's scope, and that each example fits its schema.
 EXAMPLES: dict[tuple[str, str], Any] = {
+    ("POST", OPENLINEAGE): {
+        "eventType": "COMPLETE", "eventTime": "2026-12-01T10:05:00Z",
+        "producer": "https://github.com/OpenLineage/OpenLineage/tree/1.30.0/client/python",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/definitions/RunEvent",
+        "run": {"runId": "0193a5d2-7b1e-7c3a-9d2f-3f1b2c4d5e6f"},
+        "job": {"namespace": "airflow", "name": "daily_orders"},
+        "inputs": [{"namespace": "postgres://db:5432", "name": "shop.public.orders"}],
+        "outputs": [{"namespace": "postgres://db:5432", "name": "shop.mart.daily",
+                     "outputFacets": {"outputStatistics": {"rowCount": 1234}}}]},
     ("POST", WAREHOUSE + "/"): {"name": "analytics", "type": "snowflake",
                                 "settings": {"account": "acme-eu", "warehouse": "LOAD_WH"}},
     ("PATCH", ONE): {"name": "analytics-eu"},
@@ -763,6 +812,7 @@ def operations(settings: Settings) -> list[tuple[str, Op]]:
         *(("warehouse", op) for op in WAREHOUSE_OPS),
         *(("elt", op) for op in ELT_OPS),
         *(("watcher", op) for op in watcher_ops(settings.watcher_prefix)),
+        *(("openlineage", op) for op in OPENLINEAGE_OPS),
     ]
 
 
@@ -839,7 +889,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
         "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **WATCHER_SCHEMAS},
+            "schemas": {**SCHEMAS, **WATCHER_SCHEMAS, **OPENLINEAGE_SCHEMAS},
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "`Authorization: Bearer rw_…` (a gateway's token on "

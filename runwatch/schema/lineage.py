@@ -12,6 +12,7 @@ from runwatch.models import Address as AddressModel
 from runwatch.models import AddressLineage as AddressLineageModel
 from runwatch.models import AddressType as AddressTypeModel
 from runwatch.resolvers import addresses as addresses_api
+from runwatch.resolvers import openlineage as openlineage_api
 from runwatch.schema.context import Info
 from runwatch.schema.errors import or_none, parse_id
 from runwatch.schema.pipeline import Pipeline
@@ -88,6 +89,22 @@ class LineageGraph:
     edges: list[LineageEdge]
 
 
+@strawberry.type(description="An OpenLineage edge: `origin` -> `destination` (node ids).")
+class LineageNodeEdge:
+    origin: str
+    destination: str
+
+
+@strawberry.type(description="A job or dataset of the OpenLineage graph (Marquez's shape: `id` "
+                 "is `job:<namespace>:<name>` or `dataset:<namespace>:<name>`).")
+class LineageNode:
+    id: str
+    type: str
+    data: JSON
+    in_edges: list[LineageNodeEdge]
+    out_edges: list[LineageNodeEdge]
+
+
 @strawberry.enum
 class LineageDirection(Enum):
     UPSTREAM = "upstream"
@@ -135,3 +152,18 @@ class LineageQuery:
         return LineageGraph(root=Address.of(graph.root),
                             nodes=[Address.of(a) for a in graph.nodes],
                             edges=[LineageEdge.of(e) for e in graph.edges])
+
+    @strawberry.field(description="The jobs and datasets around an OpenLineage node "
+                      "(`job:<namespace>:<name>` or `dataset:<namespace>:<name>`), to `depth` "
+                      "hops (0-20); the same data as `GET /api/v1/lineage`. Null: not found.")
+    async def lineage_graph(self, info: Info, node_id: str,
+                            depth: int = 20) -> list[LineageNode] | None:
+        caller = info.context.require_caller()
+        nodes = await or_none(lambda: openlineage_api.lineage_graph(
+            caller=caller, node_id=node_id, depth=depth))
+        if nodes is None:
+            return None
+        return [LineageNode(
+            id=n.id, type=n.type, data=n.data,
+            in_edges=[LineageNodeEdge(**e) for e in n.in_edges],
+            out_edges=[LineageNodeEdge(**e) for e in n.out_edges]) for n in nodes]

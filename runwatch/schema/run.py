@@ -85,6 +85,13 @@ class Run:
     next_watermark: str | None
     execution_metadata: JSON | None
     anomaly_flags: JSON | None
+    scheduled_at: datetime | None = strawberry.field(
+        description="OpenLineage's nominalTime: when the run was scheduled to start.")
+    openlineage_run_id: str | None = strawberry.field(
+        description="The OpenLineage run id (a UUID) of a run reported by OpenLineage events.")
+    openlineage_facets: JSON | None = strawberry.field(
+        description="The OpenLineage facets runwatch has no column for (`run.<name>`, "
+                    "`job.<name>`; 64 KiB at most, the dropped ones named in `_dropped`).")
     parent_id: strawberry.Private[int | None]
     pipeline_id: strawberry.Private[int]
     gateway_id: strawberry.Private[int | None]
@@ -114,6 +121,8 @@ class Run:
             hour_recorded=m.hour_recorded, duration_seconds=m.duration_seconds,
             throughput=m.throughput, watermark=m.watermark, next_watermark=m.next_watermark,
             execution_metadata=m.execution_metadata, anomaly_flags=m.anomaly_flags,
+            scheduled_at=m.scheduled_at, openlineage_run_id=m.openlineage_run_id,
+            openlineage_facets=m.openlineage_facets,
             parent_id=m.parent_id,  # type: ignore[attr-defined]
             pipeline_id=m.pipeline_id,  # type: ignore[attr-defined]
             gateway_id=m.gateway_id,  # type: ignore[attr-defined]
