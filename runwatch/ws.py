@@ -31,7 +31,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from runwatch.auth import Authenticator, bearer_token
-from runwatch.limits import RateLimiter, rate_key
+from runwatch.limits import Limiter, rate_key
 
 # Close codes (graphql-transport-ws reserves 4400-4499 for the application).
 REVOKED = 4401
@@ -48,7 +48,7 @@ class SocketLimits:
     and the live sockets per key (token, or client address without one)."""
 
     authenticator: Authenticator
-    limiter: RateLimiter | None
+    limiter: Limiter | None
     per_minute: int
     max_sockets: int
     max_per_socket: int
@@ -164,7 +164,7 @@ class SocketGuard:
             return {"close": True}
         limits = self.limits
         if limits.limiter is not None and self.key is not None:
-            wait = limits.limiter.hit(self.key)
+            wait = await limits.limiter.check(self.key)
             if wait:
                 seconds = max(1, math.ceil(wait))
                 return {"message": f"Rate limit exceeded ({limits.per_minute} requests per "
