@@ -6,10 +6,11 @@
    that token at twice the limit (20 a second), alternating between the two replicas, and
    counts the 2xx answers. The sliding window counter holds the limit once a key has one full
    window of history; a new key's first (partial) window has none, so in its first minute it
-   can get up to twice the limit (1.5x at this client's rate, started mid-window). So the
-   client first sends until one second past the next window boundary (at most 61 s: the
-   warm-up, reported as "first minute" for information), then measures one minute in four
-   rounds of 15 s, each scaled to a minute.
+   can get up to twice the limit (1.5x at this client's rate, started mid-window), and the
+   first whole window after it admits its limit in a burst shaped by the partial window before.
+   So the client first sends through the rest of the current window and one whole window (61
+   to 121 s of warm-up; its first minute is reported for information), then measures one
+   minute in four rounds of 15 s, each scaled to a minute.
    Goal: 600 a minute within 5 %. Both backends are measured at the same time (their own
    replicas, one client each).
 2. **Cost of the check on the report path.** A replica with the shared backend (A) against one
@@ -125,9 +126,10 @@ async def flood(replicas: list[Server], auth: dict[str, str], prefix: str
         url = f"{prefix}metrics/{run_id}/"
         body = report_body()
         # The run started, the budget is fresh (a new key prefix): the first request of the
-        # budget is the start above.
+        # budget is the start above. Measured: from 1 s into the second window boundary ahead,
+        # so that one whole window (saturated) precedes the measured one.
         start = time.time()
-        boundary = (math.floor(start / 60) + 1) * 60 + 1.0
+        boundary = (math.floor(start / 60) + 2) * 60 + 1.0
         end = boundary + ROUND_SECONDS * ROUNDS
         admitted: list[float] = [start]  # the start of the run
         refused = 0
@@ -212,7 +214,7 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
         rows = []
         if not args.skip_flood:
             print(f"flooding at {RATE:.0f}/s against {LIMIT}/min, {len(backends)} backend(s) "
-                  "at once, until 1 s past the next minute, then "
+                  "at once, until 1 s past the second minute boundary ahead, then "
                   f"{ROUNDS} x {ROUND_SECONDS:.0f} s …", flush=True)
             results = await asyncio.gather(*(flood(replicas[b], auth, prefix)
                                              for b in backends))
