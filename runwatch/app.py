@@ -31,8 +31,9 @@ from runwatch import __version__, ui
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import pending_migrations, tortoise_config
 from runwatch.faults import DatabaseFaults
-from runwatch.limits import BodySizeLimitMiddleware, RateLimiter, RateLimitMiddleware
+from runwatch.limits import BodySizeLimitMiddleware, Limiter, RateLimitMiddleware
 from runwatch.resolvers import strict_json as json_values
+from runwatch.resolvers.rate_limits import build_limiter
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
 from runwatch.rest_shim import elt, openapi, openlineage, warehouse, watcher
 from runwatch.schema import build_schema
@@ -64,7 +65,7 @@ class RunwatchGraphQL(GraphQL):
 
     def __init__(
         self, *args: Any, options: TelemetryOptions, settings: Settings,
-        authenticator: Authenticator, limiter: RateLimiter | None = None, **kwargs: Any,
+        authenticator: Authenticator, limiter: Limiter | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.options = options
@@ -273,8 +274,9 @@ def create_app(
     background = settings.workers_in_serve if run_background is None else run_background
     authenticator = Authenticator(settings.token_cache_seconds)
     # One count per token for HTTP requests and WebSocket operations alike.
-    limiter = (RateLimiter(settings.rate_limit_per_minute)
-               if settings.rate_limit_per_minute > 0 else None)
+    limiter = build_limiter(settings.rate_limit_backend, settings.rate_limit_per_minute,
+                            redis_url=settings.redis_url,
+                            prefix=settings.rate_limit_key_prefix)
     graphql = RunwatchGraphQL(
         build_schema(settings),
         options=options,
@@ -299,6 +301,8 @@ def create_app(
                 if worker is not None:
                     await worker
                 await notify.HUB.stop()
+                if hasattr(limiter, "close"):  # a shared store's connections
+                    await limiter.close()
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -326,4 +330,5 @@ def create_app(
         exception_handlers={HTTPException: http_error, 500: server_error},
     )
     application.state.settings = settings
+    application.state.limiter = limiter
     return application

@@ -9,22 +9,24 @@ in the error shape of the contract the path belongs to: `{"error": ...}` under `
 from __future__ import annotations
 
 import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runwatch.resolvers.rate_limits import Limiter, RateLimiter
+
+__all__ = ["BodySizeLimitMiddleware", "Limiter", "RateLimitMiddleware", "RateLimiter",
+           "error_body", "rate_key"]
+
 # Same prefixes as the app's own error handler (`runwatch.app.ERROR_SHAPED`).
 ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
 GRAPHQL_PATH = "/graphql"
 OPENLINEAGE_PATH = "/api/v1/lineage"
 LIMIT_STATUS = {"RATE_LIMITED": 429, "PAYLOAD_TOO_LARGE": 413}
-WINDOW_SECONDS = 60.0
-MAX_TRACKED_KEYS = 100_000
 
 
 def error_body(path: str, message: str, code: str) -> dict[str, Any]:
@@ -37,55 +39,6 @@ def error_body(path: str, message: str, code: str) -> dict[str, Any]:
     if path.rstrip("/") == OPENLINEAGE_PATH:  # Marquez's shape
         return {"code": LIMIT_STATUS.get(code, 400), "message": message}
     return {"detail": message}
-
-
-class RateLimiter:
-    """At most `limit` requests per key in a fixed window of `window` seconds that starts at
-    the key's first request (so `Retry-After` is exact). Across a window boundary a key can
-    get up to twice `limit` requests in a short time: the price of keeping two numbers per key.
-
-    Memory is bounded: windows are kept in the order they started (a new window re-inserts its
-    key at the end), so the expired ones are always at the front and are dropped as new windows
-    open; with `max_keys` live windows, the oldest is dropped (that key starts afresh).
-    `clock` (monotonic seconds) is for tests.
-    """
-
-    def __init__(
-        self, limit: int, *, window: float = WINDOW_SECONDS, max_keys: int = MAX_TRACKED_KEYS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self.clock = clock
-        self._windows: OrderedDict[Hashable, list[float]] = OrderedDict()  # key -> [start, n]
-
-    def __len__(self) -> int:
-        return len(self._windows)
-
-    def hit(self, key: Hashable) -> float:
-        """Count a request of `key`: 0 when it is allowed, else the seconds until it would be."""
-        now = self.clock()
-        entry = self._windows.get(key)
-        if entry is not None and now - entry[0] >= self.window:
-            del self._windows[key]
-            entry = None
-        if entry is None:
-            self._prune(now)
-            self._windows[key] = [now, 1]
-            return 0.0
-        if entry[1] >= self.limit:
-            return max(entry[0] + self.window - now, 0.001)
-        entry[1] += 1
-        return 0.0
-
-    def _prune(self, now: float) -> None:
-        windows = self._windows
-        while windows:
-            start = next(iter(windows.values()))[0]
-            if now - start < self.window and len(windows) < self.max_keys:
-                return
-            windows.popitem(last=False)
 
 
 def rate_key(caller: Any, client: Any) -> Hashable:
@@ -102,9 +55,10 @@ class RateLimitMiddleware:
     valid token; past it, `429 Too Many Requests` with `Retry-After` (seconds). `/health` and
     the Watcher's `GET /` (at `watcher_prefix`) are exempt. `per_minute=0` turns it off.
 
-    The counts live in this process: with N replicas behind a load balancer a token may get up
-    to N times the limit. That is deliberate: a shared count in the database would put a write
-    on every request. The client address is the one the ASGI server reports (behind a reverse
+    The counts live where `limiter` keeps them (`runwatch.resolvers.rate_limits`): in this
+    process (memory: with N replicas a token may get N times the limit), or in PostgreSQL or
+    Redis, shared by every replica (fail open when the store is unreachable). The client
+    address is the one the ASGI server reports (behind a reverse
     proxy, the proxy's, unless the server is told to trust its forwarded headers).
 
     It runs after `AuthMiddleware` (it needs the caller) and before the body is read, so a
@@ -117,7 +71,7 @@ class RateLimitMiddleware:
 
     def __init__(
         self, app: ASGIApp, *, per_minute: int, watcher_prefix: str = "",
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.app = app
         self.per_minute = per_minute
@@ -143,7 +97,7 @@ class RateLimitMiddleware:
                 or self.exempt(scope)):
             await self.app(scope, receive, send)
             return
-        wait = self.limiter.hit(self.key(scope))
+        wait = await self.limiter.check(self.key(scope))
         if not wait:
             await self.app(scope, receive, send)
             return

@@ -261,6 +261,13 @@ class Settings:
     ws_compression: bool = False
     # Why this database was chosen, when the operator should know (see `default_database`).
     database_note: str | None = field(default=None, compare=False)
+    # Rate limits across replicas (issue 14): where the counts live ("memory": this process,
+    # the SQLite default; "postgres": the database, the PostgreSQL default; "redis", the
+    # default when RUNWATCH_REDIS_URL is set), the Redis to count in, and the prefix of the
+    # keys there (deployments sharing one Redis use different prefixes).
+    rate_limit_backend: str = "memory"
+    redis_url: str = field(default="", repr=False)
+    rate_limit_key_prefix: str = "runwatch:rl:"
 
     @property
     def is_sqlite(self) -> bool:
@@ -336,4 +343,31 @@ class Settings:
             live_listener_check_seconds=_float(env, "RUNWATCH_LIVE_LISTENER_CHECK_SECONDS", 5.0,
                                                minimum=0.1),
             ws_compression=_bool(env, "RUNWATCH_WS_COMPRESSION", False),
+            # Rate limits across replicas (issue 14).
+            rate_limit_backend=_rate_limit_backend(env),
+            redis_url=env.get("RUNWATCH_REDIS_URL", "").strip(),
+            rate_limit_key_prefix=env.get("RUNWATCH_RATE_LIMIT_KEY_PREFIX", "runwatch:rl:"),
         )
+
+
+# Rate limits across replicas (issue 14).
+def _rate_limit_backend(env: dict[str, str]) -> str:
+    """`RUNWATCH_RATE_LIMIT_BACKEND`: memory, postgres or redis; by default redis when
+    `RUNWATCH_REDIS_URL` is set, else postgres on PostgreSQL, else memory."""
+    sqlite = normalise_database_url(env["DATABASE_URL"]).startswith("sqlite")
+    redis_url = env.get("RUNWATCH_REDIS_URL", "").strip()
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("RUNWATCH_REDIS_URL must read redis://HOST:PORT/DB (or rediss://, "
+                            f"unix://), not {redis_url!r}")
+    raw = env.get("RUNWATCH_RATE_LIMIT_BACKEND", "").strip().lower()
+    if not raw:
+        return "redis" if redis_url else "memory" if sqlite else "postgres"
+    if raw not in {"memory", "postgres", "redis"}:
+        raise SettingsError(f"RUNWATCH_RATE_LIMIT_BACKEND must be memory, postgres or redis, "
+                            f"not {raw!r}")
+    if raw == "postgres" and sqlite:
+        raise SettingsError("RUNWATCH_RATE_LIMIT_BACKEND=postgres needs a PostgreSQL "
+                            "DATABASE_URL (on SQLite use memory or redis)")
+    if raw == "redis" and not redis_url:
+        raise SettingsError("RUNWATCH_RATE_LIMIT_BACKEND=redis needs RUNWATCH_REDIS_URL")
+    return raw

@@ -3,7 +3,7 @@
 A socket is authenticated when it opens, but it may live for hours: here every operation it
 starts re-checks the token (through the same `Authenticator`, so within the same bound as
 HTTP: the token cache's seconds), counts against the token's rate limit (the same
-`RateLimiter` object as HTTP requests), and is refused past the per-socket and per-token
+limiter object as HTTP requests: `runwatch.resolvers.rate_limits`), and is refused past the per-socket and per-token
 subscription limits; a running subscription is closed (4401) within a second of the token's
 cache entry running out once the token is revoked or expired; a message larger than the body
 limit closes the socket (1009); a token holds at most `max_sockets` sockets at once (4429).
@@ -31,7 +31,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from runwatch.auth import Authenticator, bearer_token
-from runwatch.limits import RateLimiter, rate_key
+from runwatch.limits import Limiter, rate_key
 
 # Close codes (graphql-transport-ws reserves 4400-4499 for the application).
 REVOKED = 4401
@@ -48,7 +48,7 @@ class SocketLimits:
     and the live sockets per key (token, or client address without one)."""
 
     authenticator: Authenticator
-    limiter: RateLimiter | None
+    limiter: Limiter | None
     per_minute: int
     max_sockets: int
     max_per_socket: int
@@ -164,7 +164,7 @@ class SocketGuard:
             return {"close": True}
         limits = self.limits
         if limits.limiter is not None and self.key is not None:
-            wait = limits.limiter.hit(self.key)
+            wait = await limits.limiter.check(self.key)
             if wait:
                 seconds = max(1, math.ceil(wait))
                 return {"message": f"Rate limit exceeded ({limits.per_minute} requests per "
