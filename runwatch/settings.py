@@ -253,6 +253,11 @@ class Settings:
     bootstrap_token: str = field(default="", repr=False)
     # Why this database was chosen, when the operator should know (see `default_database`).
     database_note: str | None = field(default=None, compare=False)
+    # Metrics (Prometheus, `GET /metrics`): off unless asked for; an optional bearer token for
+    # the scraper; organisation labels only when asked for.
+    metrics: bool = False
+    metrics_token: str = field(default="", repr=False)
+    metrics_org_labels: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -322,4 +327,8 @@ class Settings:
             ready_timeout_seconds=_float(env, "RUNWATCH_READY_TIMEOUT_SECONDS", 2.0,
                                          minimum=0.1),
             bootstrap_token=_bootstrap_token(env.get("RUNWATCH_BOOTSTRAP_TOKEN", "")),
+            # Metrics
+            metrics=_bool(env, "RUNWATCH_METRICS", False),
+            metrics_token=env.get("RUNWATCH_METRICS_TOKEN", "").strip(),
+            metrics_org_labels=_bool(env, "RUNWATCH_METRICS_ORG_LABELS", False),
         )
