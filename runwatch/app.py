@@ -118,8 +118,7 @@ class RunwatchGraphQL(GraphQL):
         try:
             return await super().execute_single(**kwargs)
         finally:
-            metrics.graphql_operation(getattr(request_data, "operation_name", None),
-                                      time.perf_counter() - started)
+            metrics.graphql_operation(request_data, time.perf_counter() - started)
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         caller = request.state.caller

@@ -40,6 +40,7 @@ ANONYMOUS = "anonymous"
 OTHER = "other"
 UNMATCHED = "unmatched"  # no route matched (a 404 of the router)
 OPERATION_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
+NAMED_OPERATION = re.compile(r"\s*(?:query|mutation)\s+([_A-Za-z][_0-9A-Za-z]*)")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "runwatch_"
@@ -196,10 +197,15 @@ def database_fault(transport: str) -> None:
         _metrics.faults.labels(transport).inc()
 
 
-def graphql_operation(name: str | None, seconds: float) -> None:
-    """One GraphQL operation over HTTP, by its (bounded) name."""
+def graphql_operation(request: Any, seconds: float) -> None:
+    """One GraphQL operation over HTTP (strawberry's request data), by its bounded name: the
+    `operationName` sent, else the name the document's first operation gives itself."""
     m = _metrics
     if m is not None:
+        name = getattr(request, "operation_name", None)
+        if not name and isinstance(query := getattr(request, "query", None), str):
+            named = NAMED_OPERATION.match(query)
+            name = named.group(1) if named else None
         label = m.operation_label(name)
         m.operations.labels(label).inc()
         m.operation_latency.labels(label).observe(seconds)
