@@ -223,11 +223,24 @@ def route_templates(routes: Iterable[Any]) -> dict[Any, str]:
 class MetricsMiddleware:
     """Pure ASGI: counts and times each HTTP request by method, route template and status. The
     template is that of the route the router chose (`scope["endpoint"]`), read after the
-    response; a path no route matched is `unmatched`."""
+    response; when the answer came before routing (a middleware's: a database fault in the
+    token look-up, a rate limit), the routes are matched here; a path no route matches is
+    `unmatched`."""
 
     def __init__(self, app: Any, routes: Iterable[Any] = ()) -> None:
         self.app = app
-        self.templates = route_templates(routes)
+        self.routes = [r for r in routes if hasattr(r, "matches") and hasattr(r, "path")]
+        self.templates = route_templates(self.routes)
+
+    def template(self, scope: Any) -> str:
+        endpoint = scope.get("endpoint")
+        if endpoint is not None:
+            return self.templates.get(endpoint, UNMATCHED)
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match.value:  # starlette's Match: FULL or PARTIAL (another method)
+                return route.path
+        return UNMATCHED
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         m = _metrics
@@ -248,7 +261,7 @@ class MetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             method = scope["method"]
-            route = self.templates.get(scope.get("endpoint"), UNMATCHED)
+            route = self.template(scope)
             counter, histogram = m.request_children(
                 method if method in METHODS else OTHER, route, status)
             counter.inc()

@@ -5,16 +5,19 @@ several processes adding up, bounded label sets."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tortoise import connections
 
 from runwatch import metrics
-from tests.conftest import app_client
+from tests.conftest import DIALECT, app_client
 from tests.helpers import create_connection, iso, report, start_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,3 +192,37 @@ def test_settings_read_the_environment():
     assert (s.metrics, s.metrics_token, s.metrics_org_labels) == (True, "t", True)
     assert "metrics_token" not in repr(s)
     assert not Settings.from_env({"DATABASE_URL": "sqlite://x.db"}).metrics
+
+
+@pytest.mark.skipif(DIALECT != "sqlite", reason="SQLite file locking: runs on SQLite")
+async def test_database_fault_503s_are_counted(settings, tenant, database_url):
+    async with app_client(settings, metrics=True) as c:
+        cid = await create_connection(c, tenant)
+        before = await scrape(c)
+        conn = connections.get("default")
+        holder = sqlite3.connect(database_url.split("://", 1)[1].split("?", 1)[0],
+                                 isolation_level=None, timeout=5)
+        try:
+            await conn.execute_script("PRAGMA busy_timeout = 300")
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                r = await c.post(f"{tenant.prefix}/{cid}/metrics/", json={},
+                                 headers=tenant.headers("report"))
+                g = await c.post("/graphql", headers=tenant.headers("admin"), json={
+                    "query": 'mutation { createConnection(input: {name: "g", '
+                             'warehouseType: "x"}) { __typename } }'})
+            finally:
+                holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+            await conn.execute_script("PRAGMA busy_timeout = 10000")
+        assert (r.status_code, g.status_code) == (503, 503), (r.text, g.text)
+        after = await scrape(c)
+    counted = sum(value(after, "runwatch_database_fault_responses_total", transport=t)
+                  - value(before, "runwatch_database_fault_responses_total", transport=t)
+                  for t in ("http", "graphql"))
+    assert counted == 2
+    answered = {dict(k[1])["route"] for k in after if k[0] == "runwatch_http_requests_total"
+                and dict(k[1])["status"] == "503"}
+    assert answered >= {"/graphql"}, answered
+    assert any(r.endswith("/warehouse-connections/{id}/metrics/") for r in answered), answered
