@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -129,6 +130,7 @@ class Bench:
             "+00:00", "Z")
         self.problems: list[str] = []
         self.rps: dict[str, list[float]] = {name: [] for name in servers}
+        self.cpu_ms: dict[str, list[float]] = {name: [] for name in servers}
 
     def measure(self, name: str, round_no: int) -> float:
         server = self.servers[name]
@@ -140,6 +142,7 @@ class Bench:
         for phase, seconds in (("warmup", self.opts.warmup), ("measure", self.opts.duration)):
             count = math.ceil(seconds * RATE_CAP)
             first = asyncio.run(seed_runs(self.f, count))
+            cpu_before = server.cpu_seconds()
             result = run_wrk(f"{name} r{round_no} {phase}", server.url + "/",
                              duration=seconds, connections=self.opts.connections, script=LUA,
                              script_env={
@@ -147,13 +150,75 @@ class Bench:
                                  "BENCH_BODY": body, "BENCH_TOKEN": self.f.token,
                                  "BENCH_FIRST_ID": str(first), "BENCH_ID_COUNT": str(count),
                                  "BENCH_CYCLE": "0", "BENCH_DELAY_MS": "0"})
+            cpu_after = server.cpu_seconds()
+            if cpu_before is not None and cpu_after is not None and result.requests:
+                result.server_cpu_ms = (cpu_after - cpu_before) * 1000 / result.requests
             server.check_alive()
             if not result.valid:
                 self.problems.append(f"{result.label}: {result.summary()}")
         assert result is not None
         self.rps[name].append(result.rps)
+        self.cpu_ms[name].append(result.server_cpu_ms or math.nan)
         print(f"  r{round_no} metrics {name:<3} {result.summary()}", flush=True)
         return result.rps
+
+
+def middleware_cost(rounds: int, requests: int = 20_000) -> abab.Comparison:
+    """In process, no network: the time one request spends in the metrics middleware and one
+    transition hook (a trivial ASGI app behind it), metrics on minus off, in microseconds."""
+    import os
+
+    from runwatch import metrics
+    from runwatch.settings import Settings
+
+    directory = tempfile.mkdtemp(prefix="runwatch-bench-metrics-micro-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        metrics.run_moved("running", "succeeded", 1)
+
+    class Route:  # what the middleware reads of a starlette Route
+        path = "/api/runs/{run_id}"
+
+        def __init__(self) -> None:
+            self.endpoint = endpoint
+
+        def matches(self, scope: Any) -> tuple[Any, dict]:
+            raise AssertionError("routed: not reached")
+
+    route = Route()
+
+    async def router(scope: Any, receive: Any, send: Any) -> None:
+        scope["endpoint"] = endpoint
+        await endpoint(scope, receive, send)
+
+    app = metrics.MetricsMiddleware(router, routes=[route])
+    scope = {"type": "http", "method": "PATCH", "path": "/api/runs/1", "headers": []}
+
+    async def noop(*_: Any) -> None:
+        return None
+
+    async def loop() -> float:
+        started = time.perf_counter()
+        for _ in range(requests):
+            await app(dict(scope), noop, noop)
+        return (time.perf_counter() - started) / requests * 1e6
+
+    metrics.configure(Settings(metrics=True))
+    state = metrics._metrics
+
+    def run(on: bool) -> float:
+        metrics._metrics = state if on else None
+        return asyncio.run(loop())
+
+    try:
+        return abab.interleave(lambda n: run(True), lambda n: run(False), rounds,
+                               ratio=lambda a, b: a - b)
+    finally:
+        metrics._metrics = None
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def scrape_check(server: Server) -> str:
@@ -215,9 +280,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"could not drop {DB_NAME}: {exc}", file=sys.stderr)
         shutil.rmtree(log_dir, ignore_errors=True)
     verdict = comparison.verdict if not bench.problems else "MISS"
+    cpu = abab.of_ratios([off / on for on, off in zip(bench.cpu_ms["on"], bench.cpu_ms["off"],
+                                                      strict=True)], goal=GOAL)
+    micro = middleware_cost(opts.rounds)
     rows = [{"measure": "REST report throughput, metrics on / off",
              "goal": f">= {GOAL}", "median": comparison.median, "spread": comparison.spread,
-             "verdict": verdict, "rounds": comparison.ratios, "unit": "ratio"}]
+             "verdict": verdict, "rounds": comparison.ratios, "unit": "ratio"},
+            {"measure": "REST report server CPU/request, off / on",
+             "goal": f">= {GOAL}", "median": cpu.median, "spread": cpu.spread,
+             "verdict": cpu.verdict if not bench.problems else "MISS", "rounds": cpu.ratios,
+             "unit": "ratio"},
+            {"measure": "middleware + hook in process, on - off", "goal": "",
+             "median": micro.median, "spread": micro.spread, "verdict": "info",
+             "rounds": micro.ratios, "unit": "us/request"}]
     for name in ("on", "off"):
         values = sorted(bench.rps[name])
         mid = values[len(values) // 2] if values else math.nan
@@ -231,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['measure']:<44} {row['goal']:>8} {row['median']:>9.3f} "
               f"{row['spread'] * 100:>7.1f}%  {row['verdict']}")
     print(f"rounds (on/off): {' '.join(f'{r:.3f}' for r in comparison.ratios)}")
+    print(f"server CPU ms/request on: {' '.join(f'{v:.2f}' for v in bench.cpu_ms['on'])}; "
+          f"off: {' '.join(f'{v:.2f}' for v in bench.cpu_ms['off'])}")
     print(f"check: {check}; {time.monotonic() - started:.0f} s in all")
     for problem in bench.problems:
         print(f"INVALID: {problem}")

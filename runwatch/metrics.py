@@ -52,30 +52,32 @@ class _Metrics:
     def __init__(self, org_labels: bool) -> None:
         from prometheus_client import Counter, Histogram
 
+        # Not in the default registry: a scrape reads every process's files instead.
         self.org_labels = org_labels
         org = ("organisation",) if org_labels else ()
         self.requests = Counter(
             PREFIX + "http_requests", "HTTP requests answered, by route template.",
-            ("method", "route", "status"))
+            ("method", "route", "status"), registry=None)
         self.latency = Histogram(
             PREFIX + "http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template.", ("method", "route"))
+            "Time to answer an HTTP request, by route template.", ("method", "route"),
+            registry=None)
         self.operations = Counter(
             PREFIX + "graphql_operations", "GraphQL operations executed over HTTP, by name.",
-            ("operation",))
+            ("operation",), registry=None)
         self.operation_latency = Histogram(
             PREFIX + "graphql_operation_duration_seconds",
-            "Time to execute a GraphQL operation, by name.", ("operation",))
+            "Time to execute a GraphQL operation, by name.", ("operation",), registry=None)
         self.transitions = Counter(
             PREFIX + "run_transitions", "Runs that changed status (from `none`: created).",
-            ("from_status", "to_status", *org))
+            ("from_status", "to_status", *org), registry=None)
         self.webhook_attempts = Counter(
             PREFIX + "webhook_attempts", "Delivery attempts of webhooks and alerts.",
-            ("kind", "outcome"))
+            ("kind", "outcome"), registry=None)
         self.faults = Counter(
             PREFIX + "database_fault_responses",
             "Requests answered 503 (or a socket closed 1013) because the database was "
-            "unavailable.", ("transport",))
+            "unavailable.", ("transport",), registry=None)
         self.operation_names: set[str] = set()
         # (method, route, status) -> (counter child, histogram child): no label lookup per
         # request once a combination has been seen.
