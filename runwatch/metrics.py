@@ -82,6 +82,7 @@ class _Metrics:
         # (method, route, status) -> (counter child, histogram child): no label lookup per
         # request once a combination has been seen.
         self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.moves: dict[tuple[str, ...], Any] = {}  # (from, to[, organisation]) -> child
 
     def request_children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
         key = (method, route, status)
@@ -134,10 +135,20 @@ def configure(settings: Settings) -> bool:
 
         # The value class is chosen when prometheus_client is imported: switch it to the
         # multi-process one explicitly, whatever was imported before the directory was set.
-        values.ValueClass = values.MultiProcessValue()
+        values.ValueClass = values.MultiProcessValue(process_identifier=_pid)
         sweep_dead(path)
         _metrics = _Metrics(settings.metrics_org_labels)
     return True
+
+
+# The value class asks for the process id on every write (to notice a fork); a system call
+# each time is most of a request's metrics cost, so the id is kept and renewed after a fork.
+_process = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+
+
+def _pid() -> int:
+    return _process[0]
 
 
 def _alive(pid: int) -> bool:
@@ -180,10 +191,11 @@ def run_moved(from_status: Any, to_status: Any, organisation_id: int | None = No
         return
     source = "none" if from_status is None else getattr(from_status, "value", from_status)
     target = getattr(to_status, "value", to_status)
-    if m.org_labels:
-        m.transitions.labels(source, target, str(organisation_id)).inc()
-    else:
-        m.transitions.labels(source, target).inc()
+    key = (source, target, str(organisation_id)) if m.org_labels else (source, target)
+    child = m.moves.get(key)
+    if child is None:
+        child = m.moves[key] = m.transitions.labels(*key)
+    child.inc()
 
 
 def webhook_attempt(alert: bool, ok: bool) -> None:
