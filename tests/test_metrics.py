@@ -226,3 +226,20 @@ async def test_database_fault_503s_are_counted(settings, tenant, database_url):
                 and dict(k[1])["status"] == "503"}
     assert answered >= {"/graphql"}, answered
     assert any(r.endswith("/warehouse-connections/{id}/metrics/") for r in answered), answered
+
+
+def test_a_process_without_a_directory_makes_its_own_and_removes_it():
+    """What `runwatch serve` and `runwatch worker` do when PROMETHEUS_MULTIPROC_DIR is unset."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    script = ("import os; from dataclasses import replace; from runwatch import metrics; "
+              "from runwatch.settings import Settings; "
+              "assert metrics.configure(replace(Settings(), metrics=True)); "
+              "metrics.run_moved('pending', 'running'); "
+              "d = os.environ['PROMETHEUS_MULTIPROC_DIR']; "
+              "print(d, sorted(os.listdir(d)))")
+    done = subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60,
+                          capture_output=True, text=True)
+    directory, files = done.stdout.split(" ", 1)
+    assert "counter_" in files
+    assert not Path(directory).exists()
