@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from strawberry.types.unset import UNSET
 from tortoise import connections
 from tortoise.contrib.starlette import RegisterTortoise
 
-from runwatch import __version__, ui
+from runwatch import __version__, metrics, ui
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import pending_migrations, tortoise_config
 from runwatch.faults import DatabaseFaults
@@ -115,7 +116,11 @@ class RunwatchGraphQL(GraphQL):
                     raise GraphQLHTTPException(
                         400, "Subscriptions are served over the WebSocket at /graphql "
                         "(graphql-transport-ws), not over HTTP.")
-        return await super().execute_single(**kwargs)
+        started = time.perf_counter()
+        try:
+            return await super().execute_single(**kwargs)
+        finally:
+            metrics.graphql_operation(request_data, time.perf_counter() - started)
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         caller = request.state.caller
@@ -316,10 +321,13 @@ def create_app(
         *openlineage.routes(),
     ]
     routes = ui.install(routes, settings)
+    if metrics.configure(settings):  # `GET /metrics` and the request counts (RUNWATCH_METRICS)
+        routes.append(Route("/metrics", metrics.MetricsEndpoint(settings), methods=["GET"]))
     application = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            *([Middleware(metrics.MetricsMiddleware, routes=routes)] if settings.metrics else []),
             # outermost: a database fault anywhere inside (the token look-up too) is a 503
             Middleware(DatabaseFaults, error_shaped=ERROR_SHAPED),
             Middleware(AuthMiddleware, authenticator=authenticator),

@@ -16,7 +16,7 @@ from typing import Any
 from tortoise import Tortoise, connections
 from tortoise.backends.base.config_generator import expand_db_url
 
-from runwatch import __version__
+from runwatch import __version__, metrics
 from runwatch.db import apply_migrations, pending_migrations, tortoise_config
 from runwatch.resolvers.errors import DomainError, InvalidInput
 from runwatch.settings import Settings, SettingsError
@@ -149,6 +149,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(f"GraphQL API: {base}/graphql (console off: RUNWATCH_GRAPHIQL=0)")
     print(f"Health: {base}/health (alive) and {base}/ready (database, migrations, workers)")
+    if settings.metrics:
+        print(f"Metrics: {base}/metrics "
+              f"(PROMETHEUS_MULTIPROC_DIR={metrics.ensure_multiproc_dir()})")
     if bootstrapped and bootstrapped[1] is None:
         print(f"Created organisation {bootstrapped[0]} ('default') with the admin token given "
               "in RUNWATCH_BOOTSTRAP_TOKEN (stored hashed, not shown).")
@@ -189,6 +192,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(f"runwatch worker on {_describe_db(settings)}", flush=True)
+        metrics.configure(settings)  # counts into PROMETHEUS_MULTIPROC_DIR (RUNWATCH_METRICS)
         await _with_orm(settings, lambda: run_workers(settings, stop))
 
     asyncio.run(main())

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
+from runwatch import metrics
 from runwatch.resolvers.dbfaults import database_unavailable
 
 log = logging.getLogger("runwatch.faults")
@@ -89,6 +90,7 @@ class DatabaseFaultErrors(SchemaExtension):
                          for e in errors]
         response = getattr(self.execution_context.context, "response", None)
         if response is not None:  # HTTP (a WebSocket has no status to set)
+            metrics.database_fault("graphql")
             response.status_code = 503
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
@@ -126,6 +128,7 @@ class DatabaseFaults:
                 raise
             path = scope.get("path", "")
             note(exc, path)
+            metrics.database_fault(scope["type"])
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1013, "reason": MESSAGE})
                 return

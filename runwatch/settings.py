@@ -268,6 +268,11 @@ class Settings:
     rate_limit_backend: str = "memory"
     redis_url: str = field(default="", repr=False)
     rate_limit_key_prefix: str = "runwatch:rl:"
+    # Metrics (Prometheus, `GET /metrics`): off unless asked for; an optional bearer token for
+    # the scraper; organisation labels only when asked for.
+    metrics: bool = False
+    metrics_token: str = field(default="", repr=False)
+    metrics_org_labels: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -347,6 +352,10 @@ class Settings:
             rate_limit_backend=_rate_limit_backend(env),
             redis_url=env.get("RUNWATCH_REDIS_URL", "").strip(),
             rate_limit_key_prefix=env.get("RUNWATCH_RATE_LIMIT_KEY_PREFIX", "runwatch:rl:"),
+            # Metrics
+            metrics=_bool(env, "RUNWATCH_METRICS", False),
+            metrics_token=env.get("RUNWATCH_METRICS_TOKEN", "").strip(),
+            metrics_org_labels=_bool(env, "RUNWATCH_METRICS_ORG_LABELS", False),
         )
 
 

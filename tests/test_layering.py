@@ -27,6 +27,7 @@ LAYERS = {
     "runwatch.naming": 0,
     "runwatch.db": 0,
     "runwatch.models": 1,
+    "runwatch.metrics": 2,  # Prometheus metrics: the lifecycle counts its transitions there
     "runwatch.resolvers": 2,
     "runwatch.schema": 3,
     "runwatch.rest_shim": 3,

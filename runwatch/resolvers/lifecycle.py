@@ -32,6 +32,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from runwatch import metrics
 from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Gateway, Pipeline, Run, RunStatus
 from runwatch.resolvers import alerts, signals, sql, tasks, webhooks
 from runwatch.resolvers.caller import Caller, Scope
@@ -210,6 +211,7 @@ async def open_run(
         using_db=conn, **columns)
     await touch_pipeline(conn, pipeline.id)
     effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
+    metrics.run_moved(None, status, caller.organisation_id)
     return run
 
 
@@ -235,6 +237,7 @@ async def move(
         return None
     run = run_from_row(rows[0])
     effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
+    metrics.run_moved(sources[0] if len(sources) == 1 else "open", target, organisation_id)
     if is_terminal(target):
         effects.work |= await on_terminal(conn, run)
     else:

@@ -348,7 +348,7 @@ async def _ingest(caller: Caller, event: Event, now: datetime) -> Run | None:
                 await Run.filter(id=run.id).using_db(conn).update(
                     **columns, **{k: v for k, v in extra.items() if k != "openlineage_facets"},
                     openlineage_facets=facets)
-                effects.runs.add(run.id)
+                effects.runs.add((run.organisation_id, run.id))
                 return await Run.get(id=run.id).using_db(conn)
             if lifecycle.is_terminal(run.status):
                 raise lifecycle.finished(run)

@@ -35,7 +35,7 @@ import httpx
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from runwatch import __version__
+from runwatch import __version__, metrics
 from runwatch.models import (
     AlertChannel,
     ChannelKind,
@@ -236,6 +236,7 @@ class Sender:
             result = Result(None, 0, "endpoint or channel disabled or deleted", None)
         else:
             result = await self._post(target, delivery)
+        metrics.webhook_attempt(delivery.channel_id is not None, result.ok)
         tries = 0
 
         async def store() -> bool:
