@@ -253,6 +253,11 @@ class Settings:
     bootstrap_token: str = field(default="", repr=False)
     # Why this database was chosen, when the operator should know (see `default_database`).
     database_note: str | None = field(default=None, compare=False)
+    # Several processes per host (`runwatch serve --workers N`, runwatch.supervisor): API
+    # processes to run (0: one per core on PostgreSQL, one on SQLite), and how long a stopping
+    # process lets in-flight requests and background work finish before giving work back.
+    serve_workers: int = 0
+    graceful_timeout_seconds: float = 20.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -322,4 +327,8 @@ class Settings:
             ready_timeout_seconds=_float(env, "RUNWATCH_READY_TIMEOUT_SECONDS", 2.0,
                                          minimum=0.1),
             bootstrap_token=_bootstrap_token(env.get("RUNWATCH_BOOTSTRAP_TOKEN", "")),
+            # Several processes per host (runwatch.supervisor)
+            serve_workers=_int(env, "RUNWATCH_SERVE_WORKERS", 0),
+            graceful_timeout_seconds=_float(env, "RUNWATCH_GRACEFUL_TIMEOUT_SECONDS", 20.0,
+                                            minimum=0.0),
         )
