@@ -119,6 +119,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, **uvicorn_o
         return
     # The children (spawned, not forked) read their settings from the environment.
     os.environ["DATABASE_URL"] = settings.database_url
+    os.environ["RUNWATCH_GRACEFUL_TIMEOUT_SECONDS"] = str(graceful)
     background = None
     if settings.workers_in_serve:
         background = multiprocessing.get_context("spawn").Process(
