@@ -126,10 +126,15 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from dataclasses import replace
 
-    from runwatch.app import create_app
+    from runwatch import supervisor
 
+    if args.graceful_timeout is not None and not args.graceful_timeout >= 0:
+        raise SettingsError(f"--graceful-timeout must be at least 0, got {args.graceful_timeout}")
+    if args.graceful_timeout is not None:
+        settings = replace(settings, graceful_timeout_seconds=args.graceful_timeout)
+    workers = supervisor.worker_count(settings, args.workers, force=args.force_workers)
     host = args.host or settings.host
     port = args.port or settings.port
     applied = asyncio.run(_migrate(settings))
@@ -176,10 +181,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
               "with:")
         print(f"  runwatch{args.cli_db} org create NAME   # prints the organisation's id")
         print(f"  runwatch{args.cli_db} token create --org ID --scope read,write,report")
+    if workers > 1:
+        print(f"{workers} API processes" + (" and one for the background workers"
+                                            if settings.workers_in_serve else ""))
     sys.stdout.flush()
     # websockets' sans-I/O protocol: the default one is websockets' deprecated legacy API.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                ws="websockets-sansio", ws_per_message_deflate=settings.ws_compression)
+    supervisor.serve(settings, host=host, port=port, workers=workers, log_level="info",
+                     ws="websockets-sansio", ws_per_message_deflate=settings.ws_compression)
     return 0
 
 
@@ -404,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "127.0.0.1; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, help="port to listen on (default: RUNWATCH_PORT, "
                        "else PORT, else 8000)")
+    serve.add_argument("--workers", type=int, metavar="N", help="API processes (default: "
+                       "RUNWATCH_SERVE_WORKERS, else one per core on PostgreSQL, one on "
+                       "SQLite); with more than one, the background workers run in one more "
+                       "process of their own")
+    serve.add_argument("--force-workers", action="store_true", help="allow --workers above 1 "
+                       "on SQLite (one writer at a time: the processes wait for each other)")
+    serve.add_argument("--graceful-timeout", type=float, metavar="SECONDS", help="on SIGTERM, "
+                       "how long requests in flight and background work in hand may finish "
+                       "before work is given back (default: RUNWATCH_GRACEFUL_TIMEOUT_SECONDS, "
+                       "20)")
     command(sub, "worker", "run the background workers only (stuck-run reaper, webhook and "
             "alert delivery, scheduled checks, retention), for deployments that run them apart "
             "from the servers", cmd_worker)

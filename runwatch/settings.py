@@ -273,6 +273,11 @@ class Settings:
     metrics: bool = False
     metrics_token: str = field(default="", repr=False)
     metrics_org_labels: bool = False
+    # Several processes per host (`runwatch serve --workers N`, runwatch.supervisor): API
+    # processes to run (0: one per core on PostgreSQL, one on SQLite), and how long a stopping
+    # process lets in-flight requests and background work finish before giving work back.
+    serve_workers: int = 0
+    graceful_timeout_seconds: float = 20.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -356,6 +361,10 @@ class Settings:
             metrics=_bool(env, "RUNWATCH_METRICS", False),
             metrics_token=env.get("RUNWATCH_METRICS_TOKEN", "").strip(),
             metrics_org_labels=_bool(env, "RUNWATCH_METRICS_ORG_LABELS", False),
+            # Several processes per host (runwatch.supervisor)
+            serve_workers=_int(env, "RUNWATCH_SERVE_WORKERS", 0),
+            graceful_timeout_seconds=_float(env, "RUNWATCH_GRACEFUL_TIMEOUT_SECONDS", 20.0,
+                                            minimum=0.0),
         )
 
 

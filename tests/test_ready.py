@@ -63,7 +63,9 @@ async def test_a_server_whose_database_goes_away_is_not_ready(tmp_path):
     home = tmp_path / "home"
     env = clean_env(home, DATABASE_URL=url, RUNWATCH_READY_TIMEOUT_SECONDS="2")
     port = _free_port()
-    proc, lines = _serve_until_bound(["serve", "--port", str(port)], tmp_path, env)
+    # one process: its workers run in it (several: in a process of their own)
+    proc, lines = _serve_until_bound(["serve", "--port", str(port), "--workers", "1"], tmp_path,
+                                     env)
     base = f"http://127.0.0.1:{port}"
     try:
         assert "Uvicorn running" in "\n".join(lines), lines

@@ -16,6 +16,7 @@ the database was unavailable is not counted as an attempt: it is given back, due
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -142,11 +143,21 @@ class TaskRunner:
         await _settle(task, due_at=utcnow() + timedelta(seconds=interval), last_error=error,
                       attempts=task.attempts + 1)
 
-    async def run_due(self, *, now: datetime | None = None, limit: int = 20) -> int:
-        """Claim and run what is due (one after the other); returns how many ran."""
+    async def run_due(self, *, now: datetime | None = None, limit: int = 20,
+                      stop: asyncio.Event | None = None, drain_seconds: float = 0) -> int:
+        """Claim and run what is due (one after the other); returns how many ran. Once `stop`
+        is set, the task in hand gets `drain_seconds` to finish, and what is not done is given
+        back, due at once, for another worker."""
         claimed = await claim(limit, now or utcnow())
-        for task in claimed:
-            await self.run_one(task)
+        for index, task in enumerate(claimed):
+            if stop is not None and stop.is_set():
+                await give_back(claimed[index:])
+                break
+            if stop is None:
+                await self.run_one(task)
+            elif not await _finish_or_cancel(self.run_one(task), stop, drain_seconds):
+                await give_back(claimed[index:])
+                break
         return len(claimed)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -157,7 +168,8 @@ class TaskRunner:
         with signals.watching_work() as woken:
             while not stop.is_set():
                 try:
-                    if await self.run_due():
+                    if await self.run_due(stop=stop,
+                                          drain_seconds=self.settings.graceful_timeout_seconds):
                         continue
                 except Exception:  # the database may be away
                     log.exception("running tasks failed")
@@ -166,3 +178,34 @@ class TaskRunner:
                 await asyncio.wait({stopped, wake}, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in (stopped, wake):
                     waiter.cancel()
+
+
+async def _finish_or_cancel(work: Awaitable[Any], stop: asyncio.Event, drain: float) -> bool:
+    """Run `work`; once `stop` is set it has `drain` seconds more, then it is cancelled.
+    True when it finished."""
+    job = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({job, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not job.done():
+        await asyncio.wait({job}, timeout=drain)
+    if job.done():
+        job.result()
+        return True
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    return False
+
+
+async def give_back(claimed: list[Claimed]) -> None:
+    """Release claimed tasks unrun, due now (a stopping worker's); best effort: one the
+    database does not take back is due again when its hold runs out."""
+    for task in claimed:
+        try:
+            await queue.release("task", task.id, task.claim, due_column="due_at", due=utcnow())
+        except Exception as exc:
+            log.warning("task %s could not be given back (%s: %s); due again when its hold "
+                        "runs out", task.id, type(exc).__name__, exc)

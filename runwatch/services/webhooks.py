@@ -254,10 +254,14 @@ class Sender:
         await asyncio.gather(*(self.send(d) for d in claimed))
         return len(claimed)
 
-    async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
+    async def run(self, stop: asyncio.Event, poll_seconds: float,
+                  drain_seconds: float | None = None) -> None:
         """Keep up to `concurrency` sends in flight until stopped. An enqueue in this process
-        wakes an idle loop at once; otherwise it looks again every `poll_seconds`."""
+        wakes an idle loop at once; otherwise it looks again every `poll_seconds`. Once
+        stopped, sends in flight get `drain_seconds` (default: the send timeout) to finish;
+        the others are cancelled and their deliveries given back, due at once."""
         in_flight: set[asyncio.Task] = set()
+        sending: dict[asyncio.Task, Claimed] = {}
         with signals.watching_work() as woken:
             while not stop.is_set():
                 free = self.concurrency - len(in_flight)
@@ -270,7 +274,9 @@ class Sender:
                 for delivery in claimed:
                     task = asyncio.create_task(self._send_logged(delivery))
                     in_flight.add(task)
+                    sending[task] = delivery
                     task.add_done_callback(in_flight.discard)
+                    task.add_done_callback(lambda t: sending.pop(t, None))
                 more_due = free > 0 and len(claimed) == free
                 if more_due and len(in_flight) < self.concurrency:
                     continue
@@ -284,8 +290,18 @@ class Sender:
                                    return_when=asyncio.FIRST_COMPLETED)
                 for task in waiters - in_flight:
                     task.cancel()
-            if in_flight:  # finish (and record) what was started
-                await asyncio.wait(in_flight, timeout=self.timeout + 5)
+            drain = self.timeout + 5 if drain_seconds is None else drain_seconds
+            if in_flight:  # finish (and record) what was started, in the time given
+                await asyncio.wait(in_flight, timeout=drain)
+            unfinished = {task: sending[task] for task in in_flight if task in sending}
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
+                log.info("stopping: giving back %d unfinished webhook deliveries",
+                         len(unfinished))
+                for delivery in unfinished.values():
+                    await give_back(delivery)
 
     async def _send_logged(self, delivery: Claimed) -> None:
         try:

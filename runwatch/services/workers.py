@@ -42,7 +42,8 @@ async def run_reaper(settings: Settings, stop: asyncio.Event) -> None:
 
 async def run_webhooks(settings: Settings, stop: asyncio.Event) -> None:
     async with sender_from(settings) as sender:
-        await sender.run(stop, poll_seconds=settings.webhook_poll_seconds)
+        await sender.run(stop, poll_seconds=settings.webhook_poll_seconds,
+                         drain_seconds=settings.graceful_timeout_seconds)
 
 
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
