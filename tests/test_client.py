@@ -35,7 +35,7 @@ from runwatch.client import (
 )
 from runwatch.client.core import RefusedConnection
 from tests.conftest import Tenant, _free_port
-from tests.elt_helpers import create_pipeline, get_run, patch_run
+from tests.elt_helpers import create_pipeline, create_run, get_run, make_gateway, patch_run
 
 RW = "read,write,report"
 FAST = RetryPolicy(attempts=4, total_seconds=10, base_delay=0.01, max_delay=2)
@@ -428,3 +428,16 @@ async def test_the_readme_example_works_as_written(live_url, client, tenant, cid
     (stored,) = await stored_runs(client, tenant, cid)
     assert (stored["status"], stored["eventsDelivered"]) == ("SUCCEEDED", 1200)
     assert "1200" in out.decode()
+
+
+async def test_a_gateway_starts_a_pending_run_and_finishes_it(live_url, client, tenant):
+    pipeline = await create_pipeline(client, tenant, "orders")
+    pending = await create_run(client, tenant, pipeline["id"])
+    agent = await make_gateway(tenant, "gw-1")
+    gw = AsyncClient(http_base(live_url), agent.token, policy=FAST)
+    async with gw, gw.elt_run(run_id=pending["id"], gateway=True) as run:
+        assert run.buffer.run["status"] == "running"
+        await run.log("claimed")
+    stored = await get_run(client, tenant, pending["id"])
+    assert stored["status"] == "succeeded" and stored["gatewayId"] == str(agent.id)
+    assert [e["message"] for e in stored["logEntries"]] == ["claimed"]
