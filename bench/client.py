@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -43,19 +44,19 @@ def start_server(home: Path, port: int) -> tuple[subprocess.Popen, str]:
            if not k.startswith(("DATABASE_URL", "RUNWATCH_", "XDG_", "PORT"))}
     env.update(HOME=str(home), PYTHONPATH=str(ROOT),
                RUNWATCH_RATE_LIMIT_PER_MINUTE=str(10**9))
-    proc = subprocess.Popen([sys.executable, "-m", "runwatch.cli", "serve", "--host", HOST,
-                             "--port", str(port)], cwd=home, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = home / "serve.log"  # a file, not a pipe: nobody reads a pipe once it has started
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "runwatch.cli", "serve", "--host", HOST,
+                                 "--port", str(port)], cwd=home, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     token, deadline = None, time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = log.read_text(errors="replace")
+        token = next((x.strip() for x in text.splitlines() if x.strip().startswith("rw_")),
+                     None)
+        if "Uvicorn running" in text:
             break
-        if line.strip().startswith("rw_"):
-            token = line.strip()
-        if "Uvicorn running" in line:
-            break
+        time.sleep(0.2)
     if token is None:
         stop(proc)
         raise SystemExit("runwatch serve did not start (or printed no token)")
@@ -129,7 +130,7 @@ def run(base: str, token: str, opts: argparse.Namespace) -> list[dict]:
         def report_raw() -> None:
             run_id = raw.post(metrics, json={}).raise_for_status().json()["run_id"]
             raw.patch(f"{metrics}{run_id}/", json={
-                "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "completed_at": datetime.now(UTC).isoformat(),
                 "events_delivered": 10, "batches_dlq": 0, "error": None, "evaluations": 6,
                 "custom_events": 4}).raise_for_status()
 
