@@ -441,3 +441,35 @@ async def test_a_gateway_starts_a_pending_run_and_finishes_it(live_url, client, 
     stored = await get_run(client, tenant, pending["id"])
     assert stored["status"] == "succeeded" and stored["gatewayId"] == str(agent.id)
     assert [e["message"] for e in stored["logEntries"]] == ["claimed"]
+
+
+# ---- the retry rule, without a server (the core is sans-IO) ---------------------------------
+
+def test_an_ambiguous_failure_retries_only_what_is_idempotent():
+    from runwatch.client import RunwatchError
+    from runwatch.client.core import Request, Sleep, exchange
+
+    timeout = httpx.ReadTimeout("lost")
+    safe = exchange(Request("PATCH", "/x"), FAST)
+    next(safe)
+    assert isinstance(safe.send(timeout), Sleep)
+    unsafe = exchange(Request("POST", "/x", idempotent=False), FAST)
+    next(unsafe)
+    with pytest.raises(RunwatchError, match="may have been applied"):
+        unsafe.send(timeout)
+    refused = exchange(Request("POST", "/x", idempotent=False), FAST)
+    next(refused)
+    assert isinstance(refused.send(RefusedConnection("nothing sent")), Sleep)
+
+
+async def test_a_lost_failure_report_leaves_the_blocks_exception(tenant):
+    nobody = f"http://127.0.0.1:{_free_port()}"
+    policy = RetryPolicy(attempts=2, base_delay=0.01)
+
+    def job():
+        with client_of(nobody, tenant, policy) as rw, rw.run(1, run_id=5):
+            raise RuntimeError("the real problem")
+
+    with pytest.raises(RuntimeError, match="the real problem") as caught:
+        await asyncio.to_thread(job)
+    assert "was not sent" in caught.value.__notes__[0]

@@ -85,7 +85,11 @@ class AsyncClient:
         try:
             yield report
         except BaseException as exc:
-            await self.report(connection_id, report, failure=exc)
+            try:
+                await self.report(connection_id, report, failure=exc)
+            except RunwatchError as lost:  # the block's exception is the one to see
+                exc.add_note(f"runwatch: the failure report of run {report.run_id} was "
+                             f"not sent: {lost}")
             raise
         await self.report(connection_id, report)
 
@@ -109,7 +113,11 @@ class AsyncClient:
             job.buffer.drain()
             raise
         except BaseException as exc:
-            await job._send_all(job.buffer.drain(final=core.finish_body(exc)), final=True)
+            try:
+                await job._send_all(job.buffer.drain(final=core.finish_body(exc)), final=True)
+            except RunwatchError as lost:
+                exc.add_note(f"runwatch: the failure of run {job.id} was not reported: "
+                             f"{lost}")
             raise
         await job._send_all(job.buffer.drain(final=core.finish_body(None)), final=True)
 

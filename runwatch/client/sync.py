@@ -93,7 +93,11 @@ class Client:
         try:
             yield report
         except BaseException as exc:
-            self.report(connection_id, report, failure=exc)
+            try:
+                self.report(connection_id, report, failure=exc)
+            except RunwatchError as lost:  # the block's exception is the one to see
+                exc.add_note(f"runwatch: the failure report of run {report.run_id} was "
+                             f"not sent: {lost}")
             raise
         self.report(connection_id, report)
 
@@ -122,7 +126,11 @@ class Client:
             job._drop_pending()
             raise
         except BaseException as exc:
-            job._send_all(job.buffer.drain(final=core.finish_body(exc)), final=True)
+            try:
+                job._send_all(job.buffer.drain(final=core.finish_body(exc)), final=True)
+            except RunwatchError as lost:
+                exc.add_note(f"runwatch: the failure of run {job.id} was not reported: "
+                             f"{lost}")
             raise
         job._send_all(job.buffer.drain(final=core.finish_body(None)), final=True)
 
