@@ -473,3 +473,13 @@ async def test_a_lost_failure_report_leaves_the_blocks_exception(tenant):
     with pytest.raises(RuntimeError, match="the real problem") as caught:
         await asyncio.to_thread(job)
     assert "was not sent" in caught.value.__notes__[0]
+
+
+def test_importing_the_client_loads_none_of_the_server():
+    import subprocess
+
+    probe = ("import sys, runwatch.client; print(sorted({m.split('.')[0] for m in sys.modules}"
+             " & {'tortoise', 'strawberry', 'starlette', 'uvicorn', 'asyncpg', 'aiosqlite'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(README.parent)})
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
