@@ -26,6 +26,7 @@ LAYERS = {
     "runwatch.settings": 0,
     "runwatch.naming": 0,
     "runwatch.db": 0,
+    "runwatch.client": 0,  # the loaders' client: imports only itself (test below)
     "runwatch.models": 1,
     "runwatch.metrics": 2,  # Prometheus metrics: the lifecycle counts its transitions there
     "runwatch.resolvers": 2,
@@ -195,3 +196,10 @@ def test_the_schema_modules_import_in_one_order():
 
     for module in sorted(graph):
         visit(module, ())
+
+
+def test_the_client_imports_nothing_of_the_server():
+    """`runwatch.client` runs inside loaders: it imports only itself (and httpx)."""
+    found = sorted((a, b) for a, b in import_edges() if a.startswith("runwatch.client")
+                   and b.startswith("runwatch") and not b.startswith("runwatch.client"))
+    assert not found, found
