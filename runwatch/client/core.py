@@ -63,8 +63,9 @@ class RefusedConnection(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded attempts and total time; exponential backoff with jitter, or the server's
-    `Retry-After` when it gives one (capped by `max_delay` and the time left)."""
+    """Bounded attempts and total time; exponential backoff with jitter (at most
+    `max_delay`), or exactly the server's `Retry-After` when it gives one (when that is past
+    the time left, the client gives up at once rather than retry early)."""
 
     attempts: int = 5
     total_seconds: float = 30.0
@@ -73,7 +74,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+            return max(retry_after, 0.0)
         backoff = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
         return backoff * (0.5 + random.random() / 2)
 
