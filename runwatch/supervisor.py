@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from typing import Any
 
 from tortoise import Tortoise
@@ -120,16 +121,41 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, **uvicorn_o
     # The children (spawned, not forked) read their settings from the environment.
     os.environ["DATABASE_URL"] = settings.database_url
     os.environ["RUNWATCH_GRACEFUL_TIMEOUT_SECONDS"] = str(graceful)
-    background = None
-    if settings.workers_in_serve:
-        background = multiprocessing.get_context("spawn").Process(
-            target=_background_main, name="runwatch-background")
-        background.start()
+    keeper = _Keeper() if settings.workers_in_serve else None
     try:
         uvicorn.run("runwatch.supervisor:api_app", factory=True, workers=workers, **options)
     finally:
-        if background is not None:
-            _stop(background, graceful + 10)
+        if keeper is not None:
+            keeper.stop(graceful + 10)
+
+
+class _Keeper:
+    """Runs the background process and starts another when it dies, until stopped."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.process = self._start()
+        self.thread = threading.Thread(target=self._watch, name="runwatch-keeper", daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _start() -> multiprocessing.process.BaseProcess:
+        process = multiprocessing.get_context("spawn").Process(
+            target=_background_main, name="runwatch-background")
+        process.start()
+        return process
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(1):
+            if not self.process.is_alive():
+                log.warning("background process %s exited (code %s): starting another",
+                            self.process.pid, self.process.exitcode)
+                self.process = self._start()
+
+    def stop(self, timeout: float) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        _stop(self.process, timeout)
 
 
 def _stop(process: multiprocessing.process.BaseProcess, timeout: float) -> None:
