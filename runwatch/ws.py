@@ -1,13 +1,13 @@
 """GraphQL over WebSocket obeys the rules of HTTP: one guard per socket.
 
 A socket is authenticated when it opens, but it may live for hours: here every operation it
-starts re-checks the token (through the same `Authenticator`, so within the same bound as
-HTTP: the token cache's seconds), counts against the token's rate limit (the same
-limiter object as HTTP requests: `runwatch.resolvers.rate_limits`), and is refused past the
-per-socket and per-token subscription limits; a running subscription is closed (4401) within
-a second of the token's cache entry running out once the token is revoked or expired; a
-message larger than the body limit closes the socket (1009); a token holds at most
-`max_sockets` sockets at once (4429).
+starts re-checks the token (through the same `Authenticator`, so within the same bound as HTTP:
+the token cache's seconds), counts against the token's rate limit (the same limiter object as
+HTTP requests: `runwatch.resolvers.rate_limits`), and is refused past the per-socket and per-
+token subscription limits; a running subscription is closed (4401) within a second of the
+token's cache entry running out once the token is revoked or expired; a message larger than the
+body limit closes the socket (1009); a token holds at most `max_sockets` sockets at once
+(4429).
 
 Both WebSocket protocols (graphql-transport-ws and the legacy graphql-ws) go through the
 handler subclasses at the end, which only call into `SocketGuard`.
