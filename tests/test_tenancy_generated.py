@@ -306,6 +306,10 @@ def now() -> str:
     return iso(datetime.now(UTC))
 
 
+OL_EVENT = {"eventType": "START", "eventTime": "2026-12-01T10:00:00Z",
+            "producer": "https://example.com/producer",
+            "run": {"runId": "0193a5d2-7b1e-7c3a-9d2f-3f1b2c4d5e6f"},
+            "job": {"namespace": "airflow", "name": "acme-ol-job"}}
 W = WAREHOUSE.format(org="{organisation_pk}")
 LINEAGE_ITEM = {"address_type_name": "bravo_pg", "address_type_group_name": "bravo_database"}
 
@@ -592,6 +596,15 @@ REST_ENTRIES = [
                   "source_addresses": [{"name": "acme_db.s.source", **LINEAGE_ITEM}],
                   "target_addresses": [{"name": "acme_db.s.target", **LINEAGE_ITEM}]}),
                status(201))]),
+    # ---- OpenLineage (B sending A's run id and job name gets its own run and pipeline)
+    Entry("POST /api/v1/lineage", WRITER,
+          lambda w: Rest("POST", "/api/v1/lineage", OL_EVENT), status(201),
+          lambda w: [(Rest("POST", "/api/v1/lineage", OL_EVENT), status(201))]),
+    Entry("GET /api/v1/lineage", READ,
+          lambda w: Rest("GET", "/api/v1/lineage?nodeId=dataset:default:acme_db.s.lookup"),
+          status(200),
+          lambda w: [(Rest("GET", "/api/v1/lineage?nodeId=dataset:default:acme_db.s.lookup"),
+                      status(404))]),
     # ---- Watcher: anomaly detection
     Entry("POST /anomaly_detection_rule", WRITER,
           lambda w: Rest("POST", "/anomaly_detection_rule", {"pipeline_id": w.A.wp_anomaly,
@@ -741,6 +754,11 @@ QUERY_ENTRIES = [
                       "edges { sourceId targetId } }", id=w.A.address_source), has_data,
           lambda w: [(q("lineage", "$id: ID!", "addressId: $id", "{ root { id } }",
                         id=w.A[a]), null) for a in ("address_source", "address_target")]),
+    Entry("Query.lineageGraph", READ,
+          lambda w: q("lineageGraph", "$n: String!", "nodeId: $n", "{ id inEdges { origin } }",
+                      n="dataset:default:acme_db.s.lookup"), has_data,
+          lambda w: [(q("lineageGraph", "$n: String!", "nodeId: $n", "{ id }",
+                        n="dataset:default:acme_db.s.lookup"), null)]),
     listing("anomalyRules", "{ id pipelineId metricField }",
             ("pipelineId", "ID", "wp_anomaly")),
     listing("anomalyResults", "{ nodes { id runId pipelineId } }",
