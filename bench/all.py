@@ -141,7 +141,7 @@ def table_rows(results: list[ModuleResult]) -> list[list[str]]:
     for result in results:
         for row in result.rows:
             median = fmt_number(row["median"])
-            if row["unit"] and median != "-":
+            if row["unit"] not in ("", "count") and median != "-":
                 median = f"{median} {row['unit']}"
             lines.append([row["measure"], row["goal"], median, fmt_spread(row["spread"]),
                           row["verdict"]])

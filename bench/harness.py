@@ -45,7 +45,7 @@ BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 LUA_SEQUENTIAL = BENCH_DIR / "sequential_ids.lua"
 LUA_WATCHER = BENCH_DIR / "watcher_round.lua"
-SETUP_TIMEOUT = 300  # seconds for drop/create/migrate/seed/check (slow when the machine is busy)
+SETUP_TIMEOUT = 600  # seconds for drop/create/migrate/seed/check (slow when the machine is busy)
 GRAPHQL_REPORT = "mutation($i: ReportRunInput!) { reportRun(input: $i) { __typename } }"
 APPEND_BODIES = {
     "log": {"appendLog": {"level": "info", "message": seed.LOG_MESSAGE}},

@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=3, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds before each")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections")
-    parser.add_argument("--time-limit", type=int, default=1800,
+    parser.add_argument("--time-limit", type=int, default=3000,
                         help="hard stop, seconds (the database is dropped anyway)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep {DB_NAME} at the end")
     opts = parser.parse_args(argv)
