@@ -298,7 +298,8 @@ def create_app(
                 stop.set()
                 if worker is not None:
                     await worker
-                await notify.HUB.stop()
+                if settings.live_notify:
+                    await notify.HUB.stop()
 
     routes = [
         Route("/health", health, methods=["GET"]),
