@@ -78,6 +78,7 @@ async def test_sqlite_path_is_in_process(client, tenant, live_url):
         assert time.monotonic() - started < 0.5  # not the poll's second
 
 
+@postgres_only  # on SQLite the once-a-second re-read of watched runs would count
 async def test_another_organisations_notification_is_ignored(client, tenant, live_url):
     rid = await make_run(client, tenant, await make_pipeline(client, tenant))
     async with subscription(live_url, auth(tenant), rid) as ws:
