@@ -305,7 +305,8 @@ def create_app(
                 stop.set()
                 if worker is not None:
                     await worker
-                await notify.HUB.stop()
+                if settings.live_notify:
+                    await notify.HUB.stop()
                 if hasattr(limiter, "close"):  # a shared store's connections
                     await limiter.close()
 

@@ -78,6 +78,7 @@ async def test_sqlite_path_is_in_process(client, tenant, live_url):
         assert time.monotonic() - started < 0.5  # not the poll's second
 
 
+@postgres_only  # on SQLite the once-a-second re-read of watched runs would count
 async def test_another_organisations_notification_is_ignored(client, tenant, live_url):
     rid = await make_run(client, tenant, await make_pipeline(client, tenant))
     async with subscription(live_url, auth(tenant), rid) as ws:
@@ -205,7 +206,7 @@ async def test_no_queries_while_nothing_changes(client, tenant, live_url, settin
     dbname = pg_dsn(settings.database_url).rsplit("/", 1)[1]
     # The sockets re-check their token every second through the token cache, which the tests
     # turn off: here it keeps its default, as in production (one look-up per token per 10 s).
-    for authenticator in [o for o in gc.get_objects() if isinstance(o, Authenticator)]:
+    for authenticator in [o for o in gc.get_objects() if type(o) is Authenticator]:
         monkeypatch.setattr(authenticator, "ttl", 10)
     pid = await make_pipeline(client, tenant)
     runs = [await make_run(client, tenant, pid) for _ in range(3)]

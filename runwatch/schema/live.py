@@ -19,7 +19,7 @@ import strawberry
 from runwatch.models import Run as RunModel
 from runwatch.resolvers import elt_runs as elt_runs_api
 from runwatch.resolvers import run_reads, signals
-from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import DomainError
 from runwatch.resolvers.lifecycle import is_terminal
 from runwatch.schema.context import Info
@@ -70,6 +70,7 @@ async def _follow(
     """The updates of one run: now, then after every change, until it has finished."""
     caller = info.context.require_caller()
     run_id = parse_id(id, "run")
+    caller.require_scope(Scope.READ)  # as every read of lines and samples (a gateway: no)
     if not notify.HUB.running:  # live notifications off: each subscription polls its run
         async for update in _poll(info, caller, run_id, logs_after, samples_after):
             yield update

@@ -159,12 +159,26 @@ class Hub:
         self.keeper: asyncio.Task[None] | None = None
         self.lost = asyncio.Event()
         self.running = False
+        self.users = 0
         self.reconnects = 0
         self.notifications = 0
 
     # --- life ---------------------------------------------------------------------------
 
     async def start(self, settings: Settings) -> None:
+        """Start publishing and listening; an app started while another runs in the same
+        process (tests) shares it, and the last one to stop stops it."""
+        self.users += 1
+        if self.users > 1:
+            return
+        try:
+            await self._start(settings)
+        except BaseException:
+            self.users -= 1
+            self.running = False
+            raise
+
+    async def _start(self, settings: Settings) -> None:
         self.coalesce = settings.live_coalesce_ms / 1000
         self.check_seconds = settings.live_listener_check_seconds
         self.running = True
@@ -187,6 +201,9 @@ class Hub:
                 feed.changed()
 
     async def stop(self) -> None:
+        self.users = max(0, self.users - 1)
+        if self.users:
+            return
         self.running = False
         signals.set_run_publisher(None)
         for task in (self.keeper, self.flusher):
