@@ -83,7 +83,10 @@ UNREACHABLE = {
 
 # Values for the required arguments of the root fields a path may go through (formatted with
 # the world's ids).
-ROOT_ARGUMENTS = {"lineage": '(addressId: "{root_address}")'}
+ROOT_ARGUMENTS = {"lineage": '(addressId: "{root_address}")',
+                  # the same star read in OpenLineage's terms (the root address has no
+                  # namespace, so it is in the default one)
+                  "lineageGraph": '(nodeId: "dataset:default:db.s.root")'}
 
 
 # ----------------------------------------------------------------------------------- the walk
