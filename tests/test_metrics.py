@@ -243,3 +243,37 @@ def test_a_process_without_a_directory_makes_its_own_and_removes_it():
     directory, files = done.stdout.split(" ", 1)
     assert "counter_" in files
     assert not Path(directory).exists()
+
+
+async def test_transitions_are_counted_once_committed_and_from_the_status_they_left(
+        settings, tenant):
+    """A transition is counted when its transaction commits (a rolled-back one counts
+    nothing), and the reaper's timeouts name the status the run was in, not "open"."""
+    from runwatch.models import RunStatus
+    from runwatch.resolvers import lifecycle
+    from runwatch.services.reaper import reap_stuck_runs
+
+    async with app_client(settings, metrics=True) as c:
+        cid = await create_connection(c, tenant)
+        started = datetime.now(UTC) - timedelta(minutes=10)
+        run_id = await start_run(c, tenant, cid, started)
+        before = await scrape(c)
+        with pytest.raises(RuntimeError):
+            async with lifecycle.transaction() as (conn, effects):
+                moved = await lifecycle.time_out(
+                    conn, effects, run_id=run_id, organisation_id=tenant.org_id,
+                    finished_at=started, error="rolled back", now=datetime.now(UTC))
+                assert moved is not None and moved.status == RunStatus.TIMED_OUT
+                raise RuntimeError("the transaction fails after the move")
+        rolled_back = await scrape(c)
+        assert await reap_stuck_runs(now=datetime.now(UTC) + timedelta(days=30)) == 1
+        after = await scrape(c)
+
+    def delta(found: dict, **labels: str) -> float:
+        return (value(found, "runwatch_run_transitions_total", **labels)
+                - value(before, "runwatch_run_transitions_total", **labels))
+
+    for status in ("open", "running"):
+        assert delta(rolled_back, from_status=status, to_status="timed_out") == 0
+    assert delta(after, from_status="running", to_status="timed_out") == 1
+    assert delta(after, from_status="open", to_status="timed_out") == 0

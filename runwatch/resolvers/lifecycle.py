@@ -160,14 +160,19 @@ def deadline_for(started_at: datetime, max_runtime_seconds: int | None,
 @dataclass
 class Effects:
     """What a committed transaction tells this process: which runs changed (live
-    subscriptions) and whether background work was enqueued (idle workers)."""
+    subscriptions), the status transitions it made (metrics) and whether background work was
+    enqueued (idle workers). A rolled-back transaction tells nothing."""
 
     runs: set[tuple[int, int]] = field(default_factory=set)  # (organisation, run)
+    # (from status, None for a new run; to status; organisation)
+    moves: list[tuple[str | None, str, int]] = field(default_factory=list)
     work: bool = False
 
     def fire(self) -> None:
         for organisation_id, run_id in self.runs:
             signals.run_changed(organisation_id, run_id)
+        for source, target, organisation_id in self.moves:
+            metrics.run_moved(source, target, organisation_id)
         if self.work:
             signals.work_enqueued()
 
@@ -211,7 +216,7 @@ async def open_run(
         using_db=conn, **columns)
     await touch_pipeline(conn, pipeline.id)
     effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
-    metrics.run_moved(None, status, caller.organisation_id)
+    effects.moves.append((None, status.value, caller.organisation_id))
     return run
 
 
@@ -237,7 +242,8 @@ async def move(
         return None
     run = run_from_row(rows[0])
     effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
-    metrics.run_moved(sources[0] if len(sources) == 1 else "open", target, organisation_id)
+    effects.moves.append((sources[0] if len(sources) == 1 else "open", target.value,
+                          organisation_id))
     if is_terminal(target):
         effects.work |= await on_terminal(conn, run)
     else:
@@ -273,13 +279,16 @@ async def claim(
 
 async def time_out(
     conn: BaseDBAsyncClient, effects: Effects, *, run_id: int, organisation_id: int,
-    finished_at: datetime, error: str, now: datetime,
+    finished_at: datetime, error: str, now: datetime, from_status: RunStatus | None = None,
 ) -> Run | None:
     """The reaper's move: an open run that is stuck becomes `timed_out`; None when another
-    process (or the run's own end) got there first."""
+    process (or the run's own end) got there first. `from_status`, when the caller holds the
+    run locked in that status, narrows the move to it (and names it in the metrics)."""
     return await move(
         conn, effects, run_id=run_id, organisation_id=organisation_id,
-        target=RunStatus.TIMED_OUT, from_statuses=OPEN_STATUSES, caller=None, now=now,
+        target=RunStatus.TIMED_OUT,
+        from_statuses=OPEN_STATUSES if from_status is None else (from_status,),
+        caller=None, now=now,
         columns={"finished_at": finished_at, "error": error})
 
 

@@ -42,12 +42,15 @@ async def _time_out(
     conn: BaseDBAsyncClient, effects: lifecycle.Effects, run: Run, *, finished_at: datetime,
     reason: str, now: datetime,
 ) -> bool:
-    """Time one claimed run out; False when another process got there first."""
+    """Time one claimed run out; False when another process got there first. The run is
+    locked in the status it was read in (FOR UPDATE on PostgreSQL; SQLite serialises
+    transactions), so the move starts from that status."""
     error = reason if not run.error else (
         clean_text(f"{reason}. Last reported error: {run.error}", MAX_ERROR_SUMMARY_CHARS))
     return await lifecycle.time_out(
         conn, effects, run_id=run.id, organisation_id=run.organisation_id,  # type: ignore[attr-defined]
-        finished_at=finished_at, error=error, now=now) is not None
+        finished_at=finished_at, error=error, now=now,
+        from_status=RunStatus(run.status)) is not None
 
 
 async def _past_deadline(now: datetime, batch: int) -> list[int]:
@@ -61,8 +64,8 @@ async def _past_deadline(now: datetime, batch: int) -> list[int]:
                 Run.filter(status__in=OPEN_STATUSES, deadline_at__lt=now)
                 .order_by("deadline_at").limit(batch)
                 .select_for_update(skip_locked=True)
-                .only("id", "organisation_id", "pipeline_id", "started_at", "deadline_at",
-                      "error")
+                .only("id", "organisation_id", "pipeline_id", "status", "started_at",
+                      "deadline_at", "error")
                 .using_db(conn)
             )
             # Pipeline order: every transaction takes its roll-up rows in the same order, so
@@ -101,7 +104,7 @@ async def _silent_gateways(now: datetime, lease: timedelta, batch: int) -> list[
                     Run.filter(gateway_id=gateway_id, status=RunStatus.RUNNING)
                     .order_by("id").limit(batch)
                     .select_for_update(skip_locked=True)
-                    .only("id", "organisation_id", "started_at", "error")
+                    .only("id", "organisation_id", "status", "started_at", "error")
                     .using_db(conn)
                 )
                 seen = gateway.last_seen_at
