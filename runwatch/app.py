@@ -28,7 +28,7 @@ from strawberry.types.unset import UNSET
 from tortoise import connections
 from tortoise.contrib.starlette import RegisterTortoise
 
-from runwatch import __version__, metrics, ui
+from runwatch import __version__, malloc, metrics, ui
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import pending_migrations, tortoise_config
 from runwatch.faults import DatabaseFaults
@@ -293,6 +293,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        malloc.cap_arenas()  # a long-lived serving process (see runwatch.malloc)
         async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
             if settings.live_notify:  # live updates: this process's publisher and listener
                 await notify.HUB.start(settings)

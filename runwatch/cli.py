@@ -192,7 +192,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from runwatch import malloc
     from runwatch.services.workers import run_workers
+
+    malloc.cap_arenas()
 
     async def main() -> None:
         stop = asyncio.Event()
