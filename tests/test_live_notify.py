@@ -262,3 +262,47 @@ async def test_sockets_of_one_token_share_one_token_look_up(tenant, monkeypatch)
     callers = await asyncio.gather(*(authenticator(tenant.tokens["read"]) for _ in range(50)))
     assert calls == 1 and len({c.organisation_id for c in callers}) == 1
     assert await authenticator("rw_nope_nope") is None
+
+
+async def test_subscribers_in_step_share_one_execution_per_change(client, tenant, live_url,
+                                                                   monkeypatch):
+    """Subscribers of one run that were at the same point get one execution of their
+    document per change between them (`SharedExecutor`); one who may see more (other scopes)
+    gets its own, and every one gets the whole update."""
+    from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+    from runwatch.schema.live import RunUpdate
+
+    executed: list[object] = []
+    original = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(self.root_value, RunUpdate):
+            executed.append(self.root_value)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+    rid = await make_run(client, tenant, await make_pipeline(client, tenant))
+    admin = {"Authorization": f"Bearer {tenant.tokens['admin']}"}
+    async with (subscription(live_url, auth(tenant), rid) as a,
+                subscription(live_url, auth(tenant), rid) as b,
+                subscription(live_url, auth(tenant), rid) as c,
+                subscription(live_url, admin, rid) as d):
+        for ws in (a, b, c, d):
+            await next_update(ws)
+        await settled(notify.HUB.feeds[int(rid)])
+        executed.clear()
+        await append(client, tenant, rid, "one")
+        updates = [await asyncio.wait_for(next_update(ws), 3) for ws in (a, b, c, d)]
+        for update in updates:
+            assert update["newLogLines"] == [{"seq": 1, "message": "one"}]
+            assert update == updates[0]
+        assert len(executed) == 2, executed  # the read token's three, the admin's one
+        assert executed[0] is executed[1]  # one update object for all four
+        # and the next change again
+        executed.clear()
+        await append(client, tenant, rid, "two")
+        for ws in (a, b, c, d):
+            update = await asyncio.wait_for(next_update(ws), 3)
+            assert update["newLogLines"] == [{"seq": 2, "message": "two"}]
+        assert len(executed) == 2

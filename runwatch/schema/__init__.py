@@ -24,7 +24,7 @@ from runwatch.schema.errors import (
 )
 from runwatch.schema.gateway import GatewayMutation, GatewayQuery
 from runwatch.schema.limits import MAX_BATCH_OPERATIONS, CostBounds
-from runwatch.schema.live import LiveSubscription
+from runwatch.schema.live import LiveSubscription, SharedExecutor
 from runwatch.schema.pipeline import PipelineQuery
 from runwatch.schema.run import RunMutation, RunQuery
 from runwatch.schema.types import BIGINT_SCALAR, DATETIME_SCALAR, BigInt
@@ -93,6 +93,7 @@ def build_schema(
             scalar_map={BigInt: BIGINT_SCALAR, datetime: DATETIME_SCALAR},
             batching_config=batching),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
+        execution_context_class=SharedExecutor,  # live updates: one execution per change
         extensions=[
             lambda: MaskErrors(should_mask_error=_is_unexpected),
             DomainErrorCodes,

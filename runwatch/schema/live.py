@@ -12,9 +12,12 @@ re-reads its run every `RUNWATCH_LIVE_POLL_SECONDS` instead.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Hashable
+from typing import Any
 
 import strawberry
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from runwatch.models import Run as RunModel
 from runwatch.resolvers import elt_runs as elt_runs_api
@@ -35,6 +38,64 @@ class RunUpdate:
     run: Run
     new_log_lines: list[LogLine]
     new_samples: list[TelemetrySample]
+    # Set on an update shared by the subscribers that were at the same point of one shared
+    # read: their execution results by document, variables and visibility (`SharedExecutor`).
+    results: strawberry.Private[dict[Hashable, tuple[Any, Any]] | None] = None
+
+
+def _update(shared: notify.Snapshot | None, log_seq: int, sample_seq: int, run: RunModel,
+            lines: list, samples: list) -> RunUpdate:
+    """The update to send. Built from a shared read alone (`shared`) it depends only on that
+    read and on where the subscriber was (`log_seq`, `sample_seq`), so every subscriber that
+    was there gets the same object, and `SharedExecutor` executes it once for all of them."""
+    if shared is not None:
+        found = shared.shared.get((log_seq, sample_seq))
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    update = RunUpdate(run=Run.of(run), new_log_lines=[LogLine.of(x) for x in lines],
+                       new_samples=[TelemetrySample.of(x) for x in samples])
+    if shared is not None:
+        update.results = {}
+        shared.shared[(log_seq, sample_seq)] = update
+    return update
+
+
+class SharedExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Executes a subscription event once for every subscriber it is shared with.
+
+    A shared `RunUpdate` remembers its results by the operation (the parsed document is one
+    object per query text: the schema's parser cache), the variables and what the caller may
+    see (organisation, scopes, gateway: no resolver reads more of the caller). Any other event,
+    query or mutation executes as usual."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        results = getattr(self.root_value, "results", None)
+        caller = getattr(self.context_value, "caller", None)
+        if results is None or caller is None:
+            return super().execute_operation(serially)
+        try:
+            # graphql-core's coerced values (a plain dict before 3.3)
+            values = getattr(self.variable_values, "coerced", self.variable_values) or {}
+            variables = tuple(sorted(values.items()))
+            key = (id(self.operation), variables, caller.organisation_id, caller.scopes,
+                   caller.gateway_id)
+            hash(key)
+        except (TypeError, AttributeError):  # a variable that cannot be a key: execute alone
+            return super().execute_operation(serially)
+        found = results.get(key)
+        if found is not None and found[0] is self.operation:  # (held, so its id is its own)
+            return _shared(found[1])
+        result = super().execute_operation(serially)
+        if self.is_awaitable(result):
+            # One execution for all: a task, so that the first subscriber leaving does not
+            # cancel it for the others.
+            result = asyncio.ensure_future(result)
+        results[key] = (self.operation, result)
+        return _shared(result)
+
+
+def _shared(result: Any) -> Any:
+    return asyncio.shield(result) if isinstance(result, asyncio.Future) else result
 
 
 def _mark(run: RunModel) -> tuple:
@@ -87,22 +148,24 @@ async def _follow(
         mark = None
         lines: list = []
         samples: list = []
+        shared: notify.Snapshot | None = None  # the shared read this update comes from alone
         while True:
             if log_seq < run.log_seq or sample_seq < run.sample_seq or mark is None:
                 if log_seq < run.log_seq and not lines:
                     lines = await run_reads.lines_after(caller=caller, run_id=run_id,
                                                         seq=log_seq)
+                    shared = None
                 if sample_seq < run.sample_seq and not samples:
                     samples = await run_reads.samples_after(caller=caller, run_id=run_id,
                                                             seq=sample_seq)
+                    shared = None
             if _mark(run) != mark or lines or samples:
+                update = _update(shared, log_seq, sample_seq, run, lines, samples)
                 log_seq = lines[-1].seq if lines else max(log_seq, run.log_seq)
                 sample_seq = samples[-1].seq if samples else max(sample_seq, run.sample_seq)
                 mark = _mark(run)
-                yield RunUpdate(run=Run.of(run),
-                                new_log_lines=[LogLine.of(x) for x in lines],
-                                new_samples=[TelemetrySample.of(x) for x in samples])
-                lines, samples = [], []
+                yield update
+                lines, samples, shared = [], [], None
                 if is_terminal(run.status) and log_seq >= run.log_seq and (
                     sample_seq >= run.sample_seq
                 ):
@@ -114,7 +177,7 @@ async def _follow(
             snapshot = feed.snapshot
             if snapshot is None or _older(snapshot.run, run):
                 continue
-            run = snapshot.run
+            run, shared = snapshot.run, snapshot
             # What the shared read brought, when this subscriber was not behind it (else
             # its own read above catches up).
             if log_seq >= snapshot.log_from:

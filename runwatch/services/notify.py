@@ -51,6 +51,9 @@ class Snapshot:
     sample_from: int
     lines: list[RunLogLine]
     samples: list[RunTelemetrySample]
+    # What the subscription layer builds from this read, shared by the subscribers that
+    # were at the same point (`runwatch.schema.live`): built once, not once per subscriber.
+    shared: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
