@@ -5,7 +5,8 @@ starts re-checks the token (through the same `Authenticator`, so within the same
 the token cache's seconds), counts against the token's rate limit (the same limiter object as
 HTTP requests: `runwatch.resolvers.rate_limits`), and is refused past the per-socket and per-
 token subscription limits; a running subscription is closed (4401) within a second of the
-token's cache entry running out once the token is revoked or expired; a message larger than the
+token's cache entry running out once the token is revoked or expired (one task per app
+re-checks the tokens of all its sockets every second); a message larger than the
 body limit closes the socket (1009); a token holds at most `max_sockets` sockets at once
 (4429).
 
@@ -21,7 +22,7 @@ import math
 from collections.abc import AsyncGenerator, Hashable
 from dataclasses import dataclass, field
 from json import JSONDecodeError
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
@@ -33,6 +34,9 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 
 from runwatch.auth import Authenticator, bearer_token
 from runwatch.limits import Limiter, rate_key
+
+if TYPE_CHECKING:
+    from runwatch.resolvers.caller import Caller
 
 # Close codes (graphql-transport-ws reserves 4400-4499 for the application).
 REVOKED = 4401
@@ -57,6 +61,40 @@ class SocketLimits:
     max_message_bytes: int
     recheck_seconds: float = RECHECK_SECONDS
     sockets: dict[Hashable, set[SocketGuard]] = field(default_factory=dict)
+    # The sockets authenticated with a token, re-checked together by one task (not one
+    # sleeping task per socket: 10,000 sockets would be 10,000 wake-ups a second).
+    watched: set[SocketGuard] = field(default_factory=set)
+    sweeper: asyncio.Task[None] | None = None
+    closing: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def watch(self, guard: SocketGuard) -> None:
+        self.watched.add(guard)
+        if self.sweeper is None or self.sweeper.done():
+            self.sweeper = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close every socket whose token stops authenticating while it runs operations (an
+        idle socket is checked by its next operation): one look-up per token a round, most
+        of the time in the token cache."""
+        while self.watched:
+            await asyncio.sleep(self.recheck_seconds)
+            by_token: dict[str, list[SocketGuard]] = {}
+            for guard in self.watched:
+                if guard.operations and guard.token is not None:
+                    by_token.setdefault(guard.token, []).append(guard)
+            for token, guards in by_token.items():
+                try:
+                    caller = await self.authenticator(token)
+                except Exception:  # the database is away: HTTP answers 503, try again later
+                    continue
+                for guard in guards:
+                    if caller is not None:
+                        guard.adopt(caller)
+                    elif guard in self.watched:
+                        self.watched.discard(guard)
+                        task = asyncio.create_task(guard.close_revoked())
+                        self.closing.add(task)
+                        task.add_done_callback(self.closing.discard)
 
 
 class SocketGuard:
@@ -67,7 +105,6 @@ class SocketGuard:
         self.handler = handler
         self.key: Hashable | None = None
         self.token: str | None = None
-        self.watcher: asyncio.Task[None] | None = None
 
     @property
     def operations(self) -> int:
@@ -104,7 +141,7 @@ class SocketGuard:
                     "(RUNWATCH_WS_MAX_SOCKETS_PER_TOKEN).")
         live.add(self)
         if self.token is not None:
-            self.watcher = asyncio.create_task(self._watch())
+            self.limits.watch(self)
         return None
 
     async def release(self) -> None:
@@ -114,44 +151,32 @@ class SocketGuard:
                 live.discard(self)
                 if not live:
                     del self.limits.sockets[self.key]
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.watcher
+        self.limits.watched.discard(self)
 
     async def still_valid(self) -> bool:
-        """Whether the socket's token still authenticates (always for a socket without one).
-        A changed caller (the token's scopes, its organisation) replaces the old one."""
+        """Whether the socket's token still authenticates (always for a socket without one)."""
         if self.token is None:
             return True
         caller = await self.limits.authenticator(self.token)
         if caller is None:
             return False
+        self.adopt(caller)
+        return True
+
+    def adopt(self, caller: Caller) -> None:
+        """The token's caller as looked up now: a changed one (the token's scopes, its
+        organisation) replaces the old one for the socket's next operations and events."""
         context = self.handler.context
         if caller != context.caller:
             from runwatch.schema.context import Loaders
 
             context.caller = caller
             context.loaders = Loaders(caller=caller, options=context.options)
-        return True
 
     async def close_revoked(self) -> None:
         with contextlib.suppress(Exception):
             await self.handler.websocket.close(
                 code=REVOKED, reason="Token revoked or expired: reconnect with a valid token.")
-
-    async def _watch(self) -> None:
-        """Close the socket once its token stops authenticating, while it runs operations
-        (an idle socket is checked by its next operation)."""
-        while True:
-            await asyncio.sleep(self.limits.recheck_seconds)
-            try:
-                valid = not self.operations or await self.still_valid()
-            except Exception:  # the database is away: HTTP answers 503, try again later
-                continue
-            if not valid:
-                await self.close_revoked()
-                return
 
     async def refuse_operation(self) -> dict[str, Any] | None:
         """Before an operation runs: None to run it, or the GraphQL error refusing it. A
