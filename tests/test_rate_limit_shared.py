@@ -223,3 +223,12 @@ def test_retry_after_arithmetic():
     assert sliding_wait(10, 0, 1.0, 60.0, 10) == pytest.approx(5.0)
     # This window full: wait to the next one and for its weight to fall far enough.
     assert sliding_wait(0, 10, 30.0, 60.0, 10) == pytest.approx(30.0 + 6.0)
+
+
+@pytest.mark.skipif(DIALECT != "postgres", reason="PostgreSQL's table persistence")
+async def test_postgres_counters_are_not_written_to_the_wal():
+    """Every request updates a counter row: an unlogged table spares each one a WAL record
+    and a flush at commit (migration 0010)."""
+    _, rows = await connections.get("default").execute_query(
+        "SELECT relpersistence::text AS relpersistence FROM pg_class WHERE relname = 'rate_limit_window'")
+    assert rows[0]["relpersistence"] == "u"
