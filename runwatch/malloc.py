@@ -2,10 +2,11 @@
 
 glibc's malloc gives every thread that allocates its own arena, up to eight per core, and
 memory freed in one arena is reused only by allocations made there. runwatch serves from one
-event-loop thread, but the loop's executor threads (name resolution for webhook and alert
-deliveries, `asyncio.to_thread`) and aiosqlite's thread allocate too, so a long-running
-process keeps several half-empty arenas whose sum creeps up over hours while its Python heap
-stays flat (what the soak's tracemalloc snapshots showed of the worker).
+event-loop thread, but other threads allocate too (uvloop's libuv pool and the loop's
+executor resolve names and run blocking calls, aiosqlite has its own), so a long-running
+process can keep several half-empty arenas whose sum creeps up over hours while its Python
+heap stays flat. A usual cap for such services; it changes nothing for a process with one
+thread (a `runwatch worker` delivering to addresses given as IP literals has only one).
 
 `cap_arenas` caps them at `ARENAS` for this process (`mallopt(M_ARENA_MAX)`) and for the
 processes it starts (`MALLOC_ARENA_MAX`, read by glibc when a process starts: the API
