@@ -301,7 +301,8 @@ def create_app(
             worker = asyncio.create_task(run_workers(settings, stop)) if background else None
             app.state.workers = worker  # for /ready
             try:
-                yield
+                async with malloc.trimming():
+                    yield
             finally:
                 stop.set()
                 if worker is not None:

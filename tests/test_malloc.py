@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -42,3 +43,48 @@ def test_a_started_process_inherits_the_cap():
                          env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(malloc.ARENAS)
+
+
+@glibc
+def test_trim_gives_free_pages_inside_the_heap_back():
+    """Memory freed below a block still in use stays in the process until `trim()`: the
+    worker's slow growth in the one-hour soak (runwatch.malloc)."""
+    code = '''
+import re
+from runwatch import malloc
+
+def heap_kb():
+    kb, name = 0, None
+    for line in open("/proc/self/smaps").read().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            parts = line.split()
+            name = parts[5] if len(parts) >= 6 else ""
+        elif line.startswith("Rss:") and name == "[heap]":
+            kb += int(line.split()[1])
+    return kb
+
+junk = [bytes(2000) for _ in range(50_000)]  # 100 MB through malloc (past pymalloc's 512 B)
+keep = junk[::50]  # one block in 50 stays: the heap cannot shrink from its top
+del junk
+before = heap_kb()
+malloc.trim()
+print(before, heap_kb(), len(keep))
+'''
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after, _ = (int(x) for x in out.stdout.split())
+    assert before > 80_000, before  # the freed blocks were still resident
+    assert after < before / 3, (before, after)
+
+
+async def test_trimming_runs_until_the_block_ends(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(malloc, "trim", lambda: calls.append(1) or True)
+    monkeypatch.setattr(malloc, "_libc", lambda: object())
+    async with malloc.trimming(0.01):
+        await asyncio.sleep(0.1)
+    done = len(calls)
+    assert done >= 3
+    await asyncio.sleep(0.05)
+    assert len(calls) == done  # stopped with the block
