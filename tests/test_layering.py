@@ -27,6 +27,7 @@ LAYERS = {
     "runwatch.naming": 0,
     "runwatch.db": 0,
     "runwatch.client": 0,  # the loaders' client: imports only itself (test below)
+    "runwatch.malloc": 0,  # the C allocator of long-lived processes (serve, worker)
     "runwatch.models": 1,
     "runwatch.metrics": 2,  # Prometheus metrics: the lifecycle counts its transitions there
     "runwatch.resolvers": 2,
