@@ -230,5 +230,6 @@ async def test_postgres_counters_are_not_written_to_the_wal():
     """Every request updates a counter row: an unlogged table spares each one a WAL record
     and a flush at commit (migration 0010)."""
     _, rows = await connections.get("default").execute_query(
-        "SELECT relpersistence::text AS relpersistence FROM pg_class WHERE relname = 'rate_limit_window'")
+        "SELECT relpersistence::text AS relpersistence FROM pg_class "
+        "WHERE relname = 'rate_limit_window'")
     assert rows[0]["relpersistence"] == "u"
