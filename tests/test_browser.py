@@ -154,12 +154,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 WAREHOUSE = "/api/v1/organisations/{org}/integrations/warehouse-connections"
 
 
+def day_slots(now: datetime, day: int) -> list[tuple[datetime, timedelta]]:
+    """Three (start, duration) pairs on the UTC date `day` days before `now`'s, each run ended
+    before `now`. The board's bars count runs by UTC date, so a run seeded "`day` days ago" must
+    fall on that date whatever the time of day (an offset from `now` crosses midnight in the
+    first hours of a day)."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if day:
+        date = midnight - timedelta(days=day)
+        return [(date + timedelta(hours=2 + 3 * k), timedelta(minutes=4)) for k in range(3)]
+    room = now - midnight - timedelta(minutes=1)  # today: between midnight and a minute ago
+    assert room >= timedelta(minutes=1), "seed() waits until two minutes after midnight"
+    step = min(room / 3, timedelta(hours=3))
+    return [(midnight + step * k, min(step / 2, timedelta(minutes=4))) for k in range(3)]
+
+
 def seed(s: Server) -> None:
     """An organisation with something on every screen: a failing and a healthy connection
     with a week of runs, an ELT pipeline with a live run, logs and samples, a webhook endpoint
     whose deliveries fail, an alert channel, watcher pipelines with lineage, an anomaly and
     late runs."""
     now = datetime.now(UTC)
+    past_midnight = now - now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if past_midnight < timedelta(minutes=2):  # today needs room for three finished runs
+        time.sleep((timedelta(minutes=2) - past_midnight).total_seconds() + 1)
+        now = datetime.now(UTC)
     prefix = WAREHOUSE.format(org=s.ids["org"])
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: deliveries and alerts fail
 
@@ -172,13 +191,12 @@ def seed(s: Server) -> None:
     failing = s.rest("POST", prefix + "/", {"name": "orders-warehouse", "type": "snowflake"})["id"]
     s.ids.update(healthy=healthy, failing=failing)
     for day in range(6, -1, -1):
+        slots = day_slots(now, day)
         for hour, (cid, fails) in enumerate([(healthy, False), (failing, day < 2),
                                              (healthy, False)]):
-            started = now - timedelta(days=day, hours=2 + hour * 3)
-            if started > now - timedelta(minutes=5):
-                continue
+            started, took = slots[hour]
             run = s.rest("POST", f"{prefix}/{cid}/metrics/", {"started_at": iso(started)})
-            body = {"completed_at": iso(started + timedelta(minutes=4)),
+            body = {"completed_at": iso(started + took),
                     "events_delivered": 0 if fails else 12_000 + 750 * day + hour * 40,
                     "evaluations": 0 if fails else 9_000 + 500 * day,
                     "custom_events": 0 if fails else 3_000 + 250 * day + hour * 40}
