@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Hashable
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -98,11 +99,21 @@ def _shared(result: Any) -> Any:
     return asyncio.shield(result) if isinstance(result, asyncio.Future) else result
 
 
-def _mark(run: RunModel) -> tuple:
-    return (run.status, run.updated_at, run.log_seq, run.sample_seq)
+class _Seen(NamedTuple):
+    """What a subscriber keeps of the run it last sent while it waits (not the model: one
+    per subscriber until the first shared read)."""
+
+    status: str
+    updated_at: datetime
+    log_seq: int
+    sample_seq: int
 
 
-def _older(read: RunModel, seen: RunModel) -> bool:
+def _mark(run: RunModel | _Seen) -> _Seen:
+    return _Seen(run.status, run.updated_at, run.log_seq, run.sample_seq)
+
+
+def _older(read: RunModel, seen: RunModel | _Seen) -> bool:
     """A shared read that started before this subscriber's own read."""
     return (read.updated_at < seen.updated_at or read.log_seq < seen.log_seq
             or read.sample_seq < seen.sample_seq)
@@ -145,7 +156,7 @@ async def _follow(
         feed.prime(run)
         log_seq = run.log_seq if logs_after is None else int(logs_after)
         sample_seq = run.sample_seq if samples_after is None else int(samples_after)
-        mark = None
+        mark: _Seen | None = None
         lines: list = []
         samples: list = []
         shared: notify.Snapshot | None = None  # the shared read this update comes from alone
@@ -165,6 +176,7 @@ async def _follow(
                 sample_seq = samples[-1].seq if samples else max(sample_seq, run.sample_seq)
                 mark = _mark(run)
                 yield update
+                del update  # sent: nothing of it is kept while waiting
                 lines, samples, shared = [], [], None
                 if is_terminal(run.status) and log_seq >= run.log_seq and (
                     sample_seq >= run.sample_seq
@@ -172,8 +184,8 @@ async def _follow(
                     return
                 if log_seq < run.log_seq or sample_seq < run.sample_seq:
                     continue  # more than one batch was waiting
-            await subscriber.woken.wait()
-            subscriber.woken.clear()
+            run = mark  # type: ignore[assignment]  # (the same values: see the yield)
+            await feed.wait(subscriber)
             snapshot = feed.snapshot
             if snapshot is None or _older(snapshot.run, run):
                 continue

@@ -56,9 +56,13 @@ class Snapshot:
     shared: dict[Any, Any] = field(default_factory=dict)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
-    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    """One watcher of a feed: the feed's generation (shared read) it has taken. A count,
+    not an event of its own: one subscriber costs a few bytes, and the feed's one `pulse`
+    wakes them all."""
+
+    seen: int = 0
 
 
 class RunFeed:
@@ -79,6 +83,8 @@ class RunFeed:
         self.dirty = False
         self.reader: asyncio.Task[None] | None = None
         self.reads = 0
+        self.generation = 0  # shared reads published (`snapshot`)
+        self.pulse = asyncio.Event()  # set and cleared at once: wakes every waiting subscriber
 
     def prime(self, run: Run) -> None:
         """Start the feed's cursors at a subscriber's first read of the run."""
@@ -103,8 +109,16 @@ class RunFeed:
             if snapshot is None:
                 continue
             self.snapshot = snapshot
-            for subscriber in self.subscribers:
-                subscriber.woken.set()
+            self.generation += 1
+            self.pulse.set()
+            self.pulse.clear()
+
+    async def wait(self, subscriber: Subscriber) -> None:
+        """Until there is a shared read `subscriber` has not taken (at once when one came
+        while it was busy); it is then taken."""
+        while subscriber.seen == self.generation:
+            await self.pulse.wait()
+        subscriber.seen = self.generation
 
     async def _read_once(self) -> Snapshot | None:
         self.reads += 1
@@ -324,7 +338,7 @@ class Hub:
         feed = self.feeds.get(run_id)
         if feed is None or feed.org_id != org_id:
             feed = self.feeds[run_id] = RunFeed(self, org_id, run_id)
-        subscriber = Subscriber()
+        subscriber = Subscriber(seen=feed.generation)  # woken by the next change
         feed.subscribers.add(subscriber)
         try:
             yield feed, subscriber
