@@ -146,11 +146,13 @@ def complete_statement(organisation_id: int, connection_id: int, run_id: int,
 
 def terminal_statements(organisation_id: int, pipeline_id: int, run_id: int, status: str,
                         finished_at: datetime, events: int, evaluations: int, custom_events: int,
-                        dlq_batches: int, now: datetime) -> list[Statement]:
+                        dlq_batches: int, now: datetime,
+                        change: tuple[list[str], list[Any]] | None = None) -> list[Statement]:
     """on_terminal's statements for a run that just became `status`: record_outcome's
     additive hourly upsert, then the pipeline's revision and the roll-ups that move
-    (returning its name); enqueue_run_event's look-up of the endpoint; after a success, the
-    conditional anomaly-detection task."""
+    (returning its name), with `change`'s assignments (`$?` numbered here) and parameters;
+    enqueue_run_event's look-up of the endpoint; after a success, the conditional
+    anomaly-detection task."""
     succeeded = status == "succeeded"
     hour = finished_at.replace(minute=0, second=0, microsecond=0)
     statements: list[Statement] = [(UPSERT_HOURLY, [
@@ -162,10 +164,18 @@ def terminal_statements(organisation_id: int, pipeline_id: int, run_id: int, sta
     assignments = "".join(
         ", " + ADVANCE.format(column=c, a=2 * n + 1, b=2 * n + 2) for n, c in enumerate(columns)
     )
+    params: list[Any] = [finished_at] * (2 * len(columns))
+    sets, values = change or ([], [])
+    extra = iter(values)
+    for assignment in sets:
+        while "$?" in assignment:
+            assignment = assignment.replace("$?", f"${len(params) + 1}", 1)
+            params.append(next(extra))
+        assignments += ", " + assignment
     statements.append((
         f"UPDATE pipeline SET revision = revision + 1{assignments} "
-        f"WHERE id = ${2 * len(columns) + 1} RETURNING name",
-        [*[finished_at] * (2 * len(columns)), pipeline_id],
+        f"WHERE id = ${len(params) + 1} RETURNING name",
+        [*params, pipeline_id],
     ))
     statements.append((FIND_ENDPOINT, [organisation_id, pipeline_id]))
     if succeeded:
@@ -274,7 +284,7 @@ RUN_COLUMNS = (
     "partition_value", "target_gateway_id", "gateway_id", "claimed_by_token_id",
     "telemetry_summary", "hour_recorded", "date_recorded", "duration_seconds", "throughput",
     "watermark", "next_watermark", "execution_metadata", "anomaly_flags", "log_seq", "log_base",
-    "sample_seq", "sample_base",
+    "sample_seq", "sample_base", "openlineage_run_id", "scheduled_at", "openlineage_facets",
 )
 PIPELINE_COLUMNS = (
     "id", "organisation_id", "connection_id", "pipeline_type_id", "name", "kind", "description",
@@ -284,7 +294,7 @@ PIPELINE_COLUMNS = (
     "mute_freshness_check", "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
     "load_lineage", "active", "updated_at", "input_digest", "enabled", "group_name",
     "pipeline_code", "source_type", "destination_type", "tool", "source_configuration",
-    "config_yaml", "workspace_yaml",
+    "config_yaml", "workspace_yaml", "namespace",
 )
 PIPELINE_TYPE_COLUMNS = (
     "id", "organisation_id", "name", "freshness_number", "freshness_datepart",
@@ -319,8 +329,9 @@ INSERT_RUN_COLUMNS = (
     "correlation_id", "triggered_by", "partition_column", "partition_value",
     "claimed_by_token_id", "telemetry_summary", "hour_recorded", "date_recorded",
     "duration_seconds", "throughput", "watermark", "next_watermark", "execution_metadata",
-    "anomaly_flags", "log_seq", "log_base", "sample_seq", "sample_base", "gateway_id",
-    "organisation_id", "parent_id", "pipeline_id", "target_gateway_id",
+    "anomaly_flags", "log_seq", "log_base", "sample_seq", "sample_base", "openlineage_run_id",
+    "scheduled_at", "openlineage_facets", "gateway_id", "organisation_id", "parent_id",
+    "pipeline_id", "target_gateway_id",
 )
 INSERT_RUN = (
     f'INSERT INTO "run" ({_quoted(INSERT_RUN_COLUMNS)}) '
@@ -490,8 +501,9 @@ async def watcher_start(db: Db, organisation_id: int, token_id: int | None, raw:
 
 
 async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> int:
-    """POST /end_pipeline_execution: the running execution ended; on_terminal's statements;
-    then, after a success, the pipeline's watermark and last_target_* move on. 204."""
+    """POST /end_pipeline_execution: the running execution ended; on_terminal's statements,
+    whose UPDATE of the pipeline also moves, after a success, its watermark and
+    last_target_* on. 204."""
     body = watcher_body(raw)
     run_id = _int_field(body, "id")
     if "end_date" not in body:
@@ -525,27 +537,25 @@ async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> 
             raise Fail(409, "pipeline execution already ended")
         row = ended[0]
         pipeline_id = row["pipeline_id"]
+        change: tuple[list[str], list[Any]] | None = None
+        if succeeded:  # the watermark and last_target_* move on, in the roll-ups' UPDATE
+            change = (["watermark = next_watermark", "load_lineage = $?", "updated_at = $?"],
+                      [False, now])
+            for key, column in TARGET_COLUMNS:
+                if (counts[key] or 0) > 0:
+                    change[0].append(f"{column} = CASE WHEN {column} IS NULL OR {column} < $? "
+                                     f"THEN $? ELSE {column} END")
+                    change[1].extend([end_date, end_date])
         for sql, params in terminal_statements(
             organisation_id, pipeline_id, run_id, row["status"], row["finished_at"],
             row["events_delivered"] or 0, row["events_evaluations"] or 0,
-            row["events_custom"] or 0, row["dlq_batches"] or 0, now,
+            row["events_custom"] or 0, row["dlq_batches"] or 0, now, change,
         ):
             # As Tortoise's client does: rows fetched when the statement returns some.
             if sql.startswith("SELECT") or "RETURNING" in sql:
                 await tx.fetch(sql, *params)
             else:
                 await tx.execute(sql, *params)
-        if succeeded:
-            sets = ["watermark = next_watermark", "load_lineage = $1", "updated_at = $2"]
-            advance: list[Any] = [False, now]
-            for key, column in TARGET_COLUMNS:
-                if (counts[key] or 0) > 0:
-                    a = len(advance) + 1
-                    sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ${a} "
-                                f"THEN ${a + 1} ELSE {column} END")
-                    advance.extend([end_date, end_date])
-            await tx.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = "
-                             f"${len(advance) + 1}", *advance, pipeline_id)
     return 204
 
 
@@ -630,11 +640,15 @@ def create_app() -> Starlette:
     seq = itertools.count(int(os.environ.get("BASELINE_SEQ_START", "1")))
     pool: asyncpg.Pool | None = None
 
+    async def _keep_session(conn: asyncpg.Connection) -> None:
+        """As runwatch's pool (`runwatch.db._keep_session`): a connection goes back without
+        asyncpg's reset query, so both sides make the same round trips."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal pool
         pool = await asyncpg.create_pool(
-            database_url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE
+            database_url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, reset=_keep_session
         )
         try:
             yield

@@ -149,8 +149,21 @@ class PooledTransactionContext(TransactionContextPooled):
         return self.client
 
 
+async def _keep_session(conn: Any) -> None:
+    """asyncpg's pool `reset`: nothing more than what asyncpg always does on release (roll
+    back an open transaction, drop listeners). Its default also sends `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, one more round trip each time
+    a connection goes back: every ORM statement outside a transaction takes one, so a request
+    of two reads paid four round trips. runwatch leaves no session state on pooled
+    connections (no SET outside a transaction, no advisory locks, no cursors; LISTEN is on the
+    live listener's own connection; `tests/test_db_pool.py` keeps it so)."""
+
+
 class AsyncpgClient(asyncpg_backend.AsyncpgDBClient):
     __module__ = f"{__name__}.asyncpg"
+
+    async def create_pool(self, **kwargs: Any) -> Any:
+        return await super().create_pool(**{"reset": _keep_session, **kwargs})
 
     def _in_transaction(self) -> PooledTransactionContext:
         return PooledTransactionContext(asyncpg_backend.TransactionWrapper(self),

@@ -14,6 +14,7 @@ from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import to_utc, utcnow
 from runwatch.resolvers.errors import InvalidRange, NotFound
 from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
+from runwatch.resolvers.rollups import PipelineChange
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.runs import MAX_COUNT
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
@@ -134,9 +135,7 @@ async def end_execution(
         ended = await lifecycle.move(
             conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
             target=status, columns=columns, from_statuses=(RunStatus.RUNNING,), caller=caller,
-            now=stamp)
-        if ended is not None and end.succeeded:
-            await _advance_pipeline(conn, ended, end, stamp)
+            now=stamp, pipeline_change=_advance_pipeline(end, stamp) if end.succeeded else None)
     if ended is not None:
         return ended, True
     run = await _run_of(caller, end.run_id)
@@ -147,9 +146,10 @@ async def end_execution(
     raise lifecycle.refusal(caller, run, status)
 
 
-async def _advance_pipeline(conn: Any, run: Run, end: End, stamp: datetime) -> None:
-    """`stamp` (when this change is made) is the pipeline's `updated_at`; the client's end
-    date only goes into the `last_target_*` columns."""
+def _advance_pipeline(end: End, stamp: datetime) -> PipelineChange:
+    """What a successful end moves on the pipeline. `stamp` (when this change is made) is the
+    pipeline's `updated_at`; the client's end date only goes into the `last_target_*`
+    columns."""
     columns = {"inserts": "last_target_insert", "updates": "last_target_update",
                "soft_deletes": "last_target_soft_delete"}
     sets = ["watermark = next_watermark", "load_lineage = ?", "updated_at = ?"]
@@ -160,8 +160,7 @@ async def _advance_pipeline(conn: Any, run: Run, end: End, stamp: datetime) -> N
             sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? "
                         f"ELSE {column} END")
             params.extend([end.end_date, end.end_date])
-    await sql.execute(f"UPDATE pipeline SET {', '.join(sets)} WHERE id = ?",
-                      [*params, run.pipeline_id], conn)  # type: ignore[attr-defined]
+    return PipelineChange(sets=sets, params=params)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from runwatch.resolvers import alerts, signals, sql, tasks, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import Conflict
-from runwatch.resolvers.rollups import Outcome, record_outcome, touch_pipeline
+from runwatch.resolvers.rollups import Outcome, PipelineChange, record_outcome, touch_pipeline
 
 # Until a pipeline says otherwise, a run still open this long after its start has timed out.
 DEFAULT_MAX_RUNTIME = timedelta(hours=2)
@@ -224,11 +224,13 @@ async def move(
     conn: BaseDBAsyncClient, effects: Effects, *, run_id: int, organisation_id: int,
     target: RunStatus, columns: dict[str, Any], from_statuses: Iterable[RunStatus],
     caller: Caller | None, now: datetime, where: str = "", params: Iterable[Any] = (),
+    pipeline_change: PipelineChange | None = None,
 ) -> Run | None:
     """The one conditional UPDATE that changes a run's status: the run as it is afterwards,
     or None when nothing matched (unknown, another organisation's, not in `from_statuses`,
     claimed by someone else, or `where` false). A move into a terminal status runs
-    `on_terminal` in the same transaction; a claim marks the pipeline's telemetry changed."""
+    `on_terminal` in the same transaction (with `pipeline_change`, made only when the run
+    moved); a claim marks the pipeline's telemetry changed."""
     guard, guard_params = claim_guard(caller, target)
     sets = {"status": target.value, **columns, "updated_at": now}
     sources = [s.value for s in from_statuses]
@@ -245,7 +247,7 @@ async def move(
     effects.moves.append((sources[0] if len(sources) == 1 else "open", target.value,
                           organisation_id))
     if is_terminal(target):
-        effects.work |= await on_terminal(conn, run)
+        effects.work |= await on_terminal(conn, run, pipeline_change)
     else:
         await touch_pipeline(conn, run.pipeline_id)  # type: ignore[attr-defined]
     return run
@@ -308,12 +310,14 @@ def outcome_of(run: Run) -> Outcome:
     )
 
 
-async def on_terminal(conn: BaseDBAsyncClient, run: Run) -> bool:
+async def on_terminal(conn: BaseDBAsyncClient, run: Run,
+                      pipeline_change: PipelineChange | None = None) -> bool:
     """What happens once when a run first becomes terminal, in the transaction that made it
     so: the roll-ups; a webhook delivery for the endpoint that wants the event; after a
     success, anomaly detection (a task, when the pipeline has active rules); after a
-    timeout, an alert. Returns whether background work was enqueued (`Effects.work`)."""
-    pipeline_name = await record_outcome(conn, outcome_of(run))
+    timeout, an alert. `pipeline_change` goes with the roll-ups' UPDATE of the pipeline.
+    Returns whether background work was enqueued (`Effects.work`)."""
+    pipeline_name = await record_outcome(conn, outcome_of(run), pipeline_change)
     enqueued = await webhooks.enqueue_run_event(conn, run, pipeline_name=pipeline_name)
     organisation_id = run.organisation_id  # type: ignore[attr-defined]
     if run.status == RunStatus.SUCCEEDED:

@@ -7,8 +7,10 @@ were delivered, and a revision that validates cached telemetry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -49,14 +51,25 @@ ON CONFLICT (pipeline_id, hour) DO UPDATE SET
     dlq_batches = pipeline_hourly_stats.dlq_batches + excluded.dlq_batches
 """
 
+@dataclass(frozen=True)
+class PipelineChange:
+    """More of the pipeline's columns that the run's outcome moves: assignments (`column =
+    expression` with `?` placeholders) and their parameters, made by the outcome's one UPDATE
+    of the pipeline row (one round trip, one row lock taken once)."""
+    sets: Sequence[str]
+    params: Sequence[Any]
+
+
 # Each roll-up on the pipeline only moves forward in time, so late or concurrent reports
 # cannot move it back.
 _ADVANCE = "{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? ELSE {column} END"
 
 
-async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> str:
-    """Add one terminal run to the roll-ups. Call inside the transaction that made it terminal.
-    Returns the pipeline's name (for the events that announce the outcome).
+async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome,
+                         change: PipelineChange | None = None) -> str:
+    """Add one terminal run to the roll-ups (and make `change` to the pipeline in the same
+    UPDATE). Call inside the transaction that made it terminal. Returns the pipeline's name
+    (for the events that announce the outcome).
 
     A cancelled run counts neither as a success nor as a failure (it delivered nothing on
     purpose), but its events, if any, still count.
@@ -79,9 +92,13 @@ async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome) -> str:
     columns = (["last_success_at"] if succeeded else []) + (
         ["last_delivery_at"] if outcome.events > 0 else [])
     assignments = "".join(", " + _ADVANCE.format(column=c) for c in columns)
+    params: list[Any] = [outcome.finished_at] * (2 * len(columns))
+    if change is not None:
+        assignments += "".join(", " + assignment for assignment in change.sets)
+        params.extend(change.params)
     rows = await sql.fetch(
         f"UPDATE pipeline SET revision = revision + 1{assignments} WHERE id = ? RETURNING name",
-        [*[outcome.finished_at] * (2 * len(columns)), outcome.pipeline_id],
+        [*params, outcome.pipeline_id],
         conn,
     )
     return str(rows[0]["name"])
