@@ -273,54 +273,24 @@ def parse_append(body: Any, now: datetime) -> tuple[str, list[Any]] | None:
 # `runwatch.resolvers.executions`, `runwatch.resolvers.lifecycle.on_terminal`), in the same
 # transactions: a statement runwatch issues outside a transaction runs here on a connection of
 # its own from the pool (as Tortoise's do), the others in one transaction on one connection.
-# The ORM's SELECTs name every column of the model (`bench/sqlcheck.py` compares the lists as
-# sets, so a column added to runwatch's models shows up as a difference).
-
-RUN_COLUMNS = (
-    "id", "organisation_id", "pipeline_id", "parent_id", "status", "created_at", "updated_at",
-    "started_at", "finished_at", "events_delivered", "events_evaluations", "events_custom",
-    "dlq_batches", "rows_total", "rows_inserted", "rows_updated", "rows_deleted", "bytes",
-    "error", "deadline_at", "environment", "correlation_id", "triggered_by", "partition_column",
-    "partition_value", "target_gateway_id", "gateway_id", "claimed_by_token_id",
-    "telemetry_summary", "hour_recorded", "date_recorded", "duration_seconds", "throughput",
-    "watermark", "next_watermark", "execution_metadata", "anomaly_flags", "log_seq", "log_base",
-    "sample_seq", "sample_base", "openlineage_run_id", "scheduled_at", "openlineage_facets",
-)
-PIPELINE_COLUMNS = (
-    "id", "organisation_id", "connection_id", "pipeline_type_id", "name", "kind", "description",
-    "max_runtime_seconds", "created_at", "last_success_at", "revision", "last_delivery_at",
-    "watermark", "next_watermark", "pipeline_metadata", "last_target_insert",
-    "last_target_update", "last_target_soft_delete", "freshness_number", "freshness_datepart",
-    "mute_freshness_check", "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
-    "load_lineage", "active", "updated_at", "input_digest", "enabled", "group_name",
-    "pipeline_code", "source_type", "destination_type", "tool", "source_configuration",
-    "config_yaml", "workspace_yaml", "namespace",
-)
-PIPELINE_TYPE_COLUMNS = (
-    "id", "organisation_id", "name", "freshness_number", "freshness_datepart",
-    "mute_freshness_check", "timeliness_number", "timeliness_datepart", "mute_timeliness_check",
-    "created_at", "updated_at",
-)
-
+# The ORM's statements that remain (the run's INSERT, the pipeline's UPDATE) name their
+# columns (`bench/sqlcheck.py` compares the lists as sets, so a column added to runwatch's
+# models shows up as a difference).
 
 def _quoted(columns: tuple[str, ...]) -> str:
     return ",".join(f'"{c}"' for c in columns)
 
 
-def _select(table: str, columns: tuple[str, ...], where: str) -> str:
-    return f'SELECT {_quoted(columns)} FROM "{table}" {where}'
-
-
+# The look-ups runwatch makes with `runwatch.resolvers.sql.first` / `select`: `SELECT *`.
 # watcher_pipelines._upsert: the type found by name, then the pipeline by name, locked.
-SELECT_TYPE_BY_NAME = _select("pipeline_type", PIPELINE_TYPE_COLUMNS,
-                              'WHERE "organisation_id"=$1 AND "name"=$2 LIMIT $3')
-SELECT_PIPELINE_BY_NAME = _select("pipeline", PIPELINE_COLUMNS,
-                                  'WHERE "organisation_id"=$1 AND "name"=$2 LIMIT $3 FOR UPDATE')
+SELECT_TYPE_BY_NAME = ('SELECT * FROM "pipeline_type" WHERE organisation_id = $1 AND name = $2 '
+                       'LIMIT 1')
+SELECT_PIPELINE_BY_NAME = ('SELECT * FROM "pipeline" WHERE organisation_id = $1 AND name = $2 '
+                           'LIMIT 1 FOR UPDATE')
 # executions.start_execution: the pipeline, the parent execution, then the run and the
 # pipeline's revision (rollups.touch_pipeline) in one transaction.
-SELECT_PIPELINE_BY_ID = _select("pipeline", PIPELINE_COLUMNS,
-                                'WHERE "id"=$1 AND "organisation_id"=$2 LIMIT $3')
-SELECT_RUN_BY_ID = _select("run", RUN_COLUMNS, 'WHERE "id"=$1 AND "organisation_id"=$2 LIMIT $3')
+SELECT_PIPELINE_BY_ID = 'SELECT * FROM "pipeline" WHERE id = $1 AND organisation_id = $2 LIMIT 1'
+SELECT_RUN_BY_ID = 'SELECT * FROM "run" WHERE id = $1 AND organisation_id = $2 LIMIT 1'
 # What Tortoise's `Run.create` inserts: every column but the id, in the model's order.
 INSERT_RUN_COLUMNS = (
     "status", "created_at", "updated_at", "started_at", "finished_at", "events_delivered",
@@ -444,10 +414,10 @@ async def watcher_pipeline(db: Db, organisation_id: int, raw: Any,
     if set(sent) - {"pipeline_type_name"}:
         raise Fail(422, "the baseline only handles a definition of pipeline_type_name")
     async with db.transaction() as tx:
-        types = await tx.fetch(SELECT_TYPE_BY_NAME, organisation_id, type_name, 1)
+        types = await tx.fetch(SELECT_TYPE_BY_NAME, organisation_id, type_name)
         if not types:
             raise Fail(409, "the baseline only finds pipeline types")
-        rows = await tx.fetch(SELECT_PIPELINE_BY_NAME, organisation_id, name, 1)
+        rows = await tx.fetch(SELECT_PIPELINE_BY_NAME, organisation_id, name)
         if not rows:
             raise Fail(409, "the baseline only finds pipelines")
         pipeline = rows[0]
@@ -478,11 +448,11 @@ async def watcher_start(db: Db, organisation_id: int, token_id: int | None, raw:
     pipeline_id = _int_field(body, "pipeline_id")
     parent_id = _int_field(body, "parent_id", required=False)
     started = _when(body["start_date"], "start_date") if body.get("start_date") else now
-    rows = await db.fetch(SELECT_PIPELINE_BY_ID, pipeline_id, organisation_id, 1)
+    rows = await db.fetch(SELECT_PIPELINE_BY_ID, pipeline_id, organisation_id)
     if not rows:
         raise Fail(404, "pipeline not found")
     if parent_id is not None and not await db.fetch(SELECT_RUN_BY_ID, parent_id,
-                                                    organisation_id, 1):
+                                                    organisation_id):
         raise Fail(404, "parent execution not found")
     runtime = rows[0]["max_runtime_seconds"]
     values = dict.fromkeys(INSERT_RUN_COLUMNS)
@@ -515,7 +485,7 @@ async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> 
     counts = {k: _int_field(body, k, required=False) for k in WATCHER_COUNTS}
     if body.get("execution_metadata") is not None:
         raise Fail(422, "the baseline does not store execution_metadata")
-    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id, 1)
+    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id)
     if not rows:
         raise Fail(404, "pipeline execution not found")
     run = rows[0]
@@ -597,7 +567,7 @@ async def watcher_execution(db: Db, organisation_id: int,
                             run_id: int) -> tuple[int, dict[str, Any]]:
     """GET /pipeline_execution/{id}: the execution and its children at any depth, one
     statement per level (executions.execution_tree). 200."""
-    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id, 1)
+    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id)
     if not rows:
         raise Fail(404, "pipeline execution not found")
     root = rows[0]
@@ -606,10 +576,8 @@ async def watcher_execution(db: Db, organisation_id: int,
     for _ in range(MAX_TREE_DEPTH):
         marks = ",".join(f"${n}" for n in range(2, len(frontier) + 2))
         level = await db.fetch(
-            _select("run", RUN_COLUMNS,
-                    f'WHERE "organisation_id"=$1 AND "parent_id" IN ({marks}) '
-                    'ORDER BY "id" ASC'),
-            organisation_id, *frontier)
+            f'SELECT * FROM "run" WHERE organisation_id = $1 AND parent_id IN ({marks}) '
+            'ORDER BY id', organisation_id, *frontier)
         frontier = []
         for child in level:
             if child["id"] in children:

@@ -25,7 +25,8 @@ COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted", "updates": "ro
 
 
 async def _run_of(caller: Caller, run_id: int | None, kind: str = "pipeline execution") -> Run:
-    run = await Run.filter(id=run_id, organisation_id=caller.organisation_id).first() \
+    run = await sql.first(Run, "id = ? AND organisation_id = ? LIMIT 1",
+                          [run_id, caller.organisation_id]) \
         if run_id is not None and 0 < run_id < 2**63 else None
     if run is None:
         raise NotFound(kind, run_id)
@@ -66,8 +67,8 @@ async def start_execution(
     marks = {k: watermark(getattr(start, k), k, errors) for k in ("watermark", "next_watermark")}
     errors.raise_any()
     started = to_utc(start.start_date, "start_date") if start.start_date else now or utcnow()
-    pipeline = await Pipeline.filter(
-        id=start.pipeline_id, organisation_id=caller.organisation_id).first() \
+    pipeline = await sql.first(Pipeline, "id = ? AND organisation_id = ? LIMIT 1",
+                               [start.pipeline_id, caller.organisation_id]) \
         if 0 < start.pipeline_id < 2**31 else None
     if pipeline is None:
         raise NotFound("pipeline", start.pipeline_id)
@@ -176,8 +177,9 @@ async def execution_tree(*, caller: Caller, run_id: int) -> ExecutionTree:
     nodes = {root.run.id: root}
     frontier = [root.run.id]
     for _ in range(MAX_DEPTH):
-        children = await Run.filter(
-            organisation_id=caller.organisation_id, parent_id__in=frontier).order_by("id")
+        children = await sql.select(
+            Run, f"organisation_id = ? AND parent_id IN ({sql.placeholders(len(frontier))}) "
+            "ORDER BY id", [caller.organisation_id, *frontier])
         frontier = []
         for child in children:
             if child.id in nodes:

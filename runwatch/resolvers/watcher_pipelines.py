@@ -13,7 +13,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import INT32_MAX, Pipeline, PipelineType
-from runwatch.resolvers import inputs, strict_json
+from runwatch.resolvers import inputs, sql, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
@@ -226,8 +226,8 @@ async def get_or_create_type(
     mutes = {k: boolean(getattr(given, k), k, errors) for k in
              ("mute_freshness_check", "mute_timeliness_check") if getattr(given, k) is not None}
     errors.raise_any()
-    found = await PipelineType.filter(
-        organisation_id=caller.organisation_id, name=name).using_db(conn).first()
+    found = await sql.first(PipelineType, "organisation_id = ? AND name = ? LIMIT 1",
+                            [caller.organisation_id, name], conn)
     if found is not None:
         return found, False
     if conn is not None:  # inside the caller's transaction: it handles a concurrent create
@@ -327,9 +327,9 @@ async def _upsert(
     async with in_transaction() as conn:
         pipeline_type, _ = await get_or_create_type(
             caller=caller, given=PipelineTypeInput(name=type_name), conn=conn)
-        pipeline = await Pipeline.filter(
-            organisation_id=caller.organisation_id, name=name
-        ).select_for_update().using_db(conn).first()
+        pipeline = await sql.first(
+            Pipeline, "organisation_id = ? AND name = ? LIMIT 1 FOR UPDATE",
+            [caller.organisation_id, name], conn)
         if pipeline is None:
             created = await Pipeline.create(
                 organisation_id=caller.organisation_id, name=name, kind="watcher",
