@@ -218,6 +218,58 @@ async def test_the_window_slides(backend, fresh_windows):
         await limiter.close()
 
 
+def _limiter(backend: str, limit: int, **kwargs):  # type: ignore[no-untyped-def]
+    return (PostgresRateLimiter(limit, **kwargs) if backend == "postgres"
+            else RedisRateLimiter(limit, url=REDIS_URL, **kwargs))
+
+
+@pytest.mark.parametrize("backend", backends())
+async def test_replicas_lease_places_and_never_pass_the_limit(backend, fresh_windows):
+    """A limit of 1,000 a minute: each replica takes 10 places a round trip, and two
+    replicas together admit at most the limit and lose at most 9 places each."""
+    now = [1000 * 60.0 + 30.0]  # half way into a window, nothing in the previous one
+    kwargs = {"window": 60.0, "prefix": f"test:{uuid.uuid4().hex}:", "clock": lambda: now[0]}
+    replicas = [_limiter(backend, 1000, **kwargs), _limiter(backend, 1000, **kwargs)]
+    trips = [0]
+    for limiter in replicas:
+        assert limiter.lease == 10
+        counted = limiter._count
+
+        async def count(*args, _counted=counted):  # type: ignore[no-untyped-def]
+            trips[0] += 1
+            return await _counted(*args)
+
+        limiter._count = count  # type: ignore[method-assign]
+    try:
+        admitted = 0
+        for i in range(1100):
+            if await replicas[i % 2].check("k") == 0.0:
+                admitted += 1
+        assert 1000 - 2 * 9 <= admitted <= 1000
+        assert trips[0] < 1100 / 5  # about one round trip per 10 admitted, then the refusals
+        assert all(limiter.failures == 0 for limiter in replicas)
+    finally:
+        for limiter in replicas:
+            await limiter.close()
+
+
+@pytest.mark.parametrize("backend", backends())
+async def test_near_the_limit_places_are_taken_one_at_a_time(backend, fresh_windows):
+    """A limit of 205 and a lease of 2: after 102 leases one place is left, and it is taken
+    alone (exact at the limit); the next request is refused with a Retry-After."""
+    now = [1000 * 60.0 + 30.0]
+    kwargs = {"window": 60.0, "prefix": f"test:{uuid.uuid4().hex}:", "clock": lambda: now[0]}
+    limiter = _limiter(backend, 205, **kwargs)
+    try:
+        assert limiter.lease == 2
+        assert [await limiter.check("k") for _ in range(205)] == [0.0] * 205
+        assert await limiter.check("k") > 0
+        now[0] += 60  # the next window: half the last one's 205 weighs, leases again
+        assert [await limiter.check("k") for _ in range(100)] == [0.0] * 100
+    finally:
+        await limiter.close()
+
+
 def test_retry_after_arithmetic():
     # Full previous window, none yet in this one, 1 s in: one place frees after 6 s more.
     assert sliding_wait(10, 0, 1.0, 60.0, 10) == pytest.approx(5.0)
