@@ -69,7 +69,11 @@ class SocketLimits:
 
     def watch(self, guard: SocketGuard) -> None:
         self.watched.add(guard)
-        if self.sweeper is None or self.sweeper.done():
+        sweeper = self.sweeper
+        # (A sweeper of another event loop, one that has stopped since, never runs again:
+        # an app served by a new loop, as in tests, gets its own.)
+        if (sweeper is None or sweeper.done()
+                or sweeper.get_loop() is not asyncio.get_running_loop()):
             self.sweeper = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:

@@ -289,3 +289,42 @@ async def test_subscriptions_per_socket_and_per_token_are_bounded(make_app, clie
         [refused] = await two.answer("b")
         assert refused["payload"][0]["extensions"] == {"code": "TOO_MANY_SUBSCRIPTIONS",
                                                        "maximum": 3}, refused
+
+
+def test_a_new_event_loop_gets_its_own_token_sweeper():
+    """The sockets' token re-check runs in one task per app; an app served again by another
+    event loop (the first one stopped with the task pending) starts a new one there."""
+    from runwatch.ws import SocketLimits
+
+    async def no_caller(token: str | None) -> None:
+        return None
+
+    limits = SocketLimits(authenticator=no_caller, limiter=None, per_minute=0,  # type: ignore[arg-type]
+                          max_sockets=1, max_per_socket=1, max_per_token=1,
+                          max_message_bytes=1024, recheck_seconds=3600)
+
+    class Idle:  # a socket running no operation: the sweep leaves it alone
+        operations = 0
+        token = None
+
+    async def watch_once() -> asyncio.Task[None]:
+        limits.watch(Idle())  # type: ignore[arg-type]
+        assert limits.sweeper is not None
+        await asyncio.sleep(0)
+        assert not limits.sweeper.done()  # asleep until the next round
+        return limits.sweeper
+
+    old_loop = asyncio.new_event_loop()
+    try:
+        first = old_loop.run_until_complete(watch_once())
+    finally:
+        old_loop.close()  # stopped with its sweeper pending (not cancelled: never done)
+    assert not first.done()
+    new_loop = asyncio.new_event_loop()
+    try:
+        second = new_loop.run_until_complete(watch_once())
+        assert second is not first and second.get_loop() is new_loop
+        second.cancel()
+        new_loop.run_until_complete(asyncio.gather(second, return_exceptions=True))
+    finally:
+        new_loop.close()
