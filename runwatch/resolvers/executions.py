@@ -9,12 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from runwatch.models import Pipeline, Run, RunStatus
-from runwatch.resolvers import lifecycle, sql
+from runwatch.resolvers import lifecycle, rollups, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import to_utc, utcnow
 from runwatch.resolvers.errors import InvalidRange, NotFound
 from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
-from runwatch.resolvers.rollups import PipelineChange
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.runs import MAX_COUNT
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
@@ -147,7 +146,7 @@ async def end_execution(
     raise lifecycle.refusal(caller, run, status)
 
 
-def _advance_pipeline(end: End, stamp: datetime) -> PipelineChange:
+def _advance_pipeline(end: End, stamp: datetime) -> rollups.PipelineChange:
     """What a successful end moves on the pipeline. `stamp` (when this change is made) is the
     pipeline's `updated_at`; the client's end date only goes into the `last_target_*`
     columns."""
@@ -158,10 +157,9 @@ def _advance_pipeline(end: End, stamp: datetime) -> PipelineChange:
     for key, column in columns.items():
         if (end.counts[key] or 0) > 0:
             # Only forward: an older execution that ends late does not move freshness back.
-            sets.append(f"{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? "
-                        f"ELSE {column} END")
+            sets.append(rollups.advance(column))
             params.extend([end.end_date, end.end_date])
-    return PipelineChange(sets=sets, params=params)
+    return rollups.PipelineChange(sets=sets, params=params)
 
 
 @dataclass

@@ -51,6 +51,7 @@ ON CONFLICT (pipeline_id, hour) DO UPDATE SET
     dlq_batches = pipeline_hourly_stats.dlq_batches + excluded.dlq_batches
 """
 
+
 @dataclass(frozen=True)
 class PipelineChange:
     """More of the pipeline's columns that the run's outcome moves: assignments (`column =
@@ -63,6 +64,12 @@ class PipelineChange:
 # Each roll-up on the pipeline only moves forward in time, so late or concurrent reports
 # cannot move it back.
 _ADVANCE = "{column} = CASE WHEN {column} IS NULL OR {column} < ? THEN ? ELSE {column} END"
+
+
+def advance(column: str) -> str:
+    """The assignment that moves the time in `column` forward to its parameter (given twice),
+    never back."""
+    return _ADVANCE.format(column=column)
 
 
 async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome,
@@ -91,7 +98,7 @@ async def record_outcome(conn: BaseDBAsyncClient, outcome: Outcome,
     )
     columns = (["last_success_at"] if succeeded else []) + (
         ["last_delivery_at"] if outcome.events > 0 else [])
-    assignments = "".join(", " + _ADVANCE.format(column=c) for c in columns)
+    assignments = "".join(", " + advance(c) for c in columns)
     params: list[Any] = [outcome.finished_at] * (2 * len(columns))
     if change is not None:
         assignments += "".join(", " + assignment for assignment in change.sets)

@@ -71,7 +71,7 @@ async def select(
     table = model._meta.db_table
     rows = await conn.execute_query_dict(_select_statement(table, where, is_postgres(conn)),
                                          list(params))
-    return [model._init_from_db(**row) for row in rows]
+    return [model_from_row(model, row) for row in rows]
 
 
 @lru_cache(maxsize=256)
