@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect
 
 from bench.abab import of_ratios
 from bench.procs import HOST, ROOT, Server
+from runwatch.ws_protocol import UVICORN_WS
 
 ADMIN_URL = os.environ.get("RUNWATCH_BENCH_POSTGRES_URL",
                            "postgres://postgres@127.0.0.1:5432/postgres")
@@ -131,7 +132,7 @@ async def scenario(args: argparse.Namespace, log_dir: Path) -> list[dict]:
                "RUNWATCH_WS_MAX_SOCKETS_PER_TOKEN": str(args.subscriptions + 10),
                "RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_TOKEN": str(args.subscriptions + 10)}
         servers = [Server(f"live-{n}", "runwatch.app:create_app", env, log_dir,
-                          extra_args=("--ws", "websockets-sansio",
+                          extra_args=("--ws", UVICORN_WS,
                                       "--ws-per-message-deflate", "false"))
                    for n in range(2)]
         for server in servers:

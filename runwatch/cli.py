@@ -20,6 +20,7 @@ from runwatch import __version__, metrics
 from runwatch.db import apply_migrations, pending_migrations, tortoise_config
 from runwatch.resolvers.errors import DomainError, InvalidInput
 from runwatch.settings import Settings, SettingsError
+from runwatch.ws_protocol import UVICORN_WS
 
 
 class NotReady(Exception):
@@ -185,9 +186,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{workers} API processes" + (" and one for the background workers"
                                             if settings.workers_in_serve else ""))
     sys.stdout.flush()
-    # websockets' sans-I/O protocol: the default one is websockets' deprecated legacy API.
+    # websockets' sans-I/O protocol (the default one is websockets' deprecated legacy API),
+    # lighter per open socket: runwatch.ws_protocol.
     supervisor.serve(settings, host=host, port=port, workers=workers, log_level="info",
-                     ws="websockets-sansio", ws_per_message_deflate=settings.ws_compression)
+                     ws=UVICORN_WS, ws_per_message_deflate=settings.ws_compression)
     return 0
 
 

@@ -123,6 +123,9 @@ class BodySizeLimitMiddleware:
     the bytes read pass the limit. The body is read here, at most `max_bytes` of it, and handed
     on as it came; the handlers read whole bodies anyway."""
 
+    # Passes sockets through: not in the GraphQL socket's lane (`runwatch.app.RunwatchApp`).
+    http_only = True
+
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes

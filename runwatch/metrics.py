@@ -241,6 +241,9 @@ class MetricsMiddleware:
     token look-up, a rate limit), the routes are matched here; a path no route matches is
     `unmatched`."""
 
+    # Passes sockets through: not in the GraphQL socket's lane (`runwatch.app.RunwatchApp`).
+    http_only = True
+
     def __init__(self, app: Any, routes: Iterable[Any] = ()) -> None:
         self.app = app
         self.routes = [r for r in routes if hasattr(r, "matches") and hasattr(r, "path")]

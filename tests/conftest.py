@@ -33,6 +33,7 @@ from runwatch.resolvers.connections import create_connection
 from runwatch.resolvers.organisations import create_organisation
 from runwatch.resolvers.tokens import create_token
 from runwatch.settings import Settings, normalise_database_url
+from runwatch.ws_protocol import UVICORN_WS
 
 DIALECT = os.environ.get("RUNWATCH_TEST_DB", "sqlite").lower()
 ADMIN_PG_URL = os.environ.get(
@@ -198,7 +199,7 @@ async def live_url(app) -> AsyncIterator[str]:
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
                                            log_level="warning",
-                                           ws="websockets-sansio"))
+                                           ws=UVICORN_WS))
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:

@@ -2,7 +2,8 @@
 web framework.
 
     settings, naming, db  <-  models  <-  resolvers  <-  schema, rest_shim, services, auth,
-                                                         faults, limits, ws, ui  <-  app, cli
+                                                         faults, limits, ws, ws_protocol,
+                                                         ui  <-  app, cli
 
 A module may import its own layer and the layers below it. `runwatch/resolvers/` and
 `runwatch/models/` import nothing from starlette, strawberry or graphql. Every `import` counts,
@@ -38,6 +39,7 @@ LAYERS = {
     "runwatch.faults": 3,
     "runwatch.limits": 3,
     "runwatch.ws": 3,
+    "runwatch.ws_protocol": 3,  # uvicorn's socket protocol, lighter (`runwatch serve`)
     "runwatch.demo": 3,  # seeds through the resolvers, for `runwatch demo`
     "runwatch.ui": 3,
     "runwatch.app": 4,

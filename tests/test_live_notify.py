@@ -20,6 +20,7 @@ import pytest
 from runwatch.auth import Authenticator
 from runwatch.models import Run, RunStatus
 from runwatch.services import notify
+from runwatch.ws_protocol import UVICORN_WS
 from tests.conftest import ADMIN_PG_URL, DIALECT, _free_port
 from tests.test_elt_graphql import make_pipeline, make_run, next_update, subscription
 
@@ -112,7 +113,7 @@ async def server_a(settings, app, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "runwatch.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--ws", "websockets-sansio"],
+         "--ws", UVICORN_WS],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

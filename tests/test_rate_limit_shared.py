@@ -28,6 +28,7 @@ from runwatch.resolvers.rate_limits import (
     sliding_wait,
 )
 from runwatch.settings import Settings, SettingsError
+from runwatch.ws_protocol import UVICORN_WS
 from tests.conftest import DIALECT
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -93,7 +94,7 @@ async def served(client: httpx.AsyncClient) -> AsyncIterator[str]:
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=port,  # type: ignore[attr-defined]
                                            lifespan="off", log_level="warning",
-                                           ws="websockets-sansio"))
+                                           ws=UVICORN_WS))
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:
