@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException as GraphQLHTTPException
+from starlette._utils import get_route_path  # the router's own rule (root_path)
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -290,18 +291,11 @@ class RunwatchApp(Starlette):
         self.socket_stack = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and _route_path(scope) == self.socket_path:
+        if scope["type"] == "websocket" and get_route_path(scope) == self.socket_path:
             scope["app"] = self
             await self.socket_stack(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the router matches (below the root path, as Starlette's routing does)."""
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
 
 
 def create_app(

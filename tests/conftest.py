@@ -193,21 +193,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-async def live_url(app) -> AsyncIterator[str]:
-    """The test app served by a real uvicorn on loopback (its lifespan already runs)."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning",
-                                           ws=UVICORN_WS))
+@contextlib.asynccontextmanager
+async def uvicorn_on_loopback(app: Any, **options: Any) -> AsyncIterator[uvicorn.Server]:
+    """`app` served by a real uvicorn on a free loopback port (no lifespan; runwatch's
+    WebSocket protocol), stopped on the way out."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
+                                           lifespan="off", log_level="warning",
+                                           ws=UVICORN_WS, **options))
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    assert server.started
     try:
-        yield f"ws://127.0.0.1:{port}/graphql"
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        assert server.started
+        yield server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def live_url(app) -> AsyncIterator[str]:
+    """The test app served by a real uvicorn on loopback (its lifespan already runs)."""
+    async with uvicorn_on_loopback(app) as server:
+        yield f"ws://127.0.0.1:{server.config.port}/graphql"

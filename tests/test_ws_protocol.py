@@ -5,11 +5,8 @@ close handshake."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 
 from runwatch.app import RunwatchGraphQL, create_app
@@ -17,8 +14,8 @@ from runwatch.auth import AuthMiddleware
 from runwatch.faults import DatabaseFaults
 from runwatch.limits import RateLimitMiddleware
 from runwatch.settings import Settings
-from runwatch.ws_protocol import UVICORN_WS, Flag, Inbox, LeanWebSocketProtocol
-from tests.conftest import _free_port
+from runwatch.ws_protocol import Flag, Inbox, LeanWebSocketProtocol
+from tests.conftest import uvicorn_on_loopback
 
 
 async def test_inbox_is_first_in_first_out_and_wakes_its_getter() -> None:
@@ -76,7 +73,6 @@ async def test_flag_waits_until_set_and_wakes_every_waiter() -> None:
 
 MESSAGES = 400
 SIZE = 64 * 1024  # 25 MB in all: far past the transport's high-water mark
-seen: list[LeanWebSocketProtocol] = []
 
 
 async def flood(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -91,27 +87,9 @@ async def flood(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
     await send({"type": "websocket.close", "code": 4000})
 
 
-@contextlib.asynccontextmanager
-async def served() -> AsyncIterator[tuple[str, uvicorn.Server]]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(flood, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning", ws=UVICORN_WS))
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.025)
-        assert server.started
-        yield f"ws://127.0.0.1:{port}/", server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 async def test_uvicorn_with_the_lean_protocol_keeps_order_back_pressure_and_close() -> None:
-    async with served() as (url, server), connect(url, max_size=2 * SIZE,
-                                              compression=None) as ws:
+    async with uvicorn_on_loopback(flood) as server, connect(
+            f"ws://127.0.0.1:{server.config.port}/", max_size=2 * SIZE, compression=None) as ws:
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), 5) == "hello"
         (protocol,) = server.server_state.connections
