@@ -23,6 +23,7 @@ from runwatch.schema.errors import (
     PermissionDeniedError,
 )
 from runwatch.schema.gateway import GatewayMutation, GatewayQuery
+from runwatch.schema.input_plan import plan_inputs
 from runwatch.schema.limits import MAX_BATCH_OPERATIONS, CostBounds
 from runwatch.schema.live import LiveSubscription, SharedExecutor
 from runwatch.schema.pipeline import PipelineQuery
@@ -96,7 +97,7 @@ def build_schema(
     )
     batching = (BatchingConfig(max_operations=MAX_BATCH_OPERATIONS)
                 if settings.graphql_batching else None)
-    return RunwatchSchema(
+    schema = RunwatchSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -114,3 +115,5 @@ def build_schema(
             bounds.extension,  # after ValidationCache: it checks variables once validated
         ],
     )
+    plan_inputs(schema)  # input objects built from a plan made once per type
+    return schema
