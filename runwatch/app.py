@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -38,6 +38,7 @@ from runwatch.resolvers import strict_json as json_values
 from runwatch.resolvers.rate_limits import build_limiter
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
 from runwatch.rest_shim import elt, openapi, openlineage, warehouse, watcher
+from runwatch.route_index import RouteIndex
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
 from runwatch.services import notify
@@ -271,7 +272,8 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 class RunwatchApp(Starlette):
-    """Starlette, with a short lane for the GraphQL socket.
+    """Starlette, with its routes indexed by a path's first segment (`runwatch.route_index`)
+    and a short lane for the GraphQL socket.
 
     A WebSocket to `/graphql` goes through the middleware that acts on sockets (every one in
     the list that is not `http_only`, in the list's order) straight to the GraphQL app, past
@@ -281,14 +283,21 @@ class RunwatchApp(Starlette):
     that chain stays suspended for as long as the socket is open: about 3 KB per open
     subscription (`bench.live`)."""
 
-    def __init__(self, *, socket_path: str, socket_app: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, socket_path: str, socket_app: Any, routes: list[BaseRoute],
+                 **kwargs: Any) -> None:
+        # One route for the table: it tries only the routes of the path's first segment.
+        super().__init__(routes=[RouteIndex(routes)], **kwargs)
         self.socket_path = socket_path
         app = socket_app
         for layer in reversed(self.user_middleware):
             if not getattr(layer.cls, "http_only", False):
                 app = layer.cls(app, *layer.args, **layer.kwargs)
         self.socket_stack = app
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The routes themselves, in their order (the router holds them as one index)."""
+        return self.router.routes[0].routes  # type: ignore[attr-defined, no-any-return]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and get_route_path(scope) == self.socket_path:

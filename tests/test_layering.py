@@ -3,7 +3,7 @@ web framework.
 
     settings, naming, db  <-  models  <-  resolvers  <-  schema, rest_shim, services, auth,
                                                          faults, limits, ws, ws_protocol,
-                                                         ui  <-  app, cli
+                                                         route_index, ui  <-  app, cli
 
 A module may import its own layer and the layers below it. `runwatch/resolvers/` and
 `runwatch/models/` import nothing from starlette, strawberry or graphql. Every `import` counts,
@@ -40,6 +40,7 @@ LAYERS = {
     "runwatch.limits": 3,
     "runwatch.ws": 3,
     "runwatch.ws_protocol": 3,  # uvicorn's socket protocol, lighter (`runwatch serve`)
+    "runwatch.route_index": 3,  # the route table indexed by first path segment (the app's)
     "runwatch.demo": 3,  # seeds through the resolvers, for `runwatch demo`
     "runwatch.ui": 3,
     "runwatch.app": 4,
