@@ -125,6 +125,34 @@ async def test_without_a_maximum_the_default_of_two_hours_applies(caller):
     assert claimed.finished_at == T0 + timedelta(hours=2, minutes=10)
 
 
+async def test_a_gateways_run_has_no_default_deadline_only_its_pipelines(caller):
+    """eltPulse never sets a maximum runtime: a sync of many hours on a gateway that keeps
+    heartbeating is not killed at the default window (its lease watches it); a pipeline's
+    own `max_runtime_seconds` still bounds it."""
+    pipeline = await new_pipeline(caller)
+    bounded = await new_pipeline(caller, name="bounded", max_runtime_seconds=3 * 3600)
+    _, gateway_caller = await new_gateway(caller)
+    long_sync = await claimed_run(caller, gateway_caller, pipeline)
+    capped = await claimed_run(caller, gateway_caller, bounded)
+    assert long_sync.deadline_at is None
+    assert capped.deadline_at == T0 + timedelta(hours=3)
+    for minutes in range(1, 5 * 60, 1):  # heartbeats every minute for five hours
+        await gateways.heartbeat(caller=gateway_caller, now=T0 + timedelta(minutes=minutes))
+        if minutes % 30 == 0:
+            expected = 1 if minutes == 3 * 60 + 30 else 0
+            assert await reap_stuck_runs(now=T0 + timedelta(minutes=minutes),
+                                         gateway_lease=LEASE) == expected, minutes
+    assert (await reload(long_sync)).status == RunStatus.RUNNING
+    capped = await reload(capped)
+    assert capped.status == RunStatus.TIMED_OUT
+    assert capped.finished_at == T0 + timedelta(hours=3)
+    # the run ends as its gateway says, five hours in
+    done = await elt_runs.update_gateway_run(
+        caller=gateway_caller, run_id=long_sync.id, now=T0 + timedelta(hours=5),
+        change=RunChange(status=RunStatus.SUCCEEDED))
+    assert done.status == RunStatus.SUCCEEDED
+
+
 async def test_the_last_reported_error_is_kept(caller):
     pipeline = await new_pipeline(caller, max_runtime_seconds=60)
     run = await running_run(caller, pipeline)

@@ -144,10 +144,13 @@ def refusal(caller: Caller | None, run: Run, target: RunStatus) -> Conflict:
 
 
 def deadline_for(started_at: datetime, max_runtime_seconds: int | None,
-                 default_max_runtime: timedelta) -> datetime:
-    """When a run started at `started_at` times out if it is still open."""
+                 default_max_runtime: timedelta | None) -> datetime | None:
+    """When a run started at `started_at` times out if it is still open: None when neither
+    its pipeline nor the caller sets a maximum (something else watches it)."""
     runtime = (timedelta(seconds=max_runtime_seconds) if max_runtime_seconds
                else default_max_runtime)
+    if runtime is None:
+        return None
     try:
         return started_at + runtime
     except OverflowError:  # a start at the end of time: it never times out
@@ -198,11 +201,11 @@ def run_from_row(row: dict[str, Any]) -> Run:
 async def open_run(
     conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller, pipeline: Pipeline,
     status: RunStatus, started_at: datetime | None,
-    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME, **columns: Any,
+    default_max_runtime: timedelta | None = DEFAULT_MAX_RUNTIME, **columns: Any,
 ) -> Run:
     """A new run, pending or already running. A running run is claimed by the caller's
     token and times out at its deadline: its start plus the pipeline's maximum runtime, or
-    `default_max_runtime`."""
+    `default_max_runtime` (None: no deadline unless the pipeline sets one)."""
     assert status in OPEN_STATUSES
     running = status == RunStatus.RUNNING
     if running and started_at is None:
@@ -255,12 +258,18 @@ async def move(
 
 async def claim(
     conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller, run: Run, now: datetime,
-    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME, columns: dict[str, Any] | None = None,
+    default_max_runtime: timedelta | None = DEFAULT_MAX_RUNTIME,
+    columns: dict[str, Any] | None = None,
 ) -> Run:
     """`pending -> running` by a gateway or a managed worker: it becomes the run's claimant;
-    the deadline starts counting. Raises Conflict when another got there first."""
+    the deadline starts counting. A gateway's run has no default deadline: its heartbeats
+    say it is alive (the reaper's lease), and a sync may rightly run for hours; only its
+    pipeline's `max_runtime_seconds` bounds it. Raises Conflict when another got there
+    first."""
     check_move(run, RunStatus.RUNNING)
     pipeline = await Pipeline.get(id=run.pipeline_id).using_db(conn)  # type: ignore[attr-defined]
+    if caller.gateway_id is not None:
+        default_max_runtime = None
     started_at = run.started_at or now
     claimed = await move(
         conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
