@@ -751,7 +751,9 @@ async def run_in(client, tenant, pipeline, gateway, status: str) -> dict[str, An
 
 ALLOWED_MOVES = {
     "pending": ["running", "cancelled", "pending"],
-    "running": ["succeeded", "failed", "cancelled", "running"],
+    # (a gateway's `running` on a running run is a claim of a run no longer pending: 409,
+    # test_claiming_again_is_refused_for_the_claimant_too)
+    "running": ["succeeded", "failed", "cancelled"],
     # a terminal run: the same status again is a no-op
     "succeeded": ["succeeded"], "failed": ["failed"], "cancelled": ["cancelled"],
 }
@@ -976,12 +978,23 @@ async def test_the_deadline_follows_the_pipelines_max_runtime(client, tenant, ga
     assert when(body["deadlineAt"]) == when(body["startedAt"]) + timedelta(seconds=300)
 
 
-async def test_claiming_again_is_a_no_op(client, tenant, gateway, running):
-    r = await agent_patch(client, gateway, running["id"], {"status": "running"})
+async def test_claiming_again_is_refused_for_the_claimant_too(client, tenant, gateway,
+                                                              running):
+    """Replicas of one gateway share its token: a claim of a run that is no longer pending is
+    409 for every gateway, the claimant included, and changes nothing."""
+    before = await get_run(client, tenant, running["id"])
+    r = await agent_patch(client, gateway, running["id"],
+                          {"status": "running", "appendLog": {"message": "claimed"}})
+    assert (r.status_code, r.json()) == (409, ALREADY_CLAIMED)
+    assert await get_run(client, tenant, running["id"]) == before
+    # the claimant's other PATCHes are unaffected, and so is its finish
+    r = await agent_patch(client, gateway, running["id"], {"appendLog": {"message": "row 1"}})
     assert r.status_code == 200, r.text
-    body = r.json()["run"]
-    assert {k: body[k] for k in ("startedAt", "deadlineAt", "gatewayId", "status")} == {
-        k: running[k] for k in ("startedAt", "deadlineAt", "gatewayId", "status")}
+    r = await agent_patch(client, gateway, running["id"], {"status": "succeeded"})
+    assert r.status_code == 200, r.text
+    # a claim of a finished run is the same 409 (the replica that lost skips it)
+    r = await agent_patch(client, gateway, running["id"], {"status": "running"})
+    assert (r.status_code, r.json()) == (409, ALREADY_CLAIMED)
 
 
 async def test_a_second_gateway_cannot_claim_or_touch_a_claimed_run(client, tenant, gateway2,

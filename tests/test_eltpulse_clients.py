@@ -15,6 +15,7 @@ A client throws on any non-2xx answer (`if (!res.ok) throw`), so every call here
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -236,13 +237,105 @@ async def test_a_timed_out_run_tells_its_gateway(client, tenant, gateway, pipeli
     assert [e["message"] for e in body["logEntries"]][1:] == ["late", "last"]
 
 
-async def test_another_replica_loses_the_claim(client, tenant, gateway, pipeline):
+async def test_another_gateway_loses_the_claim(client, tenant, gateway, pipeline):
     other = await make_gateway(tenant, "gw-2")
     run = await new_run(client, tenant, pipeline)
     await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
                                 headers=gateway.headers()))
     r = await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM, headers=other.headers())
     assert r.status_code == 409 and "Already claimed" in r.json()["error"]
+
+
+async def replica_poll_and_claim(client, gateway: Agent) -> httpx.Response | None:
+    """One replica's pollRunsOnce for one run: poll, the cancel pre-check, the claim (the
+    gateway's `api()` throws on a non-2xx; the caller reads `err.detail.error`)."""
+    polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                        headers=gateway.headers())))["runs"]
+    if not polled:
+        return None
+    run_id = polled[0]["id"]
+    if (await ok(await client.get(f"{AGENT}/runs/{run_id}",
+                                  headers=gateway.headers())))["cancel"]:
+        return None
+    return await client.patch(f"{AGENT}/runs/{run_id}", json=CLAIM, headers=gateway.headers())
+
+
+def one_replica_won(responses: list[httpx.Response]) -> dict[str, Any]:
+    """Exactly one claim answered 2xx; every other one is the 409 the gateway recognises."""
+    won = [r for r in responses if 200 <= r.status_code < 300]
+    assert len(won) == 1, [(r.status_code, r.text) for r in responses]
+    for r in responses:
+        if r is not won[0]:
+            detail = r.json()
+            assert r.status_code == 409 and isinstance(detail["error"], str), r.text
+            assert "Already claimed" in detail["error"]
+            assert detail == {"error": "Already claimed by another gateway"}
+    assert won[0].json()["cancel"] is False
+    return won[0].json()
+
+
+async def claim_lines(client, tenant, run_id: str) -> list[str]:
+    body = (await ok(await client.get(f"{ELT}/runs/{run_id}",
+                                      headers=tenant.headers("read"))))["run"]
+    return [e["message"] for e in body["logEntries"] if e["message"] == CLAIM["appendLog"][
+        "message"]]
+
+
+async def test_replicas_of_one_gateway_claim_a_run_once(client, tenant, gateway, pipeline):
+    """Replicas share one token (gateways/kubernetes/deployment.yaml's Secret, a rolling
+    update's two pods): both poll the run before either claims it; the second claim is 409,
+    not a second 200, so the pipeline runs once."""
+    run = await new_run(client, tenant, pipeline)
+    first = await replica_poll_and_claim(client, gateway)
+    polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                        headers=gateway.headers())))["runs"]
+    assert polled == []  # a later poll no longer offers it
+    # the other replica polled before the claim: it still claims the run it was offered
+    second = await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers())
+    assert first is not None
+    won = one_replica_won([first, second])
+    assert won["run"]["gatewayId"] == str(gateway.id)
+    assert await claim_lines(client, tenant, run["id"]) == [CLAIM["appendLog"]["message"]]
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+async def test_replicas_racing_for_one_run_one_runs_it(client, tenant, gateway, pipeline,
+                                                      replicas):
+    """The same, concurrently (on PostgreSQL: concurrent transactions on the run's row)."""
+    for _ in range(3):
+        run = await new_run(client, tenant, pipeline)
+        responses = await asyncio.gather(*(
+            client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM, headers=gateway.headers())
+            for _ in range(replicas)))
+        one_replica_won(list(responses))
+        assert await claim_lines(client, tenant, run["id"]) == [CLAIM["appendLog"]["message"]]
+        status = (await ok(await client.get(f"{ELT}/runs/{run['id']}",
+                                            headers=tenant.headers("read"))))["run"]["status"]
+        assert status == "running"
+
+
+async def test_replicas_polling_together_claim_every_run_once(client, tenant, gateway,
+                                                             pipeline):
+    runs = {(await new_run(client, tenant, pipeline))["id"] for _ in range(3)}
+
+    async def replica() -> list[str]:
+        """pollRunsOnce: every run of the page, claimed in order; a 409 skips it."""
+        polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                            headers=gateway.headers())))["runs"]
+        got = []
+        for item in polled:
+            r = await client.patch(f"{AGENT}/runs/{item['id']}", json=CLAIM,
+                                   headers=gateway.headers())
+            if r.status_code == 200:
+                got.append(item["id"])
+            else:
+                assert r.status_code == 409 and "Already claimed" in r.json()["error"], r.text
+        return got
+
+    results = await asyncio.gather(*(replica() for _ in range(3)))
+    claimed = [run_id for got in results for run_id in got]
+    assert sorted(claimed) == sorted(runs)  # each run executed by exactly one replica
 
 
 @pytest.mark.parametrize("heartbeat,lease", [(30, 15), (5, 15), (2, 10), (600, 120)])

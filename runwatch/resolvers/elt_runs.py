@@ -216,9 +216,10 @@ async def _change_status(
     """The status part of a change (through the lifecycle) and the error summary with it."""
     current = RunStatus(run.status)
     target = change.status or current
+    reclaim = lifecycle.reclaim_conflict(caller, run, change.status)
     if is_terminal(current):
         if target != current:
-            raise RunFinished(lifecycle.finished(run).message, current)
+            raise RunFinished(reclaim or lifecycle.finished(run).message, current)
         if change.finished_at is not None and change.finished_at != run.finished_at:
             raise RunFinished(
                 f"Run {run.id} finished at {iso(run.finished_at)}; it cannot change.", current)
@@ -236,6 +237,8 @@ async def _change_status(
         raise InvalidInput.one(
             "finished_at", "finishedAt goes with a terminal status (succeeded, failed or "
             "cancelled).")
+    if reclaim:
+        raise Conflict(reclaim)
     if target == current:
         if change.status is not None and (
                 reason := lifecycle.claim_conflict(caller, run, target)):

@@ -7,8 +7,9 @@ Every change of a run's status goes through this module, whoever asks for it: th
 report, an ELT PATCH or cancel, a Watcher start or end, GraphQL mutations, the reaper. Here and
 only here are
 
-- the state machine (`check_move`) and the claim rule (`claim_conflict`): a claimed run changes
-  status only through its claimant, or by an operator's cancel;
+- the state machine (`check_move`) and the claim rules (`claim_conflict`, `reclaim_conflict`):
+  a claimed run changes status only through its claimant, or by an operator's cancel, and a
+  gateway claims a run only while it is pending;
 - the one conditional `UPDATE … RETURNING` that moves a run (`move`), so that of two
   concurrent requests exactly one changes it;
 - what happens once when a run first becomes terminal (`on_terminal`: roll-ups, the webhook
@@ -113,6 +114,21 @@ def claim_conflict(caller: Caller | None, run: Run, target: RunStatus) -> str | 
     if target == RunStatus.RUNNING and run.claimed_by_token_id not in (None, caller.token_id):
         return CLAIMED_BY_OTHER_WORKER
     return None
+
+
+def reclaim_conflict(caller: Caller | None, run: Run, status: RunStatus | None) -> str | None:
+    """Why a gateway's `status: running` on `run` is refused, or None. For a gateway that
+    status is a claim, `pending -> running`, and nothing else: the replicas of one gateway
+    share its token, so a claim of a run that is no longer pending is refused for every
+    gateway, its claimant included, and of two replicas exactly one runs the pipeline. (A
+    retry of a claim by the same replica cannot be told apart from it; the stock gateway
+    never retries one.) Not a refusal here: a pending run (the claim itself) and a cancelled
+    or timed-out one, which answers with its stop signal instead."""
+    if caller is None or caller.gateway_id is None or status != RunStatus.RUNNING:
+        return None
+    if RunStatus(run.status) in (RunStatus.PENDING, RunStatus.CANCELLED, RunStatus.TIMED_OUT):
+        return None
+    return ALREADY_CLAIMED
 
 
 def claim_guard(caller: Caller | None, target: RunStatus) -> tuple[str, list[Any]]:

@@ -467,7 +467,11 @@ ELT_OPS = (
        {200: envelope("run", ref("Run"), cancel=BOOL)}, (401, 403, 404), "gateway"),
     Op("PATCH", AGENT + "/runs/{id}", "Claim (`status: running`) or change a run",
        {200: envelope("run", ref("Run"), cancel=BOOL)}, (400, 401, 403, 404, 409), "gateway",
-       RUN_CHANGE),
+       RUN_CHANGE,
+       description="A claim is `pending -> running` only: `status: running` on a run that is "
+       "no longer pending is 409 `Already claimed by another gateway` for every gateway, its "
+       "claimant included (replicas share one token: exactly one of them runs it). A "
+       "cancelled or timed-out run answers 200 with `cancel: true`."),
     Op("GET", AGENT + "/pipelines/{id}", "A pipeline's definition, for a gateway",
        {200: envelope("pipeline", obj({
            **ELT_PIPELINE_FIELDS, "secrets": {"type": "object", "additionalProperties": STR}}))},
