@@ -297,7 +297,7 @@ async def test_create_returns_the_whole_run(client, tenant, pipeline):
         "updatedAt": body["updatedAt"], "logEntries": [],
         "telemetry": {"summary": {}, "samples": []},
         "pipeline": {"id": pipeline["id"], "name": pipeline["name"]},
-        "targetAgentToken": None, "webhookStatus": None, "ingestionExecutor": None,
+        "targetAgentToken": None, "webhookStatus": None, "ingestionExecutor": "unspecified",
     }
     assert await get_run(client, tenant, body["id"]) == body
 
@@ -969,7 +969,7 @@ async def test_a_gateway_claims_a_pending_run(client, tenant, gateway, run):
     assert await get_run(client, tenant, run["id"]) == {
         **body, "logEntries": [], "telemetry": {"summary": {}, "samples": []},
         "pipeline": {"id": run["pipelineId"], "name": "orders"}, "targetAgentToken": None,
-        "webhookStatus": None, "ingestionExecutor": "gateway"}
+        "webhookStatus": None, "ingestionExecutor": "customer_agent"}
 
 
 async def test_the_deadline_follows_the_pipelines_max_runtime(client, tenant, gateway):

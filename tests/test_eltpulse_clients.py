@@ -408,13 +408,42 @@ async def test_the_runs_page(client, tenant, gateway, pipeline):
     by_id = {r["id"]: r for r in page}
     assert by_id[targeted["id"]]["targetAgentToken"] == {"id": str(gateway.id), "name": "gw-1"}
     assert by_id[targeted["id"]]["targetGatewayId"] == str(gateway.id)
-    assert by_id[targeted["id"]]["ingestionExecutor"] == "gateway"
+    assert by_id[targeted["id"]]["ingestionExecutor"] == "customer_agent"
     assert by_id[anyone["id"]]["targetAgentToken"] is None
-    assert by_id[anyone["id"]]["ingestionExecutor"] is None
+    assert by_id[anyone["id"]]["ingestionExecutor"] == "unspecified"
     detail = (await ok(await client.get(f"{ELT}/runs/{targeted['id']}",
                                         headers=tenant.headers("read"))))["run"]
     assert detail["pipeline"] == {"id": pipeline["id"], "name": "github-issues"}
     assert detail["targetAgentToken"]["name"] == "gw-1"
+
+
+# runs-client.tsx telemetrySourceLabel: the values the Runs page labels
+RUNS_PAGE_EXECUTORS = {"customer_agent": "Your gateway", "eltpulse_managed": "eltPulse",
+                       "customer_control_plane": "App / API", "unspecified": "—"}
+
+
+async def test_the_runs_page_labels_who_executes_each_run(client, tenant, gateway, pipeline):
+    claimed = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{claimed['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    targeted = await new_run(client, tenant, pipeline, targetAgentTokenId=str(gateway.id))
+    waiting = await new_run(client, tenant, pipeline)
+    # a worker or service that reports its own run through the API (the demo's body)
+    reported = await new_run(client, tenant, pipeline, status="running")
+    cancelled = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{ELT}/runs/{cancelled['id']}", json={"status": "cancelled"},
+                                headers=tenant.headers("write")))
+    page = (await ok(await client.get(f"{ELT}/runs", headers=tenant.headers("read"))))["runs"]
+    by_id = {r["id"]: r["ingestionExecutor"] for r in page}
+    assert set(by_id.values()) <= set(RUNS_PAGE_EXECUTORS)
+    assert {k: RUNS_PAGE_EXECUTORS[by_id[r["id"]]] for k, r in (
+        ("claimed", claimed), ("targeted", targeted), ("waiting", waiting),
+        ("reported", reported), ("cancelled", cancelled))} == {
+        "claimed": "Your gateway", "targeted": "Your gateway", "waiting": "—",
+        "reported": "App / API", "cancelled": "—"}
+    detail = (await ok(await client.get(f"{ELT}/runs/{claimed['id']}",
+                                        headers=tenant.headers("read"))))["run"]
+    assert detail["ingestionExecutor"] == "customer_agent"
 
 
 async def test_an_unknown_target_gateway_is_refused(client, tenant, pipeline):

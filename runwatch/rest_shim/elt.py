@@ -290,12 +290,21 @@ def stop_signal(run: Run) -> bool:
     return RunStatus(run.status) in (RunStatus.CANCELLED, RunStatus.TIMED_OUT)
 
 
-def executor_of(run: Run) -> str | None:
-    """`ingestionExecutor`: `gateway` (targeted at or claimed by a gateway), `managed` (a
-    worker or service started it with its token), null while any gateway may take it."""
+# eltPulse's `ingestionExecutor` values that runwatch's runs can have (its Runs page labels
+# them "Your gateway", "App / API" and "—"). `eltpulse_managed` (eltPulse's own hosted
+# workers) never applies: runwatch executes no pipeline itself.
+EXECUTOR_GATEWAY, EXECUTOR_API, EXECUTOR_UNKNOWN = (
+    "customer_agent", "customer_control_plane", "unspecified")
+
+
+def executor_of(run: Run) -> str:
+    """`ingestionExecutor`, as the reference sets it: `customer_agent` once a gateway claimed
+    the run, or when it is targeted at one; `customer_control_plane` when a worker or service
+    started or claimed it with its token (it reports through the API); `unspecified` while
+    any gateway may take it."""
     if run.gateway_id is not None or run.target_gateway_id is not None:  # type: ignore[attr-defined]
-        return "gateway"
-    return "managed" if run.claimed_by_token_id is not None else None
+        return EXECUTOR_GATEWAY
+    return EXECUTOR_API if run.claimed_by_token_id is not None else EXECUTOR_UNKNOWN
 
 
 async def runs_json(rows: list[Run], *, definitions: bool = False) -> list[dict[str, Any]]:

@@ -225,7 +225,8 @@ SCHEMAS: dict[str, Schema] = {
         "targetAgentToken": nullable(obj({"id": ID_TEXT, "name": STR})),
         "webhookStatus": nullable({"type": "string",
                                    "enum": ["pending", "delivered", "failed"]}),
-        "ingestionExecutor": nullable({"type": "string", "enum": ["gateway", "managed"]}),
+        "ingestionExecutor": {"type": "string", "enum": [
+            "customer_agent", "customer_control_plane", "unspecified"]},
     }, ("id", "pipelineId", "status", "environment", "correlationId", "triggeredBy",
         "partitionColumn", "partitionValue", "targetGatewayId", "gatewayId", "startedAt",
         "finishedAt", "deadlineAt", "errorSummary", "cancel", "logEntriesDropped",
