@@ -474,6 +474,45 @@ async def test_a_backfill(client, tenant, gateway, pipeline):
     assert [r["partitionValue"] for r in polled] == days  # oldest first
 
 
+async def test_texts_up_to_the_references_limits(client, tenant, gateway, pipeline):
+    """datapulse run-types.ts: triggeredBy and partitionColumn 256, partitionValue 2048,
+    currentPhase 256, currentResource and a sample's resource 512. The Run slices page builds
+    `backfill:partition:<column>:<value>`; a label the reference accepts must not refuse the
+    whole PATCH (and the status it carries)."""
+    column, value = "c" * 256, "v" * 2048
+    triggered = f"backfill:partition:{column}"[:256]
+    run = await new_run(client, tenant, pipeline, status="pending", partitionColumn=column,
+                        partitionValue=value, triggeredBy=triggered)
+    assert (run["partitionColumn"], run["partitionValue"], run["triggeredBy"]) == (
+        column, value, triggered)
+    polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                        headers=gateway.headers())))["runs"]
+    assert (polled[0]["partitionColumn"], polled[0]["partitionValue"]) == (column, value)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    phase, resource = "p" * 256, "r" * 512
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json={
+        "appendTelemetrySample": {"rows": 5, "phase": "load", "resource": resource}},
+        headers=gateway.headers()))
+    resp = await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json={
+        "telemetrySummary": {"currentPhase": phase, "currentResource": resource},
+        "status": "succeeded"}, headers=gateway.headers()))
+    assert resp["run"]["status"] == "succeeded"
+    body = (await ok(await client.get(f"{ELT}/runs/{run['id']}",
+                                      headers=tenant.headers("read"))))["run"]
+    summary = body["telemetry"]["summary"]
+    assert (summary["currentPhase"], summary["currentResource"]) == (phase, resource)
+    assert body["telemetry"]["samples"][0]["resource"] == resource
+    # one character more is refused, naming the field
+    for extra, field in (({"triggeredBy": "t" * 257}, "triggeredBy"),
+                         ({"partitionColumn": "c" * 257}, "partitionColumn"),
+                         ({"partitionValue": "v" * 2049}, "partitionValue")):
+        r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline["id"],
+                                                  "status": "pending", **extra},
+                              headers=tenant.headers("write"))
+        assert r.status_code == 400 and field in r.json()["error"], r.text
+
+
 async def test_the_webhook_settings_page(client, tenant, pipeline):
     read = tenant.headers("read")
     page = await ok(await client.get(f"{ELT}/runs/webhook", headers=read))

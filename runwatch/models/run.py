@@ -65,9 +65,10 @@ class Run(Model):
     # db_default: the columns are added to tables that already hold runs.
     environment = fields.CharField(max_length=100, default="default", db_default="default")
     correlation_id = fields.CharField(max_length=200, null=True)
-    triggered_by = fields.CharField(max_length=200, null=True)
-    partition_column = fields.CharField(max_length=200, null=True)
-    partition_value = fields.CharField(max_length=1000, null=True)
+    # eltPulse's limits (run-types.ts createRunBodySchema): 256, 256, 2048.
+    triggered_by = fields.CharField(max_length=256, null=True)
+    partition_column = fields.CharField(max_length=256, null=True)
+    partition_value = fields.CharField(max_length=2048, null=True)
     target_gateway = fields.ForeignKeyField(
         "models.Gateway", related_name="targeted_runs", null=True, on_delete=fields.SET_NULL
     )
@@ -156,7 +157,7 @@ class RunTelemetrySample(Model):
     bytes_delta = fields.BigIntField(null=True)
     progress = fields.FloatField(null=True)
     phase = fields.CharField(max_length=200, null=True)
-    resource = fields.CharField(max_length=500, null=True)
+    resource = fields.CharField(max_length=512, null=True)  # eltPulse's limit
 
     class Meta:
         table = "run_telemetry_sample"

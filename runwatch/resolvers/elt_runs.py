@@ -102,9 +102,11 @@ class NewRun:
     status: RunStatus = RunStatus.PENDING
 
 
-# The new run's texts and their limits.
-NEW_RUN_TEXTS = {"environment": 100, "correlation_id": 200, "triggered_by": 200,
-                 "partition_column": 200, "partition_value": 1000}
+# The new run's texts and their limits (triggeredBy, partitionColumn and partitionValue are
+# eltPulse's: datapulse run-types.ts; its environment and correlationId limits, 64 and 128,
+# are narrower than ours).
+NEW_RUN_TEXTS = {"environment": 100, "correlation_id": 200, "triggered_by": 256,
+                 "partition_column": 256, "partition_value": 2048}
 
 
 def _checked(new: NewRun) -> NewRun:

@@ -28,6 +28,11 @@ MAX_MESSAGE_CHARS = 4000
 MAX_ERROR_SUMMARY_CHARS = 8000
 # Byte counts outgrow MAX_COUNT; 2**53 keeps them exact in JavaScript clients.
 MAX_BYTES = 2**53
+# Label limits, eltPulse's (datapulse run-types.ts): a sample's phase and resource, the
+# summary's currentPhase and currentResource. (The reference's sample phase is 128: ours is
+# wider, and wider refuses nothing it accepts.)
+MAX_PHASE_CHARS, MAX_RESOURCE_CHARS = 200, 512
+MAX_CURRENT_PHASE_CHARS, MAX_CURRENT_RESOURCE_CHARS = 256, 512
 SUMMARY_KEYS = ("rowsLoaded", "bytesLoaded", "progress", "currentPhase", "currentResource")
 SAMPLE_KEYS = ("at", "rows", "bytes", "rowsDelta", "bytesDelta", "progress", "phase",
                "resource")
@@ -291,8 +296,8 @@ def _check_sample(point: Sample, name: str, errors: Errors) -> Sample:
         bytes_delta=_int(point.bytes_delta, f"{name}.bytesDelta", errors,
                          minimum=-MAX_BYTES, maximum=MAX_BYTES),
         progress=_progress(point.progress, f"{name}.progress", errors),
-        phase=_label(point.phase, f"{name}.phase", errors, 200),
-        resource=_label(point.resource, f"{name}.resource", errors, 500),
+        phase=_label(point.phase, f"{name}.phase", errors, MAX_PHASE_CHARS),
+        resource=_label(point.resource, f"{name}.resource", errors, MAX_RESOURCE_CHARS),
     )
 
 
@@ -308,7 +313,8 @@ def _check_summary(patch: SummaryPatch, name: str, errors: Errors) -> SummaryPat
         if key == "progress":
             checked.document[key] = _progress(value, f"{name}.progress", errors)
         elif key in ("currentPhase", "currentResource"):
-            limit = 200 if key == "currentPhase" else 500
+            limit = (MAX_CURRENT_PHASE_CHARS if key == "currentPhase"
+                     else MAX_CURRENT_RESOURCE_CHARS)
             checked.document[key] = _label(value, f"{name}.{key}", errors, limit)
         else:
             errors.add(f"{name}.{key}",
