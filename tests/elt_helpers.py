@@ -96,7 +96,10 @@ async def create_pipeline(
 async def create_run(
     client: httpx.AsyncClient, tenant: Tenant, pipeline_id: str | int, **fields: Any
 ) -> dict[str, Any]:
-    r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline_id, **fields},
+    """A new run, pending (for a gateway to claim) unless `status` says otherwise (the
+    contract's default, without `status`, is running)."""
+    r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline_id, "status": "pending",
+                                               **fields},
                           headers=tenant.headers("write"))
     assert r.status_code == 201, r.text
     return r.json()["run"]

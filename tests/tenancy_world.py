@@ -402,7 +402,9 @@ class Builder:
         return int(body["pipeline"]["id"])
 
     async def elt_run(self, pipeline: int, **fields: Any) -> int:
-        body = await self.rest("POST", "/api/elt/runs", {"pipelineId": str(pipeline), **fields},
+        """A pending run (for a gateway) unless `status` says otherwise."""
+        body = await self.rest("POST", "/api/elt/runs",
+                               {"pipelineId": str(pipeline), "status": "pending", **fields},
                                "write")
         return int(body["run"]["id"])
 

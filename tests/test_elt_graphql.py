@@ -181,7 +181,7 @@ async def test_run_gateway_fields(client, tenant):
     data = (await graphql(client, tenant, GATEWAYS, name="gw-1"))["data"]["createGateway"]
     headers = {"Authorization": f"Bearer {data['token']}"}
     pid = await make_pipeline(client, tenant)
-    r = await client.post("/api/elt/runs", json={"pipelineId": pid,
+    r = await client.post("/api/elt/runs", json={"pipelineId": pid, "status": "pending",
                                                  "targetGatewayId": data["gateway"]["id"]},
                           headers=tenant.headers("write"))
     rid = r.json()["run"]["id"]

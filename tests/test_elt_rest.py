@@ -271,7 +271,9 @@ async def test_a_body_that_is_not_a_json_object_is_400(client, tenant, world):
 # create a run
 
 
-async def test_create_returns_the_whole_run(client, tenant, pipeline):
+async def test_create_returns_the_whole_run(client, tenant, pipeline, gateway):
+    """Without `status` the run is created running (the reference's default): its creator
+    (this token) runs it."""
     before = now()
     r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline["id"]},
                           headers=tenant.headers("write"))
@@ -286,20 +288,27 @@ async def test_create_returns_the_whole_run(client, tenant, pipeline):
     # eltPulse's reference (its clients read them): a UUID correlationId when none is sent,
     # startedAt stamped at creation (the claim sets the real start)
     assert str(uuid.UUID(body["correlationId"])) == body["correlationId"]
+    started = when(body["startedAt"])
+    assert before - timedelta(seconds=1) <= started <= now()
+    # a token's running run has the deployment's default deadline (2 h)
+    assert when(body["deadlineAt"]) == started + timedelta(hours=2)
     assert body == {
-        "id": body["id"], "pipelineId": pipeline["id"], "status": "pending",
+        "id": body["id"], "pipelineId": pipeline["id"], "status": "running",
         "environment": "default", "correlationId": body["correlationId"], "triggeredBy": None,
         "partitionColumn": None, "partitionValue": None, "targetGatewayId": None,
-        "gatewayId": None, "startedAt": body["createdAt"], "finishedAt": None,
-        "deadlineAt": None,
+        "gatewayId": None, "startedAt": body["startedAt"], "finishedAt": None,
+        "deadlineAt": body["deadlineAt"],
         "errorSummary": None, "cancel": False, "logEntriesDropped": 0,
         "telemetrySamplesDropped": 0, "createdAt": body["createdAt"],
         "updatedAt": body["updatedAt"], "logEntries": [],
         "telemetry": {"summary": {}, "samples": []},
         "pipeline": {"id": pipeline["id"], "name": pipeline["name"]},
-        "targetAgentToken": None, "webhookStatus": None, "ingestionExecutor": "unspecified",
+        "targetAgentToken": None, "webhookStatus": None,
+        "ingestionExecutor": "customer_control_plane",
     }
     assert await get_run(client, tenant, body["id"]) == body
+    # a gateway is never offered it
+    assert (await client.get(f"{AGENT}/runs", headers=gateway.headers())).json()["runs"] == []
 
 
 async def test_create_with_every_field(client, tenant, pipeline, gateway):

@@ -75,8 +75,14 @@ async def pipeline(client, tenant) -> dict[str, Any]:
 
 
 async def new_run(client, tenant, pipeline, **extra: Any) -> dict[str, Any]:
-    """The web app's "Run" button: no status, `targetAgentTokenId` (null: any gateway)."""
-    body = {"pipelineId": pipeline["id"], "targetAgentTokenId": None, **extra}
+    """The web app's "Run" (datapulse `trigger-pipeline-run.ts`): `status: "pending"`, the
+    environment, `triggeredBy: "manual"` unless a `partitionValue` is sent (then none), and
+    `targetAgentTokenId` (null: any gateway). `extra` adds to or overrides it."""
+    body: dict[str, Any] = {"pipelineId": pipeline["id"], "environment": "default",
+                            "status": "pending", "targetAgentTokenId": None}
+    if "partitionValue" not in extra:
+        body["triggeredBy"] = "manual"
+    body.update(extra)
     r = await client.post(f"{ELT}/runs", json=body, headers=tenant.headers("read,write,report"))
     assert r.status_code == 201, r.text
     return r.json()["run"]
@@ -444,6 +450,41 @@ async def test_the_runs_page_labels_who_executes_each_run(client, tenant, gatewa
     detail = (await ok(await client.get(f"{ELT}/runs/{claimed['id']}",
                                         headers=tenant.headers("read"))))["run"]
     assert detail["ingestionExecutor"] == "customer_agent"
+
+
+async def test_the_status_of_a_new_run(client, tenant, gateway, pipeline):
+    """The web app's bodies keep their status; without one the run is created running (the
+    reference's default), its creator runs it, and no gateway is offered it."""
+    bodies = {
+        # trigger-pipeline-run.ts (Runs page, slices, webhooks)
+        "trigger": {"environment": "default", "status": "pending", "triggeredBy": "manual"},
+        # quick-start-wizard.tsx createAndRun
+        "quick start": {"environment": "default", "status": "pending",
+                        "triggeredBy": "quick_start"},
+        # the demo: a run it reports itself
+        "demo": {"environment": "default", "status": "running", "triggeredBy": "demo"},
+        # a third-party reporter that sends no status
+        "no status": {"triggeredBy": "ci"},
+    }
+    made = {}
+    for name, body in bodies.items():
+        r = await client.post(f"{ELT}/runs", json={"pipelineId": pipeline["id"], **body},
+                              headers=tenant.headers("write"))
+        made[name] = (await ok(r))["run"]
+    assert {k: v["status"] for k, v in made.items()} == {
+        "trigger": "pending", "quick start": "pending", "demo": "running",
+        "no status": "running"}
+    polled = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                        headers=gateway.headers())))["runs"]
+    assert [r["id"] for r in polled] == [made["trigger"]["id"], made["quick start"]["id"]]
+    # the reporter PATCHes its own run to the end; a gateway cannot take it
+    r = await client.patch(f"{AGENT}/runs/{made['no status']['id']}", json=CLAIM,
+                           headers=gateway.headers())
+    assert r.status_code == 409 and "Already claimed" in r.json()["error"]
+    await ok(await client.patch(f"{ELT}/runs/{made['no status']['id']}",
+                                json={"appendLog": {"level": "info", "message": "done"},
+                                      "status": "succeeded"},
+                                headers=tenant.headers("write")))
 
 
 async def test_an_unknown_target_gateway_is_refused(client, tenant, pipeline):

@@ -96,7 +96,8 @@ async def world(tenant: Tenant, cid: int) -> dict[str, Any]:
 
 
 async def pending_run(client: httpx.AsyncClient, tenant: Tenant, pipeline: Pipeline) -> int:
-    r = await client.post("/api/elt/runs", json={"pipelineId": str(pipeline.id)},
+    r = await client.post("/api/elt/runs", json={"pipelineId": str(pipeline.id),
+                                                 "status": "pending"},
                           headers=tenant.headers("write"))
     assert r.status_code == 201, r.text
     return int(r.json()["run"]["id"])

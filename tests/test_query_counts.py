@@ -202,7 +202,8 @@ async def add_elt_runs(client, tenant: Tenant, first: int, count: int) -> None:
         body = await graphql(client, tenant, GATEWAY, name=f"gw-{i:03d}")
         gateway = body["data"]["createGateway"]
         r = await client.post("/api/elt/runs", json={
-            "pipelineId": pid, "targetGatewayId": gateway["gateway"]["id"]},
+            "pipelineId": pid, "targetGatewayId": gateway["gateway"]["id"],
+            "status": "pending"},
             headers=tenant.headers("write"))
         run_id = r.json()["run"]["id"]
         r = await client.patch(f"/api/agent/runs/{run_id}", json={

@@ -112,7 +112,7 @@ NEW_RUN_TEXTS = {"environment": 100, "correlation_id": 200, "triggered_by": 256,
 def _checked(new: NewRun) -> NewRun:
     errors = Errors()
     if new.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-        errors.add("status", "A new run is pending (the default) or running.")
+        errors.add("status", "A new run is pending or running.")
     texts = {name: check_bounded_text(getattr(new, name), name, errors, limit)
              for name, limit in NEW_RUN_TEXTS.items()}
     errors.raise_any()

@@ -119,9 +119,13 @@ def new_run_of(body: dict[str, Any]) -> elt_runs.NewRun:
         if value is not None and not isinstance(value, str):
             errors.add(name, "Not a valid string.")
         texts[name] = value if isinstance(value, str) else None
-    status = raw.get("status") or RunStatus.PENDING
+    # Without a status the run is created running, as the reference's (run-types.ts
+    # createRunBodySchema): whoever POSTs it runs it. eltPulse's web app always sends one
+    # ("pending" for a gateway to take; "running" from its demo).
+    status = raw.get("status") or RunStatus.RUNNING
     if str(status).lower() not in (RunStatus.PENDING, RunStatus.RUNNING):
-        errors.add("status", "A new run is pending (the default) or running.")
+        errors.add("status", "A new run is running (the default: its creator runs it) or "
+                             "pending (for a gateway to claim).")
     target = check_int_id(raw.get("target_gateway_id"), "target_gateway_id", errors)
     errors.raise_any()
     return elt_runs.NewRun(pipeline_id=pipeline_id or 0, target_gateway_id=target,
