@@ -30,9 +30,9 @@ RUN_KEYS = {
 PATCH_RUN_KEYS = RUN_KEYS - {"logEntries", "pipeline", "targetAgentToken", "webhookStatus",
                              "ingestionExecutor"}
 PIPELINE_KEYS = {"id", "name", "kind", "description", "maxRuntimeSeconds", "connectionId",
-                 "createdAt", "tool", "sourceType", "destinationType", "sourceConfiguration",
-                 "pipelineCode", "configYaml", "workspaceYaml", "groupName", "enabled",
-                 "updatedAt"}
+                 "destinationConnectionId", "sourceConnectionId", "createdAt", "tool",
+                 "sourceType", "destinationType", "sourceConfiguration", "pipelineCode",
+                 "configYaml", "workspaceYaml", "groupName", "enabled", "updatedAt"}
 WEBHOOK_KEYS = {"id", "url", "secret", "eventTypes", "enabled", "pipelineId", "createdAt",
                 "updatedAt"}
 GATEWAY_KEYS = {"id", "name", "lastSeenAt", "version", "labels"}

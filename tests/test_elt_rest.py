@@ -1406,12 +1406,13 @@ async def test_create_pipeline(client, tenant):
     r = await client.post(f"{ELT}/pipelines", json={"name": "orders"},
                           headers=tenant.headers(RW))
     assert r.status_code == 201, r.text
-    assert list(r.json()) == ["pipeline"]
+    assert list(r.json()) == ["pipeline", "created"] and r.json()["created"] is True
     body = r.json()["pipeline"]
     assert set(body) == PIPELINE_KEYS
     when(body["createdAt"])
     assert body == {"id": body["id"], "name": "orders", "kind": "elt", "description": None,
                     "maxRuntimeSeconds": None, "connectionId": None,
+                    "destinationConnectionId": None, "sourceConnectionId": None,
                     "createdAt": body["createdAt"], "tool": None, "sourceType": None,
                     "destinationType": None, "sourceConfiguration": None,
                     "pipelineCode": None, "configYaml": None, "workspaceYaml": None,
@@ -1480,6 +1481,7 @@ async def test_patch_pipeline(client, tenant, pipeline, cid):
     assert r.status_code == 200, r.text
     expected = {**pipeline, "name": "orders-v2", "description": "d",
                 "maxRuntimeSeconds": 900, "connectionId": str(cid),
+                "destinationConnectionId": str(cid),
                 "updatedAt": r.json()["pipeline"]["updatedAt"]}
     assert when(expected["updatedAt"]) >= when(pipeline["createdAt"])
     assert r.json() == {"pipeline": expected}
@@ -1491,6 +1493,7 @@ async def test_patch_pipeline(client, tenant, pipeline, cid):
         headers=tenant.headers(RW))
     assert r.json() == {"pipeline": {**expected, "maxRuntimeSeconds": None,
                                      "description": None, "connectionId": None,
+                                     "destinationConnectionId": None,
                                      "updatedAt": r.json()["pipeline"]["updatedAt"]}}
     # an empty PATCH changes nothing
     r = await client.patch(f"{ELT}/pipelines/{pipeline['id']}", json={},

@@ -35,7 +35,8 @@ ELT = "/api/elt"
 AGENT = "/api/agent"
 HOOK = "http://127.0.0.1:8999/hooks/eltpulse"
 
-# datapulse's pipeline body (its "new pipeline" form).
+# A pipeline definition with its code, as a gateway runs it (eltPulse's own server generates
+# the code from `tool: "auto"`; runwatch does not: see test_the_web_apps_new_pipeline_bodies).
 DATAPULSE_PIPELINE = {
     "name": "github-issues",
     "sourceType": "github",
@@ -595,6 +596,117 @@ async def test_pipelines_with_datapulses_bodies(client, tenant, pipeline):
         r = await client.patch(f"{ELT}/pipelines/{pipeline['id']}", json=bad,
                                headers=tenant.headers("write"))
         assert r.status_code == 400 and field in r.json()["error"], (bad, r.text)
+
+
+# datapulse quick-start-wizard.tsx createAndRun (no credentials needed: both ids null) and
+# create-pipeline-client.ts createEltPipeline (a destination connection when one is set).
+QUICK_START_PIPELINE = {
+    "name": "github_to_snowflake", "sourceType": "github", "destinationType": "snowflake",
+    "tool": "auto", "description": "Quick-start pipeline: github → snowflake",
+    "sourceConfiguration": {"repo_owner": "acme", "repo_name": "api"},
+    "sourceConnectionId": None, "destinationConnectionId": None,
+}
+
+
+async def test_the_web_apps_new_pipeline_bodies(client, tenant, cid, gateway):
+    """`tool: "auto"` without code asks the server to generate the pipeline; runwatch does not,
+    and a gateway given no code would run an empty script and report success: refused, in
+    the contract's validation shape, with a message the web app shows as it is."""
+    write = tenant.headers("write")
+    r = await client.post(f"{ELT}/pipelines", json=QUICK_START_PIPELINE, headers=write)
+    assert r.status_code == 400, r.text
+    [message] = r.json()["error"]["tool"]
+    assert "does not generate pipeline code" in message
+    r = await client.post(f"{ELT}/pipelines", headers=write, json={
+        "name": "gh", "sourceType": "github", "destinationType": "snowflake", "tool": "auto",
+        "sourceConfiguration": {}, "destinationConnectionId": str(cid)})
+    assert r.status_code == 400 and "tool" in r.json()["error"], r.text
+    # with its code, "auto" is the tool that code is for
+    created = await ok(await client.post(f"{ELT}/pipelines", headers=write, json={
+        **QUICK_START_PIPELINE, "pipelineCode": "import dlt\n",
+        "destinationConnectionId": str(cid)}))
+    p = created["pipeline"]
+    assert created["created"] is True and isinstance(p["id"], str)
+    assert (p["tool"], p["connectionId"], p["destinationConnectionId"],
+            p["sourceConnectionId"]) == ("dlt", str(cid), str(cid), None)
+    sling = (await ok(await client.post(f"{ELT}/pipelines", headers=write, json={
+        **QUICK_START_PIPELINE, "name": "pg_to_snowflake", "configYaml": "streams: {}\n"})))
+    assert sling["pipeline"]["tool"] == "sling"
+    # what the gateway polls: a tool it runs and the code it runs
+    run = await new_run(client, tenant, p)
+    [polled] = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                          headers=gateway.headers())))["runs"]
+    assert polled["id"] == run["id"]
+    assert (polled["pipeline"]["tool"], polled["pipeline"]["pipelineCode"]) == (
+        "dlt", "import dlt\n")
+    # a PATCH back to "auto" keeps the stored code's tool; clearing the code with it is refused
+    body = (await ok(await client.patch(f"{ELT}/pipelines/{p['id']}", json={"tool": "auto"},
+                                        headers=write)))["pipeline"]
+    assert body["tool"] == "dlt"
+    r = await client.patch(f"{ELT}/pipelines/{p['id']}",
+                           json={"tool": "auto", "pipelineCode": None}, headers=write)
+    assert r.status_code == 400 and "tool" in r.json()["error"], r.text
+
+
+async def test_pipeline_connections_as_the_reference_checks_them(client, tenant, other_tenant,
+                                                                 cid):
+    write = tenant.headers("write")
+    body = {**QUICK_START_PIPELINE, "pipelineCode": "import dlt\n"}
+    theirs = (await ok(await client.post(
+        f"{ELT}/pipelines", headers=other_tenant.headers("write"),
+        json={"name": "x"})))["pipeline"]["connectionId"]
+    assert theirs is None
+    for extra, field in (
+        ({"destinationConnectionId": "999"}, "destinationConnectionId"),  # not here
+        ({"destinationConnectionId": str(cid), "destinationType": "duckdb"},
+         "destinationConnectionId"),  # a snowflake connection, a duckdb destination
+        ({"destinationConnectionId": str(cid), "connectionId": "999"},
+         "destinationConnectionId"),
+        ({"sourceConnectionId": str(cid)}, "sourceConnectionId"),  # not a source profile
+        ({"sourceConnectionId": "abc"}, "sourceConnectionId"),
+    ):
+        r = await client.post(f"{ELT}/pipelines", json={**body, **extra}, headers=write)
+        assert r.status_code == 400 and field in r.json()["error"], (extra, r.text)
+    # null clears the destination
+    p = (await ok(await client.post(f"{ELT}/pipelines", headers=write, json={
+        **body, "destinationConnectionId": str(cid)})))["pipeline"]
+    assert p["connectionId"] == str(cid)
+    p = (await ok(await client.patch(f"{ELT}/pipelines/{p['id']}", headers=write,
+                                     json={"destinationConnectionId": None})))["pipeline"]
+    assert (p["connectionId"], p["destinationConnectionId"]) == (None, None)
+
+
+async def test_upsert_updates_the_pipeline_of_the_same_name(client, tenant, cid):
+    write = tenant.headers("write")
+    body = {**QUICK_START_PIPELINE, "pipelineCode": "print(1)\n", "upsert": True}
+    first = await client.post(f"{ELT}/pipelines", json=body, headers=write)
+    assert first.status_code == 201 and first.json()["created"] is True, first.text
+    pid = first.json()["pipeline"]["id"]
+    await ok(await client.patch(f"{ELT}/pipelines/{pid}", json={"maxRuntimeSeconds": 600},
+                                headers=write))
+    again = await client.post(f"{ELT}/pipelines", headers=write, json={
+        **body, "pipelineCode": "print(2)\n", "description": "second",
+        "destinationConnectionId": str(cid)})
+    assert again.status_code == 200 and again.json()["created"] is False, again.text
+    p = again.json()["pipeline"]
+    assert (p["id"], p["pipelineCode"], p["description"], p["connectionId"]) == (
+        pid, "print(2)\n", "second", str(cid))
+    assert p["maxRuntimeSeconds"] == 600  # what the body leaves out stays
+    # without upsert a same-name create is still 409; upsert must be a boolean
+    r = await client.post(f"{ELT}/pipelines", json={**body, "upsert": False}, headers=write)
+    assert r.status_code == 409, r.text
+    r = await client.post(f"{ELT}/pipelines", json={**body, "upsert": "yes"}, headers=write)
+    assert r.status_code == 400 and "upsert" in r.json()["error"], r.text
+    # the refusal of "auto" without code holds on the update too
+    r = await client.post(f"{ELT}/pipelines", headers=write, json={
+        **QUICK_START_PIPELINE, "upsert": True, "name": "fresh"})
+    assert r.status_code == 400 and "tool" in r.json()["error"], r.text
+    # a connection's delivery pipeline is not an ELT definition to overwrite
+    r = await client.post(f"{ELT}/pipelines", headers=write, json={
+        **body, "name": "warehouse delivery"})
+    assert r.status_code == 409 and "delivery" in r.json()["error"], r.text
+    listed = (await ok(await client.get(f"{ELT}/pipelines", headers=tenant.headers("read"))))
+    assert [p["name"] for p in listed["pipelines"]].count(QUICK_START_PIPELINE["name"]) == 1
 
 
 async def test_pipeline_definitions_in_graphql(client, tenant):

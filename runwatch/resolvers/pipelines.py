@@ -91,14 +91,22 @@ class PipelineFields:
     workspace_yaml: str | Any | None = UNSET
     group_name: str | Any | None = UNSET
     enabled: bool | Any = UNSET
+    # eltPulse's connection links (its web app sends them): the destination is the pipeline's
+    # connection (runwatch's connections are the warehouses data is loaded into), checked
+    # as the reference checks it; runwatch keeps no source connections, so only null is a
+    # source it accepts.
+    source_connection_id: int | Any | None = UNSET
+    destination_connection_id: int | Any | None = UNSET
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) is not UNSET}
 
 
-async def _columns(caller: Caller, given: PipelineFields, *, creating: bool) -> dict[str, Any]:
-    """The validated columns a create or an update sets (only the fields given)."""
+async def _columns(caller: Caller, given: PipelineFields, *, creating: bool,
+                   current: Pipeline | None = None) -> dict[str, Any]:
+    """The validated columns a create or an update (of `current`) sets (only the fields
+    given)."""
     errors = Errors()
     raw = given.given()
     values: dict[str, Any] = {}
@@ -125,9 +133,83 @@ async def _columns(caller: Caller, given: PipelineFields, *, creating: bool) -> 
         ):
             errors.add("connection_id", f"No connection {connection_id} here.")
         values["connection_id"] = connection_id
+    await _connection_links(caller, raw, values, errors, current)
     _definition(raw, values, errors)
+    _resolve_tool(values, errors, current)
     errors.raise_any()
     return values
+
+
+async def _connection(caller: Caller, connection_id: Any) -> Connection | None:
+    if not isinstance(connection_id, int) or not 0 < connection_id <= INT32_MAX:
+        return None
+    return await Connection.filter(id=connection_id,
+                                   organisation_id=caller.organisation_id).first()
+
+
+async def _connection_links(caller: Caller, raw: dict[str, Any], values: dict[str, Any],
+                            errors: Errors, current: Pipeline | None) -> None:
+    """eltPulse's `sourceConnectionId` / `destinationConnectionId`, checked as the reference
+    checks them (the connection exists here, is of that kind, and its connector is the
+    pipeline's source or destination type); the destination becomes the pipeline's
+    connection. Null clears (the destination) or says there is none (the source)."""
+    if raw.get("source_connection_id") is not None:
+        source = await _connection(caller, raw["source_connection_id"])
+        errors.add("source_connection_id", "Invalid connection" if source is None else
+                   "Connection must be a source profile: runwatch's connections are the "
+                   "warehouses data is loaded into (it keeps no source connections); send "
+                   "null, and the source's secrets as a connection's secrets.")
+    if "destination_connection_id" not in raw:
+        return
+    destination_id = raw["destination_connection_id"]
+    if "connection_id" in raw and destination_id != raw["connection_id"]:
+        errors.add("destination_connection_id", "Names another connection than connectionId.")
+        return
+    if destination_id is None:
+        values["connection_id"] = None
+        return
+    destination = await _connection(caller, destination_id)
+    if destination is None:
+        errors.add("destination_connection_id", "Invalid connection")
+        return
+    destination_type = raw.get("destination_type", current.destination_type
+                               if current is not None else None)
+    if isinstance(destination_type, str) and destination_type.strip() and \
+            destination.warehouse_type.lower() != destination_type.strip().lower():
+        errors.add("destination_connection_id",
+                   "Connection connector does not match pipeline destination type "
+                   f"({destination.warehouse_type!r}, not {destination_type.strip()!r}).")
+        return
+    values["connection_id"] = destination.id
+
+
+AUTO_TOOL = "auto"
+NO_CODEGEN = ("runwatch does not generate pipeline code: \"auto\" needs the code to run, "
+              "pipelineCode (run as dlt) or configYaml (run as sling); or name the tool, "
+              "dlt or sling, and send its code. (A gateway given no code would run an "
+              "empty script and report success.)")
+
+
+def _resolve_tool(values: dict[str, Any], errors: Errors, current: Pipeline | None) -> None:
+    """`tool: "auto"` (eltPulse's web app sends it and lets its server generate the code):
+    the tool the code sent is for, `dlt` for `pipelineCode`, `sling` for `configYaml` only
+    (what eltPulse's gateway runs: `sling` runs configYaml, any other tool pipelineCode);
+    without either, refused (runwatch generates no code)."""
+    tool = values.get("tool")
+    if not isinstance(tool, str) or tool.strip().lower() != AUTO_TOOL:
+        return
+
+    def document(name: str) -> str | None:
+        text = values[name] if name in values else (
+            getattr(current, name) if current is not None else None)
+        return text if isinstance(text, str) and text.strip() else None
+
+    if document("pipeline_code"):
+        values["tool"] = "dlt"
+    elif document("config_yaml"):
+        values["tool"] = "sling"
+    else:
+        errors.add("tool", NO_CODEGEN)
 
 
 def _definition(raw: dict[str, Any], values: dict[str, Any], errors: Errors) -> None:
@@ -182,11 +264,35 @@ async def create_pipeline(*, caller: Caller, fields: PipelineFields,
         raise Conflict(f"A pipeline named {values['name']!r} already exists.") from None
 
 
+async def upsert_pipeline(*, caller: Caller, fields: PipelineFields) -> tuple[Pipeline, bool]:
+    """Create an ELT pipeline, or update the one of the same name with the fields given
+    (eltPulse's `upsert`): the pipeline and whether it was created. What the body leaves out
+    stays as it is (runwatch's pipelines carry more than eltPulse's definition: a maximum
+    runtime, webhooks, alert rules). A connection's delivery pipeline is not an ELT
+    definition: its name is a conflict, as without `upsert`."""
+    caller.require_scope(Scope.WRITE)
+    name = fields.name.strip() if isinstance(fields.name, str) else fields.name
+    for _ in range(2):  # a create that loses to a concurrent one becomes an update
+        existing = await Pipeline.filter(organisation_id=caller.organisation_id,
+                                         name=name).first() if isinstance(name, str) else None
+        if existing is None:
+            try:
+                return await create_pipeline(caller=caller, fields=fields), True
+            except Conflict:
+                continue
+        if existing.kind != "elt":
+            raise Conflict(f"A pipeline named {name!r} already exists (a connection's "
+                           "delivery pipeline, not an ELT definition).")
+        return await update_pipeline(caller=caller, pipeline_id=existing.id,
+                                     fields=dataclasses.replace(fields, name=UNSET)), False
+    raise Conflict(f"A pipeline named {name!r} already exists.")
+
+
 async def update_pipeline(*, caller: Caller, pipeline_id: int,
                           fields: PipelineFields) -> Pipeline:
     caller.require_scope(Scope.WRITE)  # a write token may change what it cannot list
     pipeline = await _pipeline(caller, pipeline_id)
-    values = await _columns(caller, fields, creating=False)
+    values = await _columns(caller, fields, creating=False, current=pipeline)
     if pipeline.kind == "delivery" and ({"name", "connection_id"} & set(values)):
         raise InvalidInput.one(
             "name", "A connection's delivery pipeline is named after and tied to its "

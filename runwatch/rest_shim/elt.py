@@ -80,7 +80,9 @@ NEW_RUN_FIELDS = {"pipelineId", "environment", "correlationId", "triggeredBy",
 DEFINITION_FIELDS = ("tool", "sourceType", "destinationType", "sourceConfiguration",
                      "pipelineCode", "configYaml", "workspaceYaml")
 PIPELINE_FIELDS = {"name", "description", "maxRuntimeSeconds", "connectionId",
-                   *DEFINITION_FIELDS, "groupName", "enabled"}
+                   *DEFINITION_FIELDS, "groupName", "enabled",
+                   # eltPulse's connection links (its web app's new-pipeline bodies)
+                   "sourceConnectionId", "destinationConnectionId"}
 
 
 def snake(name: str) -> str:
@@ -145,10 +147,22 @@ def pipeline_fields_of(body: dict[str, Any]) -> pipelines.PipelineFields:
     if runtime is not None and (isinstance(runtime, bool) or not isinstance(runtime, int)):
         errors.add("max_runtime_seconds", "Whole seconds, at least 60 (or null for the "
                                           "deployment's default).")
-    if "connection_id" in raw:
-        raw["connection_id"] = check_int_id(raw["connection_id"], "connection_id", errors)
+    for name in ("connection_id", "source_connection_id", "destination_connection_id"):
+        if name in raw:
+            raw[name] = check_int_id(raw[name], name, errors)
     errors.raise_any()
     return pipelines.PipelineFields(**raw)
+
+
+def upsert_of(body: dict[str, Any]) -> bool:
+    """`POST /api/elt/pipelines`'s `upsert` (eltPulse's: update the pipeline of the same
+    name instead of answering 409), taken out of the body."""
+    upsert = body.pop("upsert", False)
+    if upsert is None:
+        return False
+    if not isinstance(upsert, bool):
+        raise BadRequest({"upsert": ["Must be true or false."]})
+    return upsert
 
 
 AGENT_LIST_DEFAULT = 5  # the reference's default page of a gateway's poll
@@ -357,6 +371,9 @@ def pipeline_json(p: Pipeline) -> dict[str, Any]:
         "id": str(p.id), "name": p.name, "kind": p.kind, "description": p.description,
         "maxRuntimeSeconds": p.max_runtime_seconds,
         "connectionId": _id(p.connection_id),  # type: ignore[attr-defined]
+        # eltPulse's names: the destination is the connection; runwatch keeps no sources
+        "destinationConnectionId": _id(p.connection_id),  # type: ignore[attr-defined]
+        "sourceConnectionId": None,
         "createdAt": iso(p.created_at),
         **{name: getattr(p, snake(name)) for name in DEFINITION_FIELDS},
         "groupName": p.group_name, "enabled": p.enabled,
@@ -536,9 +553,16 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def create_pipeline(request: Request) -> Response:
         caller = caller_of(request)
         body = await json_body(request)
-        pipeline = await pipelines.create_pipeline(caller=caller,
-                                                   fields=pipeline_fields_of(body))
-        return JSONResponse({"pipeline": pipeline_json(pipeline)}, status_code=201)
+        if upsert_of(body):
+            pipeline, created = await pipelines.upsert_pipeline(
+                caller=caller, fields=pipeline_fields_of(body))
+        else:
+            pipeline = await pipelines.create_pipeline(caller=caller,
+                                                       fields=pipeline_fields_of(body))
+            created = True
+        # `created` and 201 / 200 as the reference's upsert answers
+        return JSONResponse({"pipeline": pipeline_json(pipeline), "created": created},
+                            status_code=201 if created else 200)
 
     @ops("GET", PIPELINES + "/{id}")
     async def get_pipeline(request: Request) -> Response:

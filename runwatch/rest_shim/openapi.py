@@ -178,8 +178,10 @@ EXECUTION_FIELDS: dict[str, Schema] = {
 # An ELT pipeline as the REST contract shows it (eltPulse's definition fields included).
 ELT_PIPELINE_FIELDS: dict[str, Schema] = {
     "id": ID_TEXT, "name": STR, "kind": STR, "description": STR_OR_NULL,
-    "maxRuntimeSeconds": INT_OR_NULL, "connectionId": ID_TEXT_OR_NULL, "createdAt": TIME,
-    "tool": STR_OR_NULL, "sourceType": STR_OR_NULL, "destinationType": STR_OR_NULL,
+    "maxRuntimeSeconds": INT_OR_NULL, "connectionId": ID_TEXT_OR_NULL,
+    "destinationConnectionId": ID_TEXT_OR_NULL, "sourceConnectionId": {"type": "null"},
+    "createdAt": TIME, "tool": STR_OR_NULL, "sourceType": STR_OR_NULL,
+    "destinationType": STR_OR_NULL,
     "sourceConfiguration": nullable(ANY_OBJECT), "pipelineCode": STR_OR_NULL,
     "configYaml": STR_OR_NULL, "workspaceYaml": STR_OR_NULL, "groupName": STR_OR_NULL,
     "enabled": BOOL, "updatedAt": TIME,
@@ -330,7 +332,15 @@ ELT_PIPELINE_INPUT: dict[str, Schema] = {
     "name": NAME_200, "description": nullable({"type": "string", "maxLength": 4000}),
     "maxRuntimeSeconds": nullable({"type": "integer", "minimum": 60, "maximum": INT32_MAX}),
     "connectionId": ID_TEXT_OR_NULL,
-    "tool": nullable({"type": "string", "maxLength": 50}),
+    "destinationConnectionId": {**ID_TEXT_OR_NULL, "description":
+                                "eltPulse's name of `connectionId`; its connector must be the "
+                                "`destinationType`."},
+    "sourceConnectionId": {"type": "null", "description": "runwatch keeps no source "
+                           "connections: only null is accepted."},
+    "tool": nullable({"type": "string", "maxLength": 50, "description":
+                      "`auto` takes the tool of the code sent: `dlt` for `pipelineCode`, "
+                      "`sling` for `configYaml`; without code it is refused (runwatch "
+                      "generates no pipeline code)."}),
     "sourceType": nullable({"type": "string", "maxLength": 100}),
     "destinationType": nullable({"type": "string", "maxLength": 100}),
     "sourceConfiguration": nullable({**ANY_OBJECT, "description":
@@ -449,8 +459,13 @@ ELT_OPS = (
        {200: envelope("pipelines", array(ref("EltPipeline")))}, (400, 401, 403),
        query={"limit": LIST_LIMIT}),
     Op("POST", PIPELINES, "Create a pipeline (names are unique per organisation)",
-       {201: envelope("pipeline", ref("EltPipeline"))}, (400, 401, 403, 404, 409), "write",
-       obj(ELT_PIPELINE_INPUT, ("name",)), True),
+       {201: envelope("pipeline", ref("EltPipeline"), created=BOOL),
+        200: envelope("pipeline", ref("EltPipeline"), created=BOOL)},
+       (400, 401, 403, 404, 409), "write",
+       obj({**ELT_PIPELINE_INPUT, "upsert": {
+           "type": "boolean", "description": "Update the ELT pipeline of the same name "
+           "(the fields sent) instead of a 409: 200 with `created: false`."}}, ("name",)),
+       True),
     Op("GET", PIPELINES + "/{id}", "A pipeline",
        {200: envelope("pipeline", ref("EltPipeline"))}, (401, 403, 404)),
     Op("PATCH", PIPELINES + "/{id}", "Change a pipeline",
