@@ -42,7 +42,9 @@ DATAPULSE_PIPELINE = {
     "sourceType": "github",
     "destinationType": "duckdb",
     "tool": "dlt",
-    "sourceConfiguration": {"GITHUB_OWNER": "acme", "GITHUB_REPO": "api", "per_page": 100},
+    "sourceConfiguration": {"GITHUB_OWNER": "acme", "GITHUB_REPO": "api", "per_page": 100,
+                            # what the builder saves for a date-sliced pipeline
+                            "_partitionConfig": {"type": "date", "column": "created_day"}},
     "pipelineCode": "import dlt\nprint('loading issues')\n",
     "configYaml": "source:\n  github:\n    owner: acme\n",
     "workspaceYaml": "[runtime]\nlog_level = 'INFO'\n",
@@ -386,8 +388,9 @@ async def test_the_per_run_worker_reads_its_run(client, tenant, gateway, pipelin
         "dlt", DATAPULSE_PIPELINE["pipelineCode"], DATAPULSE_PIPELINE["configYaml"],
         DATAPULSE_PIPELINE["workspaceYaml"])
     assert p["sourceConfiguration"] == DATAPULSE_PIPELINE["sourceConfiguration"]
+    # the column the pipeline saved (trigger-pipeline-run sends the value alone)
     assert (body["run"]["partitionValue"], body["run"]["partitionColumn"]) == (
-        "2026-02-01", None)
+        "2026-02-01", "created_day")
     # and the pipeline on its own
     one = await ok(await client.get(f"{AGENT}/pipelines/{pipeline['id']}",
                                     headers=gateway.headers()))
@@ -553,6 +556,50 @@ async def test_texts_up_to_the_references_limits(client, tenant, gateway, pipeli
                                                   "status": "pending", **extra},
                               headers=tenant.headers("write"))
         assert r.status_code == 400 and field in r.json()["error"], r.text
+
+
+async def test_a_slice_value_alone_takes_the_pipelines_partition_column(client, tenant,
+                                                                         gateway, pipeline):
+    """trigger-pipeline-run.ts sends `partitionValue` with no column and no triggeredBy: the
+    column comes from the pipeline's `_partitionConfig`, and triggeredBy is the Run slices
+    key `backfill:partition:<column>:<value>` (run-partition-resolution.ts)."""
+    run = await new_run(client, tenant, pipeline, partitionValue="2026-01-01")
+    assert (run["partitionColumn"], run["partitionValue"], run["triggeredBy"]) == (
+        "created_day", "2026-01-01", "backfill:partition:created_day:2026-01-01")
+    [polled] = (await ok(await client.get(f"{AGENT}/runs?status=pending&limit=5",
+                                          headers=gateway.headers())))["runs"]
+    # what the gateway exports as ELT_PARTITION_COLUMN / ELT_PARTITION_VALUE
+    assert (polled["partitionColumn"], polled["partitionValue"]) == ("created_day",
+                                                                     "2026-01-01")
+    # a column or a trigger sent wins; a value with a column and no trigger gets the key too
+    sent = await new_run(client, tenant, pipeline, partitionValue="k1",
+                         partitionColumn="region", triggeredBy="monitor:x")
+    assert (sent["partitionColumn"], sent["triggeredBy"]) == ("region", "monitor:x")
+    keyed = await new_run(client, tenant, pipeline, partitionValue="eu",
+                          partitionColumn="region")
+    assert keyed["triggeredBy"] == "backfill:partition:region:eu"
+    # the longest slice the reference accepts fits its key
+    long = await new_run(client, tenant, pipeline, partitionValue="v" * 2048,
+                         partitionColumn="c" * 256)
+    assert long["triggeredBy"] == "backfill:partition:" + "c" * 256 + ":" + "v" * 2048
+
+
+async def test_a_slice_value_without_any_column_is_refused(client, tenant):
+    write = tenant.headers("write")
+    for config in (None, {"_partitionConfig": {"type": "none", "column": "day"}},
+                   {"_partitionConfig": {"type": "date", "column": "  "}}, {"x": 1}):
+        p = (await ok(await client.post(f"{ELT}/pipelines", headers=write, json={
+            "name": f"p{uuid.uuid4().hex[:6]}", "sourceConfiguration": config})))["pipeline"]
+        r = await client.post(f"{ELT}/runs", headers=write, json={
+            "pipelineId": p["id"], "environment": "default", "status": "pending",
+            "partitionValue": "2026-01-01"})
+        assert r.status_code == 400, (config, r.text)
+        [message] = r.json()["error"]["partitionColumn"]
+        assert "partitionColumn is required" in message
+        # without a value nothing is needed
+        r = await client.post(f"{ELT}/runs", headers=write, json={
+            "pipelineId": p["id"], "status": "pending", "triggeredBy": "manual"})
+        assert r.status_code == 201 and r.json()["run"]["partitionColumn"] is None, r.text
 
 
 async def test_the_webhook_settings_page(client, tenant, pipeline):

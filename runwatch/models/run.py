@@ -65,8 +65,9 @@ class Run(Model):
     # db_default: the columns are added to tables that already hold runs.
     environment = fields.CharField(max_length=100, default="default", db_default="default")
     correlation_id = fields.CharField(max_length=200, null=True)
-    # eltPulse's limits (run-types.ts createRunBodySchema): 256, 256, 2048.
-    triggered_by = fields.CharField(max_length=256, null=True)
+    # eltPulse's limits (run-types.ts createRunBodySchema): 256, 256, 2048. triggered_by holds
+    # up to 256 sent, or a derived `backfill:partition:<column>:<value>` (19 + 256 + 1 + 2048).
+    triggered_by = fields.CharField(max_length=2400, null=True)
     partition_column = fields.CharField(max_length=256, null=True)
     partition_value = fields.CharField(max_length=2048, null=True)
     target_gateway = fields.ForeignKeyField(

@@ -104,9 +104,50 @@ class NewRun:
 
 # The new run's texts and their limits (triggeredBy, partitionColumn and partitionValue are
 # eltPulse's: datapulse run-types.ts; its environment and correlationId limits, 64 and 128,
-# are narrower than ours).
+# are narrower than ours). A slice's derived triggeredBy may be longer than the 256 a client
+# may send (its column holds `backfill:partition:` + a column + ":" + a value).
 NEW_RUN_TEXTS = {"environment": 100, "correlation_id": 200, "triggered_by": 256,
                  "partition_column": 256, "partition_value": 2048}
+
+
+SLICE_TRIGGER = "backfill:partition:"  # eltPulse's Run slices key their coverage on it
+PARTITION_TYPES = ("date", "key")
+PARTITION_COLUMN_REQUIRED = (
+    "partitionColumn is required when partitionValue is set and the pipeline has no date/key "
+    "partition column saved (sourceConfiguration._partitionConfig).")
+
+
+def saved_partition_column(pipeline: Pipeline) -> str | None:
+    """The partition column a pipeline saved, as eltPulse's reference reads it:
+    `sourceConfiguration._partitionConfig` of type `date` or `key`, its `column` trimmed."""
+    config = pipeline.source_configuration
+    saved = config.get("_partitionConfig") if isinstance(config, dict) else None
+    if not isinstance(saved, dict) or saved.get("type") not in PARTITION_TYPES:
+        return None
+    column = saved.get("column")
+    if isinstance(column, bool) or not isinstance(column, str | int | float):
+        return None
+    return str(column).strip() or None
+
+
+def _partitioned(new: NewRun, pipeline: Pipeline) -> NewRun:
+    """A slice's column and trigger, as the reference resolves them: a `partition_value`
+    without a column takes the pipeline's saved one (none saved: refused, naming
+    partitionColumn), and a run with both and no `triggered_by` is
+    `backfill:partition:<column>:<value>`, the key of eltPulse's slice coverage."""
+    column = new.partition_column
+    if new.partition_value and not column:
+        column = saved_partition_column(pipeline)
+        if column is None:
+            raise InvalidInput.one("partition_column", PARTITION_COLUMN_REQUIRED)
+        if len(column) > NEW_RUN_TEXTS["partition_column"]:
+            raise InvalidInput.one(
+                "partition_column", "The pipeline's saved partition column is longer than "
+                f"{NEW_RUN_TEXTS['partition_column']} characters; send partitionColumn.")
+    triggered_by = new.triggered_by
+    if new.partition_value and column and not triggered_by:
+        triggered_by = f"{SLICE_TRIGGER}{column}:{new.partition_value}"
+    return dataclasses.replace(new, partition_column=column, triggered_by=triggered_by)
 
 
 def _checked(new: NewRun) -> NewRun:
@@ -136,6 +177,7 @@ async def create_run(
     ).first() if inputs.storable(new.pipeline_id, "pipeline") else None
     if pipeline is None:
         raise InvalidInput.one("pipeline_id", f"No pipeline {new.pipeline_id} here.")
+    new = _partitioned(new, pipeline)
     if new.target_gateway_id is not None and not (
         inputs.storable(new.target_gateway_id, "gateway") and await Gateway.filter(
             id=new.target_gateway_id, organisation_id=caller.organisation_id, revoked_at=None

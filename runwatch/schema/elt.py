@@ -104,9 +104,15 @@ class CreateRunInput:
     environment: str | None = None
     correlation_id: str | None = strawberry.field(
         default=None, description="Unique in the organisation.")
-    triggered_by: str | None = None
-    partition_column: str | None = None
-    partition_value: str | None = None
+    triggered_by: str | None = strawberry.field(
+        default=None, description="At most 256 characters. Without it, a run with a "
+        "partition is `backfill:partition:<column>:<value>`.")
+    partition_column: str | None = strawberry.field(
+        default=None, description="At most 256 characters. Without it, a partitionValue "
+        "takes the pipeline's saved column (sourceConfiguration._partitionConfig of type "
+        "date or key); none saved is an error.")
+    partition_value: str | None = strawberry.field(
+        default=None, description="At most 2048 characters.")
     target_gateway_id: strawberry.ID | None = strawberry.field(
         default=None, description="Reserve the run for one gateway.")
     status: RunStatus | None = strawberry.field(  # type: ignore[valid-type]

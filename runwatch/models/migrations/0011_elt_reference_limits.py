@@ -1,7 +1,8 @@
-"""eltPulse's text limits (datapulse `web/lib/elt/run-types.ts`): a run's `triggered_by` and
-`partition_column` 256 characters (were 200), `partition_value` 2048 (was 1000), a telemetry
-sample's `resource` 512 (was 500). The web app builds `triggeredBy` as
-`backfill:partition:<column>:<value>`, which the reference accepts up to 256 characters.
+"""eltPulse's text limits (datapulse `web/lib/elt/run-types.ts`): a run's `partition_column`
+256 characters (was 200), `partition_value` 2048 (was 1000), a telemetry sample's `resource`
+512 (was 500), and `triggered_by` 2400 (was 200): a client sends at most 256, and a slice's
+derived `backfill:partition:<column>:<value>` (the reference's, for a run with a partition and
+no trigger) holds a whole column and value.
 
 On PostgreSQL a wider VARCHAR is a change of the catalogue only (no table rewrite). SQLite
 ignores a VARCHAR's length, and Tortoise's AlterField there rebuilds the table (a copy, a
@@ -16,7 +17,7 @@ from tortoise.migrations import operations as ops
 
 # table, column, old length, new length
 WIDENED = (
-    ("run", "triggered_by", 200, 256),
+    ("run", "triggered_by", 200, 2400),
     ("run", "partition_column", 200, 256),
     ("run", "partition_value", 1000, 2048),
     ("run_telemetry_sample", "resource", 500, 512),
