@@ -484,7 +484,7 @@ async def test_the_status_of_a_new_run(client, tenant, gateway, pipeline):
     # the reporter PATCHes its own run to the end; a gateway cannot take it
     r = await client.patch(f"{AGENT}/runs/{made['no status']['id']}", json=CLAIM,
                            headers=gateway.headers())
-    assert r.status_code == 409 and "Already claimed" in r.json()["error"]
+    assert (r.status_code, r.json()) == (409, {"error": "Already claimed by a managed worker"})
     await ok(await client.patch(f"{ELT}/runs/{made['no status']['id']}",
                                 json={"appendLog": {"level": "info", "message": "done"},
                                       "status": "succeeded"},

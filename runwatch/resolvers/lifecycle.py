@@ -122,13 +122,15 @@ def reclaim_conflict(caller: Caller | None, run: Run, status: RunStatus | None) 
     share its token, so a claim of a run that is no longer pending is refused for every
     gateway, its claimant included, and of two replicas exactly one runs the pipeline. (A
     retry of a claim by the same replica cannot be told apart from it; the stock gateway
-    never retries one.) Not a refusal here: a pending run (the claim itself) and a cancelled
-    or timed-out one, which answers with its stop signal instead."""
+    never retries one.) The reason names the claimant when another one holds the run (a
+    managed worker: "Already claimed by a managed worker"); every reason starts "Already
+    claimed", the words eltPulse's gateway recognises. Not a refusal here: a pending run (the
+    claim itself) and a cancelled or timed-out one, which answers with its stop signal."""
     if caller is None or caller.gateway_id is None or status != RunStatus.RUNNING:
         return None
     if RunStatus(run.status) in (RunStatus.PENDING, RunStatus.CANCELLED, RunStatus.TIMED_OUT):
         return None
-    return ALREADY_CLAIMED
+    return claim_conflict(caller, run, RunStatus.RUNNING) or ALREADY_CLAIMED
 
 
 def claim_guard(caller: Caller | None, target: RunStatus) -> tuple[str, list[Any]]:
