@@ -26,6 +26,7 @@ from runwatch.client import (
     AuthError,
     Cancelled,
     Client,
+    Conflict,
     GraphQLError,
     NotFound,
     Report,
@@ -441,6 +442,27 @@ async def test_a_gateway_starts_a_pending_run_and_finishes_it(live_url, client, 
     stored = await get_run(client, tenant, pending["id"])
     assert stored["status"] == "succeeded" and stored["gatewayId"] == str(agent.id)
     assert [e["message"] for e in stored["logEntries"]] == ["claimed"]
+
+
+async def test_a_replica_of_the_gateway_does_not_start_a_claimed_run(live_url, client,
+                                                                     tenant):
+    """The claim is sent once and a run no longer pending is a Conflict for every replica:
+    the client never relies on a repeated claim being a no-op."""
+    pipeline = await create_pipeline(client, tenant, "orders")
+    pending = await create_run(client, tenant, pipeline["id"])
+    agent = await make_gateway(tenant, "gw-1")
+    first = AsyncClient(http_base(live_url), agent.token, policy=FAST)
+    replica = AsyncClient(http_base(live_url), agent.token, policy=FAST)
+    entered = []
+    async with first, replica, first.elt_run(run_id=pending["id"], gateway=True) as run:
+        await run.log("mine")
+        with pytest.raises(Conflict, match="Already claimed"):
+            async with replica.elt_run(run_id=pending["id"], gateway=True):
+                entered.append(True)
+    assert entered == []
+    stored = await get_run(client, tenant, pending["id"])
+    assert stored["status"] == "succeeded"
+    assert [e["message"] for e in stored["logEntries"]] == ["mine"]
 
 
 # ---- the retry rule, without a server (the core is sans-IO) ---------------------------------
