@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from runwatch.models import PipelineHourlyStats, Run, RunStatus
+from runwatch.resolvers.runs import MAX_ERROR_CHARS
 from runwatch.resolvers.tokens import revoke_token
 from tests.conftest import Tenant
 from tests.helpers import create_connection, graphql, iso, report, start_run
@@ -225,17 +226,17 @@ async def test_per_type_counts_feed_the_telemetry_split(client, tenant):
     assert t["events_last_7d"] == t["events_last_24h"]
 
 
-@pytest.mark.parametrize("length", [4000, 4001, 20000])
+@pytest.mark.parametrize("length", [MAX_ERROR_CHARS, MAX_ERROR_CHARS + 1, 20000])
 async def test_long_error_is_stored_truncated_with_a_marker(client, tenant, target, length):
     error = "".join(chr(ord("a") + i % 26) for i in range(length))
     body = report_body(target, error=error)
     assert_no_content(await send(client, tenant, target, body))
     stored = (await snapshot(target.run_id))["error"]
-    if length <= 4000:
+    if length <= MAX_ERROR_CHARS:
         assert stored == error
     else:
-        assert stored.startswith(error[:4000])
-        assert "[truncated" in stored[4000:] and len(stored) < 4100
+        assert stored.startswith(error[:MAX_ERROR_CHARS])
+        assert "[truncated" in stored[MAX_ERROR_CHARS:] and len(stored) < MAX_ERROR_CHARS + 100
     t = await telemetry(client, tenant, target.cid)
     assert t["recent_errors"][0]["message"] == stored
     assert_no_content(await send(client, tenant, target, body))  # the replay is identical

@@ -10,7 +10,8 @@
   different terminal event of a finished run is the lifecycle's conflict;
 - inputs x outputs -> dataset addresses (by name, the namespace recorded) and the pipeline's
   lineage edges (added, never removed: the Watcher lineage graph and this view are one);
-- facets: `errorMessage` -> the run's error, outputs' `outputStatistics` -> `rows_total` and
+- facets: `errorMessage` -> the run's error (cleaned as every run error is:
+  `runs.clean_error`), outputs' `outputStatistics` -> `rows_total` and
   `bytes` (summed), `parent` -> the run's parent (when that run is known), `nominalTime` ->
   `scheduled_at`; every other run and job facet is kept in `openlineage_facets`, merged per
   run, up to `MAX_FACET_BYTES` of JSON; facets past the cap are dropped and named under
@@ -32,12 +33,11 @@ from runwatch.resolvers import addresses, inputs, lifecycle, sql, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import parse_iso, utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
-from runwatch.resolvers.runs import MAX_COUNT
+from runwatch.resolvers.runs import MAX_COUNT, clean_error
 
 MAX_FACET_BYTES = 64 * 1024  # kept facets of one run, as compact JSON
 MAX_NAME = 150  # a dataset's name (an address's) and a job's (a pipeline's, 200)
 MAX_NAMESPACE = 500
-MAX_ERROR = 10_000
 MAX_DATASETS = 1000
 MAX_DEPTH = 20
 MAX_NODES = 2000
@@ -201,7 +201,7 @@ def parse_event(body: dict[str, Any]) -> Event:
         if not isinstance(text, str):
             problems.add("run.facets.errorMessage.message must be a string")
         else:
-            error = text[:MAX_ERROR]
+            error = clean_error(text)
     nominal = _obj(run_facets.get("nominalTime"), "run.facets.nominalTime", problems)
     scheduled = _time(nominal.get("nominalStartTime"), "run.facets.nominalTime.nominalStartTime",
                       problems, required=False)

@@ -19,13 +19,12 @@ from runwatch.models import LogLevel, RunStatus
 from runwatch.resolvers import inputs
 from runwatch.resolvers.clock import parse_iso
 from runwatch.resolvers.errors import InvalidInput
-from runwatch.resolvers.runs import MAX_COUNT
+from runwatch.resolvers.runs import MAX_COUNT, clean_error
 from runwatch.resolvers.scrub import clean_text
 
 LOG_CAP = 500
 SAMPLE_CAP = 2000
 MAX_MESSAGE_CHARS = 4000
-MAX_ERROR_SUMMARY_CHARS = 8000
 # Byte counts outgrow MAX_COUNT; 2**53 keeps them exact in JavaScript clients.
 MAX_BYTES = 2**53
 # Label limits, eltPulse's (datapulse run-types.ts): a sample's phase and resource, the
@@ -349,8 +348,7 @@ def check_change(change: RunChange, errors: Errors | None = None) -> RunChange:
         if text is not None and not isinstance(text, str):
             errors.add("error_summary", "Not a valid string.")
         else:
-            checked.error_summary = (
-                clean_text(text, MAX_ERROR_SUMMARY_CHARS).strip() or None if text else None)
+            checked.error_summary = clean_error(text)
     if change.summary is not None:
         checked.summary = _check_summary(change.summary, "telemetry_summary", errors)
     if change.append_sample is not None:

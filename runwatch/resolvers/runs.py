@@ -25,7 +25,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 # enough that the roll-ups' 64-bit sums cannot overflow and stay exact in JSON clients
 # (JavaScript numbers are exact up to 2**53).
 MAX_COUNT = 10**12
-MAX_ERROR_CHARS = 4000
+# A run's error as stored, whoever reports it (`clean_error`).
+MAX_ERROR_CHARS = 8000
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ class RunReport:
     @property
     def status(self) -> RunStatus:
         return RunStatus.FAILED if self.error or self.batches_dlq > 0 else RunStatus.SUCCEEDED
+
+
+def clean_error(text: str | None) -> str | None:
+    """A run's error as it is stored, on every path that writes one (the warehouse report,
+    an ELT or GraphQL `errorSummary`, an OpenLineage `errorMessage`, the reaper): secrets
+    scrubbed, NUL (which PostgreSQL cannot store) made U+FFFD, over `MAX_ERROR_CHARS`
+    truncated with a visible marker rather than refused; blank is None."""
+    if not text:
+        return None
+    return clean_text(text, MAX_ERROR_CHARS).strip() or None
 
 
 def _check_count(errors: dict[str, list[str]], name: str, value: int | None, maximum: int) -> None:
@@ -89,13 +100,12 @@ def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
             ]
     if errors:
         raise InvalidInput(errors)
-    # Stored scrubbed of secrets, NUL made visible, truncated visibly rather than refused.
-    error = clean_text(report.error, MAX_ERROR_CHARS).strip() if report.error else None
+    error = clean_error(report.error)
     return RunReport(
         completed_at=completed_at,
         events_delivered=report.events_delivered,
         batches_dlq=report.batches_dlq,
-        error=error or None,
+        error=error,
         evaluations=report.evaluations,
         custom_events=report.custom_events,
     )

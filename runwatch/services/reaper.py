@@ -24,8 +24,7 @@ from tortoise.expressions import Q
 from runwatch.models import OPEN_STATUSES, Gateway, Run, RunStatus
 from runwatch.resolvers import lifecycle
 from runwatch.resolvers.clock import iso, utcnow
-from runwatch.resolvers.run_input import MAX_ERROR_SUMMARY_CHARS
-from runwatch.resolvers.scrub import clean_text
+from runwatch.resolvers.runs import clean_error
 from runwatch.resolvers.telemetry import orphan_message
 
 BATCH = 500
@@ -46,7 +45,7 @@ async def _time_out(
     locked in the status it was read in (FOR UPDATE on PostgreSQL; SQLite serialises
     transactions), so the move starts from that status."""
     error = reason if not run.error else (
-        clean_text(f"{reason}. Last reported error: {run.error}", MAX_ERROR_SUMMARY_CHARS))
+        clean_error(f"{reason}. Last reported error: {run.error}") or reason)
     return await lifecycle.time_out(
         conn, effects, run_id=run.id, organisation_id=run.organisation_id,  # type: ignore[attr-defined]
         finished_at=finished_at, error=error, now=now,
