@@ -143,3 +143,132 @@ async def test_a_run_error_is_cleaned_the_same_on_every_path(client, tenant):
     assert run.status == RunStatus.TIMED_OUT
     assert "hunter2" not in run.error and run.error.endswith("characters]")
     assert "Last reported error: password=[REDACTED]" in run.error
+
+
+# --- 2. the clock rule: no start and no end more than 5 minutes ahead ------------------------
+
+FUTURE = "is in the future (more than 5 minutes ahead of the server's clock)."
+
+
+def field_errors(data: dict[str, Any], mutation: str) -> dict[str, list[str]]:
+    result = data["data"][mutation]
+    assert result["__typename"] == "InvalidInputError", data
+    return {e["field"]: e["messages"] for e in result["fieldErrors"]}
+
+
+async def watcher_pipeline(client: httpx.AsyncClient, tenant: Tenant, name: str) -> int:
+    r = await client.post("/pipeline", json={"name": name, "pipeline_type_name": "extraction"},
+                          headers=tenant.headers("write"))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+async def test_a_start_ahead_of_the_clock_is_refused_on_every_surface(client, tenant):
+    ahead = now() + timedelta(days=1)
+    cid = await create_connection(client, tenant)
+
+    # warehouse POST …/metrics/ (DRF shape)
+    r = await client.post(f"{tenant.prefix}/{cid}/metrics/", json={"started_at": iso(ahead)},
+                          headers=tenant.headers("report"))
+    assert r.status_code == 400, r.text
+    assert r.json() == {"started_at": [f"started_at {FUTURE}"]}
+
+    # GraphQL startRun
+    data = await graphql(client, tenant, START_RUN, i={"connectionId": str(cid),
+                                                       "startedAt": iso(ahead)})
+    assert any(FUTURE in m for m in field_errors(data, "startRun")["startedAt"]), data
+
+    # Watcher POST /start_pipeline_execution: 422, pydantic's shape
+    pid = await watcher_pipeline(client, tenant, "load")
+    r = await client.post("/start_pipeline_execution",
+                          json={"pipeline_id": pid, "start_date": iso(ahead)},
+                          headers=tenant.headers("write"))
+    assert r.status_code == 422, r.text
+    assert r.json() == {"detail": [{"loc": ["body", "start_date"],
+                                    "msg": f"start_date {FUTURE}", "type": "value_error"}]}
+
+    # OpenLineage START (and a COMPLETE of a run never started): 422, Marquez's shape
+    for event_type in ("START", "COMPLETE"):
+        r = await post_event(client, tenant, ol_event(event_type, str(uuid.uuid4()), ahead))
+        assert r.status_code == 422, r.text
+        assert r.json() == {"errors": [f"eventTime {FUTURE}"]}
+
+    assert await Run.all().count() == 0
+
+    # within the skew is fine everywhere
+    soon = now() + timedelta(minutes=4)
+    r = await client.post(f"{tenant.prefix}/{cid}/metrics/", json={"started_at": iso(soon)},
+                          headers=tenant.headers("report"))
+    assert r.status_code == 201, r.text
+    r = await client.post("/start_pipeline_execution",
+                          json={"pipeline_id": pid, "start_date": iso(soon)},
+                          headers=tenant.headers("write"))
+    assert r.status_code == 201, r.text
+    r = await post_event(client, tenant, ol_event("START", str(uuid.uuid4()), soon))
+    assert r.status_code == 201, r.text
+    assert await Run.all().count() == 3
+
+
+async def test_an_end_ahead_of_the_clock_is_refused_on_every_surface(client, tenant):
+    ahead = now() + timedelta(days=1)
+    started = now() - timedelta(minutes=10)
+    open_runs: dict[str, int] = {}
+    cid = await create_connection(client, tenant)
+
+    # warehouse PATCH …/metrics/{run}/
+    rid = await start_run(client, tenant, cid, started)
+    r = await report(client, tenant, cid, rid, completed_at=iso(ahead), events_delivered=1)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"completed_at": [f"completed_at {FUTURE}"]}
+    open_runs["warehouse"] = rid
+
+    # GraphQL reportRun
+    data = await graphql(client, tenant, REPORT_RUN, i={
+        "runId": str(rid), "completedAt": iso(ahead), "eventsDelivered": 1})
+    assert any(FUTURE in m for m in field_errors(data, "reportRun")["completedAt"]), data
+
+    # ELT PATCH /api/elt/runs/{id}
+    run_id = await elt_running(client, tenant)
+    r = await patch_run(client, tenant, run_id, {"status": "succeeded",
+                                                 "finishedAt": iso(ahead)})
+    assert r.status_code == 400, r.text
+    assert f"finishedAt {FUTURE}" in r.text
+    open_runs["elt"] = int(run_id)
+
+    # GraphQL updateRun
+    run_id = await graphql_running(client, tenant, "gql")
+    data = await graphql(client, tenant, UPDATE_RUN, i={
+        "id": run_id, "status": "SUCCEEDED", "finishedAt": iso(ahead)})
+    assert any(FUTURE in m for m in field_errors(data, "updateRun")["finishedAt"]), data
+    open_runs["graphql"] = int(run_id)
+
+    # Watcher POST /end_pipeline_execution: 422, pydantic's shape; freshness does not move
+    pid = await watcher_pipeline(client, tenant, "load")
+    r = await client.post("/start_pipeline_execution",
+                          json={"pipeline_id": pid, "start_date": iso(started)},
+                          headers=tenant.headers("write"))
+    assert r.status_code == 201, r.text
+    execution_id = r.json()["id"]
+    r = await client.post("/end_pipeline_execution", json={
+        "id": execution_id, "end_date": iso(ahead), "completed_successfully": True,
+        "inserts": 5}, headers=tenant.headers("write"))
+    assert r.status_code == 422, r.text
+    assert r.json() == {"detail": [{"loc": ["body", "end_date"],
+                                    "msg": f"end_date {FUTURE}", "type": "value_error"}]}
+    r = await client.get(f"/pipeline/{pid}", headers=tenant.headers("read"))
+    assert r.status_code == 200 and r.json()["last_target_insert"] is None, r.text
+    open_runs["watcher"] = execution_id
+
+    # OpenLineage COMPLETE (and FAIL) of a started run: 422, Marquez's shape
+    ol_id = str(uuid.uuid4())
+    r = await post_event(client, tenant, ol_event("START", ol_id, started))
+    assert r.status_code == 201, r.text
+    for event_type in ("COMPLETE", "FAIL"):
+        r = await post_event(client, tenant, ol_event(event_type, ol_id, ahead))
+        assert r.status_code == 422, r.text
+        assert r.json() == {"errors": [f"eventTime {FUTURE}"]}
+    open_runs["openlineage"] = (await Run.get(openlineage_run_id=ol_id)).id
+
+    for surface, run_pk in open_runs.items():
+        run = await Run.get(id=run_pk)
+        assert (run.status, run.finished_at) == (RunStatus.RUNNING, None), surface

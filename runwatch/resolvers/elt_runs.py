@@ -39,7 +39,7 @@ from runwatch.resolvers.run_input import (
     check_change,
 )
 from runwatch.resolvers.run_series import LOGS, SAMPLES, item_values, write
-from runwatch.resolvers.runs import CLOCK_SKEW, completes_before
+from runwatch.resolvers.runs import completes_before
 
 AGENT_LIST_MAX = 20
 
@@ -189,6 +189,7 @@ async def create_run(
             run = await lifecycle.open_run(
                 conn, effects, caller=caller, pipeline=pipeline, status=new.status,
                 started_at=now if running else None, default_max_runtime=default_max_runtime,
+                now=now,
                 environment=new.environment, correlation_id=new.correlation_id,
                 triggered_by=new.triggered_by, partition_column=new.partition_column,
                 partition_value=new.partition_value, target_gateway_id=new.target_gateway_id)
@@ -293,9 +294,6 @@ async def _change_status(
         return await lifecycle.claim(conn, effects, caller=caller, run=run, now=now,
                                      default_max_runtime=default_max_runtime, columns=data)
     finished_at = change.finished_at or now
-    if finished_at > now + CLOCK_SKEW:
-        raise InvalidInput.one("finished_at", "finishedAt is in the future (more than 5 minutes "
-                                              "ahead of the server's clock).")
     if run.started_at is not None and completes_before(run.started_at, finished_at):
         raise InvalidInput.one(
             "finished_at", f"The run started at {iso(run.started_at)}; it cannot finish "
@@ -303,7 +301,7 @@ async def _change_status(
     moved = await lifecycle.move(
         conn, effects, run_id=run.id, organisation_id=caller.organisation_id, target=target,
         columns={**data, "finished_at": finished_at}, from_statuses=(current,), caller=caller,
-        now=now)
+        now=now, clock_label="finishedAt")
     if moved is None:
         raise lifecycle.refusal(caller, run, target)
     return moved

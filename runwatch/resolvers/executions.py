@@ -77,6 +77,7 @@ async def start_execution(
         run = await lifecycle.open_run(
             conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
             started_at=started, default_max_runtime=default_max_runtime,
+            now=now, clock_field="start_date",
             parent_id=start.parent_id, hour_recorded=started.hour,
             date_recorded=started.date(), **marks)
     return run
@@ -135,7 +136,8 @@ async def end_execution(
         ended = await lifecycle.move(
             conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
             target=status, columns=columns, from_statuses=(RunStatus.RUNNING,), caller=caller,
-            now=stamp, pipeline_change=_advance_pipeline(end, stamp) if end.succeeded else None)
+            now=stamp, pipeline_change=_advance_pipeline(end, stamp) if end.succeeded else None,
+            clock_field="end_date")
     if ended is not None:
         return ended, True
     run = await _run_of(caller, end.run_id)

@@ -10,6 +10,10 @@ only here are
 - the state machine (`check_move`) and the claim rules (`claim_conflict`, `reclaim_conflict`):
   a claimed run changes status only through its claimant, or by an operator's cancel, and a
   gateway claims a run only while it is pending;
+- the clock rule (`check_clock`): a start (`open_run`) or an end (a terminal `move`) more
+  than `CLOCK_SKEW` ahead of the server's clock is refused, whatever surface sends it (each
+  names the field as its wire does), so that no run gets a deadline or a freshness stamp in
+  the future;
 - the one conditional `UPDATE … RETURNING` that moves a run (`move`), so that of two
   concurrent requests exactly one changes it;
 - what happens once when a run first becomes terminal (`on_terminal`: roll-ups, the webhook
@@ -38,11 +42,13 @@ from runwatch.models import OPEN_STATUSES, TERMINAL_STATUSES, Gateway, Pipeline,
 from runwatch.resolvers import alerts, signals, sql, tasks, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
-from runwatch.resolvers.errors import Conflict
+from runwatch.resolvers.errors import Conflict, InvalidInput
 from runwatch.resolvers.rollups import Outcome, PipelineChange, record_outcome, touch_pipeline
 
 # Until a pipeline says otherwise, a run still open this long after its start has timed out.
 DEFAULT_MAX_RUNTIME = timedelta(hours=2)
+# A client's clock may run a little ahead of ours; beyond this a start or an end is refused.
+CLOCK_SKEW = timedelta(minutes=5)
 
 ALREADY_CLAIMED = "Already claimed by another gateway"
 CLAIMED_BY_WORKER = "Already claimed by a managed worker"
@@ -86,6 +92,17 @@ def check_move(run: Run, target: RunStatus) -> None:
             f"Run {run.id} is pending: claim it (status running) before finishing it, "
             "or cancel it."
         )
+
+
+def check_clock(moment: datetime | None, now: datetime, field: str,
+                label: str | None = None) -> None:
+    """Refuse a run's start or end more than `CLOCK_SKEW` ahead of the server's clock: a start
+    in the future would put its deadline out of the reaper's reach, an end in the future the
+    pipeline's freshness stamps (which only move forward). `field` is the offending field as
+    the surface names it, `label` how its message spells it (the field by default)."""
+    if moment is not None and moment > now + CLOCK_SKEW:
+        raise InvalidInput.one(field, f"{label or field} is in the future (more than 5 minutes "
+                                      "ahead of the server's clock).")
 
 
 def is_operator_cancel(caller: Caller | None, target: RunStatus) -> bool:
@@ -219,15 +236,19 @@ def run_from_row(row: dict[str, Any]) -> Run:
 async def open_run(
     conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller, pipeline: Pipeline,
     status: RunStatus, started_at: datetime | None,
-    default_max_runtime: timedelta | None = DEFAULT_MAX_RUNTIME, **columns: Any,
+    default_max_runtime: timedelta | None = DEFAULT_MAX_RUNTIME, now: datetime | None = None,
+    clock_field: str = "started_at", clock_label: str | None = None, **columns: Any,
 ) -> Run:
     """A new run, pending or already running. A running run is claimed by the caller's
     token and times out at its deadline: its start plus the pipeline's maximum runtime, or
-    `default_max_runtime` (None: no deadline unless the pipeline sets one)."""
+    `default_max_runtime` (None: no deadline unless the pipeline sets one). A start past the
+    clock rule is refused (`check_clock`, naming `clock_field`)."""
     assert status in OPEN_STATUSES
+    now = now or utcnow()
+    check_clock(started_at, now, clock_field, clock_label)
     running = status == RunStatus.RUNNING
     if running and started_at is None:
-        started_at = utcnow()
+        started_at = now
     run = await Run.create(
         organisation_id=caller.organisation_id, pipeline_id=pipeline.id, status=status,
         started_at=started_at,
@@ -245,13 +266,18 @@ async def move(
     conn: BaseDBAsyncClient, effects: Effects, *, run_id: int, organisation_id: int,
     target: RunStatus, columns: dict[str, Any], from_statuses: Iterable[RunStatus],
     caller: Caller | None, now: datetime, where: str = "", params: Iterable[Any] = (),
-    pipeline_change: PipelineChange | None = None,
+    pipeline_change: PipelineChange | None = None, clock_field: str = "finished_at",
+    clock_label: str | None = None,
 ) -> Run | None:
     """The one conditional UPDATE that changes a run's status: the run as it is afterwards,
     or None when nothing matched (unknown, another organisation's, not in `from_statuses`,
     claimed by someone else, or `where` false). A move into a terminal status runs
     `on_terminal` in the same transaction (with `pipeline_change`, made only when the run
-    moved); a claim marks the pipeline's telemetry changed."""
+    moved); a claim marks the pipeline's telemetry changed. An end (`finished_at` of a
+    terminal move) past the clock rule is refused first (`check_clock`, naming
+    `clock_field`)."""
+    if is_terminal(target):
+        check_clock(columns.get("finished_at"), now, clock_field, clock_label)
     guard, guard_params = claim_guard(caller, target)
     sets = {"status": target.value, **columns, "updated_at": now}
     sources = [s.value for s in from_statuses]

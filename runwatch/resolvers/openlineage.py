@@ -329,7 +329,8 @@ async def _ingest(caller: Caller, event: Event, now: datetime) -> Run | None:
             started = event.event_time
             run = await lifecycle.open_run(
                 conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
-                started_at=started, openlineage_run_id=event.run_id,
+                started_at=started, now=now, clock_field="eventTime",
+                openlineage_run_id=event.run_id,
                 openlineage_facets=facets, hour_recorded=started.hour,
                 date_recorded=started.date(),
                 **{k: v for k, v in columns.items() if k not in ("rows_total", "bytes")})
@@ -360,7 +361,7 @@ async def _ingest(caller: Caller, event: Event, now: datetime) -> Run | None:
                      "duration_seconds": round((finished_at - (run.started_at or finished_at))
                                                .total_seconds())},
             from_statuses=OPEN_STATUSES if target == RunStatus.CANCELLED
-            else (RunStatus.RUNNING,), caller=caller, now=now)
+            else (RunStatus.RUNNING,), caller=caller, now=now, clock_field="eventTime")
         if moved is None:
             raise lifecycle.refusal(caller, run, target)
         return moved

@@ -19,8 +19,6 @@ from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
 from runwatch.resolvers.pagination import Page, paginate
 from runwatch.resolvers.scrub import clean_text
 
-# A loader's clock may run a little ahead of ours; beyond this a completion time is refused.
-CLOCK_SKEW = timedelta(minutes=5)
 # Largest count one run may report. Far beyond any real run (a trillion events), and small
 # enough that the roll-ups' 64-bit sums cannot overflow and stay exact in JSON clients
 # (JavaScript numbers are exact up to 2**53).
@@ -79,18 +77,15 @@ def check_started(report: RunReport, started_at: datetime | None) -> None:
         )
 
 
-def normalise_report(report: RunReport, *, now: datetime) -> RunReport:
-    """Validate a report on its own; returns the report as it will be stored."""
+def normalise_report(report: RunReport) -> RunReport:
+    """Validate a report on its own; returns the report as it will be stored. (A completion
+    in the future is the lifecycle's clock rule, checked by the move.)"""
     errors: dict[str, list[str]] = {}
     _check_count(errors, "events_delivered", report.events_delivered, MAX_COUNT)
     _check_count(errors, "batches_dlq", report.batches_dlq, INT32_MAX)
     _check_count(errors, "evaluations", report.evaluations, MAX_COUNT)
     _check_count(errors, "custom_events", report.custom_events, MAX_COUNT)
     completed_at = to_utc(report.completed_at, "completed_at")
-    if completed_at > now + CLOCK_SKEW:
-        errors.setdefault("completed_at", []).append(
-            "completed_at is in the future (more than 5 minutes ahead of the server's clock)."
-        )
     if not errors and (report.evaluations is not None or report.custom_events is not None):
         typed = (report.evaluations or 0) + (report.custom_events or 0)
         if typed > report.events_delivered:
@@ -165,7 +160,7 @@ async def report_run(
     """
     caller.require_scope(Scope.REPORT)
     now = now or utcnow()
-    report = normalise_report(report, now=now)
+    report = normalise_report(report)
     where = _STARTED_BEFORE + (_OF_CONNECTION if connection_id is not None else "")
     params: list[object] = [floor_second(report.completed_at) + SECOND]
     if connection_id is not None:
@@ -175,7 +170,7 @@ async def report_run(
             conn, effects, run_id=run_id, organisation_id=caller.organisation_id,
             target=report.status, columns=_completion(report),
             from_statuses=(RunStatus.RUNNING,), caller=caller, now=now,
-            where=where, params=params)
+            where=where, params=params, clock_field="completed_at")
     if completed is not None:
         return completed, True
     run = await _find_run(caller, run_id, connection_id)
@@ -198,8 +193,6 @@ async def start_run(
         raise InvalidInput.one("connection_id", "Give exactly one of a connection or a pipeline.")
     now = now or utcnow()
     started_at = to_utc(started_at, "started_at") if started_at else now
-    if started_at > now + CLOCK_SKEW:
-        raise InvalidInput.one("started_at", "started_at is in the future.")
     query = Pipeline.filter(organisation_id=caller.organisation_id)
     if pipeline_id is not None:
         query = query.filter(id=pipeline_id)
@@ -213,7 +206,7 @@ async def start_run(
     async with lifecycle.transaction() as (conn, effects):
         run = await lifecycle.open_run(
             conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
-            started_at=started_at, default_max_runtime=default_max_runtime)
+            started_at=started_at, default_max_runtime=default_max_runtime, now=now)
     return run
 
 
