@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from runwatch.models import Run, RunStatus
+from runwatch.models import Address, AddressLineage, Run, RunStatus
 from runwatch.resolvers.runs import MAX_ERROR_CHARS, clean_error
 from runwatch.services.reaper import reap_stuck_runs
 from tests.conftest import Tenant
@@ -272,3 +272,43 @@ async def test_an_end_ahead_of_the_clock_is_refused_on_every_surface(client, ten
     for surface, run_pk in open_runs.items():
         run = await Run.get(id=run_pk)
         assert (run.status, run.finished_at) == (RunStatus.RUNNING, None), surface
+
+
+# --- 4. the lineage pair cap: one per call, on every path that draws lineage ---------------
+
+
+async def test_the_lineage_pair_cap_holds_for_openlineage_events_too(client, tenant):
+    cap = "at most 10000 source x target pairs may be sent at once"
+
+    def datasets(side: str, n: int) -> list[dict[str, str]]:
+        return [{"namespace": "postgres://db:5432", "name": f"{side}{i}"} for i in range(n)]
+
+    # OpenLineage: 101 inputs x 100 outputs is refused whole (no run, address or edge)
+    body = ol_event("START", str(uuid.uuid4()), now(), inputs=datasets("in", 101),
+                    outputs=datasets("out", 100))
+    r = await post_event(client, tenant, body)
+    assert r.status_code == 422, r.text
+    assert r.json() == {"errors": [f"inputs x outputs: {cap}"]}
+    assert await Run.all().count() == 0
+    assert await Address.all().count() == 0 and await AddressLineage.all().count() == 0
+
+    # the Watcher's POST /address_lineage: the same sizes, the same cap
+    pid = await watcher_pipeline(client, tenant, "load")
+
+    def addresses(side: str, n: int) -> list[dict[str, str]]:
+        return [{"name": f"{side}{i}", "address_type_name": "postgres",
+                 "address_type_group_name": "database"} for i in range(n)]
+
+    r = await client.post("/address_lineage", json={
+        "pipeline_id": pid, "source_addresses": addresses("in", 101),
+        "target_addresses": addresses("out", 100)}, headers=tenant.headers("write"))
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [{"loc": ["body", "target_addresses"], "msg": cap,
+                                   "type": "value_error"}]
+    assert await AddressLineage.all().count() == 0
+
+    # at the cap an event is fine
+    body["inputs"] = datasets("in", 100)
+    r = await post_event(client, tenant, body)
+    assert r.status_code == 201, r.text
+    assert await AddressLineage.all().count() == 10_000

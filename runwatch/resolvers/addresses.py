@@ -494,6 +494,15 @@ async def _replace_lineage(
     return LineageResult(pipeline_id, len(pairs), _applied(pipeline_id), True)
 
 
+def pairs_problem(sources: int, targets: int) -> str | None:
+    """Why `sources` x `targets` lineage pairs are too many for one call, or None: the one
+    cap (`MAX_EDGES`) of every path that draws lineage (`POST /address_lineage`, OpenLineage
+    events' inputs x outputs)."""
+    if sources * targets > MAX_EDGES:
+        return f"at most {MAX_EDGES} source x target pairs may be sent at once"
+    return None
+
+
 async def create_lineage(*, caller: Caller, lineage: LineageInput) -> LineageResult:
     """`POST /address_lineage`: refused (nothing changes) unless the pipeline's `load_lineage`
     is true; otherwise, in one transaction, every address (and type) is got-or-created and the
@@ -503,9 +512,8 @@ async def create_lineage(*, caller: Caller, lineage: LineageInput) -> LineageRes
     pipeline_id = integer(lineage.pipeline_id, "pipeline_id", errors, required=True)
     sources = _address_list(lineage.sources, "source_addresses", errors)
     targets = _address_list(lineage.targets, "target_addresses", errors)
-    if len(sources) * len(targets) > MAX_EDGES:
-        errors.add("target_addresses",
-                   f"at most {MAX_EDGES} source x target pairs may be sent at once")
+    if too_many := pairs_problem(len(sources), len(targets)):
+        errors.add("target_addresses", too_many)
     errors.raise_any()
     assert pipeline_id is not None
     pipeline = None

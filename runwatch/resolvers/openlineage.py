@@ -9,7 +9,8 @@
   finished run only fills its start time. The same terminal event again is a no-op; a
   different terminal event of a finished run is the lifecycle's conflict;
 - inputs x outputs -> dataset addresses (by name, the namespace recorded) and the pipeline's
-  lineage edges (added, never removed: the Watcher lineage graph and this view are one);
+  lineage edges (added, never removed: the Watcher lineage graph and this view are one), at
+  most `addresses.MAX_EDGES` pairs per event (the cap of `POST /address_lineage`);
 - facets: `errorMessage` -> the run's error (cleaned as every run error is:
   `runs.clean_error`), outputs' `outputStatistics` -> `rows_total` and
   `bytes` (summed), `parent` -> the run's parent (when that run is known), `nominalTime` ->
@@ -212,6 +213,8 @@ def parse_event(body: dict[str, Any]) -> Event:
                               .get("runId"), "run.facets.parent.run.runId", problems)
     inputs_ = _datasets(body.get("inputs"), "inputs", problems)
     outputs = _datasets(body.get("outputs"), "outputs", problems)
+    if too_many := addresses.pairs_problem(len(inputs_), len(outputs)):
+        problems.add(f"inputs x outputs: {too_many}")
     problems.raise_any()
     assert event_time and run_id and job_namespace and job_name
     facets = {f"run.{k}": v for k, v in run_facets.items() if k not in KNOWN_RUN_FACETS}
