@@ -5,11 +5,16 @@ its own error shape."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
 from runwatch.models import Address, AddressLineage, Run, RunStatus
 from runwatch.resolvers.runs import MAX_ERROR_CHARS, clean_error
@@ -312,3 +317,48 @@ async def test_the_lineage_pair_cap_holds_for_openlineage_events_too(client, ten
     r = await post_event(client, tenant, body)
     assert r.status_code == 201, r.text
     assert await AddressLineage.all().count() == 10_000
+
+
+# --- 7. OpenLineage's changes of a run's data reach live subscribers -----------------------
+
+LIVE = """subscription($id: ID!) { runUpdates(id: $id) { run { status rowsTotal error } } }"""
+
+
+@contextlib.asynccontextmanager
+async def socket(url: str, tenant: Tenant, scopes: str = "read") -> AsyncIterator[Any]:
+    async with connect(url, subprotocols=["graphql-transport-ws"], open_timeout=5) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {
+            "Authorization": f"Bearer {tenant.tokens[scopes]}"}}))
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert ack["type"] == "connection_ack", ack
+        yield ws
+
+
+async def receive(ws: Any, operation: str) -> dict[str, Any]:
+    message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert message["type"] == "next" and message["id"] == operation, message
+    assert "errors" not in message["payload"], message
+    return message["payload"]["data"]
+
+
+async def test_openlineage_changes_stamp_updated_at_and_reach_run_updates(
+        client, tenant, live_url):
+    ol_id = str(uuid.uuid4())
+    r = await post_event(client, tenant, ol_event("START", ol_id, now() - timedelta(minutes=1)))
+    assert r.status_code == 201, r.text
+    run = await Run.get(openlineage_run_id=ol_id)
+    async with socket(live_url, tenant) as ws:
+        await ws.send(json.dumps({"id": "live", "type": "subscribe", "payload": {
+            "query": LIVE, "variables": {"id": str(run.id)}}}))
+        first = (await receive(ws, "live"))["runUpdates"]["run"]
+        assert first == {"status": "RUNNING", "rowsTotal": None, "error": None}
+        stats = {"outputStatistics": {"rowCount": 42, "size": 1000}}
+        r = await post_event(client, tenant, ol_event(
+            "RUNNING", ol_id, now(), outputs=[{"namespace": "s3://b", "name": "out",
+                                              "outputFacets": stats}],
+            facets={"errorMessage": {"message": "boom", "programmingLanguage": "python"}}))
+        assert r.status_code == 201, r.text
+        second = (await receive(ws, "live"))["runUpdates"]["run"]
+        assert second == {"status": "RUNNING", "rowsTotal": 42, "error": "boom"}
+    changed = await Run.get(id=run.id)
+    assert changed.updated_at > run.updated_at

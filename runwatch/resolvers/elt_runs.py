@@ -244,14 +244,16 @@ def _lock_statement(
     return f"UPDATE run SET {', '.join(sets)} WHERE {where} RETURNING *", params
 
 
-async def _set(conn: Any, run: Run, columns: dict[str, Any]) -> Run:
-    """Data of a run that is not its status (an error summary)."""
+async def _set(conn: Any, effects: lifecycle.Effects, run: Run, columns: dict[str, Any],
+               now: datetime) -> Run:
+    """Data of a run that is not its status (an error summary): the lifecycle's one path."""
     if not columns:
         return run
-    rows = await sql.fetch(
-        f"UPDATE run SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ? RETURNING *",
-        [*columns.values(), run.id], conn)
-    return lifecycle.run_from_row(rows[0])
+    changed = await lifecycle.change_data(
+        conn, effects, run_id=run.id, organisation_id=run.organisation_id,  # type: ignore[attr-defined]
+        columns=columns, now=now)
+    assert changed is not None  # locked by the change's first UPDATE
+    return changed
 
 
 async def _change_status(
@@ -273,7 +275,7 @@ async def _change_status(
                 raise RunFinished(
                     f"Run {run.id} is finished and has an errorSummary; it cannot be replaced.",
                     current)
-            return await _set(conn, run, {"error": change.error_summary})
+            return await _set(conn, effects, run, {"error": change.error_summary}, now)
         return run
     data: dict[str, Any] = {}
     if change.error_summary is not UNSET:
@@ -288,7 +290,7 @@ async def _change_status(
         if change.status is not None and (
                 reason := lifecycle.claim_conflict(caller, run, target)):
             raise Conflict(reason)
-        return await _set(conn, run, data)
+        return await _set(conn, effects, run, data, now)
     check_move(run, target)
     if target == RunStatus.RUNNING:
         return await lifecycle.claim(conn, effects, caller=caller, run=run, now=now,

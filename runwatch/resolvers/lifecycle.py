@@ -19,7 +19,9 @@ only here are
 - what happens once when a run first becomes terminal (`on_terminal`: roll-ups, the webhook
   delivery, anomaly detection, the stuck-run alert), in the same transaction as the move;
 - the live signal and the workers' wake-up, sent only after that transaction commits
-  (`transaction` and `Effects`).
+  (`transaction` and `Effects`); a change of a run's data that is not a status change (its
+  counts, error, facets) goes through `change_data`, which stamps `updated_at` (how live
+  subscribers tell a change) and signals it the same way.
 
 A terminal run never changes status again. What a replayed request answers (the same answer,
 or a conflict) is decided by `refusal` from the stored run; the contracts differ only in how
@@ -297,6 +299,26 @@ async def move(
         effects.work |= await on_terminal(conn, run, pipeline_change)
     else:
         await touch_pipeline(conn, run.pipeline_id)  # type: ignore[attr-defined]
+    return run
+
+
+async def change_data(
+    conn: BaseDBAsyncClient, effects: Effects, *, run_id: int, organisation_id: int,
+    columns: dict[str, Any], now: datetime,
+) -> Run | None:
+    """A change of a run that is not a status change (counts, error, facets, times): the run
+    as it is afterwards, or None when it is not the organisation's. `updated_at` is stamped,
+    so that live subscribers, which tell a change by it, send it; the change is signalled
+    after the commit. (JSON columns are given as `sql.json_param`.)"""
+    sets = {**columns, "updated_at": now}
+    rows = await sql.fetch(
+        f"UPDATE run SET {', '.join(f'{c} = ?' for c in sets)} "
+        "WHERE id = ? AND organisation_id = ? RETURNING *",
+        [*sets.values(), run_id, organisation_id], conn)
+    if not rows:
+        return None
+    run = run_from_row(rows[0])
+    effects.runs.add((organisation_id, run.id))
     return run
 
 

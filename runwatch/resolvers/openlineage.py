@@ -349,11 +349,11 @@ async def _ingest(caller: Caller, event: Event, now: datetime) -> Run | None:
                 if lifecycle.is_terminal(run.status):
                     columns = {k: v for k, v in columns.items()
                                if k not in ("rows_total", "bytes", "error")}
-                await Run.filter(id=run.id).using_db(conn).update(
-                    **columns, **{k: v for k, v in extra.items() if k != "openlineage_facets"},
-                    openlineage_facets=facets)
-                effects.runs.add((run.organisation_id, run.id))
-                return await Run.get(id=run.id).using_db(conn)
+                changed = await lifecycle.change_data(
+                    conn, effects, run_id=run.id, organisation_id=org,
+                    columns={**columns, **extra}, now=now)
+                assert changed is not None  # locked above
+                return changed
             if lifecycle.is_terminal(run.status):
                 raise lifecycle.finished(run)
             columns["openlineage_facets"] = extra["openlineage_facets"]
