@@ -362,3 +362,39 @@ async def test_openlineage_changes_stamp_updated_at_and_reach_run_updates(
         assert second == {"status": "RUNNING", "rowsTotal": 42, "error": "boom"}
     changed = await Run.get(id=run.id)
     assert changed.updated_at > run.updated_at
+
+
+# --- 8. reading webhook endpoints: one scope rule on REST and GraphQL ------------------------
+
+ENDPOINTS = """query($id: ID!) {
+  webhookEndpoints { nodes { id url } }
+  webhookEndpoint(id: $id) { id url } }"""
+
+
+async def test_webhook_endpoints_are_read_with_the_same_scopes_on_rest_and_graphql(
+        client, tenant):
+    pipeline = await create_pipeline(client, tenant, "orders")
+    r = await client.put("/api/elt/runs/webhook", json={"url": "https://hooks.example.com/a"},
+                         headers=tenant.headers("write"))
+    assert r.status_code == 200, r.text
+    r = await client.put(f"/api/elt/pipelines/{pipeline['id']}/webhook",
+                         json={"url": "https://hooks.example.com/b"},
+                         headers=tenant.headers("write"))
+    assert r.status_code == 200, r.text
+    own = r.json()["webhook"]["id"]
+    for scopes, allowed in (("read", True), ("write", True), ("admin", True),
+                            ("report", False)):
+        r1 = await client.get("/api/elt/runs/webhook", headers=tenant.headers(scopes))
+        r2 = await client.get(f"/api/elt/pipelines/{pipeline['id']}/webhook",
+                              headers=tenant.headers(scopes))
+        assert [r1.status_code, r2.status_code] == ([200, 200] if allowed else [403, 403]), (
+            scopes, r1.text, r2.text)
+        data = await graphql(client, tenant, ENDPOINTS, scopes, id=own)
+        if allowed:
+            assert "errors" not in data, (scopes, data)
+            assert len(data["data"]["webhookEndpoints"]["nodes"]) == 2, scopes
+            assert data["data"]["webhookEndpoint"]["url"] == "https://hooks.example.com/b"
+        else:
+            codes = {e["extensions"]["code"] for e in data["errors"]}
+            assert codes == {"FORBIDDEN"}, (scopes, data)
+            assert data["data"] is None or data["data"].get("webhookEndpoints") is None

@@ -682,16 +682,17 @@ PIPELINE_FIELDS = "{ id name kind description connection { id name } }"
 
 
 def one(field_name: str, selection: str, attr: str, *others: str,
-        id_type: str = "ID!", arg: str = "id") -> Entry:
+        id_type: str = "ID!", arg: str = "id", scope: str = READ) -> Entry:
     """A query of one object by id: null for B, whichever of A's ids it asks for."""
     def call(w: World, key: str = attr) -> Gql:
         return q(field_name, f"$id: {id_type}", f"{arg}: $id", selection, id=w.A[key])
 
-    return Entry(f"Query.{field_name}", READ, call, has_data,
+    return Entry(f"Query.{field_name}", scope, call, has_data,
                  lambda w: [(call(w, key), null) for key in (attr, *others)])
 
 
-def listing(field_name: str, selection: str, *filtered: tuple[str, str, str]) -> Entry:
+def listing(field_name: str, selection: str, *filtered: tuple[str, str, str],
+            scope: str = READ) -> Entry:
     """A list: B's own (all of it), and empty when filtered by A's ids
     (`filtered`: argument, GraphQL type, the name of A's id)."""
     def plain(w: World) -> Gql:
@@ -701,7 +702,7 @@ def listing(field_name: str, selection: str, *filtered: tuple[str, str, str]) ->
         return q(field_name, f"$v: {kind}", f"{argument}: $v", selection, v=w.A[attr])
 
     path = "nodes" if "nodes" in selection else ""
-    return Entry(f"Query.{field_name}", READ, plain, has_data,
+    return Entry(f"Query.{field_name}", scope, plain, has_data,
                  lambda w: [(plain(w), own), *((by(w, *f), empty(path)) for f in filtered)])
 
 
@@ -732,8 +733,10 @@ QUERY_ENTRIES = [
     Entry("Query.gateways", READ, lambda w: q("gateways", "", "", "{ nodes { id } }"), has_data,
           lambda w: [(q("gateways", "", "includeRevoked: true", "{ nodes { id name } }"),
                       own)]),
-    one("webhookEndpoint", "{ id url eventTypes }", "endpoint", "default_endpoint"),
-    listing("webhookEndpoints", "{ nodes { id url } }"),
+    # webhook endpoints: readable with `read` or `write`, as over REST (`require_viewer`)
+    one("webhookEndpoint", "{ id url eventTypes }", "endpoint", "default_endpoint",
+        scope=VIEWER),
+    listing("webhookEndpoints", "{ nodes { id url } }", scope=VIEWER),
     one("webhookDelivery", "{ id eventType payload messageId }", "delivery", "alert_delivery"),
     listing("webhookDeliveries", "{ nodes { id eventType payload } }",
             ("endpointId", "ID", "endpoint"), ("runId", "ID", "run_done")),
@@ -1062,12 +1065,12 @@ def endpoint_probe(selection: str, path: str, refused: bool = True) -> tuple[Pro
         f"endpoint.{path}", refused),)
 
 
-def delivery_probe(selection: str, path: str) -> tuple[Probe]:
+def delivery_probe(selection: str, path: str, refused: bool = True) -> tuple[Probe]:
     """The only payload with a delivery: redeliverWebhook's (a `write` mutation)."""
     return (Probe("write", lambda w: m(
         "redeliverWebhook", "$id: ID!", "id: $id",
         f"... on WebhookDeliverySuccess {{ delivery {{ {selection} }} }}", id=w.A.delivery),
-        f"delivery.{path}"),)
+        f"delivery.{path}", refused),)
 
 
 TELEMETRY = "telemetry { status eventsLast24h { total } eventsLast7d { total } " \
@@ -1170,7 +1173,7 @@ NESTED = [
     Nested("WebhookDelivery.endpoint",
            by_id("webhookDelivery", "{ endpoint { id url } }", "delivery"),
            by_id("webhookDelivery", "{ endpoint { id url secret } }", "linked_delivery", "B"),
-           "endpoint", probes=delivery_probe("endpoint { id }", "endpoint")),
+           "endpoint", probes=delivery_probe("endpoint { id }", "endpoint", refused=False)),
     Nested("WebhookDelivery.run", by_id("webhookDelivery", "{ run { id } }", "delivery"),
            by_id("webhookDelivery", "{ run { id status } }", "linked_delivery", "B"), "run",
            probes=delivery_probe("run { id }", "run")),

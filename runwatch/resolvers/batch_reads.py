@@ -40,7 +40,7 @@ from runwatch.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from runwatch.resolvers import sql
+from runwatch.resolvers import sql, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.errors import InvalidInput
 from runwatch.resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, decode_cursor
@@ -82,7 +82,11 @@ async def address_types(*, caller: Caller, ids: Sequence[int]) -> dict[int, Addr
 
 
 async def webhook_endpoints(*, caller: Caller, ids: Sequence[int]) -> dict[int, WebhookEndpoint]:
-    return await _by_id(caller, WebhookEndpoint, ids)
+    """Endpoints by id, readable as every read of them is (`webhooks.require_viewer`)."""
+    webhooks.require_viewer(caller)
+    rows = await WebhookEndpoint.filter(organisation_id=caller.organisation_id,
+                                        id__in=list(set(ids)))
+    return {row.pk: row for row in rows}
 
 
 # ----------------------------------------------------------------------------- children
@@ -122,10 +126,9 @@ async def anomaly_results_of_runs(
 async def endpoints_of_pipelines(
     *, caller: Caller, pipeline_ids: Sequence[int]
 ) -> dict[int, WebhookEndpoint]:
-    """Each pipeline's own webhook endpoint (pipelines without one are left out). Readable with
-    `read`, and with `write` (which may set it), as `webhooks.endpoint_for` is."""
-    if not caller.has(Scope.WRITE):
-        caller.require_scope(Scope.READ)
+    """Each pipeline's own webhook endpoint (pipelines without one are left out), readable as
+    every read of them is (`webhooks.require_viewer`)."""
+    webhooks.require_viewer(caller)
     rows = await WebhookEndpoint.filter(
         organisation_id=caller.organisation_id, pipeline_id__in=list(set(pipeline_ids)))
     return {row.pipeline_id: row for row in rows}  # type: ignore[attr-defined]

@@ -194,8 +194,16 @@ async def set_endpoint(
         return endpoint
 
 
+def require_viewer(caller: Caller) -> None:
+    """The one rule of every read of webhook endpoints, REST and GraphQL (by id, the list, a
+    pipeline's own, eltPulse's settings page): `read`, or `write` (which may set them). Their
+    signing secret is `write`'s alone, wherever it is shown."""
+    if not caller.has(Scope.WRITE):
+        caller.require_scope(Scope.READ)
+
+
 async def get_endpoint(*, caller: Caller, endpoint_id: int) -> WebhookEndpoint:
-    caller.require_scope(Scope.READ)
+    require_viewer(caller)
     return await _endpoint(caller, endpoint_id)
 
 
@@ -211,8 +219,7 @@ async def _endpoint(caller: Caller, endpoint_id: int) -> WebhookEndpoint:
 async def endpoint_for(*, caller: Caller, pipeline_id: int | None) -> WebhookEndpoint | None:
     """The organisation's default endpoint, or a pipeline's own (None when it has none).
     Readable with `read`, and with `write` (which may set it, secret included)."""
-    if not caller.has(Scope.WRITE):
-        caller.require_scope(Scope.READ)
+    require_viewer(caller)
     pipeline = await _pipeline_of(caller, pipeline_id)
     return await WebhookEndpoint.filter(
         organisation_id=caller.organisation_id, pipeline_id=pipeline.id if pipeline else None
@@ -224,8 +231,7 @@ SETTINGS_PIPELINES_MAX = 1000
 
 async def settings_pipeline(*, caller: Caller, pipeline_id: int) -> Pipeline:
     """A pipeline, for its webhook settings (readable with `read` or `write`)."""
-    if not caller.has(Scope.WRITE):
-        caller.require_scope(Scope.READ)
+    require_viewer(caller)
     pipeline = await _pipeline_of(caller, pipeline_id)
     assert pipeline is not None
     return pipeline
@@ -235,8 +241,7 @@ async def pipeline_urls(*, caller: Caller) -> list[tuple[Pipeline, str | None]]:
     """The organisation's ELT pipelines (oldest first, at most SETTINGS_PIPELINES_MAX), each
     with its own endpoint's URL (None without one): eltPulse's webhook settings page. Two
     queries."""
-    if not caller.has(Scope.WRITE):
-        caller.require_scope(Scope.READ)
+    require_viewer(caller)
     rows = await Pipeline.filter(organisation_id=caller.organisation_id, kind="elt").order_by(
         "id").limit(SETTINGS_PIPELINES_MAX)
     urls = dict(await WebhookEndpoint.filter(
@@ -248,7 +253,7 @@ async def pipeline_urls(*, caller: Caller) -> list[tuple[Pipeline, str | None]]:
 async def list_endpoints(
     *, caller: Caller, first: int | None = None, after: str | None = None
 ) -> Page[WebhookEndpoint]:
-    caller.require_scope(Scope.READ)
+    require_viewer(caller)
     return await paginate(WebhookEndpoint.filter(organisation_id=caller.organisation_id),
                           first=first, after=after, newest_first=False)
 
