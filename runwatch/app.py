@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException as GraphQLHTTPException
+from graphql import GraphQLError
 from starlette._utils import get_route_path  # the router's own rule (root_path)
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 from tortoise import connections
@@ -33,7 +35,13 @@ from runwatch import __version__, malloc, metrics, ui
 from runwatch.auth import Authenticator, AuthMiddleware
 from runwatch.db import pending_migrations, tortoise_config
 from runwatch.faults import DatabaseFaults
-from runwatch.limits import BodySizeLimitMiddleware, Limiter, RateLimitMiddleware
+from runwatch.limits import (
+    BodySizeLimitMiddleware,
+    Limiter,
+    RateLimitMiddleware,
+    rate_key,
+    rate_limited_operation,
+)
 from runwatch.resolvers import strict_json as json_values
 from runwatch.resolvers.rate_limits import build_limiter
 from runwatch.resolvers.telemetry import TelemetryCache, TelemetryOptions
@@ -101,13 +109,36 @@ class RunwatchGraphQL(GraphQL):
     def decode_json(self, data: str | bytes) -> object:
         return strict_json(data)
 
+    async def execute_operation(self, **kwargs: Any) -> Any:
+        """With batching on, every operation of a batch counts against the rate limit, as
+        every operation sent over a WebSocket does (`runwatch.ws`): the request counted the
+        first (`RateLimitMiddleware`), each further one counts here, before any runs. One
+        past the limit gets `RATE_LIMITED` as its result; the others run."""
+        batch = kwargs["request_data"]
+        limiter = self.socket_limits.limiter
+        if not isinstance(batch, list) or len(batch) < 2 or limiter is None:
+            return await super().execute_operation(**kwargs)
+        request = kwargs["request"]
+        key = rate_key(request.scope.get("state", {}).get("caller"), request.scope.get("client"))
+        refused: dict[int, ExecutionResult] = {}
+        for index in range(1, len(batch)):
+            wait = await limiter.check(key)
+            if wait:
+                error = rate_limited_operation(self.socket_limits.per_minute, wait)
+                refused[index] = ExecutionResult(data=None, errors=[GraphQLError(
+                    error["message"], extensions=error["extensions"])])
+        admitted = [data for index, data in enumerate(batch) if index not in refused]
+        ran = iter(await super().execute_operation(**{**kwargs, "request_data": admitted}))
+        return [refused[index] if index in refused else next(ran)
+                for index in range(len(batch))]
+
     async def execute_single(self, **kwargs: Any) -> Any:
         """A subscription needs the WebSocket: over HTTP it is a 400 saying so (strawberry
         would run it as a query and fail with a masked error)."""
         request_data = kwargs["request_data"]
         query = getattr(request_data, "query", None)
         if isinstance(query, str) and "subscription" in query:
-            from graphql import GraphQLError, get_operation_ast, parse
+            from graphql import get_operation_ast, parse
 
             with contextlib.suppress(GraphQLError):
                 document = parse(query, no_location=True,

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runwatch.resolvers.rate_limits import Limiter, RateLimiter
 
 __all__ = ["BodySizeLimitMiddleware", "Limiter", "RateLimitMiddleware", "RateLimiter",
-           "error_body", "rate_key"]
+           "error_body", "rate_key", "rate_limited_operation"]
 
 # Same prefixes as the app's own error handler (`runwatch.app.ERROR_SHAPED`).
 ERROR_SHAPED = ("/api/elt/", "/api/agent/", "/api/elt", "/api/agent")
@@ -49,6 +49,14 @@ def rate_key(caller: Any, client: Any) -> Hashable:
     return ("client", client[0] if client else None)
 
 
+def rate_limited_operation(per_minute: int, wait: float) -> dict[str, Any]:
+    """The GraphQL error of one operation refused by the rate limit (`wait`: the limiter's
+    seconds), the same over a WebSocket and in an HTTP batch: each operation counts."""
+    seconds = max(1, math.ceil(wait))
+    return {"message": f"Rate limit exceeded ({per_minute} requests per minute): retry after "
+            f"{seconds} seconds.", "extensions": {"code": "RATE_LIMITED", "retryAfter": seconds}}
+
+
 class RateLimitMiddleware:
     """`per_minute` requests per minute per token (keyed by the token's id, so a rotated
     token's successor has its own budget), and per client address for requests without a
@@ -66,7 +74,8 @@ class RateLimitMiddleware:
     the server supports denial responses, else it is closed (code 1008); a WebSocket whose
     token comes only in `connection_init` is counted by its address (the handshake carries no
     token). The same `limiter` object counts every operation sent over a socket
-    (`runwatch.ws`): pass one to both.
+    (`runwatch.ws`) and every operation of a GraphQL batch past its first
+    (`runwatch.app.RunwatchGraphQL`): pass one to all.
     """
 
     def __init__(

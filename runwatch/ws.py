@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncGenerator, Hashable
 from dataclasses import dataclass, field
 from json import JSONDecodeError
@@ -33,7 +32,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from runwatch.auth import Authenticator, bearer_token
-from runwatch.limits import Limiter, rate_key
+from runwatch.limits import Limiter, rate_key, rate_limited_operation
 
 if TYPE_CHECKING:
     from runwatch.resolvers.caller import Caller
@@ -196,10 +195,7 @@ class SocketGuard:
         if limits.limiter is not None and self.key is not None:
             wait = await limits.limiter.check(self.key)
             if wait:
-                seconds = max(1, math.ceil(wait))
-                return {"message": f"Rate limit exceeded ({limits.per_minute} requests per "
-                        f"minute): retry after {seconds} seconds.",
-                        "extensions": {"code": "RATE_LIMITED", "retryAfter": seconds}}
+                return rate_limited_operation(limits.per_minute, wait)
         if self.operations >= limits.max_per_socket:
             return {"message": f"Too many operations on this socket: at most "
                     f"{limits.max_per_socket} at once (RUNWATCH_WS_MAX_SUBSCRIPTIONS_PER_SOCKET).",

@@ -10,16 +10,18 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
 
+from runwatch.app import create_app
 from runwatch.models import Address, AddressLineage, Run, RunStatus
 from runwatch.resolvers.runs import MAX_ERROR_CHARS, clean_error
 from runwatch.services.reaper import reap_stuck_runs
-from tests.conftest import Tenant
+from tests.conftest import Tenant, uvicorn_on_loopback
 from tests.elt_helpers import create_pipeline, patch_run
 from tests.helpers import create_connection, graphql, iso, report, start_run
 
@@ -398,3 +400,55 @@ async def test_webhook_endpoints_are_read_with_the_same_scopes_on_rest_and_graph
             codes = {e["extensions"]["code"] for e in data["errors"]}
             assert codes == {"FORBIDDEN"}, (scopes, data)
             assert data["data"] is None or data["data"].get("webhookEndpoints") is None
+
+
+# --- 5. the rate limit counts every operation: a socket's, and a batch's -------------------
+
+
+def outcome(answer: dict[str, Any]) -> str:
+    """An operation's answer: "ran", or its error code (with the limit's own checks)."""
+    if not answer.get("errors"):
+        return "ran"
+    [error] = answer["errors"]
+    code = error["extensions"]["code"]
+    if code == "RATE_LIMITED":
+        assert 1 <= error["extensions"]["retryAfter"] <= 60, error
+        assert error["message"].startswith("Rate limit exceeded (3 requests per minute)"), error
+    return code
+
+
+async def test_every_operation_counts_against_the_rate_limit_in_a_batch_as_on_a_socket(
+        settings, tenant):
+    queries = [f"{{ a{i}: __typename }}" for i in range(10)]
+    expected = ["ran"] * 3 + ["RATE_LIMITED"] * 7
+    app = create_app(replace(settings, graphql_batching=True, rate_limit_per_minute=3))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://runwatch.test") as c:
+        # HTTP, batching on: one request of ten operations (the `read` token's budget)
+        r = await c.post("/graphql", json=[{"query": q} for q in queries],
+                         headers=tenant.headers("read"))
+        assert r.status_code == 200, r.text
+        assert [outcome(a) for a in r.json()] == expected, r.json()
+        assert r.json()[0]["data"] == {"a0": "Query"}
+        # the budget is spent: the next request is refused whole
+        r = await c.post("/graphql", json=[{"query": q} for q in queries[:2]],
+                         headers=tenant.headers("read"))
+        assert r.status_code == 429, r.text
+    # the WebSocket: ten operations on one socket (the `admin` token's budget; the handshake
+    # carries no token here, so it is not one of them)
+    async with uvicorn_on_loopback(app) as server, socket(
+            f"ws://127.0.0.1:{server.config.port}/graphql", tenant, "admin") as ws:
+        answers = []
+        for i, query in enumerate(queries):
+            await ws.send(json.dumps({"id": str(i), "type": "subscribe",
+                                      "payload": {"query": query}}))
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert message["id"] == str(i), message
+            if message["type"] == "next":
+                done = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert done == {"id": str(i), "type": "complete"}, done
+                answers.append(message["payload"])
+            else:
+                assert message["type"] == "error", message
+                answers.append({"errors": message["payload"]})
+        assert [outcome(a) for a in answers] == expected, answers
