@@ -178,8 +178,7 @@ class RunwatchGraphQL(GraphQL):
             caller = await self.authenticator(token)
             if caller is None:
                 raise ConnectionRejectionError({"message": "Invalid token."})
-            context.caller = caller
-            context.loaders = Loaders(caller=caller, options=self.options)
+            context.adopt(caller)
         return UNSET
 
     async def render_graphql_ide(self, request: Any) -> Response:

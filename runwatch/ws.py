@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncGenerator, Hashable
 from dataclasses import dataclass, field
 from json import JSONDecodeError
@@ -36,6 +37,7 @@ from runwatch.limits import Limiter, rate_key, rate_limited_operation
 
 if TYPE_CHECKING:
     from runwatch.resolvers.caller import Caller
+    from runwatch.schema.context import Context
 
 # Close codes (graphql-transport-ws reserves 4400-4499 for the application).
 REVOKED = 4401
@@ -108,6 +110,16 @@ class SocketGuard:
         self.handler = handler
         self.key: Hashable | None = None
         self.token: str | None = None
+        # The contexts of the socket's operations still running (`operation_context`).
+        self.live_contexts: weakref.WeakValueDictionary[int, Context] = (
+            weakref.WeakValueDictionary())
+
+    def operation_context(self, context: Context) -> Context:
+        """The context one operation runs with: the socket's, with DataLoaders of its own (as
+        an HTTP request has), so that a repeated query on a long-lived socket reads afresh."""
+        copy = context.for_operation()
+        self.live_contexts[id(copy)] = copy
+        return copy
 
     @property
     def operations(self) -> int:
@@ -168,13 +180,12 @@ class SocketGuard:
 
     def adopt(self, caller: Caller) -> None:
         """The token's caller as looked up now: a changed one (the token's scopes, its
-        organisation) replaces the old one for the socket's next operations and events."""
+        organisation) replaces the old one for the socket's next operations and the next
+        events of those running."""
         context = self.handler.context
         if caller != context.caller:
-            from runwatch.schema.context import Loaders
-
-            context.caller = caller
-            context.loaders = Loaders(caller=caller, options=context.options)
+            for each in (context, *self.live_contexts.values()):
+                each.adopt(caller)
 
     async def close_revoked(self) -> None:
         with contextlib.suppress(Exception):
@@ -237,13 +248,36 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
             pass
 
 
+class _PerOperation:
+    """The schema as a socket's handler calls it: every operation it starts (`stream` for
+    graphql-transport-ws, `subscribe` for graphql-ws) gets its own context
+    (`SocketGuard.operation_context`) instead of the one the socket holds for its life."""
+
+    def __init__(self, schema: Any, guard: SocketGuard) -> None:
+        self._schema = schema
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schema, name)
+
+    async def stream(self, *args: Any, context_value: Any, **kwargs: Any) -> Any:
+        return await self._schema.stream(
+            *args, context_value=self._guard.operation_context(context_value), **kwargs)
+
+    async def subscribe(self, *args: Any, context_value: Any, **kwargs: Any) -> Any:
+        return await self._schema.subscribe(
+            *args, context_value=self._guard.operation_context(context_value), **kwargs)
+
+
 class _Guarded:
-    """What both protocol handlers share: a guard, released when the socket ends."""
+    """What both protocol handlers share: a guard, released when the socket ends, and a
+    context per operation."""
 
     guard: SocketGuard
 
     async def handle(self) -> None:
         self.guard = SocketGuard(self.view.socket_limits, self)  # type: ignore[attr-defined]
+        self.schema = _PerOperation(self.schema, self.guard)  # type: ignore[has-type]
         try:
             await super().handle()  # type: ignore[misc]
         finally:

@@ -452,3 +452,51 @@ async def test_every_operation_counts_against_the_rate_limit_in_a_batch_as_on_a_
                 assert message["type"] == "error", message
                 answers.append({"errors": message["payload"]})
         assert [outcome(a) for a in answers] == expected, answers
+
+
+# --- 6. DataLoaders per operation, on a socket as over HTTP --------------------------------
+
+TELEMETRY = "{ connections { nodes { id telemetry { eventsLast24h { total } } } } }"
+FOLLOW = """subscription($id: ID!) { runUpdates(id: $id) {
+  run { pipeline { name } } newLogLines { message } } }"""
+
+
+async def query_on(ws: Any, operation: str, query: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"id": operation, "type": "subscribe",
+                              "payload": {"query": query}}))
+    data = await receive(ws, operation)
+    done = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert done == {"id": operation, "type": "complete"}, done
+    return data
+
+
+async def test_each_socket_operation_and_event_reads_afresh(client, tenant, live_url):
+    cid = await create_connection(client, tenant)
+    async with socket(live_url, tenant) as ws:
+        first = await query_on(ws, "q1", TELEMETRY)
+        assert first["connections"]["nodes"] == [
+            {"id": str(cid), "telemetry": {"eventsLast24h": {"total": 0}}}]
+        # a report over HTTP, then the same query on the same socket
+        rid = await start_run(client, tenant, cid, now() - timedelta(minutes=5))
+        r = await report(client, tenant, cid, rid, completed_at=iso(now()),
+                         events_delivered=42)
+        assert r.status_code == 204, r.text
+        second = await query_on(ws, "q2", TELEMETRY)
+        assert second["connections"]["nodes"][0]["telemetry"] == {
+            "eventsLast24h": {"total": 42}}
+
+        # a subscription's events: a nested field read again for each one
+        run_id = await elt_running(client, tenant, "before")
+        await ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": {
+            "query": FOLLOW, "variables": {"id": run_id}}}))
+        update = (await receive(ws, "s"))["runUpdates"]
+        assert update["run"]["pipeline"] == {"name": "before"}
+        pipeline_id = (await Run.get(id=int(run_id))).pipeline_id  # type: ignore[attr-defined]
+        r = await client.patch(f"/api/elt/pipelines/{pipeline_id}", json={"name": "after"},
+                               headers=tenant.headers("write"))
+        assert r.status_code == 200, r.text
+        r = await patch_run(client, tenant, run_id, {"appendLog": {"message": "one"}})
+        assert r.status_code == 200, r.text
+        update = (await receive(ws, "s"))["runUpdates"]
+        assert update == {"run": {"pipeline": {"name": "after"}},
+                          "newLogLines": [{"message": "one"}]}

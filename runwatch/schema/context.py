@@ -1,7 +1,10 @@
-"""The typed per-request context. DataLoaders live here and nowhere else."""
+"""The typed per-request context. DataLoaders live here and nowhere else: one set per HTTP
+request, per WebSocket operation (`Context.for_operation`) and per subscription event
+(`Context.renew_loaders`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -237,6 +240,22 @@ class Context:
     response: Any = None
     # Set by the WebSocket protocols from the client's `connection_init` payload.
     connection_params: dict[str, Any] | None = None
+
+    def for_operation(self) -> Context:
+        """A copy for one operation of a socket, with its own DataLoaders: a loader's cache
+        lasts one operation, as over HTTP (where each request builds its context)."""
+        return dataclasses.replace(self, loaders=Loaders(caller=self.caller,
+                                                         options=self.options))
+
+    def adopt(self, caller: Caller) -> None:
+        """`caller` from now on (a token's scopes looked up again), with loaders for it."""
+        self.caller = caller
+        self.loaders = Loaders(caller=caller, options=self.options)
+
+    def renew_loaders(self) -> None:
+        """Fresh DataLoaders: what a subscription does before each event, so that an event's
+        nested fields are read as they are now, not as the previous event saw them."""
+        self.loaders = Loaders(caller=self.caller, options=self.options)
 
     def require_caller(self) -> Caller:
         if self.caller is None:

@@ -131,6 +131,7 @@ class LiveSubscription:
     ) -> AsyncGenerator[RunUpdate, None]:
         try:
             async for update in _follow(info, id, logs_after, samples_after):
+                info.context.renew_loaders()  # each event's nested fields read afresh
                 yield update
         except DomainError as exc:  # the schema's error codes, as for queries
             raise graphql_error(exc) from None
