@@ -152,6 +152,26 @@ async def test_a_run_error_is_cleaned_the_same_on_every_path(client, tenant):
     assert "Last reported error: password=[REDACTED]" in run.error
 
 
+async def test_a_nul_anywhere_in_an_openlineage_event_is_never_a_500(client, tenant):
+    ol_id = str(uuid.uuid4())
+    facets = {"errorMessage": {"message": "bad\x00byte", "programmingLanguage": "python"},
+              "spark\x00Version": {"v": 1}, "custom": {"note": "a\x00b"}, "kept": {"v": 2}}
+    r = await post_event(client, tenant, ol_event("START", ol_id, now(), facets=facets))
+    assert r.status_code == 201, r.text
+    run = await Run.get(openlineage_run_id=ol_id)
+    assert run.error == "bad\ufffdbyte"
+    assert run.openlineage_facets == {"run.kept": {"v": 2},
+                                      "_dropped": ["run.custom", "run.spark\ufffdVersion"]}
+    # in a name runwatch stores as it is (a job's, a dataset's): refused, as Marquez does
+    body = ol_event("START", str(uuid.uuid4()), now(), job="job\x00name")
+    r = await post_event(client, tenant, body)
+    assert r.status_code == 422, r.text
+    body = ol_event("START", str(uuid.uuid4()), now(),
+                    outputs=[{"namespace": "s3://b", "name": "out\x00put"}])
+    r = await post_event(client, tenant, body)
+    assert r.status_code == 422, r.text
+
+
 # --- 2. the clock rule: no start and no end more than 5 minutes ahead ------------------------
 
 FUTURE = "is in the future (more than 5 minutes ahead of the server's clock)."

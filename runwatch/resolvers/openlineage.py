@@ -227,20 +227,21 @@ def parse_event(body: dict[str, Any]) -> Event:
 
 def capped_facets(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
     """`stored` with `new` merged in (a facet sent again replaces its old value), kept to
-    `MAX_FACET_BYTES` of JSON: a facet that would pass the cap (or is not storable JSON) is
-    dropped and its name listed under `_dropped`."""
+    `MAX_FACET_BYTES` of JSON: a facet that would pass the cap (or is not storable JSON: a
+    NUL in its name or value, which PostgreSQL cannot store) is dropped and its name listed
+    under `_dropped` (a NUL in it as U+FFFD)."""
     kept = dict(stored or {})
     dropped = list(kept.pop("_dropped", []))
     size = len(json.dumps(kept, separators=(",", ":")))
     for name, value in new.items():
         if strict_json.problem(value) is not None:
-            dropped.append(name)
+            dropped.append(name.replace("\x00", "\ufffd"))
             continue
         old = len(json.dumps({name: kept[name]}, separators=(",", ":"))) - 2 if name in kept else 0
         piece = len(json.dumps({name: value}, separators=(",", ":"))) - 2
-        encoded = json.dumps(value)
+        encoded = json.dumps({name: value})
         if "\\u0000" in encoded or size - old + piece + 1 > MAX_FACET_BYTES:
-            dropped.append(name)
+            dropped.append(name.replace("\x00", "\ufffd"))
             continue
         kept[name] = value
         size += piece - old + (0 if old else 1)
