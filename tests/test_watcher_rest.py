@@ -339,13 +339,45 @@ async def test_create_pipeline_answers_the_documented_fields(client, tenant):
     assert (await get(client, tenant, "/pipeline")).json() == [p]
 
 
-async def test_create_pipeline_without_next_watermark_answers_no_watermark(client, tenant):
+async def test_create_pipeline_without_next_watermark_answers_a_null_watermark(client, tenant):
+    # The original's answer model always has `watermark`: null unless a next_watermark was
+    # provided to a found pipeline.
     r = await post(client, tenant, "/pipeline", {"name": "p", "pipeline_type_name": "t"})
     assert r.status_code == 201
-    assert set(r.json()) == {"id", "active", "load_lineage"}
+    assert r.json() == {"id": r.json()["id"], "active": True, "load_lineage": True,
+                        "watermark": None}
     r = await post(client, tenant, "/pipeline", {"name": "p", "pipeline_type_name": "t"})
     assert r.status_code == 200
-    assert set(r.json()) == {"id", "active", "load_lineage"}
+    assert set(r.json()) == {"id", "active", "load_lineage", "watermark"}
+    assert r.json()["watermark"] is None
+
+
+# The body etl-watcher-sdk's `sync_pipeline_config` sends for a config without
+# `next_watermark` and without checks: every optional key, null.
+SDK_SYNC_BODY = {"name": "load", "pipeline_type_name": "extraction", "pipeline_metadata": None,
+                 "freshness_number": None, "freshness_datepart": None,
+                 "timeliness_number": None, "timeliness_datepart": None,
+                 "next_watermark": None}
+
+
+async def test_a_null_next_watermark_stores_nothing(client, tenant):
+    pid = await make_pipeline(client, tenant, next_watermark="a")
+    r = await post(client, tenant, "/pipeline", SDK_SYNC_BODY)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": pid, "active": True, "load_lineage": True, "watermark": None}
+    assert (await pipeline(client, tenant, pid))["next_watermark"] == "a"
+    eid = await start(client, tenant, pid)
+    await end(client, tenant, eid, T0 + SECOND, inserts=1)
+    p = await pipeline(client, tenant, pid)
+    assert (p["watermark"], p["next_watermark"]) == ("a", "a")
+    # Null again after the hand-off: the chain is kept, and a value still moves it on.
+    r = await post(client, tenant, "/pipeline", SDK_SYNC_BODY)
+    assert (r.status_code, r.json()["watermark"]) == (200, None)
+    assert (await pipeline(client, tenant, pid))["watermark"] == "a"
+    r = await post(client, tenant, "/pipeline", {**SDK_SYNC_BODY, "next_watermark": "b"})
+    assert (r.status_code, r.json()["watermark"]) == (200, "a")
+    p = await pipeline(client, tenant, pid)
+    assert (p["watermark"], p["next_watermark"]) == ("a", "b")
 
 
 async def test_create_pipeline_uses_an_existing_type(client, tenant):

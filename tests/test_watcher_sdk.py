@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,6 +47,8 @@ from watcher import (
 
 from tests import conftest
 from tests.test_browser import RUNWATCH, cli, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -87,7 +90,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         url = f"sqlite://{tmp / 'sdk.db'}"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RUNWATCH_"))}
-    env.update(DATABASE_URL=url, RUNWATCH_PORT=str(port))
+    # The server runs this checkout's code (not the venv's editable install, which may be
+    # another working tree).
+    env.update(DATABASE_URL=url, RUNWATCH_PORT=str(port), PYTHONPATH=str(ROOT))
     cli(env, "migrate")
     org = re.search(r"\d+", cli(env, "org", "create", "sdk")).group()
     token = re.search(r"rw_\S+", cli(env, "token", "create", "--org", org, "--scope",
@@ -177,6 +182,27 @@ def test_sync_creates_the_pipeline_its_lineage_and_hands_the_watermark_on(server
     again = w.sync_pipeline_config(config("Orders_Load", "2024-01-03"))
     assert (again.pipeline.id, again.watermark) == (pid, "2024-01-02")
     assert server.get(f"/pipeline/{pid}")["next_watermark"] == "2024-01-03"
+
+
+def test_a_sync_without_next_watermark_keeps_the_chain(server):
+    """`sync_pipeline_config` always sends `next_watermark`, null when the config has none:
+    that stores nothing (the original ignores null), and the answer's watermark is null, so
+    the SDK uses its default one, as against the original."""
+    w = server.watcher()
+    pid = w.sync_pipeline_config(config("chain", "a")).pipeline.id
+    synced = w.sync_pipeline_config(config("chain", None))
+    assert (synced.pipeline.id, synced.watermark) == (pid, "1970-01-01")
+    assert server.get(f"/pipeline/{pid}")["next_watermark"] == "a"
+
+    @w.track_pipeline_execution(pipeline_id=pid, active=True)
+    def load() -> ETLResult:
+        return ETLResult(completed_successfully=True, inserts=1)
+
+    load()
+    w.sync_pipeline_config(config("chain", None))
+    stored = server.get(f"/pipeline/{pid}")
+    assert (stored["watermark"], stored["next_watermark"]) == ("a", "a")
+    assert w.sync_pipeline_config(config("chain", "b")).watermark == "a"
 
 
 def test_sync_of_an_inactive_pipeline_warns_and_skips(server):

@@ -297,9 +297,9 @@ async def get_or_create_pipeline(
     *, caller: Caller, given: PipelineDefinition
 ) -> tuple[Pipeline, bool]:
     """`POST /pipeline`: created (201) or found by name (200). A found pipeline gets the
-    `next_watermark` sent, and the definition fields sent only when their digest differs
-    from the stored one; `active`, `load_lineage`, `watermark` and the mute flags are never
-    changed here. The answer's watermark is the one stored (null on create)."""
+    `next_watermark` sent when it is not null (null stores nothing), and the definition
+    fields sent only when their digest differs from the stored one; `active`,
+    `load_lineage`, `watermark` and the mute flags are never changed here."""
     require_writer(caller)
     errors = Errors()
     name = text(given.name, "name", errors, required=True)
@@ -337,7 +337,9 @@ async def _upsert(
                 pipeline_metadata=meta, input_digest=new_digest, **config, using_db=conn)
             return created, True
         changes: dict[str, Any] = {}
-        if given.next_watermark is not UNSET and next_mark != pipeline.next_watermark:
+        # A null `next_watermark` stores nothing (the SDK always sends the key, null when
+        # its config has none): only a value moves the chain on.
+        if next_mark is not None and next_mark != pipeline.next_watermark:
             changes["next_watermark"] = next_mark
         if new_digest != pipeline.input_digest:
             changes["input_digest"] = new_digest

@@ -411,10 +411,12 @@ def routes(settings: Settings) -> list[BaseRoute]:
         raw = await body_of(request)
         found = await pipelines.get_or_create_pipeline(caller=caller, given=pipeline_of(raw))
         p = found[0]
-        answer: dict[str, Any] = {"id": p.id, "active": p.active, "load_lineage": p.load_lineage}
-        if "next_watermark" in raw:
-            answer["watermark"] = None if found[1] else p.watermark
-        return created(found, answer)
+        # `watermark` is always in the answer: the stored one when a `next_watermark` was
+        # sent to a found pipeline, else null (the contract's "returned when next_watermark
+        # is provided"; a null next_watermark is not provided).
+        handed = not found[1] and raw.get("next_watermark") is not None
+        return created(found, {"id": p.id, "active": p.active, "load_lineage": p.load_lineage,
+                               "watermark": p.watermark if handed else None})
 
     @ops("GET", prefix + "/pipeline")
     async def list_pipelines(request: Request) -> Response:
