@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from standardwebhooks.webhooks import Webhook
 
-from runwatch.models import AlertChannel, ChannelKind, DeliveryStatus, WebhookDelivery
+from runwatch.models import (
+    AlertChannel,
+    ChannelKind,
+    DeliveryStatus,
+    Pipeline,
+    WebhookDelivery,
+)
 from runwatch.resolvers import anomalies, checks
 from runwatch.resolvers.alerts import create_channel
 from runwatch.services.reaper import reap_stuck_runs
@@ -70,7 +76,9 @@ async def test_a_slack_receiver_gets_each_finding_once(caller):
                 "completed_successfully": True, "inserts": 10})
             assert len(await checks.check_freshness(organisation_id=caller.organisation_id)) == 1
             assert await checks.check_freshness(organisation_id=caller.organisation_id) == []
-            # a stuck run
+            # a stuck run (a Watcher execution has no default deadline: its pipeline's
+            # maximum runtime gives it one)
+            await Pipeline.filter(id=pipeline.id).update(max_runtime_seconds=7200)
             stuck = await watcher_wire.start_execution(
                 caller=caller, raw={"pipeline_id": pipeline.id,
                                     "start_date": now - timedelta(hours=3)})

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runwatch.models import Pipeline
 from tests.test_watcher_rest import end, execution, get, make_pipeline, patch, pipeline, post, start
 
 T0 = datetime(2024, 1, 1, 10, 0, tzinfo=UTC)
@@ -307,12 +308,13 @@ async def test_a_second_end_is_a_no_op_or_a_conflict(client, tenant):
 # ------------------------------------------------------------ 5. log cleanup, honestly
 
 
-async def test_cleanup_says_what_it_kept_and_the_reaper_lets_an_old_open_run_go(client, tenant):
+async def test_cleanup_says_what_it_kept_and_an_open_execution_stays(client, tenant):
     """The original deletes an open execution started 95 days ago (retention 90). runwatch
-    never deletes an open run, and says so (`kept_open`); but the run is long past its
-    deadline, so the reaper times it out (finished at its deadline, 95 days ago) and the
-    next cleanup deletes it like the original. The latest run of a pipeline stays
-    (`kept_latest`)."""
+    never deletes an open run, and says so (`kept_open`); a Watcher execution has no
+    default deadline (the original has no timeout), so it stays open until its job ends it,
+    unless its pipeline sets a maximum runtime: then the reaper times it out (finished at
+    its deadline, 95 days ago) and the next cleanup deletes it like the original. The
+    latest run of a pipeline stays (`kept_latest`)."""
     from runwatch.services.reaper import reap_stuck_runs
     now = datetime.now(UTC)
     pid = await make_pipeline(client, tenant, name="busy")
@@ -329,17 +331,25 @@ async def test_cleanup_says_what_it_kept_and_the_reaper_lets_an_old_open_run_go(
     assert answer["total_pipeline_executions_deleted"] == 0
     assert (answer["kept_open"], answer["kept_latest"]) == (1, 1)
     assert (await execution(client, tenant, stuck))["end_date"] is None
+    assert await reap_stuck_runs(now=now) == 0  # no deadline: still open, still kept
 
+    # With a maximum runtime set on its pipeline (GraphQL updatePipeline), a new execution
+    # that never ends is timed out and then cleaned.
+    await Pipeline.filter(id=pid).update(max_runtime_seconds=3600)
+    capped = await start(client, tenant, pid, now - timedelta(days=95))
+    newer = await start(client, tenant, pid, now - timedelta(minutes=20))  # the latest now
+    await end(client, tenant, newer, now - timedelta(minutes=10))
     assert await reap_stuck_runs(now=now) == 1
-    timed_out = await execution(client, tenant, stuck)
+    timed_out = await execution(client, tenant, capped)
     assert timed_out["status"] == "timed_out" and timed_out["completed_successfully"] is False
     assert timed_out["end_date"] < (now - timedelta(days=90)).isoformat()
 
     r = await post(client, tenant, "/log_cleanup", {"retention_days": 90})
     answer = r.json()
     assert answer["total_pipeline_executions_deleted"] == 1
-    assert (answer["kept_open"], answer["kept_latest"]) == (0, 1)
-    assert (await get(client, tenant, f"/pipeline_execution/{stuck}")).status_code == 404
+    assert (answer["kept_open"], answer["kept_latest"]) == (1, 1)
+    assert (await get(client, tenant, f"/pipeline_execution/{capped}")).status_code == 404
+    assert (await get(client, tenant, f"/pipeline_execution/{stuck}")).status_code == 200
     assert (await get(client, tenant, f"/pipeline_execution/{last}")).status_code == 200
 
 

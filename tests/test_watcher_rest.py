@@ -851,6 +851,54 @@ async def test_end_unknown_execution_is_404(client, tenant):
         assert_404(r, "pipeline execution")
 
 
+# ------------------------------------------------------------------ long executions
+
+
+async def test_an_execution_longer_than_the_orphan_window_ends_normally(client, tenant):
+    """The Watcher has no timeout: a 2.5 h job outlives the deployment's orphan window (2 h),
+    the reaper leaves it running, and its successful end moves the pipeline on."""
+    from runwatch.services.reaper import reap_stuck_runs
+    now = datetime.now(UTC).replace(microsecond=0)
+    pid = await make_pipeline(client, tenant, next_watermark="w2")
+    eid = await start(client, tenant, pid, now - timedelta(hours=2, minutes=30))
+    assert (await Run.get(id=eid)).deadline_at is None
+    assert await reap_stuck_runs(now=now) == 0
+    assert (await execution(client, tenant, eid))["status"] == "running"
+    await end(client, tenant, eid, now, inserts=3, updates=1, total_rows=4)
+    body = await execution(client, tenant, eid)
+    assert (body["completed_successfully"], body["duration_seconds"]) == (True, 9000)
+    p = await pipeline(client, tenant, pid)
+    assert (p["watermark"], p["last_target_insert"], p["last_target_update"]) == (
+        "w2", iso(now), iso(now))
+
+
+async def test_a_running_execution_past_its_timeliness_deadline_is_logged_late(client, tenant):
+    from runwatch.resolvers.checks import check_timeliness
+    from runwatch.services.reaper import reap_stuck_runs
+    now = datetime.now(UTC).replace(microsecond=0)
+    pid = await make_pipeline(client, tenant, timeliness_number=2, timeliness_datepart="hour")
+    eid = await start(client, tenant, pid, now - timedelta(hours=2, minutes=30))
+    assert await reap_stuck_runs(now=now) == 0
+    logs = await check_timeliness(organisation_id=tenant.org_id, lookback_minutes=240, now=now)
+    assert [(log.run_id, log.run_status) for log in logs] == [(eid, "running")]
+    assert await TimelinessLog.filter(run_id=eid).count() == 1
+    await end(client, tenant, eid, now)  # still ends: late is reported, not enforced
+
+
+async def test_a_pipeline_maximum_runtime_still_times_an_execution_out(client, tenant):
+    from runwatch.services.reaper import reap_stuck_runs
+    now = datetime.now(UTC).replace(microsecond=0)
+    pid = await make_pipeline(client, tenant, next_watermark="w2")
+    await Pipeline.filter(id=pid).update(max_runtime_seconds=3600)
+    eid = await start(client, tenant, pid, now - timedelta(hours=2, minutes=30))
+    assert await reap_stuck_runs(now=now) == 1
+    body = await execution(client, tenant, eid)
+    assert (body["status"], body["completed_successfully"]) == ("timed_out", False)
+    r = await end(client, tenant, eid, now, expect=409, inserts=1)
+    assert "timed_out" in r.json()["detail"]
+    assert (await pipeline(client, tenant, pid))["watermark"] is None
+
+
 async def test_the_same_end_again_is_204_and_a_different_one_409(client, tenant):
     pid = await make_pipeline(client, tenant)
     eid = await start(client, tenant, pid)

@@ -5,7 +5,7 @@ detection apply to it); the Watcher fields are columns of the run."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from runwatch.models import Pipeline, Run, RunStatus
@@ -13,7 +13,6 @@ from runwatch.resolvers import lifecycle, rollups, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import to_utc, utcnow
 from runwatch.resolvers.errors import InvalidRange, NotFound
-from runwatch.resolvers.lifecycle import DEFAULT_MAX_RUNTIME
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.runs import MAX_COUNT
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
@@ -57,10 +56,14 @@ class End:
 
 async def start_execution(
     *, caller: Caller, start: ExecutionStart, now: datetime | None = None,
-    default_max_runtime: timedelta = DEFAULT_MAX_RUNTIME,
 ) -> Run:
     """A running run; `hour_recorded` / `date_recorded` are the UTC hour and date of its
-    start (now when `start_date` is not given)."""
+    start (now when `start_date` is not given).
+
+    It has no default deadline: only its pipeline's `max_runtime_seconds` bounds it. The
+    Watcher has no timeout (a job may rightly run for hours, or report a start from the
+    past); an execution running late is the timeliness check's business, which logs and
+    alerts it while it keeps running, and the job's end is applied whenever it comes."""
     require_writer(caller)
     errors = Errors()
     marks = {k: watermark(getattr(start, k), k, errors) for k in ("watermark", "next_watermark")}
@@ -76,7 +79,7 @@ async def start_execution(
     async with lifecycle.transaction() as (conn, effects):
         run = await lifecycle.open_run(
             conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
-            started_at=started, default_max_runtime=default_max_runtime,
+            started_at=started, default_max_runtime=None,
             now=now, clock_field="start_date",
             parent_id=start.parent_id, hour_recorded=started.hour,
             date_recorded=started.date(), **marks)

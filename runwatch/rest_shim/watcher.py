@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -400,7 +400,6 @@ def created(found: tuple[Any, bool], body: dict[str, Any]) -> JSONResponse:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     prefix = settings.watcher_prefix
-    default_max_runtime = timedelta(seconds=settings.orphan_window_seconds)
     ops = Operations(watcher_ops(prefix), translate_errors)
 
     # ---- pipelines and types
@@ -467,8 +466,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     async def start(request: Request) -> Response:
         caller = writer(request)
         run = await executions.start_execution(
-            caller=caller, start=execution_start_of(await body_of(request)),
-            default_max_runtime=default_max_runtime)
+            caller=caller, start=execution_start_of(await body_of(request)))
         return JSONResponse({"id": run.id}, status_code=201)
 
     @ops("POST", prefix + "/end_pipeline_execution")
