@@ -300,7 +300,7 @@ async def test_unflag_validation_names_its_fields(caller):
                                              "metric_field": bad})
         assert set(exc.value.fields) == {"metric_field"}
     with pytest.raises(InvalidInput) as exc:
-        await unflag(caller=caller, raw={"pipeline_id": "1", "pipeline_execution_id": True,
+        await unflag(caller=caller, raw={"pipeline_id": "one", "pipeline_execution_id": 1.5,
                                          "metric_field": ["bytes"]})
     assert set(exc.value.fields) == {"pipeline_id", "pipeline_execution_id"}
 
@@ -692,19 +692,19 @@ async def test_every_metric_can_be_watched(caller):
 
 @pytest.mark.parametrize(("raw", "fields"), [
     ({}, {"pipeline_id", "metric_field"}),
-    ({"pipeline_id": "1", "metric_field": "rows"}, {"pipeline_id", "metric_field"}),
-    ({"pipeline_id": True, "metric_field": None}, {"pipeline_id", "metric_field"}),
+    ({"pipeline_id": "one", "metric_field": "rows"}, {"pipeline_id", "metric_field"}),
+    ({"pipeline_id": 1.5, "metric_field": None}, {"pipeline_id", "metric_field"}),
     ({"z_threshold": 0.99}, {"z_threshold"}),
     ({"z_threshold": 10.01}, {"z_threshold"}),
     ({"z_threshold": float("nan")}, {"z_threshold"}),
-    ({"z_threshold": "3"}, {"z_threshold"}),
+    ({"z_threshold": "three"}, {"z_threshold"}),
     ({"lookback_days": 0}, {"lookback_days"}),
     ({"lookback_days": 366}, {"lookback_days"}),
     ({"lookback_days": 1.5}, {"lookback_days"}),
     ({"minimum_executions": 4}, {"minimum_executions"}),
     ({"minimum_executions": 1001}, {"minimum_executions"}),
-    ({"active": "yes"}, {"active"}),
-    ({"z_threshold": 0, "lookback_days": -1, "minimum_executions": True, "active": 1},
+    ({"active": "maybe"}, {"active"}),
+    ({"z_threshold": 0, "lookback_days": -1, "minimum_executions": True, "active": 2},
      {"z_threshold", "lookback_days", "minimum_executions", "active"}),
 ])
 async def test_rule_validation_names_its_fields(caller, raw, fields):
@@ -749,6 +749,9 @@ async def test_patch_rule_changes_only_what_is_sent(caller):
                                              "metric_field": "x", "pipeline_id": "p"})
     assert set(exc.value.fields) == {"id", "z_threshold", "lookback_days", "metric_field",
                                      "pipeline_id"}
+    with pytest.raises(InvalidInput) as exc:
+        await patch_rule(caller=caller, raw={"metric_field": "x", "pipeline_id": "2"})
+    assert set(exc.value.fields) == {"id", "metric_field"}
     with pytest.raises(NotFound) as exc:
         await patch_rule(caller=caller, raw={"id": target.id, "pipeline_id": 10**6})
     assert exc.value.kind == "pipeline"

@@ -253,7 +253,7 @@ async def test_request_timeliness_validates_and_enqueues(caller, tenant):
         (tenant.org_id, {"lookback_minutes": 15}), (tenant.org_id, {"lookback_minutes": 60}),
         (tenant.org_id, {"lookback_minutes": 60})]
 
-    for bad in (4, 0, -5, "60", 60.5, True, [60]):
+    for bad in (4, 0, -5, "sixty", 60.5, True, [60], "4"):  # lax: "60" is 60, True is 1
         with pytest.raises(InvalidInput) as caught:
             await request_timeliness(caller=caller, raw={"lookback_minutes": bad})
         assert set(caught.value.fields) == {"lookback_minutes"}, bad

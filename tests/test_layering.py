@@ -34,6 +34,7 @@ LAYERS = {
     "runwatch.resolvers": 2,
     "runwatch.schema": 3,
     "runwatch.rest_shim": 3,
+    "runwatch.rest_shim.watcher_input": 3,  # the Watcher wire's lax reading (pydantic)
     "runwatch.services": 3,
     "runwatch.auth": 3,
     "runwatch.faults": 3,

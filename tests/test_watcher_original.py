@@ -7,9 +7,10 @@ behaviour (NOTES.md, Watcher section) or runwatch's documented deviation from it
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import BaseModel, Field, ValidationError
 
 from runwatch.models import Pipeline
 from tests.test_watcher_rest import end, execution, get, make_pipeline, patch, pipeline, post, start
@@ -52,9 +53,11 @@ async def test_missing_fields_and_wrong_types_have_pydantics_messages(client, te
     r = await post(client, tenant, "/end_pipeline_execution",
                    {"id": "seven", "end_date": "2024-01-01T00:00:00Z",
                     "completed_successfully": "yes"})
-    assert (["body", "id"], "Input should be a valid integer", "int_type") in messages(r)
+    assert messages(r) == [(["body", "id"], "Input should be a valid integer, unable to "
+                            "parse string as an integer", "int_parsing")]  # "yes" is true
     r = await patch(client, tenant, "/pipeline", {"name": "p", "active": "maybe"})
-    assert (["body", "active"], "Input should be a valid boolean", "bool_type") in messages(r)
+    assert messages(r) == [(["body", "active"], "Input should be a valid boolean, unable to "
+                            "interpret input", "bool_parsing")]
     r = await post(client, tenant, "/pipeline", {"name": "p", "pipeline_type_name": "t",
                                                  "freshness_number": 1,
                                                  "freshness_datepart": "fortnight"})
@@ -64,6 +67,124 @@ async def test_missing_fields_and_wrong_types_have_pydantics_messages(client, te
     assert messages(r) == [(["body", "retention_days"],
                             "Input should be greater than or equal to 90",
                             "greater_than_equal")]
+
+
+# The original's request models read values in pydantic's lax mode; a model of the same
+# field types, here, says what the original answers (runwatch's 422 must carry the same
+# `type` and `msg` at the same `loc`).
+class StartModel(BaseModel):
+    pipeline_id: int
+    start_date: datetime | None = None
+    parent_id: int | None = None
+
+
+class EndModel(BaseModel):
+    id: int
+    end_date: datetime
+    completed_successfully: bool
+    inserts: Annotated[int, Field(ge=0)] | None = None
+    total_rows: Annotated[int, Field(ge=0)] | None = None
+
+
+class PipelineModel(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=150)]
+    pipeline_type_name: Annotated[str, Field(min_length=1, max_length=150)]
+    freshness_number: Annotated[int, Field(gt=0)] | None = None
+    freshness_datepart: str | None = None
+
+
+class RuleModel(BaseModel):
+    pipeline_id: int
+    metric_field: str
+    z_threshold: Annotated[float, Field(ge=1.0, le=10.0)] = 3.0
+    lookback_days: Annotated[int, Field(ge=1, le=365)] = 30
+    active: bool = True
+
+
+class LookbackModel(BaseModel):
+    lookback_minutes: Annotated[int, Field(ge=5)] = 60
+
+
+LAX_REFUSED = [
+    ("/start_pipeline_execution", StartModel, {"pipeline_id": "seven"}),
+    ("/start_pipeline_execution", StartModel, {"pipeline_id": 1.5}),
+    ("/start_pipeline_execution", StartModel, {"pipeline_id": "1", "parent_id": "x"}),
+    ("/start_pipeline_execution", StartModel, {"pipeline_id": 1, "start_date": "yesterday"}),
+    ("/start_pipeline_execution", StartModel, {"pipeline_id": 1, "start_date": "2024-02-30"}),
+    ("/end_pipeline_execution", EndModel,
+     {"id": 1, "end_date": "2024-01-02", "completed_successfully": "maybe"}),
+    ("/end_pipeline_execution", EndModel,
+     {"id": 1, "end_date": "2024-01-02", "completed_successfully": 2}),
+    ("/end_pipeline_execution", EndModel,
+     {"id": 1, "end_date": "2024-01-02", "completed_successfully": True, "inserts": -1}),
+    ("/end_pipeline_execution", EndModel,
+     {"id": 1, "end_date": "2024-01-02", "completed_successfully": True, "total_rows": 2.5}),
+    ("/end_pipeline_execution", EndModel,
+     {"id": 1, "end_date": "2024-01-02", "completed_successfully": True, "inserts": "-3",
+      "total_rows": "lots"}),
+    ("/pipeline", PipelineModel, {"name": "x" * 151, "pipeline_type_name": "t"}),
+    ("/pipeline", PipelineModel, {"name": "p", "pipeline_type_name": "  "}),
+    ("/pipeline", PipelineModel, {"name": 5, "pipeline_type_name": "t"}),
+    ("/pipeline", PipelineModel, {"name": "p", "pipeline_type_name": "t",
+                                  "freshness_number": 0, "freshness_datepart": "hour"}),
+    ("/pipeline", PipelineModel, {"name": "p", "pipeline_type_name": "t",
+                                  "freshness_number": "1.5", "freshness_datepart": "hour"}),
+    ("/anomaly_detection_rule", RuleModel,
+     {"pipeline_id": 1, "metric_field": "total_rows", "z_threshold": "11"}),
+    ("/anomaly_detection_rule", RuleModel,
+     {"pipeline_id": 1, "metric_field": "total_rows", "lookback_days": "0"}),
+    ("/anomaly_detection_rule", RuleModel,
+     {"pipeline_id": 1, "metric_field": "total_rows", "active": "maybe"}),
+    ("/timeliness", LookbackModel, {"lookback_minutes": "4"}),
+    ("/timeliness", LookbackModel, {"lookback_minutes": "sixty"}),
+]
+
+
+@pytest.mark.parametrize("path,model,body", LAX_REFUSED)
+async def test_refused_values_have_pydantics_lax_type_and_message(client, tenant, path, model,
+                                                                   body):
+    normalised = {k: v.strip().lower() if isinstance(v, str) else v for k, v in body.items()}
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate(normalised)
+    expected = [(["body", *e["loc"]], e["msg"], e["type"]) for e in refused.value.errors()]
+    assert messages(await post(client, tenant, path, body)) == expected
+
+
+async def test_lax_values_are_accepted_as_the_original_reads_them(client, tenant):
+    pid = await make_pipeline(client, tenant, next_watermark="w1")
+    r = await post(client, tenant, "/start_pipeline_execution",
+                   {"pipeline_id": str(pid), "start_date": "2024-01-01"})
+    assert r.status_code == 201, r.text
+    root = r.json()["id"]
+    r = await post(client, tenant, "/start_pipeline_execution",
+                   {"pipeline_id": float(pid), "parent_id": f" {root} ",
+                    "start_date": 1704103200})  # epoch seconds: 2024-01-01T10:00:00Z
+    assert r.status_code == 201, r.text
+    child = r.json()["id"]
+    r = await post(client, tenant, "/end_pipeline_execution", {
+        "id": str(child), "end_date": "1704103260", "completed_successfully": "yes",
+        "inserts": "5", "total_rows": 6.0, "updates": True})
+    assert r.status_code == 204, r.text
+    r = await post(client, tenant, "/end_pipeline_execution", {
+        "id": root, "end_date": "2024-01-02", "completed_successfully": "true"})
+    assert r.status_code == 204, r.text
+    body = await execution(client, tenant, root)
+    assert (body["start_date"], body["end_date"], body["completed_successfully"]) == (
+        "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", True)
+    [kid] = body["child_executions"]
+    assert (kid["start_date"], kid["end_date"], kid["duration_seconds"]) == (
+        "2024-01-01T10:00:00Z", "2024-01-01T10:01:00Z", 60)
+    assert (kid["inserts"], kid["updates"], kid["total_rows"]) == (5, 1, 6)
+    assert (await pipeline(client, tenant, pid))["watermark"] == "w1"
+    r = await patch(client, tenant, "/pipeline", {"id": str(pid), "active": "off",
+                                                  "freshness_number": "2",
+                                                  "freshness_datepart": "day"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["active"], r.json()["freshness_number"]) == (False, 2)
+    r = await post(client, tenant, "/timeliness", {"lookback_minutes": "30"})
+    assert r.status_code == 200, r.text
+    r = await post(client, tenant, "/log_cleanup", {"retention_days": "90.0"})
+    assert r.status_code == 200, r.text
 
 
 async def test_unreadable_bodies_have_fastapis_messages(client, tenant):

@@ -299,7 +299,7 @@ async def test_pipeline_type_minimal_body(client, tenant):
     ({"name": "t", "freshness_number": 1, "freshness_datepart": "fortnight"},
      "freshness_datepart"),
     ({"name": "t", "timeliness_number": 0, "timeliness_datepart": "hour"}, "timeliness_number"),
-    ({"name": "t", "mute_freshness_check": "yes"}, "mute_freshness_check"),
+    ({"name": "t", "mute_freshness_check": "maybe"}, "mute_freshness_check"),
 ])
 async def test_pipeline_type_validation(client, tenant, body, field):
     assert_422(await post(client, tenant, "/pipeline_type", body), field)
@@ -501,9 +501,10 @@ async def test_post_ignores_active_load_lineage_and_mute_flags(client, tenant):
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 1,
       "freshness_datepart": "fortnight"}, "freshness_datepart", None),
     ({"name": "p", "pipeline_type_name": "t", "freshness_number": 0,
-      "freshness_datepart": "hour"}, "freshness_number", None),
-    ({"name": "p", "pipeline_type_name": "t", "freshness_number": "24",
-      "freshness_datepart": "hour"}, "freshness_number", None),
+      "freshness_datepart": "hour"}, "freshness_number", "Input should be greater than 0"),
+    ({"name": "p", "pipeline_type_name": "t", "freshness_number": "24h",
+      "freshness_datepart": "hour"}, "freshness_number",
+     "Input should be a valid integer, unable to parse string as an integer"),
     ({"name": "p", "pipeline_type_name": "t", "pipeline_metadata": "text"},
      "pipeline_metadata", None),
     ({"name": "p", "pipeline_type_name": "t", "next_watermark": "x" * 51}, "next_watermark",
@@ -585,7 +586,7 @@ async def test_patch_needs_id_or_name(client, tenant):
 
 @pytest.mark.parametrize("body,field", [
     ({"id": "one"}, "id"),
-    ({"id": 1, "active": "no"}, "active"),
+    ({"id": 1, "active": "nope"}, "active"),
     ({"id": 1, "freshness_number": 3}, "freshness_number"),
     ({"id": 1, "pipeline_type_id": "x"}, "pipeline_type_id"),
     ({"id": 1, "name": ""}, "name"),
@@ -783,10 +784,11 @@ async def test_child_executions_at_any_depth(client, tenant):
 
 @pytest.mark.parametrize("body,field", [
     ({}, "pipeline_id"),
-    ({"pipeline_id": "1"}, "pipeline_id"),
-    ({"pipeline_id": True}, "pipeline_id"),
+    ({"pipeline_id": "one"}, "pipeline_id"),
+    ({"pipeline_id": 1.5}, "pipeline_id"),
     ({"pipeline_id": 1, "start_date": "yesterday"}, "start_date"),
-    ({"pipeline_id": 1, "start_date": 12345}, "start_date"),
+    ({"pipeline_id": 1, "start_date": "2024-13-01"}, "start_date"),
+    ({"pipeline_id": 1, "start_date": [2024]}, "start_date"),
     ({"pipeline_id": 1, "parent_id": "x"}, "parent_id"),
     ({"pipeline_id": 1, "watermark": "w" * 51}, "watermark"),
 ])
@@ -811,7 +813,7 @@ async def test_start_unknown_pipeline_or_parent_is_404(client, tenant):
     ({"end_date": "2024-01-01T10:05:00Z", "completed_successfully": True}, "id"),
     ({"id": 1, "completed_successfully": True}, "end_date"),
     ({"id": 1, "end_date": "2024-01-01T10:05:00Z"}, "completed_successfully"),
-    ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": "yes"},
+    ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": "maybe"},
      "completed_successfully"),
     ({"id": 1, "end_date": "soon", "completed_successfully": True}, "end_date"),
     ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": True,
@@ -819,7 +821,7 @@ async def test_start_unknown_pipeline_or_parent_is_404(client, tenant):
     ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": True,
       "inserts": 1.5}, "inserts"),
     ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": True,
-      "updates": "3"}, "updates"),
+      "updates": "3 rows"}, "updates"),
     ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": True,
       "soft_deletes": -5}, "soft_deletes"),
     ({"id": 1, "end_date": "2024-01-01T10:05:00Z", "completed_successfully": True,
@@ -1158,7 +1160,7 @@ async def test_patch_rule(client, tenant):
      "minimum_executions"),
     ({"pipeline_id": 1, "metric_field": "total_rows", "minimum_executions": 1001},
      "minimum_executions"),
-    ({"pipeline_id": 1, "metric_field": "total_rows", "active": "yes"}, "active"),
+    ({"pipeline_id": 1, "metric_field": "total_rows", "active": "maybe"}, "active"),
 ])
 async def test_rule_validation(client, tenant, body, field):
     body = own_pipeline(body, await make_pipeline(client, tenant))
@@ -1268,7 +1270,7 @@ async def test_timeliness_is_queued(client, tenant):
 
 
 @pytest.mark.parametrize("body", [{"lookback_minutes": 4}, {"lookback_minutes": 0},
-                                  {"lookback_minutes": "60"}, {"lookback_minutes": 1.5}])
+                                  {"lookback_minutes": "sixty"}, {"lookback_minutes": 1.5}])
 async def test_timeliness_validation(client, tenant, body):
     assert_422(await post(client, tenant, "/timeliness", body), "lookback_minutes")
     assert await Task.filter(kind=tasks_api.TIMELINESS).count() == 0
@@ -1370,7 +1372,7 @@ async def test_log_cleanup_keeps_what_is_within_retention(client, tenant):
 
 @pytest.mark.parametrize("body,field", [
     ({}, "retention_days"), ({"retention_days": 89}, "retention_days"),
-    ({"retention_days": "90"}, "retention_days"),
+    ({"retention_days": "ninety"}, "retention_days"),
     ({"retention_days": 90, "batch_size": 0}, "batch_size"),
     ({"retention_days": 90, "batch_size": "big"}, "batch_size"),
 ])

@@ -294,6 +294,32 @@ def test_the_decorator_with_children_and_failures(server):
         wrong()
 
 
+def test_the_decorators_with_a_string_pipeline_id(server):
+    """The decorators put the caller's `pipeline_id` and `parent_execution_id` into the body
+    as given, without a model: an id read from an environment variable or an Airflow
+    Variable is a string. The original reads it in pydantic's lax mode, and so does
+    runwatch."""
+    w = server.watcher()
+    pid = str(w.sync_pipeline_config(config("from env", "e1")).pipeline.id)
+
+    @w.track_pipeline_execution(pipeline_id=pid, active=True)
+    def parent(watcher_context: WatcherContext) -> ETLResult:
+        assert watcher_context.pipeline_id == int(pid)
+        child = w.track_child_pipeline_execution(
+            pid, True, str(watcher_context.execution_id),
+            lambda: ETLResult(completed_successfully=True, inserts=2))
+        assert isinstance(child, ExecutionResult)
+        return ETLResult(completed_successfully=True, total_rows=2)
+
+    result = parent()
+    tree = server.get(f"/pipeline_execution/{result.execution_id}")
+    assert (tree["pipeline_id"], tree["completed_successfully"]) == (int(pid), True)
+    assert [(c["pipeline_id"], c["inserts"]) for c in tree["child_executions"]] == [
+        (int(pid), 2)]
+    assert server.get(f"/pipeline/{pid}")["watermark"] == "e1"
+    w.trigger_timeliness_check(lookback_minutes="30")  # type: ignore[arg-type]
+
+
 def _explode() -> ETLResult:
     raise RuntimeError("child failed")
 

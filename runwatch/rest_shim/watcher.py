@@ -52,9 +52,11 @@ from runwatch.resolvers.executions import ExecutionTree
 from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.tasks import check_queue
 from runwatch.resolvers.watcher_pipelines import integer, require_writer
+from runwatch.rest_shim import watcher_input as wire
 from runwatch.rest_shim.common import Handler, UnreadableBody, caller_of, json_object
 from runwatch.rest_shim.openapi import watcher_ops
 from runwatch.rest_shim.routing import Operations
+from runwatch.rest_shim.watcher_input import LaxError, lax, lax_lineage
 from runwatch.settings import Settings
 
 KEEP_CASE = {"watermark", "next_watermark"}
@@ -152,7 +154,7 @@ def translate_errors(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
-        except Unprocessable as exc:
+        except (Unprocessable, LaxError) as exc:
             return JSONResponse({"detail": exc.detail}, status_code=422)
         except InvalidRange as exc:
             return detail(400, " ".join(m for msgs in exc.fields.values() for m in msgs))
@@ -205,6 +207,7 @@ def _time(value: Any, name: str, errors: Errors, *, required: bool) -> datetime 
 
 
 def execution_start_of(body: dict[str, Any]) -> executions.ExecutionStart:
+    body = lax(body, wire.START)
     errors = Errors()
     pipeline_id = integer(body.get("pipeline_id"), "pipeline_id", errors, required=True)
     parent_id = integer(body.get("parent_id"), "parent_id", errors, required=False)
@@ -217,6 +220,7 @@ def execution_start_of(body: dict[str, Any]) -> executions.ExecutionStart:
 
 
 def execution_end_of(body: dict[str, Any]) -> executions.End:
+    body = lax(body, wire.END)
     errors = Errors()
     run_id = integer(body.get("id"), "id", errors, required=True)
     end_date = _time(body.get("end_date"), "end_date", errors, required=True)
@@ -272,13 +276,20 @@ def lineage_of(body: dict[str, Any]) -> addresses.LineageInput:
     its strings trimmed and lower-cased, like a top-level string. A side that is not a list,
     or an item that is not an object, is passed on as sent (the domain refuses it)."""
 
+    def lowered(value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [{k: v.strip().lower() if isinstance(v, str) else v for k, v in item.items()}
+                if isinstance(item, dict) else item for item in value]
+
     def side(value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        return [address_of({k: v.strip().lower() if isinstance(v, str) else v
-                            for k, v in item.items()})
+        return [addresses.AddressInput(**_known(item, addresses.AddressInput))
                 if isinstance(item, dict) else item for item in value]
 
+    body = lax_lineage({**body, **{key: lowered(body.get(key)) for key in wire.LINEAGE_SIDES
+                                   if key in body}})
     return addresses.LineageInput(pipeline_id=body.get("pipeline_id"),
                                   sources=side(body.get("source_addresses")),
                                   targets=side(body.get("target_addresses")))
@@ -293,6 +304,7 @@ def rule_change_of(body: dict[str, Any]) -> anomalies.RuleChange:
 
 
 def unflag_of(body: dict[str, Any]) -> anomalies.Unflag:
+    body = lax(body, wire.UNFLAG)
     return anomalies.Unflag(pipeline_id=body.get("pipeline_id"),
                             run_id=body.get("pipeline_execution_id"),
                             metric_fields=body.get("metric_field"))
@@ -302,12 +314,25 @@ def lookback_of(body: Any) -> Any:
     """`POST /timeliness`: the body is required, `lookback_minutes` in it is not."""
     if not isinstance(body, dict):
         raise InvalidInput.one("body", "field required")
-    return body.get("lookback_minutes")
+    return lax(body, wire.TIMELINESS).get("lookback_minutes")
+
+
+# The wire's types of each body (`watcher_input`).
+SPECS: dict[type, wire.Spec] = {
+    pipelines.PipelineTypeInput: wire.PIPELINE_TYPE,
+    pipelines.PipelineTypeChange: wire.PIPELINE_TYPE_CHANGE,
+    pipelines.PipelineDefinition: wire.PIPELINE, pipelines.PipelineChange: wire.PIPELINE_CHANGE,
+    addresses.AddressTypeInput: wire.ADDRESS_TYPE,
+    addresses.AddressTypeChange: wire.ADDRESS_TYPE_CHANGE,
+    addresses.AddressInput: wire.ADDRESS, addresses.AddressChange: wire.ADDRESS_CHANGE,
+    anomalies.RuleInput: wire.RULE, anomalies.RuleChange: wire.RULE_CHANGE,
+}
 
 
 def _known(body: dict[str, Any], kind: type) -> dict[str, Any]:
-    """The body's fields that `kind` has (the Watcher ignores unknown keys); the domain
-    checks their values."""
+    """The body's fields that `kind` has (the Watcher ignores unknown keys), read as the
+    wire's types read them (lax: `"5"` is 5); the domain checks their values."""
+    body = lax(body, SPECS[kind])
     names = {f.name for f in dataclasses.fields(kind)}
     return {k: v for k, v in body.items() if k in names}
 
@@ -598,7 +623,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     @ops("POST", prefix + "/log_cleanup")
     async def log_cleanup(request: Request) -> Response:
         caller = writer(request)
-        days, batch = retention.parse_cleanup(await body_of(request))
+        days, batch = retention.parse_cleanup(lax(await body_of(request), wire.CLEANUP))
         counts = await retention.request_cleanup(caller=caller, retention_days=days,
                                                  batch_size=batch)
         return JSONResponse(counts.answer())
