@@ -957,7 +957,9 @@ async def test_a_root_without_children(caller):
     assert tree.run.id == root.id and tree.children == []
 
 
-async def test_children_at_any_depth_ordered_by_id(caller):
+async def test_direct_children_ordered_by_id(caller):
+    """NOTES: an execution lists its direct children (roots too); a child's own children
+    are not read (the original reads closure depth 1 and gives each child an empty list)."""
     pipeline, _ = await make_pipeline(caller)
     other_pipeline, _ = await make_pipeline(caller, name="other")
     root = await start(caller, pipeline.id, T0)
@@ -967,20 +969,17 @@ async def test_children_at_any_depth_ordered_by_id(caller):
     a1 = await start(caller, pipeline.id, T0, parent_id=a.id)
     a2 = await start(caller, pipeline.id, T0, parent_id=a.id)
     a1x = await start(caller, pipeline.id, T0, parent_id=a1.id)
-    a1xy = await start(caller, pipeline.id, T0, parent_id=a1x.id)  # depth 4
     unrelated = await start(caller, pipeline.id, T0)
-    await end(caller, a1xy.id, T0 + SECOND)
+    await end(caller, b.id, T0 + SECOND)
 
     tree = await execution_tree(caller=caller, run_id=root.id)
-    assert shape(tree) == [root.id, [
-        [a.id, [[a1.id, [[a1x.id, [[a1xy.id, []]]]]], [a2.id, []]]],
-        [b.id, [[b1.id, []]]],
-    ]]
-    deepest = tree.children[0].children[0].children[0].children[0]
-    assert deepest.run.status == RunStatus.SUCCEEDED and deepest.run.parent_id == a1x.id
-
-    subtree = await execution_tree(caller=caller, run_id=a1.id)
-    assert shape(subtree) == [a1.id, [[a1x.id, [[a1xy.id, []]]]]]
+    assert shape(tree) == [root.id, [[a.id, []], [b.id, []]]]
+    assert tree.children[1].run.status == RunStatus.SUCCEEDED
+    assert tree.children[1].run.pipeline_id == other_pipeline.id
+    assert shape(await execution_tree(caller=caller, run_id=a.id)) == [
+        a.id, [[a1.id, []], [a2.id, []]]]
+    assert shape(await execution_tree(caller=caller, run_id=a1.id)) == [a1.id, [[a1x.id, []]]]
+    assert shape(await execution_tree(caller=caller, run_id=b.id)) == [b.id, [[b1.id, []]]]
     assert shape(await execution_tree(caller=caller, run_id=unrelated.id)) == [unrelated.id, []]
 
 

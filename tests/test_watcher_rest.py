@@ -753,7 +753,10 @@ async def test_naive_start_date_is_utc(client, tenant):
         "2024-03-04T05:06:07Z", 5, "2024-03-04")
 
 
-async def test_child_executions_at_any_depth(client, tenant):
+async def test_an_execution_lists_its_direct_children(client, tenant):
+    """NOTES: "lists its direct children (roots too)"; each child comes with
+    `child_executions: []`, as in the contract's example (its own children are read from
+    it)."""
     pid = await make_pipeline(client, tenant)
     root = await start(client, tenant, pid)
     alone = await start(client, tenant, pid)
@@ -770,16 +773,14 @@ async def test_child_executions_at_any_depth(client, tenant):
     a, b = tree["child_executions"]
     assert set(a) == EXECUTION_KEYS and a["parent_id"] == root
     assert b["completed_successfully"] is True and b["total_rows"] == 5
-    assert b["child_executions"] == []
-    assert [g["id"] for g in a["child_executions"]] == [grandchild]
-    g = a["child_executions"][0]
-    assert g["parent_id"] == child_a
-    assert [x["id"] for x in g["child_executions"]] == [great]
-    assert g["child_executions"][0]["child_executions"] == []
-    # From the middle: its own subtree.
+    assert a["child_executions"] == [] and b["child_executions"] == []  # not the grandchild
+    # From the middle: its own direct children.
     sub = await execution(client, tenant, child_a)
     assert sub["parent_id"] == root
     assert [x["id"] for x in sub["child_executions"]] == [grandchild]
+    assert sub["child_executions"][0]["child_executions"] == []
+    deeper = await execution(client, tenant, grandchild)
+    assert [x["id"] for x in deeper["child_executions"]] == [great]
 
 
 @pytest.mark.parametrize("body,field", [

@@ -17,7 +17,6 @@ from runwatch.resolvers.run_input import Errors
 from runwatch.resolvers.runs import MAX_COUNT
 from runwatch.resolvers.watcher_pipelines import metadata, require_writer, watermark
 
-MAX_DEPTH = 100  # levels of children read for one execution tree
 COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted", "updates": "rows_updated",
           "soft_deletes": "rows_deleted"}
 
@@ -169,28 +168,18 @@ def _advance_pipeline(end: End, stamp: datetime) -> rollups.PipelineChange:
 
 @dataclass
 class ExecutionTree:
+    """An execution and its direct children (theirs are not read: `children` is empty)."""
+
     run: Run
     children: list[ExecutionTree] = field(default_factory=list)
 
 
 async def execution_tree(*, caller: Caller, run_id: int) -> ExecutionTree:
-    """An execution with its children at any depth (one query per level, cycle-safe)."""
+    """An execution with its direct children, ordered by id (roots too); a child's own
+    children are not listed (read that child for them), as the Watcher lists them."""
     caller.require_scope(Scope.READ)
-    root = ExecutionTree(await _run_of(caller, run_id))
-    nodes = {root.run.id: root}
-    frontier = [root.run.id]
-    for _ in range(MAX_DEPTH):
-        children = await sql.select(
-            Run, f"organisation_id = ? AND parent_id IN ({sql.placeholders(len(frontier))}) "
-            "ORDER BY id", [caller.organisation_id, *frontier])
-        frontier = []
-        for child in children:
-            if child.id in nodes:
-                continue
-            node = ExecutionTree(child)
-            nodes[child.id] = node
-            nodes[child.parent_id].children.append(node)  # type: ignore[attr-defined]
-            frontier.append(child.id)
-        if not frontier:
-            break
-    return root
+    root = await _run_of(caller, run_id)
+    children = await sql.select(
+        Run, "organisation_id = ? AND parent_id = ? ORDER BY id",
+        [caller.organisation_id, root.id])
+    return ExecutionTree(root, [ExecutionTree(child) for child in children if child.id != root.id])
