@@ -1097,6 +1097,46 @@ async def test_lineage_validation(client, tenant, body, field):
     assert await Address.all().count() == 0
 
 
+async def test_lineage_updates_the_addresses_it_names(client, tenant):
+    """The SDK has no `POST /address`: a lineage is how a job sends its addresses' metadata,
+    primary key and type, so a change there updates the stored address as `POST /address`
+    does (the original gets-or-creates each address, updating a changed one)."""
+    pid = await make_pipeline(client, tenant)
+
+    def body(metadata: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        source = {"name": "app.public.orders", "address_type_name": "postgres",
+                  "address_type_group_name": "database", "primary_key": "id",
+                  "address_metadata": metadata, **fields}
+        return {"pipeline_id": pid, "source_addresses": [source],
+                "target_addresses": [{"name": "dwh.sales.orders",
+                                      "address_type_name": "snowflake",
+                                      "address_type_group_name": "database"}]}
+
+    r = await post(client, tenant, "/address_lineage", body({"v": 1}))
+    assert r.status_code == 201, r.text
+    [source] = [a for a in (await get(client, tenant, "/address")).json()
+                if a["name"] == "app.public.orders"]
+    assert (source["address_metadata"], source["primary_key"], source["updated_at"]) == (
+        {"v": 1}, "id", None)
+    # The same lineage again: nothing changed, nothing written.
+    await patch(client, tenant, "/pipeline", {"id": pid, "load_lineage": True})
+    assert (await post(client, tenant, "/address_lineage", body({"v": 1}))).status_code == 201
+    assert (await get(client, tenant, f"/address/{source['id']}")).json() == source
+    # Changed metadata, primary key and type.
+    await patch(client, tenant, "/pipeline", {"id": pid, "load_lineage": True})
+    r = await post(client, tenant, "/address_lineage",
+                   body({"v": 2, "Owner": "Team A"}, primary_key="Order_ID",
+                        address_type_name="MySQL"))
+    assert r.status_code == 201, r.text
+    after = (await get(client, tenant, f"/address/{source['id']}")).json()
+    assert (after["address_metadata"], after["primary_key"]) == (
+        {"v": 2, "Owner": "Team A"}, "order_id")
+    assert after["updated_at"] is not None
+    types = {t["id"]: t["name"] for t in (await get(client, tenant, "/address_type")).json()}
+    assert types[after["address_type_id"]] == "mysql"
+    assert len((await get(client, tenant, "/address")).json()) == 2
+
+
 async def test_lineage_of_an_unknown_pipeline_is_404(client, tenant):
     assert_404(await post(client, tenant, "/address_lineage", lineage_body(77, ["a"], ["b"])),
                "pipeline")

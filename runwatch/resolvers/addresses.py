@@ -281,12 +281,16 @@ async def _get_or_create_address(
 
 
 async def _update_address(
-    caller: Caller, address: Address, values: dict[str, Any], conn: Any
+    caller: Caller, address: Address, values: dict[str, Any], conn: Any,
+    address_type: AddressType | None = None,
 ) -> Address:
     """A found address takes the fields sent that differ from the stored ones (its type: the
-    one named, got or created), and `updated_at` when anything changed."""
-    type_id = address.address_type_id  # type: ignore[attr-defined]
-    address_type = await AddressType.get(id=type_id).using_db(conn)
+    one named, got or created), and `updated_at` when anything changed: `POST /address` and
+    each address a lineage names alike. `address_type`: its current type, when the caller
+    has read it already."""
+    if address_type is None:
+        type_id = address.address_type_id  # type: ignore[attr-defined]
+        address_type = await AddressType.get(id=type_id).using_db(conn)
     if address_type.name != values["address_type_name"]:
         address_type, _ = await get_or_create_address_type(
             caller=caller, conn=conn, given=AddressTypeInput(
@@ -435,14 +439,24 @@ def _address_list(value: Any, key: str, errors: Errors) -> list[dict[str, Any]]:
 async def _ensure_addresses(
     caller: Caller, items: Iterable[dict[str, Any]], conn: Any
 ) -> dict[str, Address]:
-    """Every address named (the first occurrence of a name wins), found or created with its
-    type, in a fixed number of statements plus one per new type."""
+    """Every address named (the first occurrence of a name wins), created with its type in
+    a fixed number of statements plus one per new type, or found and updated as `POST
+    /address` updates it (the fields sent that changed, one statement per changed
+    address): a lineage is how Watcher jobs send their addresses' metadata, primary key and
+    type, so a change there reaches the stored address."""
     wanted: dict[str, dict[str, Any]] = {}
     for values in items:
         wanted.setdefault(values["name"], values)
     org = caller.organisation_id
     found = {a.name: a for a in await Address.filter(
         organisation_id=org, name__in=list(wanted)).using_db(conn)}
+    if found:
+        current = {t.id: t for t in await AddressType.filter(
+            id__in={a.address_type_id for a in found.values()}).using_db(conn)}  # type: ignore[attr-defined]
+        for name in sorted(found):  # one order: concurrent calls wait instead of deadlocking
+            address = found[name]
+            await _update_address(caller, address, wanted[name], conn,
+                                  current[address.address_type_id])  # type: ignore[attr-defined]
     # Sorted, so that concurrent calls insert the same names in the same order (and wait for
     # each other rather than deadlock).
     missing = sorted((v for name, v in wanted.items() if name not in found),
