@@ -776,7 +776,7 @@ async def test_end_with_offset_end_date(caller):
     (timedelta(seconds=299, milliseconds=600), 1000, 300, 3.3333),
     (timedelta(seconds=300, milliseconds=400), 1000, 300, 3.3333),
     (timedelta(milliseconds=400), 1000, 0, 0.0),
-    (timedelta(milliseconds=400), None, 0, None),
+    (timedelta(milliseconds=400), None, 0, 0.0),  # NOTES: 0 when the duration is 0
     (timedelta(seconds=300), None, 300, None),
     (timedelta(seconds=300), 0, 300, 0.0),
     (timedelta(seconds=7), 10, 7, 1.4286),

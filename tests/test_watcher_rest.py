@@ -407,7 +407,7 @@ async def test_top_level_strings_are_trimmed_and_lower_cased(client, tenant):
     p = await pipeline(client, tenant, r.json()["id"])
     assert p["name"] == "my pipeline"
     assert p["freshness_datepart"] == "day"
-    assert p["next_watermark"] == "2024-01-02T00:00:00Z"  # trimmed, case kept
+    assert p["next_watermark"] == " 2024-01-02T00:00:00Z "  # as sent: not trimmed
     assert p["pipeline_metadata"] == {"Owner": "Data Team", "Nested": {"Key": "VALUE"}}
     types = (await get(client, tenant, "/pipeline_type")).json()
     assert types[0]["name"] == "extraction"
@@ -611,11 +611,26 @@ async def test_patch_unknown_pipeline_or_type_is_404(client, tenant):
                "pipeline type")
 
 
-async def test_patch_rename_onto_an_existing_name_is_422(client, tenant):
+async def test_renaming_onto_an_existing_name_is_the_originals_400(client, tenant):
     await make_pipeline(client, tenant, name="a")
     b = await make_pipeline(client, tenant, name="b")
-    assert_422(await patch(client, tenant, "/pipeline", {"id": b, "name": "A"}), "name")
+    r = await patch(client, tenant, "/pipeline", {"id": b, "name": "A"})
+    assert (r.status_code, r.json()) == (400, {"detail": "Pipeline name already exists"})
     assert (await pipeline(client, tenant, b))["name"] == "b"
+    types = [(await post(client, tenant, "/pipeline_type", {"name": n})).json()["id"]
+             for n in ("t1", "t2")]
+    r = await patch(client, tenant, "/pipeline_type", {"id": types[1], "name": "T1"})
+    assert (r.status_code, r.json()) == (400, {"detail": "Pipeline type name already exists"})
+    addresses = [(await post(client, tenant, "/address", {
+        "name": n, "address_type_name": "pg", "address_type_group_name": "database"})).json()[
+        "id"] for n in ("x", "y")]
+    r = await patch(client, tenant, "/address", {"id": addresses[1], "name": "X"})
+    assert (r.status_code, r.json()) == (400, {"detail": "Address name already exists"})
+    assert (await get(client, tenant, f"/address/{addresses[1]}")).json()["name"] == "y"
+    kinds = [(await post(client, tenant, "/address_type", {"name": n, "group_name": "g"})
+              ).json()["id"] for n in ("k1", "k2")]
+    r = await patch(client, tenant, "/address_type", {"id": kinds[1], "name": "k1"})
+    assert (r.status_code, r.json()) == (400, {"detail": "Address type name already exists"})
 
 
 # ----------------------------------------------------------------------- watermark sequence
@@ -909,7 +924,35 @@ async def test_the_same_end_again_is_204_and_a_different_one_409(client, tenant)
     await end(client, tenant, eid, T0 + 5 * SECOND, total_rows=3)
     r = await end(client, tenant, eid, T0 + 6 * SECOND, total_rows=3, expect=409)
     assert set(r.json()) == {"detail"}
+    # Lower-cased, but the time it quotes keeps its case.
+    assert r.json()["detail"] == (f"run {eid} already completed (succeeded at "
+                                  "2024-01-01T10:00:05Z); a completed run never changes.")
     assert (await execution(client, tenant, eid))["end_date"] == iso(T0 + 5 * SECOND)
+
+
+async def test_watermarks_are_kept_as_sent(client, tenant):
+    pid = await make_pipeline(client, tenant, next_watermark=" 2024 ")
+    assert (await pipeline(client, tenant, pid))["next_watermark"] == " 2024 "
+    eid = await start(client, tenant, pid, watermark=" Low ", next_watermark="High\t")
+    body = await execution(client, tenant, eid)
+    assert (body["watermark"], body["next_watermark"]) == (" Low ", "High\t")
+    await end(client, tenant, eid, T0 + SECOND)
+    assert (await pipeline(client, tenant, pid))["watermark"] == " 2024 "
+    r = await patch(client, tenant, "/pipeline", {"id": pid, "watermark": "  x"})
+    assert r.json()["watermark"] == "  x"
+
+
+async def test_a_zero_duration_has_a_throughput_of_0(client, tenant):
+    pid = await make_pipeline(client, tenant)
+    for rows in (None, 10):
+        eid = await start(client, tenant, pid)
+        await end(client, tenant, eid, T0 + timedelta(milliseconds=300),
+                  **({} if rows is None else {"total_rows": rows}))
+        body = await execution(client, tenant, eid)
+        assert (body["duration_seconds"], body["throughput"]) == (0, 0.0), rows
+    eid = await start(client, tenant, pid)
+    await end(client, tenant, eid, T0 + 2 * SECOND)
+    assert (await execution(client, tenant, eid))["throughput"] is None  # no total_rows
 
 
 # ------------------------------------------------------------------- addresses and types
@@ -1265,7 +1308,7 @@ async def test_the_anomaly_flow(client, tenant, settings):
     assert e["anomaly_flags"] == {"duration_seconds": True}
     assert await AnomalyResult.filter(run_id=sixth).count() == 1
     unflag = {"pipeline_id": pid, "pipeline_execution_id": sixth,
-              "metric_field": ["Duration_Seconds"]}
+              "metric_field": ["duration_seconds"]}
     r = await post(client, tenant, "/unflag_anomaly", unflag)
     assert r.status_code == 204, r.text
     assert r.content == b""
@@ -1291,8 +1334,14 @@ async def test_unflag_errors(client, tenant):
     assert_422(await post(client, tenant, "/unflag_anomaly", {
         "pipeline_id": pid, "pipeline_execution_id": eid}), "metric_field")
     assert_422(await post(client, tenant, "/unflag_anomaly", {
-        "pipeline_id": pid, "pipeline_execution_id": eid, "metric_field": ["colour"]}),
-        "metric_field")
+        "pipeline_id": pid, "pipeline_execution_id": eid, "metric_field": ["colour"]}), 0)
+    # The strings of a list are not lower-cased (only top-level strings are): refused as by
+    # the original, at the item's place.
+    r = await post(client, tenant, "/unflag_anomaly", {
+        "pipeline_id": pid, "pipeline_execution_id": eid, "metric_field": ["TOTAL_ROWS"]})
+    assert_422(r, 0)
+    assert r.json()["detail"][0]["loc"] == ["body", "metric_field", 0]
+    assert r.json()["detail"][0]["type"] == "enum"
     assert_422(await post(client, tenant, "/unflag_anomaly", {
         "pipeline_id": pid, "metric_field": ["total_rows"]}), "pipeline_execution_id")
 

@@ -32,7 +32,7 @@ from runwatch.models import INT32_MAX, Address, AddressLineage, AddressType, Pip
 from runwatch.resolvers import inputs
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
-from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.errors import NameTaken, NotFound
 from runwatch.resolvers.run_input import UNSET, Errors
 from runwatch.resolvers.watcher_pipelines import (
     integer,
@@ -205,8 +205,7 @@ async def patch_address_type(*, caller: Caller, change: AddressTypeChange) -> Ad
             try:
                 await AddressType.filter(id=row.id).using_db(conn).update(**changes)
             except IntegrityError:
-                raise InvalidInput.one("name", "An address type with this name already "
-                                               "exists") from None
+                raise NameTaken("address type") from None
             for key, value in changes.items():
                 setattr(row, key, value)
     return row
@@ -398,8 +397,7 @@ async def patch_address(*, caller: Caller, change: AddressChange) -> Address:
             try:
                 await Address.filter(id=address.id).using_db(conn).update(**changes)
             except IntegrityError:
-                raise InvalidInput.one("name", "An address with this name already exists") \
-                    from None
+                raise NameTaken("address") from None
             for field, value in changes.items():
                 setattr(address, field, value)
     return address

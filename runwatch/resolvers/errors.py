@@ -35,6 +35,15 @@ class InvalidInput(DomainError):
         return cls({field: [message]})
 
 
+class NameTaken(InvalidInput):
+    """A rename onto a name another object of the kind (in the organisation) already has."""
+
+    def __init__(self, kind: str) -> None:
+        article = "An" if kind[0] in "aeiou" else "A"
+        super().__init__({"name": [f"{article} {kind} with this name already exists"]})
+        self.kind = kind
+
+
 class Conflict(DomainError):
     """The request contradicts what is already recorded (e.g. a different report for a run
     that has completed)."""

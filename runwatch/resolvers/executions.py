@@ -102,11 +102,15 @@ def _check_end(end: End) -> End:
 
 def duration_and_throughput(started: datetime, ended: datetime,
                             total_rows: int | None) -> tuple[int, float | None]:
-    """Whole seconds, rounded; rows per second to 4 decimals (0 for a zero duration)."""
+    """Whole seconds, rounded; rows per second to 4 decimals: 0 for a zero duration (with or
+    without `total_rows`, as NOTES says and the original computes it), null without
+    `total_rows` otherwise."""
     duration = round((ended - started).total_seconds())
+    if not duration:
+        return duration, 0.0
     if total_rows is None:
         return duration, None
-    return duration, round(total_rows / duration, 4) if duration else 0.0
+    return duration, round(total_rows / duration, 4)
 
 
 async def end_execution(

@@ -17,7 +17,7 @@ from runwatch.resolvers import inputs, sql, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
-from runwatch.resolvers.errors import InvalidInput, NotFound
+from runwatch.resolvers.errors import InvalidInput, NameTaken, NotFound
 from runwatch.resolvers.run_input import UNSET, Errors
 
 CHECKS = ("freshness", "timeliness")
@@ -90,7 +90,7 @@ def watermark(value: Any, name: str, errors: Errors) -> str | None:
     ):
         errors.add(name, f"{name} must be a string, an integer, a date or a datetime")
         return None
-    stored = str(value).strip()
+    stored = str(value)  # as sent: a watermark is a value, never trimmed
     if len(stored) > MAX_WATERMARK or inputs.has_nul(stored):
         errors.add(name, f"{name} must be at most {MAX_WATERMARK} characters")
         return None
@@ -286,8 +286,7 @@ async def patch_type(*, caller: Caller, change: PipelineTypeChange) -> PipelineT
             try:
                 await PipelineType.filter(id=row.id).using_db(conn).update(**changes)
             except IntegrityError:
-                raise InvalidInput.one("name", "A pipeline type with this name already "
-                                               "exists") from None
+                raise NameTaken("pipeline type") from None
             for key, value in changes.items():
                 setattr(row, key, value)
     return row
@@ -412,8 +411,7 @@ async def patch_pipeline(*, caller: Caller, change: PipelineChange) -> Pipeline:
             try:
                 await Pipeline.filter(id=pipeline.id).using_db(conn).update(**changes)
             except IntegrityError:
-                raise InvalidInput.one("name", "A pipeline with this name already exists") \
-                    from None
+                raise NameTaken("pipeline") from None
             for key, value in changes.items():
                 setattr(pipeline, key, value)
     return pipeline

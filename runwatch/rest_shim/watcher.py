@@ -44,6 +44,7 @@ from runwatch.resolvers.errors import (
     Conflict,
     InvalidInput,
     InvalidRange,
+    NameTaken,
     NotFound,
     PermissionDenied,
     Unauthenticated,
@@ -104,13 +105,13 @@ def pydantic_message(message: str) -> tuple[str, str]:
 
 
 def normalise(value: Any, key: str | None = None) -> Any:
-    """Trim and lower-case a top-level string (and the strings of a top-level list)."""
+    """Trim and lower-case a top-level string; watermarks are kept as sent (neither trimmed
+    nor lower-cased), and so are lists and objects (the original's models change top-level
+    strings only)."""
     if key in KEEP_CASE:
-        return value.strip() if isinstance(value, str) else value
+        return value
     if isinstance(value, str):
         return value.strip().lower()
-    if isinstance(value, list):
-        return [v.strip().lower() if isinstance(v, str) else v for v in value]
     return value
 
 
@@ -144,9 +145,22 @@ def path_int(request: Request, name: str) -> int:
     return inputs.parse_id(significant, kind)
 
 
+# An ISO 8601 time in a message (`2026-12-07T11:25:26Z`): a value, whose case is kept.
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T[\d:.]+(?:Z|[+-]\d{2}:\d{2})?")
+
+
+def lower_text(message: str) -> str:
+    """A message lower-cased (the Watcher's answers are), except the times it quotes."""
+    kept, at = [], 0
+    for match in ISO_TIME.finditer(message):
+        kept.append(message[at:match.start()].lower() + match.group())
+        at = match.end()
+    return "".join(kept) + message[at:].lower()
+
+
 def detail(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="runwatch"'} if status == 401 else None
-    return JSONResponse({"detail": message.strip().lower()}, status_code=status,
+    return JSONResponse({"detail": lower_text(message.strip())}, status_code=status,
                         headers=headers)
 
 
@@ -156,6 +170,9 @@ def translate_errors(handler: Handler) -> Handler:
             return await handler(request)
         except (Unprocessable, LaxError) as exc:
             return JSONResponse({"detail": exc.detail}, status_code=422)
+        except NameTaken as exc:  # the original's words and case: clients match on them
+            return JSONResponse({"detail": f"{exc.kind.capitalize()} name already exists"},
+                                status_code=400)
         except InvalidRange as exc:
             return detail(400, " ".join(m for msgs in exc.fields.values() for m in msgs))
         except InvalidInput as exc:

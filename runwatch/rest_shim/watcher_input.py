@@ -94,9 +94,11 @@ RULE = Spec({"pipeline_id": _ID, **_RULE_SETTINGS}, ("pipeline_id", "metric_fiel
             {"metric_field": _METRIC})
 RULE_CHANGE = Spec({"id": _ID, "pipeline_id": _ID, **_RULE_SETTINGS}, ("id",),
                    {"metric_field": _METRIC})
-UNFLAG = Spec({"pipeline_id": _ID, "pipeline_execution_id": _ID},
-              ("pipeline_id", "pipeline_execution_id", "metric_field"),
-              {"metric_field": TypeAdapter(list[_METRIC_ENUM])})  # type: ignore[valid-type]
+# A list's strings are not lower-cased (only top-level strings are): `["TOTAL_ROWS"]` is
+# refused, as by the original.
+UNFLAG = Spec({"pipeline_id": _ID, "pipeline_execution_id": _ID,
+               "metric_field": TypeAdapter(list[_METRIC_ENUM])},  # type: ignore[valid-type]
+              ("pipeline_id", "pipeline_execution_id", "metric_field"))
 TIMELINESS = Spec({"lookback_minutes": TypeAdapter(Annotated[int, Field(ge=5)])})
 CLEANUP = Spec({"retention_days": TypeAdapter(Annotated[int, Field(ge=90)]),
                 "batch_size": _ID}, ("retention_days",))
