@@ -633,6 +633,87 @@ async def test_renaming_onto_an_existing_name_is_the_originals_400(client, tenan
     assert (r.status_code, r.json()) == (400, {"detail": "Address type name already exists"})
 
 
+# ------------------------------------------------- one rule for changing a pipeline (paths 3)
+
+
+async def pipelines_of_each_kind(client, tenant) -> dict[str, int]:
+    """A Watcher pipeline, an ELT pipeline and a connection's delivery pipeline."""
+    from tests.helpers import create_connection
+    watcher = await make_pipeline(client, tenant, name="job")
+    r = await client.post("/api/elt/pipelines", json={"name": "sync"},
+                          headers=tenant.headers("write"))
+    assert r.status_code == 201, r.text
+    elt = r.json()["pipeline"]["id"]
+    cid = await create_connection(client, tenant, "warehouse")
+    delivery = (await Pipeline.get(connection_id=cid, kind="delivery")).id
+    return {"watcher": watcher, "elt": int(elt), "delivery": delivery}
+
+
+UPDATE_PIPELINE = """mutation($input: UpdatePipelineInput!) { updatePipeline(input: $input) {
+    __typename } }"""
+
+
+async def change(client, tenant, surface: str, pid: int, name: str, scopes: str) -> str:
+    """Rename pipeline `pid` through `surface`: what the caller got (`ok`, `denied`,
+    `refused`: the delivery rule)."""
+    if surface == "graphql":
+        r = await client.post("/graphql", headers=tenant.headers(scopes), json={
+            "query": UPDATE_PIPELINE, "variables": {"input": {"id": str(pid), "name": name}}})
+        kind = r.json()["data"]["updatePipeline"]["__typename"]
+        return {"PipelineSuccess": "ok", "PermissionDeniedError": "denied",
+                "InvalidInputError": "refused"}[kind]
+    if surface == "elt":
+        r = await client.patch(f"/api/elt/pipelines/{pid}", json={"name": name},
+                               headers=tenant.headers(scopes))
+    else:
+        r = await patch(client, tenant, "/pipeline", {"id": pid, "name": name}, scopes=scopes)
+    return {200: "ok", 403: "denied", 400: "refused", 422: "refused"}[r.status_code]
+
+
+@pytest.mark.parametrize("surface", ["watcher", "elt", "graphql"])
+@pytest.mark.parametrize("kind,scopes,outcome", [
+    ("watcher", "report", {"watcher": "ok", "elt": "denied", "graphql": "denied"}),
+    ("watcher", "write", {"watcher": "ok", "elt": "ok", "graphql": "ok"}),
+    ("elt", "report", {"watcher": "denied", "elt": "denied", "graphql": "denied"}),
+    ("elt", "write", {"watcher": "ok", "elt": "ok", "graphql": "ok"}),
+    ("delivery", "report", {"watcher": "denied", "elt": "denied", "graphql": "denied"}),
+    ("delivery", "write", {"watcher": "refused", "elt": "refused", "graphql": "refused"}),
+])
+async def test_changing_a_pipeline_follows_one_rule_on_every_surface(
+        client, tenant, surface, kind, scopes, outcome):
+    """`check_pipeline_change`: a Watcher pipeline may be changed with `report` (its jobs')
+    or `write`; any other kind needs `write`; a delivery pipeline keeps its name. The ELT
+    and GraphQL surfaces need `write` for any pipeline, as before."""
+    pid = (await pipelines_of_each_kind(client, tenant))[kind]
+    before = (await Pipeline.get(id=pid)).name
+    got = await change(client, tenant, surface, pid, "renamed", scopes)
+    assert got == outcome[surface]
+    assert (await Pipeline.get(id=pid)).name == ("renamed" if got == "ok" else before)
+
+
+async def test_post_pipeline_changes_only_what_the_token_may_change(client, tenant):
+    """`POST /pipeline` on the name of an ELT or delivery pipeline: found (its id) when
+    nothing would change; a change of its definition or next watermark needs `write`."""
+    ids = await pipelines_of_each_kind(client, tenant)
+    for kind, name in (("elt", "sync"), ("delivery", "warehouse delivery")):
+        body = {"name": name, "pipeline_type_name": "extraction", "next_watermark": "w"}
+        before = await Pipeline.get(id=ids[kind])
+        r = await post(client, tenant, "/pipeline", body, scopes="report")
+        assert r.status_code == 403, r.text
+        after = await Pipeline.get(id=ids[kind])
+        assert (after.next_watermark, after.pipeline_type_id, after.updated_at) == (  # type: ignore[attr-defined]
+            before.next_watermark, before.pipeline_type_id, before.updated_at)  # type: ignore[attr-defined]
+        r = await post(client, tenant, "/pipeline", body, scopes="write")
+        assert (r.status_code, r.json()["id"]) == (200, ids[kind])
+        assert (await Pipeline.get(id=ids[kind])).next_watermark == "w"
+        # Sent again unchanged: nothing to change, so `report` finds it.
+        r = await post(client, tenant, "/pipeline", body, scopes="report")
+        assert (r.status_code, r.json()["id"]) == (200, ids[kind]), r.text
+    r = await post(client, tenant, "/pipeline", {"name": "job", "pipeline_type_name": "other",
+                                                 "next_watermark": "w"}, scopes="report")
+    assert (r.status_code, r.json()["id"]) == (200, ids["watcher"])
+
+
 # ----------------------------------------------------------------------- watermark sequence
 
 

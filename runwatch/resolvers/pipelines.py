@@ -288,15 +288,34 @@ async def upsert_pipeline(*, caller: Caller, fields: PipelineFields) -> tuple[Pi
     raise Conflict(f"A pipeline named {name!r} already exists.")
 
 
+# A connection's delivery pipeline is named after, and tied to, its connection.
+CONNECTION_BOUND = frozenset({"name", "connection_id"})
+
+
+def check_pipeline_change(caller: Caller, pipeline: Pipeline, changed: set[str]) -> None:
+    """Whether `caller` may change the fields `changed` of `pipeline`, on every surface (ELT
+    REST, GraphQL `updatePipeline`, the Watcher's `PATCH /pipeline` and `POST /pipeline`):
+    a Watcher pipeline (kind `watcher`) may be changed with `report` (what its jobs have) or
+    `write`; any other kind needs `write`; a delivery pipeline keeps its name and
+    connection."""
+    if not changed:
+        return
+    if pipeline.kind == "watcher":
+        caller.require_any(Scope.REPORT, Scope.WRITE)
+    else:
+        caller.require_scope(Scope.WRITE)
+    if pipeline.kind == "delivery" and CONNECTION_BOUND & changed:
+        raise InvalidInput.one(
+            "name", "A connection's delivery pipeline is named after and tied to its "
+            "connection; change the connection instead.")
+
+
 async def update_pipeline(*, caller: Caller, pipeline_id: int,
                           fields: PipelineFields) -> Pipeline:
     caller.require_scope(Scope.WRITE)  # a write token may change what it cannot list
     pipeline = await _pipeline(caller, pipeline_id)
     values = await _columns(caller, fields, creating=False, current=pipeline)
-    if pipeline.kind == "delivery" and ({"name", "connection_id"} & set(values)):
-        raise InvalidInput.one(
-            "name", "A connection's delivery pipeline is named after and tied to its "
-            "connection; change the connection instead.")
+    check_pipeline_change(caller, pipeline, set(values))
     if values:
         values["updated_at"] = utcnow()
     for key, value in values.items():

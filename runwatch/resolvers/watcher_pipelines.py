@@ -13,7 +13,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from runwatch.models import INT32_MAX, Pipeline, PipelineType
-from runwatch.resolvers import inputs, sql, strict_json
+from runwatch.resolvers import inputs, pipelines, sql, strict_json
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import utcnow
 from runwatch.resolvers.dateparts import DATEPARTS
@@ -346,6 +346,9 @@ async def _upsert(
             if given.pipeline_metadata is not UNSET:
                 changes["pipeline_metadata"] = meta
             changes.update(config)
+        # Checked as any change of a pipeline is: a `report` token finds any pipeline by
+        # name, but changes only a Watcher one.
+        pipelines.check_pipeline_change(caller, pipeline, set(changes))
         if changes:
             changes["updated_at"] = utcnow()
             await Pipeline.filter(id=pipeline.id).using_db(conn).update(**changes)
@@ -400,6 +403,7 @@ async def patch_pipeline(*, caller: Caller, change: PipelineChange) -> Pipeline:
             pipeline_id is None or storable_id(pipeline_id)) else None
         if pipeline is None:
             raise NotFound("pipeline", pipeline_id or lookup_name)
+        pipelines.check_pipeline_change(caller, pipeline, set(changes))
         if "pipeline_type_id" in changes and not storable_id(changes["pipeline_type_id"]):
             raise NotFound("pipeline type", changes["pipeline_type_id"])
         if "pipeline_type_id" in changes and not await PipelineType.filter(
