@@ -23,10 +23,11 @@ What is kept although old:
 
 The answer says what was kept and why, beside the contract's six counters: `kept_open`,
 `kept_latest`, `kept_failure_streak`, `kept_freshness_logs` (old rows left after the
-cleanup). An open run is never deleted, but it does not stay open: the reaper times it out at
-its deadline (start + maximum runtime), with that deadline as its `finished_at`, so an open
-execution started long before the cutoff is timed out by the next reaper pass and deleted by
-the next cleanup (unless it is its pipeline's latest run).
+cleanup). An open run is never deleted. One with a deadline (start + maximum runtime) does not
+stay open: the reaper times it out at that deadline, with the deadline as its `finished_at`,
+so it is deleted by the next cleanup (unless it is its pipeline's latest run). A Watcher
+execution has no deadline unless its pipeline sets a maximum runtime (the Watcher has no
+timeout): one its job never ends stays open, and kept.
 
 Children of a deleted run that are kept (too recent, or kept for a reason above) lose their
 parent (`parent_id` set to null first: the foreign key would otherwise cascade to them).
@@ -78,7 +79,7 @@ class KeptCounts:
     """What a cleanup kept although it is older than the retention, and why (runwatch's
     counters beside the contract's six)."""
 
-    kept_open: int = 0  # still pending or running (the reaper times it out at its deadline)
+    kept_open: int = 0  # still pending or running (until it ends, or its deadline passes)
     kept_latest: int = 0  # the latest run of its pipeline
     kept_failure_streak: int = 0  # in its pipeline's current failure streak (telemetry)
     kept_freshness_logs: int = 0  # marks a pipeline's current stale timestamp
