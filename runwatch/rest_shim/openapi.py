@@ -550,15 +550,18 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
         Op("POST", p("/pipeline"), "Get or create a pipeline by name",
            {200: ref("WatcherPipelineCreated"), 201: ref("WatcherPipelineCreated")},
            (401, 403, 422), write,
-           obj({"name": NAME_150, "pipeline_type_name": NAME_150, "next_watermark": WATERMARK,
+           obj({"name": NAME_150, "pipeline_type_name": NAME_150,
+                "next_watermark": nullable(WATERMARK),
                 "pipeline_metadata": ANY_OBJECT, **CHECK_SETTINGS},
                ("name", "pipeline_type_name"), extra=True), True,
-           description="200 when found (`next_watermark` is stored when sent; the definition "
-                       "fields sent update it when they changed), 201 when created."),
+           description="200 when found (`next_watermark` is stored when sent with a value, "
+                       "null stores nothing; the definition fields sent update it when they "
+                       "changed), 201 when created. `watermark`: the stored one when a "
+                       "`next_watermark` was sent to a found pipeline, else null."),
         Op("GET", p("/pipeline"), "List pipelines", {200: array(ref("WatcherPipeline"))},
            (401, 403)),
         Op("PATCH", p("/pipeline"), "Change a pipeline (found by `id`, else by `name`)",
-           {200: ref("WatcherPipeline")}, (401, 403, 404, 422), write,
+           {200: ref("WatcherPipeline")}, (400, 401, 403, 404, 422), write,
            obj({"id": WATCHER_ID, "name": NAME_150, "pipeline_type_id": WATCHER_ID,
                 "watermark": WATERMARK, "next_watermark": WATERMARK,
                 "pipeline_metadata": ANY_OBJECT, **CHECK_SETTINGS, **MUTES,
@@ -571,7 +574,7 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
            description=FOUND_OR_CREATED),
         Op("PATCH", p("/pipeline_type"), "Change a pipeline type (found by `id`, else by "
            "`name`): its check settings and mute flags",
-           {200: ref("PipelineType")}, (401, 403, 404, 422), write,
+           {200: ref("PipelineType")}, (400, 401, 403, 404, 422), write,
            obj({"id": WATCHER_ID, "name": NAME_150, **CHECK_SETTINGS, **MUTES}, (),
                extra=True), True),
         Op("GET", p("/pipeline_type"), "List pipeline types",
@@ -603,7 +606,7 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
                        "type is created, `updated_at` is set), 201 when created."),
         Op("GET", p("/address"), "List addresses", {200: array(ref("Address"))}, (401, 403)),
         Op("PATCH", p("/address"), "Change an address (found by `id`, else by `name`)",
-           {200: ref("Address")}, (401, 403, 404, 422), write,
+           {200: ref("Address")}, (400, 401, 403, 404, 422), write,
            obj({"id": WATCHER_ID, "name": NAME_150, "address_type_id": WATCHER_ID,
                 **ADDRESS_COLUMNS}, (), extra=True), True),
         Op("GET", p("/address/{address_id}"), "An address", {200: ref("Address")},
@@ -613,7 +616,7 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
            obj({"name": NAME_150, "group_name": NAME_150}, ("name", "group_name"),
                extra=True), True, description=FOUND_OR_CREATED),
         Op("PATCH", p("/address_type"), "Change an address type (found by `id`, else by "
-           "`name`)", {200: ref("AddressType")}, (401, 403, 404, 422), write,
+           "`name`)", {200: ref("AddressType")}, (400, 401, 403, 404, 422), write,
            obj({"id": WATCHER_ID, "name": NAME_150, "group_name": NAME_150}, (), extra=True),
            True),
         Op("GET", p("/address_type"), "List address types",
@@ -667,7 +670,7 @@ def watcher_ops(prefix: str) -> tuple[Op, ...]:
 
 WATCHER_SCHEMAS: dict[str, Schema] = {
     "WatcherPipelineCreated": obj({"id": INT, "active": BOOL, "load_lineage": BOOL,
-                                   "watermark": STR_OR_NULL}, ("id", "active", "load_lineage")),
+                                   "watermark": STR_OR_NULL}),
     "Lineage": obj({"pipeline_id": INT, "lineage_relationships_created": INT, "message": STR}),
     "Queued": obj({"status": {"const": "queued"}}),
     "CleanupCounts": obj({name: INT for name in (
