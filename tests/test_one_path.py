@@ -363,6 +363,27 @@ async def receive(ws: Any, operation: str) -> dict[str, Any]:
     return message["payload"]["data"]
 
 
+async def test_an_openlineage_event_leaves_a_described_address_as_it_is(client, tenant):
+    """A Watcher lineage updates the addresses it names (how Watcher jobs send their
+    metadata and types); an OpenLineage event names datasets by namespace only, so it uses a
+    found address as it is instead of retyping it after its namespace."""
+    r = await client.post("/address", json={
+        "name": "db.sch.orders", "address_type_name": "snowflake",
+        "address_type_group_name": "database", "primary_key": "id"},
+        headers=tenant.headers("write"))
+    assert r.status_code == 201, r.text
+    before = await Address.get(name="db.sch.orders")
+    event = ol_event("START", str(uuid.uuid4()), now(),
+                     inputs=[{"namespace": "postgres://h:5432", "name": "db.sch.orders"}],
+                     outputs=[{"namespace": "s3://bucket", "name": "out"}])
+    r = await post_event(client, tenant, event)
+    assert r.status_code < 300, r.text
+    after = await Address.get(name="db.sch.orders")
+    assert (after.address_type_id, after.namespace, after.primary_key) == (
+        before.address_type_id, before.namespace, "id")
+    assert await AddressLineage.all().count() == 1  # the edge is drawn all the same
+
+
 async def test_openlineage_changes_stamp_updated_at_and_reach_run_updates(
         client, tenant, live_url):
     ol_id = str(uuid.uuid4())

@@ -435,20 +435,22 @@ def _address_list(value: Any, key: str, errors: Errors) -> list[dict[str, Any]]:
 
 
 async def _ensure_addresses(
-    caller: Caller, items: Iterable[dict[str, Any]], conn: Any
+    caller: Caller, items: Iterable[dict[str, Any]], conn: Any, *, update: bool = False,
 ) -> dict[str, Address]:
     """Every address named (the first occurrence of a name wins), created with its type in
-    a fixed number of statements plus one per new type, or found and updated as `POST
-    /address` updates it (the fields sent that changed, one statement per changed
-    address): a lineage is how Watcher jobs send their addresses' metadata, primary key and
-    type, so a change there reaches the stored address."""
+    a fixed number of statements plus one per new type; a found one is used as it is, or,
+    with `update`, updated as `POST /address` updates it (the fields sent that changed, one
+    statement per changed address): a Watcher lineage is how Watcher jobs send their
+    addresses' metadata, primary key and type, so a change there reaches the stored address.
+    OpenLineage events do not update (their type and namespace come from the dataset's
+    namespace, which would retype an address another producer described)."""
     wanted: dict[str, dict[str, Any]] = {}
     for values in items:
         wanted.setdefault(values["name"], values)
     org = caller.organisation_id
     found = {a.name: a for a in await Address.filter(
         organisation_id=org, name__in=list(wanted)).using_db(conn)}
-    if found:
+    if found and update:
         current = {t.id: t for t in await AddressType.filter(
             id__in={a.address_type_id for a in found.values()}).using_db(conn)}  # type: ignore[attr-defined]
         for name in sorted(found):  # one order: concurrent calls wait instead of deadlocking
@@ -494,7 +496,7 @@ async def _replace_lineage(
             raise NotFound("pipeline", pipeline_id)
         if not pipeline.load_lineage:  # switched off meanwhile
             return LineageResult(pipeline_id, 0, _refused(pipeline_id), False)
-        by_name = await _ensure_addresses(caller, [*sources, *targets], conn)
+        by_name = await _ensure_addresses(caller, [*sources, *targets], conn, update=True)
         pairs = dict.fromkeys(
             (by_name[s["name"]].id, by_name[t["name"]].id) for s in sources for t in targets)
         await AddressLineage.filter(pipeline_id=pipeline_id).using_db(conn).delete()

@@ -281,8 +281,10 @@ async def upsert_pipeline(*, caller: Caller, fields: PipelineFields) -> tuple[Pi
             except Conflict:
                 continue
         if existing.kind != "elt":
-            raise Conflict(f"A pipeline named {name!r} already exists (a connection's "
-                           "delivery pipeline, not an ELT definition).")
+            what = ("a connection's delivery pipeline" if existing.kind == "delivery"
+                    else f"a {existing.kind} pipeline")
+            raise Conflict(f"A pipeline named {name!r} already exists ({what}, not an ELT "
+                           "definition).")
         return await update_pipeline(caller=caller, pipeline_id=existing.id,
                                      fields=dataclasses.replace(fields, name=UNSET)), False
     raise Conflict(f"A pipeline named {name!r} already exists.")
