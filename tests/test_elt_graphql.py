@@ -190,8 +190,8 @@ async def test_run_gateway_fields(client, tenant):
     query = """query($id: ID!) { run(id: $id) { status gateway { name } targetGateway { name }
       deadlineAt } }"""
     run = (await graphql(client, tenant, query, id=rid))["data"]["run"]
-    # a gateway's run has no default deadline (its heartbeats keep it)
-    assert run["status"] == "RUNNING" and run["deadlineAt"] is None
+    # a gateway's run is bounded by the gateway ceiling (24 h), not the orphan window
+    assert run["status"] == "RUNNING" and run["deadlineAt"] is not None
     assert run["gateway"] == {"name": "gw-1"} and run["targetGateway"] == {"name": "gw-1"}
 
 

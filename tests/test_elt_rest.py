@@ -972,8 +972,8 @@ async def test_a_gateway_claims_a_pending_run(client, tenant, gateway, run):
     assert (body["status"], body["gatewayId"]) == ("running", str(gateway.id))
     started = when(body["startedAt"])
     assert before - timedelta(seconds=1) <= started <= now()
-    # no default deadline for a gateway's run: its heartbeats keep it (7a32969)
-    assert body["deadlineAt"] is None
+    # a gateway's run is bounded by the gateway ceiling, not the orphan window
+    assert when(body["deadlineAt"]) == started + timedelta(hours=24)
     assert body["finishedAt"] is None
     row = await Gateway.get(id=gateway.id)
     assert row.last_seen_at is not None and row.last_seen_at >= before - timedelta(seconds=1)

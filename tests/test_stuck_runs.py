@@ -24,7 +24,7 @@ from runwatch.models import (
     RunStatus,
     WebhookDelivery,
 )
-from runwatch.resolvers import elt_runs, gateways, pipelines, runs, webhooks
+from runwatch.resolvers import elt_runs, gateways, lifecycle, pipelines, runs, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.run_input import RunChange
@@ -125,16 +125,17 @@ async def test_without_a_maximum_the_default_of_two_hours_applies(caller):
     assert claimed.finished_at == T0 + timedelta(hours=2, minutes=10)
 
 
-async def test_a_gateways_run_has_no_default_deadline_only_its_pipelines(caller):
+async def test_a_gateways_run_outlives_the_orphan_window(caller):
     """eltPulse never sets a maximum runtime: a sync of many hours on a gateway that keeps
-    heartbeating is not killed at the default window (its lease watches it); a pipeline's
+    heartbeating is not killed at the orphan window (its lease watches it) but at the
+    gateway ceiling (24 h: a restarted gateway heartbeats on without its runs); a pipeline's
     own `max_runtime_seconds` still bounds it."""
     pipeline = await new_pipeline(caller)
     bounded = await new_pipeline(caller, name="bounded", max_runtime_seconds=3 * 3600)
     _, gateway_caller = await new_gateway(caller)
     long_sync = await claimed_run(caller, gateway_caller, pipeline)
     capped = await claimed_run(caller, gateway_caller, bounded)
-    assert long_sync.deadline_at is None
+    assert long_sync.deadline_at == T0 + lifecycle.GATEWAY_MAX_RUNTIME
     assert capped.deadline_at == T0 + timedelta(hours=3)
     for minutes in range(1, 5 * 60, 1):  # heartbeats every minute for five hours
         await gateways.heartbeat(caller=gateway_caller, now=T0 + timedelta(minutes=minutes))
@@ -151,6 +152,20 @@ async def test_a_gateways_run_has_no_default_deadline_only_its_pipelines(caller)
         caller=gateway_caller, run_id=long_sync.id, now=T0 + timedelta(hours=5),
         change=RunChange(status=RunStatus.SUCCEEDED))
     assert done.status == RunStatus.SUCCEEDED
+
+
+async def test_a_gateways_forgotten_run_times_out_at_the_ceiling(caller):
+    """A gateway that restarted heartbeats under the same token but no longer runs what it
+    claimed: the run times out at the gateway ceiling, not never."""
+    pipeline = await new_pipeline(caller)
+    _, gateway_caller = await new_gateway(caller)
+    run = await claimed_run(caller, gateway_caller, pipeline)
+    ceiling = T0 + lifecycle.GATEWAY_MAX_RUNTIME
+    await gateways.heartbeat(caller=gateway_caller, now=ceiling)
+    assert await reap_stuck_runs(now=ceiling, gateway_lease=LEASE) == 0
+    assert await reap_stuck_runs(now=ceiling + S, gateway_lease=LEASE) == 1
+    run = await reload(run)
+    assert run.status == RunStatus.TIMED_OUT and run.finished_at == ceiling
 
 
 async def test_the_last_reported_error_is_kept(caller):

@@ -49,6 +49,10 @@ from runwatch.resolvers.rollups import Outcome, PipelineChange, record_outcome, 
 
 # Until a pipeline says otherwise, a run still open this long after its start has timed out.
 DEFAULT_MAX_RUNTIME = timedelta(hours=2)
+# A gateway's run: its heartbeats say the gateway is alive, not that it still runs this run
+# (a restarted gateway heartbeats under the same token and has forgotten its runs), so a
+# ceiling remains, far above any sync the orphan window would wrongly cut.
+GATEWAY_MAX_RUNTIME = timedelta(hours=24)
 # A client's clock may run a little ahead of ours; beyond this a start or an end is refused.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -328,14 +332,15 @@ async def claim(
     columns: dict[str, Any] | None = None,
 ) -> Run:
     """`pending -> running` by a gateway or a managed worker: it becomes the run's claimant;
-    the deadline starts counting. A gateway's run has no default deadline: its heartbeats
-    say it is alive (the reaper's lease), and a sync may rightly run for hours; only its
-    pipeline's `max_runtime_seconds` bounds it. Raises Conflict when another got there
-    first."""
+    the deadline starts counting. A gateway's run is not bounded by the orphan window (a sync
+    may rightly run for hours, eltPulse sets no maximum, and the lease watches the gateway)
+    but by its pipeline's `max_runtime_seconds`, else `GATEWAY_MAX_RUNTIME`: a gateway that
+    restarted (or lost a claim's answer) heartbeats on without running it. Raises Conflict
+    when another got there first."""
     check_move(run, RunStatus.RUNNING)
     pipeline = await Pipeline.get(id=run.pipeline_id).using_db(conn)  # type: ignore[attr-defined]
     if caller.gateway_id is not None:
-        default_max_runtime = None
+        default_max_runtime = GATEWAY_MAX_RUNTIME
     started_at = run.started_at or now
     claimed = await move(
         conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
