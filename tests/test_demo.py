@@ -84,3 +84,26 @@ def test_demo_command_prints_a_token_for_the_new_organisation(database_url, app,
     assert out.returncode == 0, out.stderr
     first, token = out.stdout.strip().splitlines()
     assert first.startswith("Seeded demo organisation ") and token.startswith("rw_")
+
+
+async def test_a_reaper_pass_while_the_demo_writes_its_history_takes_nothing(
+        client, monkeypatch):
+    """`runwatch demo` may run beside a server whose reaper works the same database: a pass
+    between a history run's start (days ago) and its report must not time it out."""
+    from runwatch import demo
+    from runwatch.models import Run, RunStatus
+    from runwatch.services.reaper import reap_stuck_runs
+
+    reaped: list[int] = []
+
+    def with_a_pass_first(call):
+        async def wrapped(*args, **kwargs):
+            reaped.append(await reap_stuck_runs())
+            return await call(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(demo, "report_run", with_a_pass_first(demo.report_run))
+    monkeypatch.setattr(demo, "update_run", with_a_pass_first(demo.update_run))
+    await seed_demo()
+    assert reaped and sum(reaped) == 0
+    assert await Run.filter(status=RunStatus.TIMED_OUT).count() == 0
