@@ -20,7 +20,7 @@ AGENT = "/api/agent"
 # Every key of a run body (GET and POST answers); PATCH answers leave out `logEntries` and
 # `telemetry.samples`.
 RUN_KEYS = {
-    "id", "pipelineId", "status", "environment", "correlationId", "triggeredBy",
+    "id", "pipelineId", "status", "timedOut", "environment", "correlationId", "triggeredBy",
     "partitionColumn", "partitionValue", "targetGatewayId", "gatewayId", "startedAt",
     "finishedAt", "deadlineAt", "errorSummary", "cancel", "logEntriesDropped",
     "telemetrySamplesDropped", "createdAt", "updatedAt", "logEntries", "telemetry",

@@ -293,7 +293,7 @@ async def test_create_returns_the_whole_run(client, tenant, pipeline, gateway):
     # a token's running run has the deployment's default deadline (2 h)
     assert when(body["deadlineAt"]) == started + timedelta(hours=2)
     assert body == {
-        "id": body["id"], "pipelineId": pipeline["id"], "status": "running",
+        "id": body["id"], "pipelineId": pipeline["id"], "status": "running", "timedOut": False,
         "environment": "default", "correlationId": body["correlationId"], "triggeredBy": None,
         "partitionColumn": None, "partitionValue": None, "targetGatewayId": None,
         "gatewayId": None, "startedAt": body["startedAt"], "finishedAt": None,
@@ -916,13 +916,20 @@ async def test_error_summary_while_running_and_after(client, tenant, running, ga
     r = await agent_patch(client, gateway, running["id"], {"errorSummary": "exit 1"})
     assert r.status_code == 200, r.text
     assert r.json()["run"]["errorSummary"] == "exit 1"
-    # the same again is a no-op; another is refused, and so is clearing it
+    # the same again is a no-op; clearing it is refused
     assert (await agent_patch(client, gateway, running["id"],
                             {"errorSummary": "exit 1"})).status_code == 200
-    for replacement in ("something else", None):
-        r = await agent_patch(client, gateway, running["id"], {"errorSummary": replacement})
-        assert_error(r, 409)
-    assert (await get_run(client, tenant, running["id"]))["errorSummary"] == "exit 1"
+    assert_error(await agent_patch(client, gateway, running["id"], {"errorSummary": None}), 409)
+    # another is not lost: the first stays, the other becomes an error line, with the
+    # change's own line (eltPulse's gateway sends its summary again on its error path)
+    r = await agent_patch(client, gateway, running["id"], {
+        "errorSummary": "something else", "appendLog": {"level": "warn", "message": "flush"}})
+    assert r.status_code == 200, r.text
+    run = await get_run(client, tenant, running["id"])
+    assert run["errorSummary"] == "exit 1"
+    assert [(e["level"], e["message"]) for e in run["logEntries"]][-2:] == [
+        ("warn", "flush"),
+        ("error", "errorSummary not applied (the run keeps its first one): something else")]
 
 
 async def test_error_summary_with_the_terminal_status(client, tenant, running, gateway):

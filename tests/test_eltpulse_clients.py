@@ -240,10 +240,50 @@ async def test_a_timed_out_run_tells_its_gateway(client, tenant, gateway, pipeli
         f"{AGENT}/runs/{run['id']}",
         json={"appendLog": {"level": "info", "message": "last"}, "status": "succeeded"},
         headers=gateway.headers()))
-    assert resp["cancel"] is True and resp["run"]["status"] == "timed_out"
+    # eltPulse's five statuses: a timed-out run is failed on this wire, saying why
+    assert resp["cancel"] is True and resp["run"]["status"] == "failed"
+    assert resp["run"]["timedOut"] is True and resp["run"]["errorSummary"]
     body = (await ok(await client.get(f"{ELT}/runs/{run['id']}",
                                       headers=tenant.headers("read"))))["run"]
     assert [e["message"] for e in body["logEntries"]][1:] == ["late", "last"]
+
+
+async def test_the_web_app_sees_a_timed_out_run_as_failed(client, tenant, gateway, pipeline):
+    """The web app knows five statuses: its run panel polls every status but succeeded,
+    failed and cancelled as active (a `timed_out` run polled forever and kept "Run now"
+    disabled), and its filter offers only the five. The Runs page's `status=failed` finds
+    a timed-out run, as do the gateway's lists; `timed_out` alone still names only those."""
+    timed_out = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{timed_out['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    row = await Run.get(id=int(timed_out["id"]))
+    assert await reap_stuck_runs(now=row.started_at + timedelta(hours=25)) == 1
+    failed, running = await new_run(client, tenant, pipeline), await new_run(
+        client, tenant, pipeline)
+    for run in (failed, running):
+        await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                    headers=gateway.headers()))
+    await ok(await client.patch(f"{AGENT}/runs/{failed['id']}", json={
+        "status": "failed", "errorSummary": "boom"}, headers=gateway.headers()))
+    read = tenant.headers("read")
+
+    async def listed(query: str) -> dict[str, dict[str, Any]]:
+        body = await ok(await client.get(f"{ELT}/runs?{query}", headers=read))
+        return {r["id"]: r for r in body["runs"]}
+
+    everything = await listed("limit=50")
+    assert {r["status"] for r in everything.values()} <= {
+        "pending", "running", "succeeded", "failed", "cancelled"}
+    shown = everything[timed_out["id"]]
+    assert (shown["status"], shown["timedOut"]) == ("failed", True)
+    assert shown["finishedAt"] and shown["errorSummary"]
+    assert everything[failed["id"]]["timedOut"] is False
+    assert set(await listed("status=failed")) == {timed_out["id"], failed["id"]}
+    assert set(await listed("status=succeeded,failed")) == {timed_out["id"], failed["id"]}
+    assert set(await listed("status=timed_out")) == {timed_out["id"]}
+    assert running["id"] in await listed("status=running")
+    one = await ok(await client.get(f"{ELT}/runs/{timed_out['id']}", headers=read))
+    assert one["run"]["status"] == "failed"
 
 
 async def test_another_gateway_loses_the_claim(client, tenant, gateway, pipeline):
@@ -907,3 +947,71 @@ async def test_monitor_reports_name_no_monitor(client, gateway):
     r = await client.post(f"{AGENT}/monitors/7/report", json={"ok": True},
                           headers=gateway.headers())
     assert (r.status_code, r.json()) == (404, {"error": "Monitor not found"})
+
+
+# The end of a failed run as eltPulse's runners send it (gateway `executors/local.mjs` and the
+# per-run worker): the final PATCH (`status` with the buffered lines), then, for a non-zero
+# exit, the summary on its own; an executor's exception path sends all three at once. Every
+# one of them ends in `.catch(() => {})`: a refused PATCH is lost, its lines with it.
+FINAL = {"appendLog": {"level": "info", "message": "loaded 0 rows"}, "status": "failed"}
+EXIT = {"errorSummary": "Process exited with code 1"}
+EXCEPTION = {"status": "failed", "errorSummary": "RunTask failed: timeout",
+             "appendLog": {"level": "error", "message": "Gateway executor error: timeout"}}
+NOTE = "errorSummary not applied (the run keeps its first one): "
+
+
+async def claimed_run(client, tenant, gateway, pipeline) -> str:
+    run = await new_run(client, tenant, pipeline)
+    await ok(await client.patch(f"{AGENT}/runs/{run['id']}", json=CLAIM,
+                                headers=gateway.headers()))
+    return run["id"]
+
+
+async def lines_of(client, tenant, run_id: str) -> list[tuple[str, str]]:
+    body = (await ok(await client.get(f"{ELT}/runs/{run_id}",
+                                      headers=tenant.headers("read"))))["run"]
+    return [(e["level"], e["message"]) for e in body["logEntries"]]
+
+
+async def test_a_second_summary_keeps_the_first_and_loses_no_line(client, tenant, gateway,
+                                                                  pipeline):
+    """The executor's exception PATCH failed the run first (a RunTask whose answer was lost),
+    then the worker it had started reports its own end: every PATCH is a 200, the first
+    summary stays, the worker's lines and its summary (as an error line) are kept."""
+    run_id = await claimed_run(client, tenant, gateway, pipeline)
+    for body in (EXCEPTION, FINAL, EXIT):
+        answer = await ok(await client.patch(f"{AGENT}/runs/{run_id}", json=body,
+                                             headers=gateway.headers()))
+        assert answer["cancel"] is False
+    assert answer["run"]["errorSummary"] == "RunTask failed: timeout"
+    assert (await lines_of(client, tenant, run_id))[1:] == [
+        ("error", "Gateway executor error: timeout"), ("info", "loaded 0 rows"),
+        ("error", NOTE + "Process exited with code 1")]
+
+
+async def test_the_exception_patch_after_the_worker_keeps_its_line(client, tenant, gateway,
+                                                                   pipeline):
+    """The other order: the worker finished the run with its summary; the exception PATCH
+    that arrives after it was a 409, and its error line was lost."""
+    run_id = await claimed_run(client, tenant, gateway, pipeline)
+    for body in (FINAL, EXIT, EXCEPTION):
+        await ok(await client.patch(f"{AGENT}/runs/{run_id}", json=body,
+                                    headers=gateway.headers()))
+    run = (await ok(await client.get(f"{ELT}/runs/{run_id}", headers=tenant.headers("read"))))
+    assert run["run"]["errorSummary"] == "Process exited with code 1"
+    assert (await lines_of(client, tenant, run_id))[-2:] == [
+        ("error", "Gateway executor error: timeout"), ("error", NOTE + "RunTask failed: timeout")]
+
+
+async def test_a_timed_out_run_keeps_the_reapers_summary(client, tenant, gateway, pipeline):
+    """Timed out before the runner's end: its PATCHes answer `cancel: true` and keep their
+    lines; the runner's summary does not replace the reaper's reason but is kept as a line."""
+    run_id = await claimed_run(client, tenant, gateway, pipeline)
+    row = await Run.get(id=int(run_id))
+    assert await reap_stuck_runs(now=row.started_at + timedelta(hours=25)) == 1
+    reason = (await Run.get(id=int(run_id))).error
+    answer = await ok(await client.patch(f"{AGENT}/runs/{run_id}", json=EXCEPTION,
+                                         headers=gateway.headers()))
+    assert answer["cancel"] is True and answer["run"]["errorSummary"] == reason
+    assert (await lines_of(client, tenant, run_id))[-2:] == [
+        ("error", "Gateway executor error: timeout"), ("error", NOTE + "RunTask failed: timeout")]

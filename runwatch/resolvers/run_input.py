@@ -10,6 +10,7 @@ contract's own (`rowsLoaded`, `rowsDelta`), because those documents are returned
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,10 +84,22 @@ class RunChange:
     samples: list[Sample] | None = None  # replaces the samples
     append_sample: Sample | None = None
     checked: bool = False  # by `check_change` (which `parse_change` calls)
+    # Lines the server adds to the change (`late_summary`), after the caller's.
+    notes: list[LogEntry] = field(default_factory=list)
 
     @property
     def new_log_lines(self) -> list[LogEntry]:
-        return [*(self.log_entries or []), *([self.append_log] if self.append_log else [])]
+        return [*(self.log_entries or []), *([self.append_log] if self.append_log else []),
+                *self.notes]
+
+    def late_summary(self, now: datetime) -> RunChange:
+        """This change with its `errorSummary` as an error line instead: what a finished run
+        that already has a summary takes of a different one (the first summary is kept,
+        this one is not lost, and the rest of the change applies)."""
+        note = LogEntry(at=now, level=LogLevel.ERROR, message=clean_text(
+            f"errorSummary not applied (the run keeps its first one): {self.error_summary}",
+            MAX_MESSAGE_CHARS))
+        return dataclasses.replace(self, error_summary=UNSET, notes=[*self.notes, note])
 
     @property
     def new_samples(self) -> list[Sample]:
@@ -338,7 +351,8 @@ def check_change(change: RunChange, errors: Errors | None = None) -> RunChange:
     replacements within their caps. Raises InvalidInput naming every offending field (with
     `errors`: those too)."""
     errors = errors if errors is not None else Errors()
-    checked = RunChange(status=change.status, finished_at=change.finished_at, checked=True)
+    checked = RunChange(status=change.status, finished_at=change.finished_at, checked=True,
+                        notes=list(change.notes))
     checked.log_entries = _check_series(change.log_entries, "log_entries", errors, LOG_CAP,
                                         _check_entry)
     if change.append_log is not None:

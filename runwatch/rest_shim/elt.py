@@ -183,9 +183,11 @@ def gateway_intervals(settings: Settings) -> tuple[int, int]:
 
 
 def _carries_data(change: Any) -> bool:
-    """Whether a change holds lines, samples or a summary (not only a status)."""
+    """Whether a change holds lines, samples, a summary or an errorSummary (not only a
+    status)."""
     return bool(change.new_log_lines or change.new_samples or change.summary is not None
-                or change.log_entries is not None or change.samples is not None)
+                or change.log_entries is not None or change.samples is not None
+                or change.error_summary is not UNSET)
 
 
 def connector_json(g: Gateway) -> dict[str, Any]:
@@ -272,7 +274,8 @@ def run_json(
     body: dict[str, Any] = {
         "id": str(run.id),
         "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
-        "status": RunStatus(run.status).value,
+        "status": wire_status(RunStatus(run.status)),
+        "timedOut": run.status == RunStatus.TIMED_OUT,
         "environment": run.environment,
         "correlationId": run.correlation_id,
         "triggeredBy": run.triggered_by,
@@ -301,6 +304,14 @@ def run_json(
     if extra:
         body.update(extra)
     return body
+
+
+def wire_status(status: RunStatus) -> str:
+    """eltPulse's five statuses: a run the reaper timed out is `failed` on this wire, with
+    `timedOut: true` and its `errorSummary` saying why. eltPulse's web app knows no other
+    status: it counted `timed_out` as still active (its run panel polled such a run forever
+    and kept "Run now" disabled) and could not filter it; `status=failed` finds it."""
+    return RunStatus.FAILED.value if status == RunStatus.TIMED_OUT else status.value
 
 
 def stop_signal(run: Run) -> bool:
@@ -415,12 +426,16 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 def _statuses(request: Request) -> list[RunStatus] | None:
     """`status=a,b`: the known statuses named; unknown ones are ignored (the reference's
-    behaviour), and none known is no filter."""
+    behaviour), and none known is no filter. `failed` includes the timed-out runs the wire
+    shows as failed; `timed_out` alone names only those (runwatch's own)."""
     raw = request.query_params.get("status")
     if not raw:
         return None
     values = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    return [RunStatus(v) for v in values if v in set(RunStatus)] or None
+    statuses = [RunStatus(v) for v in values if v in set(RunStatus)]
+    if RunStatus.FAILED in statuses and RunStatus.TIMED_OUT not in statuses:
+        statuses.append(RunStatus.TIMED_OUT)  # shown as failed (`wire_status`)
+    return statuses or None
 
 
 def _filter_id(request: Request, name: str, kind: str) -> int | None:
@@ -606,11 +621,14 @@ def routes(settings: Settings) -> list[BaseRoute]:
         except RunFinished as exc:
             # A cancelled or timed-out run tells its gateway to stop: 200 with `cancel: true`
             # (the gateway throws on any other status and would never see it); the lines
-            # and samples it carried are kept, the rest of the change is not applied.
+            # and samples it carried are kept, and an errorSummary as on any finished run
+            # (set when it has none, else an error line); its status and finishedAt are not
+            # applied.
             if exc.status not in STOP_STATUSES:
                 raise
+            summary = change.error_summary if isinstance(change.error_summary, str) else UNSET
             data = dataclasses.replace(change, status=None, finished_at=None,
-                                       error_summary=UNSET)
+                                       error_summary=summary)
             run = await (elt_runs.update_gateway_run(
                 caller=caller, run_id=run_id, change=data,
                 default_max_runtime=default_max_runtime) if _carries_data(data)

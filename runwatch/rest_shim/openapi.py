@@ -74,6 +74,9 @@ ID_TEXT_OR_NULL = nullable(ID_TEXT)
 DATEPART: Schema = {"type": "string", "enum": list(DATEPARTS)}
 MESSAGES: Schema = array(STR)
 RUN_STATUS: Schema = {"type": "string", "enum": [s.value for s in RunStatus]}
+# eltPulse's five: a timed-out run is `failed` on that wire (`timedOut: true`).
+ELT_RUN_STATUS: Schema = {"type": "string", "enum": [
+    s.value for s in RunStatus if s != RunStatus.TIMED_OUT]}
 WATERMARK: Schema = {"anyOf": [{"type": "string", "maxLength": 50}, INT]}
 
 # ------------------------------------------------------------------------- error shapes
@@ -209,7 +212,8 @@ SCHEMAS: dict[str, Schema] = {
     }),
     # ELT
     "Run": obj({
-        "id": ID_TEXT, "pipelineId": ID_TEXT, "status": RUN_STATUS, "environment": STR,
+        "id": ID_TEXT, "pipelineId": ID_TEXT, "status": ELT_RUN_STATUS, "timedOut": BOOL,
+        "environment": STR,
         "correlationId": STR_OR_NULL, "triggeredBy": STR_OR_NULL,
         "partitionColumn": STR_OR_NULL, "partitionValue": STR_OR_NULL,
         "targetGatewayId": ID_TEXT_OR_NULL, "gatewayId": ID_TEXT_OR_NULL,
@@ -229,7 +233,7 @@ SCHEMAS: dict[str, Schema] = {
                                    "enum": ["pending", "delivered", "failed"]}),
         "ingestionExecutor": {"type": "string", "enum": [
             "customer_agent", "customer_control_plane", "unspecified"]},
-    }, ("id", "pipelineId", "status", "environment", "correlationId", "triggeredBy",
+    }, ("id", "pipelineId", "status", "timedOut", "environment", "correlationId", "triggeredBy",
         "partitionColumn", "partitionValue", "targetGatewayId", "gatewayId", "startedAt",
         "finishedAt", "deadlineAt", "errorSummary", "cancel", "logEntriesDropped",
         "telemetrySamplesDropped", "createdAt", "updatedAt", "telemetry")),
