@@ -55,6 +55,8 @@ from runwatch.settings import Settings
 from runwatch.ui.console import console_page
 from runwatch.ws import LegacyWSHandler, LimitedWebSocketAdapter, SocketLimits, TransportWSHandler
 
+ALL_OPERATION_TYPES = frozenset(OperationType)
+
 
 def strict_json(data: str | bytes) -> Any:
     """The JSON of `/graphql` bodies and socket messages: the one strict rule of every body
@@ -134,10 +136,12 @@ class RunwatchGraphQL(GraphQL):
 
     async def execute_single(self, **kwargs: Any) -> Any:
         """A subscription needs the WebSocket: over HTTP it is a 400 saying so (strawberry
-        would run it as a query and fail with a masked error)."""
+        would run it as a query and fail with a masked error). A document seen before is
+        never a subscription (`runwatch.schema.prepared`): it skips the check."""
         request_data = kwargs["request_data"]
         query = getattr(request_data, "query", None)
-        if isinstance(query, str) and "subscription" in query:
+        if isinstance(query, str) and "subscription" in query and self.schema.prepared.get(  # type: ignore[attr-defined]
+                query, request_data.operation_name, ALL_OPERATION_TYPES) is None:
             from graphql import get_operation_ast, parse
 
             with contextlib.suppress(GraphQLError):

@@ -76,23 +76,26 @@ class DatabaseFaultErrors(SchemaExtension):
 
     def on_execute(self):  # type: ignore[no-untyped-def]
         yield
-        self._rewrite(self.execution_context.result)
+        reword_faults(self.execution_context.result, self.execution_context.context)
 
     def on_stream_result(self, result):  # type: ignore[no-untyped-def]
-        self._rewrite(result)
+        reword_faults(result, self.execution_context.context)
         yield None
 
-    def _rewrite(self, result: object) -> None:
-        errors = getattr(result, "errors", None)
-        if not errors or not any(graphql_fault(e) for e in errors):
-            return
-        result.errors = [_unavailable_error(e) if graphql_fault(e) else e  # type: ignore[attr-defined]
-                         for e in errors]
-        response = getattr(self.execution_context.context, "response", None)
-        if response is not None:  # HTTP (a WebSocket has no status to set)
-            metrics.database_fault("graphql")
-            response.status_code = 503
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+
+def reword_faults(result: object, context: object) -> None:
+    """`DatabaseFaultErrors`' rule, also the prepared path's (`runwatch.schema.prepared`):
+    the result's fault errors reworded, and over HTTP a 503 with `Retry-After`."""
+    errors = getattr(result, "errors", None)
+    if not errors or not any(graphql_fault(e) for e in errors):
+        return
+    result.errors = [_unavailable_error(e) if graphql_fault(e) else e  # type: ignore[attr-defined]
+                     for e in errors]
+    response = getattr(context, "response", None)
+    if response is not None:  # HTTP (a WebSocket has no status to set)
+        metrics.database_fault("graphql")
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
 
 class DatabaseFaults:

@@ -3,12 +3,17 @@ attaches extensions (and the cost bounds, batching and introspection switches fr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.schema.config import BatchingConfig, StrawberryConfig
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from runwatch.faults import DatabaseFaultErrors, graphql_fault
 from runwatch.resolvers.errors import DomainError
@@ -27,6 +32,7 @@ from runwatch.schema.input_plan import plan_inputs
 from runwatch.schema.limits import MAX_BATCH_OPERATIONS, CostBounds
 from runwatch.schema.live import LiveSubscription, SharedExecutor
 from runwatch.schema.pipeline import PipelineQuery
+from runwatch.schema.prepared import PreparedOperations
 from runwatch.schema.run import RunMutation, RunQuery
 from runwatch.schema.types import BIGINT_SCALAR, DATETIME_SCALAR, BigInt
 from runwatch.schema.watcher import WatcherMutation, WatcherQuery
@@ -71,6 +77,29 @@ class MaskUnexpected(MaskErrors):
 
 
 class RunwatchSchema(strawberry.Schema):
+    prepared: PreparedOperations  # set by build_schema
+
+    async def execute(  # type: ignore[override]
+        self, query: str | None, variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None, root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """A document validated before (over HTTP or a WebSocket) runs on the prepared path
+        (`runwatch.schema.prepared`); any other goes through strawberry's."""
+        prepared = self.prepared.get(
+            query, operation_name, DEFAULT_ALLOWED_OPERATION_TYPES
+            if allowed_operation_types is None else allowed_operation_types)
+        if prepared is None or root_value is not None:
+            return await super().execute(
+                query, variable_values, context_value, root_value, operation_name,
+                allowed_operation_types, operation_extensions)
+        assert query is not None
+        return await self.prepared.execute(
+            prepared, query=query, variables=variable_values, context=context_value,
+            operation_extensions=operation_extensions)
+
     def process_errors(self, errors, execution_context=None) -> None:  # type: ignore[no-untyped-def]
         """Log only unexpected errors; a domain failure is the caller's business, not ours."""
         super().process_errors([e for e in errors if _is_unexpected(e)], execution_context)
@@ -106,6 +135,8 @@ def build_schema(
             batching_config=batching),
         types=[NotFoundError, InvalidInputError, ConflictError, PermissionDeniedError],
         execution_context_class=SharedExecutor,  # live updates: one execution per change
+        # The rules of the four after validation are applied by the prepared path too, by the
+        # same functions: none may gain a `resolve` hook (tests/test_prepared.py).
         extensions=[
             lambda: MaskUnexpected(should_mask_error=_is_unexpected),
             DomainErrorCodes,
@@ -116,4 +147,11 @@ def build_schema(
         ],
     )
     plan_inputs(schema)  # input objects built from a plan made once per type
+    # A document validated once runs over HTTP without the per-request extension machinery,
+    # through the same rules (runwatch.schema.prepared).
+    mask = MaskUnexpected(should_mask_error=_is_unexpected)
+    schema.prepared = PreparedOperations(
+        graphql_schema=lambda: schema._schema, bounds=bounds,
+        process_errors=schema.process_errors, mask=mask._process_errors,
+        executor_class=SharedExecutor)
     return schema

@@ -103,24 +103,29 @@ class DomainErrorCodes(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
-        if result is None or not result.errors:
-            return
-        hint = self._auth_hint()
-        result.errors = [
-            graphql_error(_with_hint(e.original_error, hint), e)
-            if isinstance(e.original_error, DomainError) else e
-            for e in result.errors
-        ]
+        if result is not None and result.errors:
+            result.errors = coded_errors(result.errors, self.execution_context.context)
 
-    def _auth_hint(self) -> str | None:
-        """Why the request has no caller, in words that say what to do (no token, an unknown
-        one, a header not in the Bearer form): see `runwatch.auth.MESSAGES`."""
-        context = self.execution_context.context
-        if getattr(context, "caller", None) is not None:
-            return None
-        request = getattr(context, "request", None)
-        problem = auth_problem(getattr(request, "state", None)) if request is not None else None
-        return MESSAGES.get(problem) if problem else None
+
+def coded_errors(errors: list[GraphQLError], context: object) -> list[GraphQLError]:
+    """An execution's errors, each domain failure with its `extensions.code` (the one rule
+    of both `DomainErrorCodes` and the prepared path, `runwatch.schema.prepared`)."""
+    if not any(isinstance(e.original_error, DomainError) for e in errors):
+        return errors
+    hint = _auth_hint(context)
+    return [graphql_error(_with_hint(e.original_error, hint), e)
+            if isinstance(e.original_error, DomainError) else e
+            for e in errors]
+
+
+def _auth_hint(context: object) -> str | None:
+    """Why the request has no caller, in words that say what to do (no token, an unknown
+    one, a header not in the Bearer form): see `runwatch.auth.MESSAGES`."""
+    if getattr(context, "caller", None) is not None:
+        return None
+    request = getattr(context, "request", None)
+    problem = auth_problem(getattr(request, "state", None)) if request is not None else None
+    return MESSAGES.get(problem) if problem else None
 
 
 def _with_hint(exc: DomainError, hint: str | None) -> DomainError:

@@ -381,6 +381,27 @@ class CostBounds:
                 self._page_variables.popitem(last=False)
         return found
 
+    def variable_checks(
+        self, schema: GraphQLSchema, document: DocumentNode, query: str | None,
+        operation_name: str | None, variables: Mapping[str, Any] | None,
+    ) -> tuple[list[GraphQLError], int | None]:
+        """What a validated document's variables may still break, checked on every request
+        before execution: page sizes, list inputs, the cost budget. Returns the errors (none:
+        an empty list) and the cost to report (`extensions.cost`) when a budget is set."""
+        errors, cost = self.checked(schema, document, query, operation_name, variables)
+        errors = errors or self.list_input_errors(variables)
+        if errors or not self.max_cost:
+            return list(errors), None
+        if cost is not None and cost > self.max_cost:
+            return [self.too_costly(cost)], None
+        return [], cost
+
+    def without_suggestions(self, errors: Iterable[GraphQLError]) -> None:
+        """With introspection off, no error says "Did you mean …?"."""
+        if not self.introspection:
+            for error in errors:
+                _without_suggestions(error)
+
     @property
     def extension(self) -> Callable[[], SchemaExtension]:
         return lambda: BoundsExtension(self)
@@ -413,11 +434,8 @@ class BoundsExtension(SchemaExtension):
             raise
         for error in context.pre_execution_errors or ():
             self._word_token_limit(error)
-        if not self.bounds.introspection:
-            result = context.result
-            for error in [*(context.pre_execution_errors or ()),
-                          *(getattr(result, "errors", None) or ())]:
-                _without_suggestions(error)
+        self.bounds.without_suggestions([*(context.pre_execution_errors or ()),
+                                         *(getattr(context.result, "errors", None) or ())])
 
     def _word_token_limit(self, error: GraphQLError) -> None:
         if (isinstance(error, GraphQLSyntaxError)
@@ -442,15 +460,16 @@ class BoundsExtension(SchemaExtension):
                                             for e in context.pre_execution_errors]
         if not context.pre_execution_errors:
             assert context.graphql_document is not None
-            errors, cost = self.bounds.checked(
+            # A clean document: its next requests over HTTP take the prepared path
+            # (`runwatch.schema.prepared`), which runs `variable_checks` itself.
+            prepared = getattr(context.schema, "prepared", None)
+            if prepared is not None:
+                prepared.remember(context.query, context._provided_operation_name,
+                                  context.graphql_document, context.operation_type,
+                                  context.operation_name)
+            errors, self.cost = self.bounds.variable_checks(
                 context.schema._schema, context.graphql_document, context.query,
                 context.operation_name, context.variables)
-            errors = errors or self.bounds.list_input_errors(context.variables)
-            if not errors and self.bounds.max_cost:
-                if cost is not None and cost > self.bounds.max_cost:
-                    errors = [self.bounds.too_costly(cost)]
-                else:
-                    self.cost = cost
             if errors:  # a new list: the one from the validation cache is shared
                 context.pre_execution_errors = errors
         yield
