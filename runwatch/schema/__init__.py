@@ -147,8 +147,8 @@ def build_schema(
         ],
     )
     plan_inputs(schema)  # input objects built from a plan made once per type
-    # A document validated once runs over HTTP without the per-request extension machinery,
-    # through the same rules (runwatch.schema.prepared).
+    # A document validated once runs (over HTTP or a WebSocket) without the per-request
+    # extension machinery, through the same rules (runwatch.schema.prepared).
     mask = MaskUnexpected(should_mask_error=_is_unexpected)
     schema.prepared = PreparedOperations(
         graphql_schema=lambda: schema._schema, bounds=bounds,
