@@ -7,7 +7,6 @@ second must really have taken the prepared path (counted)."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import httpx
@@ -38,12 +37,6 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-@contextlib.asynccontextmanager
-async def fresh(settings, **changes: Any):
-    async with app_client(settings, **changes) as client:
-        yield client
-
-
 async def twice(client: httpx.AsyncClient, counted: list[str], body: dict[str, Any],
                 headers: dict[str, str] | None = None, method: str = "POST",
                 prepared: bool = True) -> httpx.Response:
@@ -64,7 +57,7 @@ async def twice(client: httpx.AsyncClient, counted: list[str], body: dict[str, A
 
 
 async def test_data_and_cost_extension(settings, tenant: Tenant, counted):
-    async with fresh(settings) as client:
+    async with app_client(settings) as client:
         r = await twice(client, counted, {"query": PAGE, "variables": {"n": 5}},
                         tenant.headers("read"))
     body = r.json()
@@ -75,7 +68,7 @@ async def test_data_and_cost_extension(settings, tenant: Tenant, counted):
 async def test_variable_checks_run_on_every_request(settings, tenant: Tenant, counted):
     """The document is prepared by a request within the bounds; a later page size or cost
     over them is still refused before any resolver runs, with the same error."""
-    async with fresh(settings, graphql_max_cost=1_000) as client:
+    async with app_client(settings, graphql_max_cost=1_000) as client:
         ok = await client.post("/graphql", json={"query": PAGE, "variables": {"n": 5}},
                                headers=tenant.headers("read"))
         assert ok.status_code == 200 and "errors" not in ok.json()
@@ -86,14 +79,14 @@ async def test_variable_checks_run_on_every_request(settings, tenant: Tenant, co
     assert over.json()["data"] is None
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     # the same refusal from strawberry's path (a fresh app: the document is new there)
-    async with fresh(settings, graphql_max_cost=1_000) as client:
+    async with app_client(settings, graphql_max_cost=1_000) as client:
         reference = await client.post("/graphql", json={
             "query": PAGE, "variables": {"n": 100_000}}, headers=tenant.headers("read"))
     assert reference.json() == over.json()
 
 
 async def test_union_member_and_domain_codes(settings, tenant: Tenant, counted):
-    async with fresh(settings) as client:
+    async with app_client(settings) as client:
         r = await twice(client, counted, {"query": REPORT, "variables": {"i": {
             "runId": "999999", "completedAt": "2026-01-01T00:00:00Z", "eventsDelivered": 1}}},
             tenant.headers("report"))
@@ -103,7 +96,7 @@ async def test_union_member_and_domain_codes(settings, tenant: Tenant, counted):
     error = anonymous.json()["errors"][0]
     assert error["extensions"]["code"] == "UNAUTHENTICATED", error
     assert "token" in error["message"].lower()
-    async with fresh(settings) as client:  # a token without the `report` scope
+    async with app_client(settings) as client:  # a token without the `report` scope
         r = await twice(client, counted, {"query": REPORT, "variables": {"i": {
             "runId": "1", "completedAt": "2026-01-01T00:00:00Z", "eventsDelivered": 1}}},
             tenant.headers("read"))
@@ -115,14 +108,14 @@ async def test_variable_errors_lose_suggestions_with_introspection_off(settings,
     prepared path, a pre-execution one on strawberry's, worded the same on both."""
     query = REPORT
     body = {"query": query, "variables": {"i": {"runid": "1", "completedAt": "2026-01-01"}}}
-    async with fresh(settings, graphql_introspection=False) as client:
+    async with app_client(settings, graphql_introspection=False) as client:
         # prepared by a valid request first
         await client.post("/graphql", json={"query": query, "variables": {"i": {
             "runId": "5", "completedAt": "2026-01-01T00:00:00Z",
                                      "eventsDelivered": 1}}},
             headers=tenant.headers("report"))
         prepared = await client.post("/graphql", json=body, headers=tenant.headers("report"))
-    async with fresh(settings, graphql_introspection=False) as client:
+    async with app_client(settings, graphql_introspection=False) as client:
         reference = await client.post("/graphql", json=body, headers=tenant.headers("report"))
     assert counted.count(query) == 1  # the request with the misspelt field
     assert prepared.json() == reference.json()
@@ -139,7 +132,7 @@ async def test_unexpected_errors_are_masked_and_faults_are_503(settings, tenant,
     monkeypatch.setattr(runs_api, "report_run", broken)
     variables = {"i": {"runId": "1", "completedAt": "2026-01-01T00:00:00Z",
                                      "eventsDelivered": 1}}
-    async with fresh(settings) as client:
+    async with app_client(settings) as client:
         r = await twice(client, counted, {"query": REPORT, "variables": variables},
                         tenant.headers("report"))
     assert r.json()["errors"][0]["message"] == "Unexpected error."
@@ -149,7 +142,7 @@ async def test_unexpected_errors_are_masked_and_faults_are_503(settings, tenant,
         raise DBConnectionError("the database is down")
 
     monkeypatch.setattr(runs_api, "report_run", unavailable)
-    async with fresh(settings) as client:
+    async with app_client(settings) as client:
         r = await twice(client, counted, {"query": REPORT + " ", "variables": variables},
                         tenant.headers("report"))
     assert r.status_code == 503 and r.headers["retry-after"]
@@ -157,7 +150,7 @@ async def test_unexpected_errors_are_masked_and_faults_are_503(settings, tenant,
 
 
 async def test_what_is_never_prepared(settings, tenant: Tenant, counted):
-    async with fresh(settings) as client:
+    async with app_client(settings) as client:
         # invalid documents: strawberry's path every time
         await twice(client, counted, {"query": "{ runs { nodes { nope } } }"},
                     tenant.headers("read"), prepared=False)

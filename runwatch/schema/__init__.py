@@ -151,7 +151,7 @@ def build_schema(
     # extension machinery, through the same rules (runwatch.schema.prepared).
     mask = MaskUnexpected(should_mask_error=_is_unexpected)
     schema.prepared = PreparedOperations(
-        graphql_schema=lambda: schema._schema, bounds=bounds,
+        graphql_schema=schema._schema, bounds=bounds,
         process_errors=schema.process_errors, mask=mask._process_errors,
         executor_class=SharedExecutor)
     return schema

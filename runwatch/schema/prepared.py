@@ -54,12 +54,12 @@ class Prepared(NamedTuple):
 
 class PreparedOperations:
     def __init__(
-        self, *, graphql_schema: Callable[[], GraphQLSchema], bounds: CostBounds,
+        self, *, graphql_schema: GraphQLSchema, bounds: CostBounds,
         process_errors: Callable[[list[GraphQLError]], None],
         mask: Callable[[list[GraphQLError]], list[GraphQLError]],
         executor_class: type, maxsize: int = MAX_PREPARED,
     ) -> None:
-        self._graphql_schema = graphql_schema
+        self.graphql_schema = graphql_schema
         self.bounds = bounds
         self.process_errors = process_errors
         self.mask = mask
@@ -99,7 +99,7 @@ class PreparedOperations:
         self, prepared: Prepared, *, query: str, variables: dict[str, Any] | None,
         context: Any, operation_extensions: dict[str, Any] | None = None,
     ) -> ExecutionResult:
-        schema = self._graphql_schema()
+        schema = self.graphql_schema
         extensions: dict[str, Any] = {}
         data: Any = None
         try:
