@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import asyncpg
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from runwatch.models import (
@@ -49,7 +52,8 @@ from tests.webhook_receiver import DROP, Answer, Receiver
 
 PAYLOAD_KEYS = {"event", "runId", "correlationId", "pipelineId", "pipelineName", "environment",
                 "status", "errorSummary", "startedAt", "finishedAt",
-                "source", "runUrl"}  # eltPulse's reference's (runUrl: added when sent)
+                "source", "runUrl",  # eltPulse's reference's (runUrl: added when sent)
+                "timedOut"}  # runwatch's, as on the ELT wire
 # How much later than `RETRY_SCHEDULE[i] * 1.1` a retry may be due: the attempt's own duration
 # plus the time between its start and the write of its result.
 SLACK = timedelta(seconds=2)
@@ -161,7 +165,8 @@ async def test_delivered_once_signed_with_the_contract_body(
     assert body == {
         "event": "run.failed", "runId": run_id, "correlationId": "nightly-2026-01-31",
         "pipelineId": str(pipeline.id), "pipelineName": "orders", "environment": "prod",
-        "status": "failed", "errorSummary": "boom", "startedAt": run["startedAt"],
+        "status": "failed", "timedOut": False, "errorSummary": "boom",
+        "startedAt": run["startedAt"],
         "finishedAt": run["finishedAt"], "telemetrySummary": run["telemetry"]["summary"],
         "source": "eltpulse", "runUrl": None,  # no RUNWATCH_PUBLIC_URL here
     }
@@ -633,22 +638,87 @@ async def test_one_delivery_per_warehouse_report(client, tenant, caller, receive
     assert payload["finishedAt"] == body["completed_at"]
 
 
-async def test_one_delivery_per_timeout(caller, receiver, sender):
-    pipeline = await new_pipeline(caller, max_runtime_seconds=600)
-    endpoint = await new_endpoint(caller, receiver.url)
+async def timed_out_run(caller: Caller, pipeline: Pipeline) -> tuple[Run, datetime]:
     started = utcnow() - timedelta(hours=1)
     run = await elt_runs.create_run(caller=caller, now=started, new=elt_runs.NewRun(
         pipeline_id=pipeline.id, status=RunStatus.RUNNING))
     assert await reap_stuck_runs() == 1
     assert await reap_stuck_runs() == 0
+    await run.refresh_from_db()
+    assert run.status == RunStatus.TIMED_OUT and run.error
+    return run, started
+
+
+async def test_one_delivery_per_timeout_as_eltpulses_run_failed(caller, receiver, sender):
+    """An endpoint that named no events (what eltPulse's `PUT …/webhook {url}` makes) hears of
+    a run the reaper ended as eltPulse's `run.failed`, with `timedOut: true`: its receivers
+    switch on the contract's three events and must not miss a run that never finished."""
+    pipeline = await new_pipeline(caller, max_runtime_seconds=600)
+    endpoint = await new_endpoint(caller, receiver.url)
+    assert endpoint.event_types == ["run.succeeded", "run.failed", "run.cancelled"]
+    run, started = await timed_out_run(caller, pipeline)
     delivery = await one_delivery(run_id=run.id)
-    assert delivery.event_type == "run.timed_out"
+    assert delivery.event_type == "run.failed"
     assert await sender.deliver_due() == 1
     payload = verify(endpoint.secret, receiver.requests[0])
-    await run.refresh_from_db()
-    assert payload["event"] == "run.timed_out" and payload["status"] == "timed_out"
-    assert payload["errorSummary"] == run.error and run.error
+    assert set(payload) == PAYLOAD_KEYS
+    assert (payload["event"], payload["status"], payload["timedOut"]) == (
+        "run.failed", "failed", True)
+    assert payload["errorSummary"] == run.error
     assert payload["finishedAt"] == clock_iso(started + timedelta(seconds=600))
+
+
+async def test_run_timed_out_is_sent_to_an_endpoint_that_asks_for_it(caller, receiver, sender):
+    pipeline = await new_pipeline(caller, max_runtime_seconds=600)
+    endpoint = await new_endpoint(caller, receiver.url, event_types=list(webhooks.EVENT_TYPES))
+    run, _ = await timed_out_run(caller, pipeline)
+    assert (await one_delivery(run_id=run.id)).event_type == "run.timed_out"
+    failed = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    assert await sender.deliver_due() == 2
+    by_run = {verify(endpoint.secret, r)["runId"]: verify(endpoint.secret, r)
+              for r in receiver.requests}
+    shown = by_run[str(run.id)]
+    assert (shown["event"], shown["status"], shown["timedOut"]) == (
+        "run.timed_out", "timed_out", True)
+    plain = by_run[str(failed.id)]
+    assert (plain["event"], plain["status"], plain["timedOut"]) == ("run.failed", "failed", False)
+
+
+@pytest.mark.parametrize(("wanted", "event"), [
+    (["run.timed_out"], "run.timed_out"),
+    (["run.failed"], "run.failed"),
+    (["run.succeeded", "run.cancelled"], None),
+])
+async def test_which_event_a_timed_out_run_sends(caller, receiver, wanted, event):
+    pipeline = await new_pipeline(caller, max_runtime_seconds=600)
+    await new_endpoint(caller, receiver.url, event_types=wanted)
+    run, _ = await timed_out_run(caller, pipeline)
+    rows = await WebhookDelivery.filter(run_id=run.id)
+    assert [r.event_type for r in rows] == ([event] if event else [])
+
+
+async def test_the_migration_moves_the_old_default_to_eltpulses_three(caller, receiver):
+    """Endpoints that hold the old default (all four events) get the new one (three);
+    backward puts the four back. Other lists stay as they are."""
+    conn = connections.get("default")
+    migration = importlib.import_module("runwatch.models.migrations.0012_webhook_default_events")
+    pipeline, other = await new_pipeline(caller, "a"), await new_pipeline(caller, "b")
+    old_default = await new_endpoint(caller, receiver.url, event_types=list(webhooks.EVENT_TYPES))
+    chosen = await new_endpoint(caller, receiver.url + "/x", pipeline_id=pipeline.id,
+                                event_types=["run.failed", "run.timed_out"])
+    three = await new_endpoint(caller, receiver.url + "/y", pipeline_id=other.id)
+    editor = SimpleNamespace(client=conn)
+
+    async def lists() -> list[list[str]]:
+        return [(await WebhookEndpoint.get(id=e.id)).event_types
+                for e in (old_default, chosen, three)]
+
+    await migration.forward(None, editor)
+    assert await lists() == [list(migration.THREE), ["run.failed", "run.timed_out"],
+                             list(migration.THREE)]
+    await migration.backward(None, editor)
+    assert await lists() == [list(migration.ALL_FOUR), ["run.failed", "run.timed_out"],
+                             list(migration.ALL_FOUR)]
 
 
 # ----------------------------------------------------------------------------------------------

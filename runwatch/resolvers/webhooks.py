@@ -12,6 +12,7 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,15 +36,27 @@ from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import InvalidInput, NotFound
 from runwatch.resolvers.netguard import target_problem
 from runwatch.resolvers.pagination import Page, paginate
-from runwatch.resolvers.run_summary import summary_of
+from runwatch.resolvers.run_summary import eltpulse_status, summary_of
 
 EVENT_TYPES = ("run.succeeded", "run.failed", "run.cancelled", "run.timed_out")
+# What an endpoint gets when it names none: eltPulse's three events. `run.timed_out` is
+# runwatch's own, sent only to an endpoint that asks for it (`run_event`).
+DEFAULT_EVENT_TYPES = EVENT_TYPES[:3]
 SECRET_PREFIX = "whsec_"
 MAX_URL_CHARS = 2000
 
 
-def event_type_of(status: RunStatus) -> str:
-    return f"run.{RunStatus(status).value}"
+def run_event(status: RunStatus, wanted: Collection[str]) -> str | None:
+    """The event a run that became terminal with `status` sends to an endpoint that wants
+    `wanted`, or None when it wants none of it. A run the reaper timed out is `run.timed_out`
+    to an endpoint that asked for that event, and otherwise `run.failed` (with `timedOut:
+    true`), as on eltPulse's REST wire: eltPulse's receivers know three events, and one that
+    pages on `run.failed` must hear of a run that never finished."""
+    status = RunStatus(status)
+    if status == RunStatus.TIMED_OUT and "run.timed_out" in wanted:
+        return "run.timed_out"
+    event = f"run.{eltpulse_status(status)}"
+    return event if event in wanted else None
 
 
 def new_secret() -> str:
@@ -56,8 +69,8 @@ def new_message_id() -> str:
 
 
 def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
-    """The body of a terminal-run event: the original service's fields, plus the run's
-    telemetry summary when it reported any."""
+    """The body of a terminal-run event: the original service's fields, `timedOut` as on the
+    ELT wire, and the run's telemetry summary when it reported any."""
     body: dict[str, Any] = {
         "event": event,
         "source": "eltpulse",  # eltPulse's reference marks its run events so
@@ -66,7 +79,10 @@ def run_payload(run: Run, *, pipeline_name: str, event: str) -> dict[str, Any]:
         "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
         "pipelineName": pipeline_name,
         "environment": run.environment,
-        "status": RunStatus(run.status).value,
+        # `timed_out` in runwatch's own event, eltPulse's `failed` in the others (`run_event`)
+        "status": (RunStatus.TIMED_OUT.value if event == "run.timed_out"
+                   else eltpulse_status(run.status)),
+        "timedOut": run.status == RunStatus.TIMED_OUT,
         "errorSummary": run.error,
         # a run cancelled before any claim started when it was created (eltPulse's rule)
         "startedAt": iso(run.started_at or run.created_at),
@@ -102,9 +118,8 @@ async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name:
     if not rows:
         return False
     endpoint = max(rows, key=lambda r: r["pipeline_id"] is not None)  # the pipeline's wins
-    event = event_type_of(run.status)
-    wanted = _json_list(endpoint["event_types"]) or list(EVENT_TYPES)
-    if not endpoint["enabled"] or event not in wanted:
+    event = run_event(run.status, _json_list(endpoint["event_types"]) or DEFAULT_EVENT_TYPES)
+    if not endpoint["enabled"] or event is None:
         return False
     now = utcnow()
     await WebhookDelivery.create(
@@ -129,7 +144,7 @@ def _json_list(value: Any) -> list[str]:
 
 def _event_types(value: Any) -> list[str]:
     if value is None:
-        return list(EVENT_TYPES)
+        return list(DEFAULT_EVENT_TYPES)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise InvalidInput.one("event_types", "Expected a non-empty list of event types.")
     unknown = [v for v in value if v not in EVENT_TYPES]

@@ -56,7 +56,7 @@ from runwatch.resolvers.errors import (
 from runwatch.resolvers.pagination import encode_cursor
 from runwatch.resolvers.run_input import UNSET, Errors, check_int_id, parse_change
 from runwatch.resolvers.run_series import LOGS, SAMPLES
-from runwatch.resolvers.run_summary import summary_of
+from runwatch.resolvers.run_summary import eltpulse_status, summary_of
 from runwatch.rest_shim.common import (
     BadRequest,
     Handler,
@@ -274,7 +274,7 @@ def run_json(
     body: dict[str, Any] = {
         "id": str(run.id),
         "pipelineId": str(run.pipeline_id),  # type: ignore[attr-defined]
-        "status": wire_status(RunStatus(run.status)),
+        "status": eltpulse_status(run.status),
         "timedOut": run.status == RunStatus.TIMED_OUT,
         "environment": run.environment,
         "correlationId": run.correlation_id,
@@ -304,14 +304,6 @@ def run_json(
     if extra:
         body.update(extra)
     return body
-
-
-def wire_status(status: RunStatus) -> str:
-    """eltPulse's five statuses: a run the reaper timed out is `failed` on this wire, with
-    `timedOut: true` and its `errorSummary` saying why. eltPulse's web app knows no other
-    status: it counted `timed_out` as still active (its run panel polled such a run forever
-    and kept "Run now" disabled) and could not filter it; `status=failed` finds it."""
-    return RunStatus.FAILED.value if status == RunStatus.TIMED_OUT else status.value
 
 
 def stop_signal(run: Run) -> bool:
@@ -434,7 +426,7 @@ def _statuses(request: Request) -> list[RunStatus] | None:
     values = [part.strip().lower() for part in raw.split(",") if part.strip()]
     statuses = [RunStatus(v) for v in values if v in set(RunStatus)]
     if RunStatus.FAILED in statuses and RunStatus.TIMED_OUT not in statuses:
-        statuses.append(RunStatus.TIMED_OUT)  # shown as failed (`wire_status`)
+        statuses.append(RunStatus.TIMED_OUT)  # shown as failed (`eltpulse_status`)
     return statuses or None
 
 

@@ -162,7 +162,8 @@ class SetWebhookEndpointInput:
         "default.")
     event_types: list[str] | None = strawberry.field(
         default=None, description="run.succeeded, run.failed, run.cancelled, run.timed_out "
-        "(default: all).")
+        "(default: the first three; a timed-out run is run.failed with timedOut: true unless "
+        "run.timed_out is listed).")
     enabled: bool | None = None
 
 
