@@ -16,6 +16,7 @@ A client throws on any non-2xx answer (`if (!res.ok) throw`), so every call here
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -26,10 +27,14 @@ import pytest
 from runwatch.models import Run
 from runwatch.resolvers import gateways as gateways_api
 from runwatch.resolvers.caller import Caller
+from runwatch.resolvers.clock import utcnow
+from runwatch.resolvers.webhooks import SUMMARY_GRACE
 from runwatch.services.reaper import reap_stuck_runs
+from runwatch.services.webhooks import Sender
 from runwatch.settings import Settings
 from tests.conftest import Tenant, app_client
 from tests.elt_helpers import Agent, make_gateway, when
+from tests.webhook_receiver import Receiver
 
 ELT = "/api/elt"
 AGENT = "/api/agent"
@@ -1015,3 +1020,26 @@ async def test_a_timed_out_run_keeps_the_reapers_summary(client, tenant, gateway
     assert answer["cancel"] is True and answer["run"]["errorSummary"] == reason
     assert (await lines_of(client, tenant, run_id))[-2:] == [
         ("error", "Gateway executor error: timeout"), ("error", NOTE + "RunTask failed: timeout")]
+
+
+async def test_the_failure_webhook_carries_the_summary_the_runner_sends_after_it(
+        client, tenant, gateway, pipeline):
+    """The runners' end of a failed run (the final status, then the summary alone): the
+    receiver set with the web app's `PUT …/webhook {url}` gets `run.failed` with that
+    summary, not the null the status PATCH alone would have frozen into it."""
+    async with Receiver.running() as receiver:
+        await ok(await client.put(f"{ELT}/runs/webhook", json={"url": receiver.url},
+                                  headers=tenant.headers("write")))
+        run_id = await claimed_run(client, tenant, gateway, pipeline)
+        for body in (FINAL, EXIT):
+            await ok(await client.patch(f"{AGENT}/runs/{run_id}", json=body,
+                                        headers=gateway.headers()))
+        sender = Sender(timeout=5, allow_private=True, concurrency=4)
+        try:
+            assert await sender.deliver_due(now=utcnow() + SUMMARY_GRACE) == 1
+        finally:
+            await sender.aclose()
+        [request] = receiver.requests
+    body = json.loads(request.body)
+    assert (body["event"], body["status"], body["timedOut"]) == ("run.failed", "failed", False)
+    assert (body["runId"], body["errorSummary"]) == (run_id, EXIT["errorSummary"])

@@ -673,7 +673,8 @@ async def test_run_timed_out_is_sent_to_an_endpoint_that_asks_for_it(caller, rec
     endpoint = await new_endpoint(caller, receiver.url, event_types=list(webhooks.EVENT_TYPES))
     run, _ = await timed_out_run(caller, pipeline)
     assert (await one_delivery(run_id=run.id)).event_type == "run.timed_out"
-    failed = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    failed = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED,
+                          error_summary="boom")
     assert await sender.deliver_due() == 2
     by_run = {verify(endpoint.secret, r)["runId"]: verify(endpoint.secret, r)
               for r in receiver.requests}
@@ -721,6 +722,49 @@ async def test_the_migration_moves_the_old_default_to_eltpulses_three(caller, re
                              list(migration.ALL_FOUR)]
 
 
+async def test_a_summary_after_the_failure_goes_into_the_unsent_event(caller, receiver, sender):
+    """A run failed without a summary: its event waits `SUMMARY_GRACE`, and the summary that
+    arrives meanwhile (eltPulse's runners send it on a PATCH of its own) is in its body."""
+    pipeline = await new_pipeline(caller)
+    endpoint = await new_endpoint(caller, receiver.url)
+    run = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    delivery = await one_delivery(run_id=run.id)
+    assert delivery.next_attempt_at >= run.finished_at + webhooks.SUMMARY_GRACE - SLACK
+    assert await sender.deliver_due() == 0  # not before the grace
+    await elt_runs.update_run(caller=caller, run_id=run.id,
+                              change=RunChange(error_summary="Process exited with code 1"))
+    assert await sender.deliver_due(now=later(seconds=3)) == 1
+    body = verify(endpoint.secret, receiver.requests[0])
+    assert (body["event"], body["errorSummary"]) == ("run.failed", "Process exited with code 1")
+
+
+async def test_a_summary_after_the_first_attempt_leaves_the_body_as_sent(caller, receiver,
+                                                                         sender):
+    """Every attempt of a delivery carries the same signed body: a summary that arrives after
+    the first attempt, or while a worker holds the delivery, does not change it."""
+    pipeline = await new_pipeline(caller)
+    endpoint = await new_endpoint(caller, receiver.url)
+    receiver.plan = [Answer(500)]
+    tried = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    assert await sender.deliver_due(now=later(seconds=3)) == 1
+    held = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    [claimed] = await claim_due(limit=5, hold=timedelta(hours=1), now=later(seconds=3))
+    assert claimed.payload["runId"] == str(held.id)
+    for run in (tried, held):
+        await elt_runs.update_run(caller=caller, run_id=run.id,
+                                  change=RunChange(error_summary="late"))
+        stored = await one_delivery(run_id=run.id)
+        assert sql_json(stored.payload)["errorSummary"] is None
+    # the retry sends the first attempt's body again
+    assert await sender.deliver_due(now=later(minutes=10)) == 1
+    first, again = (verify(endpoint.secret, r) for r in receiver.requests)
+    assert first == again and again["errorSummary"] is None
+
+
+def sql_json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
 # ----------------------------------------------------------------------------------------------
 # which endpoint
 
@@ -754,7 +798,8 @@ async def test_event_types_filter_what_is_enqueued(caller, receiver, sender):
     await new_endpoint(caller, receiver.url, event_types=["run.failed", "run.timed_out"])
     await finish(caller, await running_run(caller, pipeline))
     await finish(caller, await running_run(caller, pipeline), RunStatus.CANCELLED)
-    failed = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    failed = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED,
+                          error_summary="boom")
     delivery = await one_delivery()
     assert delivery.run_id == failed.id and delivery.event_type == "run.failed"
     assert await sender.deliver_due() == 1

@@ -21,7 +21,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from runwatch.models import Gateway, Pipeline, Run, RunStatus
-from runwatch.resolvers import inputs, lifecycle, sql
+from runwatch.resolvers import inputs, lifecycle, sql, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso, utcnow
 from runwatch.resolvers.errors import Conflict, InvalidInput, NotFound
@@ -281,7 +281,9 @@ async def _change_status(
                     raise RunFinished(f"Run {run.id} is finished; its errorSummary cannot be "
                                       "cleared.", current)
                 raise SummaryTaken
-            return await _set(conn, effects, run, {"error": change.error_summary}, now)
+            run = await _set(conn, effects, run, {"error": change.error_summary}, now)
+            await webhooks.summary_arrived(conn, run)  # its event may not be sent yet
+            return run
         return run
     data: dict[str, Any] = {}
     if change.error_summary is not UNSET:

@@ -14,7 +14,7 @@ import secrets
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -44,6 +44,10 @@ EVENT_TYPES = ("run.succeeded", "run.failed", "run.cancelled", "run.timed_out")
 DEFAULT_EVENT_TYPES = EVENT_TYPES[:3]
 SECRET_PREFIX = "whsec_"
 MAX_URL_CHARS = 2000
+# A run that failed without a summary: eltPulse's runners send the final status, then the
+# summary on a PATCH of its own a moment later. Its event is first sent this long after the
+# failure, and a summary that arrives meanwhile goes into its body (`summary_arrived`).
+SUMMARY_GRACE = timedelta(seconds=2)
 
 
 def run_event(status: RunStatus, wanted: Collection[str]) -> str | None:
@@ -122,6 +126,7 @@ async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name:
     if not endpoint["enabled"] or event is None:
         return False
     now = utcnow()
+    awaits_summary = event == "run.failed" and run.error is None
     await WebhookDelivery.create(
         organisation_id=run.organisation_id,  # type: ignore[attr-defined]
         endpoint_id=endpoint["id"],
@@ -130,10 +135,28 @@ async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name:
         message_id=new_message_id(),
         payload=run_payload(run, pipeline_name=pipeline_name, event=event),
         status=DeliveryStatus.PENDING,
-        next_attempt_at=now,
+        next_attempt_at=now + SUMMARY_GRACE if awaits_summary else now,
         using_db=conn,
     )
     return True
+
+
+async def summary_arrived(conn: BaseDBAsyncClient, run: Run) -> None:
+    """A finished run got its first `errorSummary` (in the transaction that set it): the body
+    of its event takes it, if no worker has claimed or sent that event yet. Once an attempt
+    is made the body stays as sent, so that every retry carries the same signed body."""
+    rows = await sql.fetch(
+        "SELECT id, payload FROM webhook_delivery "
+        "WHERE run_id = ? AND endpoint_id IS NOT NULL AND attempts = 0 AND claim IS NULL",
+        [run.id], conn)
+    for row in rows:
+        payload = sql.as_json(row["payload"])
+        if payload.get("errorSummary") is None:
+            payload["errorSummary"] = run.error
+            await sql.execute(
+                "UPDATE webhook_delivery SET payload = ? "
+                "WHERE id = ? AND attempts = 0 AND claim IS NULL",
+                [sql.json_param(payload), row["id"]], conn)
 
 
 def _json_list(value: Any) -> list[str]:
