@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import strawberry
+from graphql import OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from runwatch.models import Run as RunModel
@@ -93,6 +94,19 @@ class SharedExecutor(StrawberryGraphQLCoreExecutionContext):
             result = asyncio.ensure_future(result)
         results[key] = (self.operation, result)
         return _shared(result)
+
+
+    def build_response(self, data: dict[str, Any] | None) -> Any:
+        response = super().build_response(data)
+        if self.operation.operation is not OperationType.SUBSCRIPTION:
+            # graphql-core's executor holds bound methods of itself (`async_helpers`): a
+            # reference cycle that kept every request's executor, context, Request and
+            # resolved values alive until the cyclic collector ran, about 0.1 ms of CPU per
+            # GraphQL request under load (bench/README.md). The operation is complete here
+            # (no @defer or @stream in this schema); a subscription's executor is copied for
+            # every event and keeps its helpers.
+            self.async_helpers = None  # type: ignore[assignment]
+        return response
 
 
 def _shared(result: Any) -> Any:
