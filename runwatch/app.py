@@ -25,6 +25,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
@@ -56,6 +58,7 @@ from runwatch.ui.console import console_page
 from runwatch.ws import LegacyWSHandler, LimitedWebSocketAdapter, SocketLimits, TransportWSHandler
 
 ALL_OPERATION_TYPES = frozenset(OperationType)
+POST_OPERATION_TYPES = OperationType.from_http("POST")
 
 
 def strict_json(data: str | bytes) -> Any:
@@ -100,13 +103,60 @@ class RunwatchGraphQL(GraphQL):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope=scope, receive=receive)
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            response = await self.prepared_post(request) if scope["method"] == "POST" else None
+            if response is None:
+                response = await self.run(request)
         except GraphQLHTTPException as exc:
             cause = exc.__cause__
             detail = cause.msg if isinstance(cause, json.JSONDecodeError) else None
             response = graphql_http_error(exc.status_code, exc.reason, detail)
         await response(scope, receive, send)
+
+    async def prepared_post(self, request: Request) -> Response | None:
+        """The short lane of a document POSTed before (`runwatch.schema.prepared`): the body
+        read and checked as strawberry's `run` checks it, the prepared operation executed,
+        the result processed and answered by the view's own `process_result` and
+        `create_response`, without the request adapter, the request-data object and the
+        two execute layers between them (about 0.1 ms of a request's CPU under load,
+        bench/README.md). None for anything else: a new document, another content type, a
+        batch, a body strawberry refuses (its 400), a streaming `Accept`; strawberry's `run`
+        then takes the request, its body already read. `tests/test_prepared.py` sends every
+        kind of answer through both."""
+        headers = request.headers
+        content_type, _ = parse_content_type(headers.get("content-type", ""))
+        if "application/json" not in content_type or \
+                self._get_stream_transport_from_headers(headers) is not None:
+            return None
+        try:
+            data = strict_json(await request.body())
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        request_data = GraphQLRequestData(
+            query=data.get("query"), variables=data.get("variables"),
+            operation_name=data.get("operationName"), extensions=data.get("extensions"),
+            protocol="http")
+        if not isinstance(request_data.variables, dict | None) or \
+                not isinstance(request_data.extensions, dict | None):
+            return None
+        prepared = self.schema.prepared.get(  # type: ignore[attr-defined]
+            request_data.query, request_data.operation_name, POST_OPERATION_TYPES)
+        if prepared is None:
+            return None
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        started = time.perf_counter()
+        try:
+            result = await self.schema.prepared.execute(  # type: ignore[attr-defined]
+                prepared, query=request_data.query, variables=request_data.variables,
+                context=context, operation_extensions=request_data.extensions)
+        finally:
+            metrics.graphql_operation(request_data, time.perf_counter() - started)
+        response_data = await self.process_result(request=request, result=result)
+        return self.create_response(response_data=response_data, sub_response=sub_response)
 
     def decode_json(self, data: str | bytes) -> object:
         return strict_json(data)

@@ -109,6 +109,11 @@ async def test_series_move_when_runs_are_reported_over_graphql(settings, tenant)
         r = await c.post("/graphql", headers=tenant.headers("read"),
                          json={"query": "\n  query Overview { __typename }"})
         assert r.status_code == 200
+        # the same text again: the prepared lane (runwatch.app `prepared_post`) counts it too
+        r = await c.post("/graphql", headers=tenant.headers("read"),
+                         json={"query": "query Overview { __typename }",
+                               "operationName": "Overview"})
+        assert r.status_code == 200
         after = await scrape(c)
 
     def delta(name: str, **labels: str) -> float:
@@ -119,8 +124,8 @@ async def test_series_move_when_runs_are_reported_over_graphql(settings, tenant)
     assert delta("runwatch_runs", status="failed") == 1
     assert delta("runwatch_runs", status="running") == -1
     assert delta("runwatch_graphql_operations_total", operation="anonymous") == 1
-    assert delta("runwatch_graphql_operations_total", operation="Overview") == 2
-    assert delta("runwatch_graphql_operation_duration_seconds_count", operation="Overview") == 2
+    assert delta("runwatch_graphql_operations_total", operation="Overview") == 3
+    assert delta("runwatch_graphql_operation_duration_seconds_count", operation="Overview") == 3
 
 
 async def test_two_processes_add_up(settings):

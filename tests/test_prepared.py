@@ -172,6 +172,40 @@ async def test_what_is_never_prepared(settings, tenant: Tenant, counted):
                     tenant.headers("read"), method="GET")
 
 
+@pytest.mark.parametrize("body", [
+    {"variables": [1]}, {"variables": "x"}, {"extensions": []}, {"query": 5},
+])
+async def test_bodies_strawberry_refuses_are_refused_the_same_once_prepared(
+        settings, tenant: Tenant, counted, body):
+    """The prepared lane (`runwatch.app.RunwatchGraphQL.prepared_post`) leaves a body it would
+    not take as strawberry would to strawberry's `run`: the same 400 whether the document is
+    prepared or new."""
+    query = "{ runs(first: 1) { pageInfo { hasNextPage } } }"
+    answers = []
+    for prepare in (True, False):
+        async with app_client(settings) as client:
+            if prepare:
+                await client.post("/graphql", json={"query": query},
+                                  headers=tenant.headers("read"))
+            r = await client.post("/graphql", json={"query": query, **body},
+                                  headers=tenant.headers("read"))
+            answers.append((r.status_code, r.json()))
+    assert answers[0] == answers[1] and answers[0][0] == 400, answers
+    assert counted == []
+
+
+async def test_a_batch_of_prepared_documents_takes_strawberrys_path(settings, tenant: Tenant,
+                                                                     counted):
+    query = "{ runs(first: 1) { pageInfo { hasNextPage } } }"
+    async with app_client(settings, graphql_batching=True) as client:
+        await client.post("/graphql", json={"query": query}, headers=tenant.headers("read"))
+        r = await client.post("/graphql", json=[{"query": query}, {"query": query}],
+                              headers=tenant.headers("read"))
+    assert r.status_code == 200 and len(r.json()) == 2, r.text
+    assert all(item["data"]["runs"]["pageInfo"] == {"hasNextPage": False}
+               for item in r.json())
+
+
 def test_the_prepared_cache_is_bounded_and_keyed_by_operation_name():
     from graphql import parse
     from strawberry.types.graphql import OperationType
