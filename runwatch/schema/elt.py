@@ -35,7 +35,7 @@ from runwatch.schema.errors import (
     parse_id,
 )
 from runwatch.schema.pipeline import Pipeline
-from runwatch.schema.run import Run, RunStatus
+from runwatch.schema.run import HoldsRun, RunStatus
 from runwatch.schema.run_series import LogLevel
 from runwatch.schema.types import BigInt
 
@@ -165,8 +165,8 @@ class UpdateRunInput:
 
 
 @strawberry.type
-class RunSuccess:
-    run: Run
+class RunSuccess(HoldsRun):
+    pass
 
 
 RunResult = Annotated[
@@ -279,7 +279,7 @@ class EltMutation:
             errors.raise_any()
             row = await elt_runs_api.create_run(
                 caller=caller, new=new, default_max_runtime=info.context.options.orphan_window)
-            return RunSuccess(run=Run.of(row))
+            return RunSuccess(row=row)
 
         return await as_data(call)  # type: ignore[return-value]
 
@@ -293,7 +293,7 @@ class EltMutation:
             row = await elt_runs_api.update_run(
                 caller=caller, run_id=parse_id(input.id, "run"), change=change,
                 default_max_runtime=info.context.options.orphan_window)
-            return RunSuccess(run=Run.of(row))
+            return RunSuccess(row=row)
 
         return await as_data(call)  # type: ignore[return-value]
 
@@ -304,6 +304,6 @@ class EltMutation:
 
         async def call() -> RunSuccess:
             row = await elt_runs_api.cancel_run(caller=caller, run_id=parse_id(id, "run"))
-            return RunSuccess(run=Run.of(row))
+            return RunSuccess(row=row)
 
         return await as_data(call)  # type: ignore[return-value]
