@@ -87,6 +87,7 @@ class RunwatchGraphQL(GraphQL):
         self.options = options
         self.settings = settings
         self.authenticator = authenticator
+        self._declined: tuple[bytes, Any] | None = None  # `prepared_post`, `decode_json`
         self.max_subscriptions_per_connection = settings.ws_max_subscriptions_per_socket
         self.socket_limits = SocketLimits(
             authenticator=authenticator, limiter=limiter,
@@ -129,12 +130,17 @@ class RunwatchGraphQL(GraphQL):
         if "application/json" not in content_type or \
                 self._get_stream_transport_from_headers(headers) is not None:
             return None
+        body = await request.body()
         try:
-            data = strict_json(await request.body())
-        except json.JSONDecodeError:
-            return None
-        if not isinstance(data, dict):
-            return None
+            data: Any = strict_json(body)
+        except json.JSONDecodeError as exc:
+            data = exc
+        answer = await self._answer_prepared(request, data) if isinstance(data, dict) else None
+        if answer is None:  # strawberry's `run` decodes the body next: not a second time
+            self._declined = (body, data)
+        return answer
+
+    async def _answer_prepared(self, request: Request, data: dict[str, Any]) -> Response | None:
         request_data = GraphQLRequestData(
             query=data.get("query"), variables=data.get("variables"),
             operation_name=data.get("operationName"), extensions=data.get("extensions"),
@@ -159,6 +165,13 @@ class RunwatchGraphQL(GraphQL):
         return self.create_response(response_data=response_data, sub_response=sub_response)
 
     def decode_json(self, data: str | bytes) -> object:
+        """The strict JSON rule; a body the prepared lane decoded and declined a moment ago
+        (the same bytes object: starlette keeps a request's body) is not decoded again."""
+        declined, self._declined = self._declined, None
+        if declined is not None and declined[0] is data:
+            if isinstance(declined[1], json.JSONDecodeError):
+                raise declined[1]
+            return declined[1]
         return strict_json(data)
 
     async def execute_operation(self, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ from graphql.execution.executor import Executor
 from strawberry.extensions import SchemaExtension
 from tortoise.exceptions import DBConnectionError
 
+from runwatch.app import RunwatchGraphQL
 from runwatch.resolvers.caller import Caller
 from runwatch.schema import build_schema
 from runwatch.schema.context import Context, Loaders
@@ -30,15 +31,23 @@ REPORT = ("mutation($i: ReportRunInput!) { reportRun(input: $i) { __typename "
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The queries executed on the prepared path, in order."""
+    """The queries executed on the prepared path, in order; and the requests strawberry's
+    view took (`RunwatchGraphQL.run`), as `"run"` entries: a POST of a prepared document
+    must not reach it (the lane, `RunwatchGraphQL.prepared_post`, answers it)."""
     seen: list[str] = []
     original = PreparedOperations.execute
+    original_run = RunwatchGraphQL.run
 
     async def execute(self: PreparedOperations, prepared: Any, **kwargs: Any) -> Any:
         seen.append(kwargs["query"])
         return await original(self, prepared, **kwargs)
 
+    async def run(self: RunwatchGraphQL, *args: Any, **kwargs: Any) -> Any:
+        seen.append("run")
+        return await original_run(self, *args, **kwargs)
+
     monkeypatch.setattr(PreparedOperations, "execute", execute)
+    monkeypatch.setattr(RunwatchGraphQL, "run", run)
     return seen
 
 
@@ -49,6 +58,7 @@ async def twice(client: httpx.AsyncClient, counted: list[str], body: dict[str, A
     answers = []
     before = counted.count(body["query"])
     for _ in range(2):
+        mark = len(counted)
         if method == "POST":
             r = await client.post("/graphql", json=body, headers=headers or {})
         else:
@@ -58,6 +68,10 @@ async def twice(client: httpx.AsyncClient, counted: list[str], body: dict[str, A
     assert (first.status_code, first.json()) == (second.status_code, second.json())
     assert first.headers.get("retry-after") == second.headers.get("retry-after")
     assert counted.count(body["query"]) - before == (1 if prepared else 0), counted
+    # A prepared document POSTed is answered by the lane alone; anything else by
+    # strawberry's view (`RunwatchGraphQL.run`).
+    took_the_view = "run" in counted[mark:]
+    assert took_the_view == (not prepared or method != "POST"), counted[mark:]
     return second
 
 
@@ -79,7 +93,7 @@ async def test_variable_checks_run_on_every_request(settings, tenant: Tenant, co
         assert ok.status_code == 200 and "errors" not in ok.json()
         over = await client.post("/graphql", json={"query": PAGE, "variables": {"n": 100_000}},
                                  headers=tenant.headers("read"))
-    assert counted == [PAGE]
+    assert [q for q in counted if q != "run"] == [PAGE]
     error = over.json()["errors"][0]
     assert over.json()["data"] is None
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
@@ -191,7 +205,30 @@ async def test_bodies_strawberry_refuses_are_refused_the_same_once_prepared(
                                   headers=tenant.headers("read"))
             answers.append((r.status_code, r.json()))
     assert answers[0] == answers[1] and answers[0][0] == 400, answers
-    assert counted == []
+    assert "run" in counted and [q for q in counted if q != "run"] == []
+
+
+@pytest.mark.parametrize("body", [
+    b'{"query": "{ runs(first: 2) { pageInfo { hasNextPage } } }"}',  # a new document
+    b'{"query": ',  # not JSON: strawberry's 400
+])
+async def test_a_body_the_lane_declines_is_decoded_once(settings, tenant: Tenant, monkeypatch,
+                                                        body):
+    import runwatch.app as app_module
+
+    decoded: list[bytes] = []
+    original = app_module.strict_json
+
+    def strict_json(data: str | bytes) -> Any:
+        decoded.append(bytes(data) if isinstance(data, bytes) else data.encode())
+        return original(data)
+
+    monkeypatch.setattr(app_module, "strict_json", strict_json)
+    async with app_client(settings) as client:
+        r = await client.post("/graphql", content=body, headers={
+            **tenant.headers("read"), "content-type": "application/json"})
+    assert r.status_code == (200 if body.endswith(b"}") else 400), r.text
+    assert decoded == [body]
 
 
 async def test_a_batch_of_prepared_documents_takes_strawberrys_path(settings, tenant: Tenant,
@@ -246,11 +283,11 @@ async def test_every_caller_of_the_schema_takes_it(counted):
 
 @pytest.mark.parametrize("query", [PAGE, REPORT])
 async def test_a_request_leaves_no_cycle_behind(settings, tenant: Tenant, query):
-    """GraphQL requests (strawberry's path, then the prepared one) leave nothing of the server's
-    that only the cyclic collector can free. graphql-core's executor held bound methods of
-    itself: a cycle that kept each request's executor, context and Request alive until a
-    collection, about 0.1 ms of CPU a request under load. (The test's own httpx client leaves
-    cycles of its own; only the server's objects are looked at.)"""
+    """Prepared GraphQL requests (what a busy client sends) leave nothing of the server's that
+    only the cyclic collector can free. graphql-core's executor held bound methods of itself:
+    a cycle that kept each request's executor, context and Request alive until a collection,
+    about 0.1 ms of CPU a request under load. (The test's own httpx client leaves cycles of
+    its own; only the server's objects are looked at.)"""
     variables = {"n": 5} if query == PAGE else {"i": {
         "runId": "999999", "completedAt": "2026-01-01T00:00:00Z", "eventsDelivered": 1}}
     server_types = (Executor, Context, Loaders, Caller, starlette.requests.Request)

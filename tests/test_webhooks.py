@@ -729,7 +729,7 @@ async def test_a_summary_after_the_failure_goes_into_the_unsent_event(caller, re
     endpoint = await new_endpoint(caller, receiver.url)
     run = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
     delivery = await one_delivery(run_id=run.id)
-    assert delivery.next_attempt_at >= run.finished_at + webhooks.SUMMARY_GRACE - SLACK
+    assert delivery.next_attempt_at >= run.finished_at + webhooks.SUMMARY_GRACE
     assert await sender.deliver_due() == 0  # not before the grace
     await elt_runs.update_run(caller=caller, run_id=run.id,
                               change=RunChange(error_summary="Process exited with code 1"))
@@ -759,6 +759,39 @@ async def test_a_summary_after_the_first_attempt_leaves_the_body_as_sent(caller,
     assert await sender.deliver_due(now=later(minutes=10)) == 1
     first, again = (verify(endpoint.secret, r) for r in receiver.requests)
     assert first == again and again["errorSummary"] is None
+
+
+async def test_a_delivery_given_back_at_shutdown_keeps_its_body(caller, receiver, sender):
+    """A worker that stops gives back what it was sending, due at once and no attempt
+    counted; its POST may have gone out, so a summary that arrives then leaves the body."""
+    pipeline = await new_pipeline(caller)
+    await new_endpoint(caller, receiver.url)
+    run = await finish(caller, await running_run(caller, pipeline), RunStatus.FAILED)
+    [claimed] = await claim_due(limit=5, hold=timedelta(hours=1), now=later(seconds=3))
+    await webhook_service.give_back(claimed)
+    await elt_runs.update_run(caller=caller, run_id=run.id,
+                              change=RunChange(error_summary="late"))
+    stored = await one_delivery(run_id=run.id)
+    assert (stored.attempts, stored.claim) == (0, None)
+    assert sql_json(stored.payload)["errorSummary"] is None
+
+
+async def test_a_changed_endpoint_keeps_its_events_when_none_are_named(
+        client, tenant, receiver):
+    """eltPulse's settings page PUTs the URL alone: an endpoint that asked for runwatch's
+    `run.timed_out` keeps it; a new endpoint gets eltPulse's three."""
+    hook = "/api/elt/runs/webhook"
+    r = await client.put(hook, headers=tenant.headers("write"), json={
+        "url": receiver.url, "eventTypes": list(webhooks.EVENT_TYPES)})
+    assert r.json()["webhook"]["eventTypes"] == list(webhooks.EVENT_TYPES), r.text
+    r = await client.put(hook, headers=tenant.headers("write"),
+                         json={"url": receiver.url + "/moved"})
+    assert r.status_code == 200, r.text
+    assert r.json()["webhook"]["url"] == receiver.url + "/moved"
+    assert r.json()["webhook"]["eventTypes"] == list(webhooks.EVENT_TYPES)
+    r = await client.put(hook, headers=tenant.headers("write"),
+                         json={"url": receiver.url, "eventTypes": ["run.failed"]})
+    assert r.json()["webhook"]["eventTypes"] == ["run.failed"]
 
 
 def sql_json(value):

@@ -143,20 +143,23 @@ async def enqueue_run_event(conn: BaseDBAsyncClient, run: Run, *, pipeline_name:
 
 async def summary_arrived(conn: BaseDBAsyncClient, run: Run) -> None:
     """A finished run got its first `errorSummary` (in the transaction that set it): the body
-    of its event takes it, if no worker has claimed or sent that event yet. Once an attempt
-    is made the body stays as sent, so that every retry carries the same signed body."""
+    of its event takes it while the event waits out its grace (`SUMMARY_GRACE`) unclaimed.
+    Once a worker may have sent it, the body stays as it is, so that every attempt carries
+    the same signed body."""
+    # Within its grace only: a delivery given back at a worker's shutdown (due at once, no
+    # attempt counted) may have been POSTed already, and its body must stay as sent.
+    unsent = "attempts = 0 AND claim IS NULL AND next_attempt_at > ?"
+    now = utcnow()
     rows = await sql.fetch(
         "SELECT id, payload FROM webhook_delivery "
-        "WHERE run_id = ? AND endpoint_id IS NOT NULL AND attempts = 0 AND claim IS NULL",
-        [run.id], conn)
+        f"WHERE run_id = ? AND endpoint_id IS NOT NULL AND {unsent}", [run.id, now], conn)
     for row in rows:
         payload = sql.as_json(row["payload"])
         if payload.get("errorSummary") is None:
             payload["errorSummary"] = run.error
             await sql.execute(
-                "UPDATE webhook_delivery SET payload = ? "
-                "WHERE id = ? AND attempts = 0 AND claim IS NULL",
-                [sql.json_param(payload), row["id"]], conn)
+                f"UPDATE webhook_delivery SET payload = ? WHERE id = ? AND {unsent}",
+                [sql.json_param(payload), row["id"], now], conn)
 
 
 def _json_list(value: Any) -> list[str]:
@@ -204,11 +207,13 @@ async def set_endpoint(
     enabled: bool | None = None, allow_private: bool,
 ) -> WebhookEndpoint:
     """Create or change the organisation's default endpoint (`pipeline_id` None) or a
-    pipeline's. A new endpoint gets a new signing secret; a changed one keeps its secret."""
+    pipeline's. A new endpoint gets a new signing secret and, without `event_types`, the
+    default events; a changed one keeps its secret and, without `event_types`, its events
+    (eltPulse's settings page sends the URL alone)."""
     caller.require_scope(Scope.WRITE)
     pipeline = await _pipeline_of(caller, pipeline_id)
     url = await check_url(url, allow_private=allow_private)
-    types = _event_types(event_types)
+    types = _event_types(event_types)  # checked before anything is written
     async with in_transaction() as conn:
         # The organisation's row serialises writers of its endpoints, so that two concurrent
         # PUTs of the default endpoint cannot both create one (NULLs are distinct in UNIQUE).
@@ -225,7 +230,8 @@ async def set_endpoint(
                 url=url, secret=new_secret(), event_types=types,
                 enabled=True if enabled is None else enabled, using_db=conn)
         endpoint.url = url
-        endpoint.event_types = types
+        if event_types is not None:
+            endpoint.event_types = types
         if enabled is not None:
             endpoint.enabled = enabled
         await endpoint.save(using_db=conn)

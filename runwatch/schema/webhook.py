@@ -162,8 +162,8 @@ class SetWebhookEndpointInput:
         "default.")
     event_types: list[str] | None = strawberry.field(
         default=None, description="run.succeeded, run.failed, run.cancelled, run.timed_out "
-        "(default: the first three; a timed-out run is run.failed with timedOut: true unless "
-        "run.timed_out is listed).")
+        "(omitted: a new endpoint gets the first three, a changed one keeps its own; a "
+        "timed-out run is run.failed with timedOut: true unless run.timed_out is listed).")
     enabled: bool | None = None
 
 
