@@ -450,6 +450,7 @@ async def build_a(client: httpx.AsyncClient, org: Org, settings: Settings) -> No
     ids.wh_open = await api.start_metrics(ids.conn, now - timedelta(minutes=5))
     ids.wh_spare_rest = await api.start_metrics(ids.conn, now - timedelta(minutes=4))
     ids.wh_spare_gql = await api.start_metrics(ids.conn, now - timedelta(minutes=3))
+    ids.wh_spare_nested = await api.start_metrics(ids.conn, now - timedelta(minutes=2))
 
     # ELT: pipelines with their own webhook endpoints, the default endpoint, gateways, runs
     ids.pipeline = await api.elt_pipeline("acme-orders", description="acme orders")

@@ -1076,6 +1076,8 @@ def delivery_probe(selection: str, path: str, refused: bool = True) -> tuple[Pro
 TELEMETRY = "telemetry { status eventsLast24h { total } eventsLast7d { total } " \
             "recentErrors { runId message } }"
 READ_ONLY = "reachable only through read-scoped queries (no mutation returns it)"
+MUTATION_OWN_RUN = ("the run the mutation itself found in the caller's organisation; loads "
+                    "nothing (the mutation's own scope is probed at the root)")
 
 NESTED = [
     Nested("Connection.telemetry", by_id("connection", f"{{ {TELEMETRY} }}", "conn"),
@@ -1129,6 +1131,27 @@ NESTED = [
                        "startRun", "$input: StartRunInput!", "input: $input",
                        "... on StartRunSuccess { run { pipeline { id name } } }",
                        input={"connectionId": w.A.conn}), "run.pipeline"))),
+    # A run mutation's answer builds its run's object only when `run` is selected
+    # (runwatch.schema.run.HoldsRun): the run the mutation itself loaded, in its organisation.
+    Nested("RunSuccess.run",
+           noop_update("updateRun", "UpdateRunInput", "RunSuccess", "run", "run_done", "id"),
+           noop_update("updateRun", "UpdateRunInput", "RunSuccess", "run", "run_done",
+                       "id status"), "run", why=MUTATION_OWN_RUN),
+    Nested("StartRunSuccess.run",
+           lambda w: m("startRun", "$input: StartRunInput!", "input: $input",
+                       "... on StartRunSuccess { run { id } }", input={"connectionId": w.A.conn}),
+           lambda w: m("startRun", "$input: StartRunInput!", "input: $input",
+                       "... on StartRunSuccess { run { id status } }",
+                       input={"connectionId": w.A.conn}), "run", why=MUTATION_OWN_RUN),
+    Nested("ReportRunSuccess.run",
+           lambda w: m("reportRun", "$input: ReportRunInput!", "input: $input",
+                       "... on ReportRunSuccess { run { id } }", input={
+                           "runId": w.A.wh_spare_nested, "completedAt": now(),
+                           "eventsDelivered": 2}),
+           lambda w: m("reportRun", "$input: ReportRunInput!", "input: $input",
+                       "... on ReportRunSuccess { run { id eventsDelivered } }", input={
+                           "runId": w.A.wh_open, "completedAt": now(), "eventsDelivered": 1}),
+           "run", why=MUTATION_OWN_RUN),
     Nested("Run.parent", by_id("run", "{ parent { id } }", "exec_child"),
            by_id("run", "{ parent { id status } }", "linked_run", "B"), "parent",
            probes=run_probe("exec_child", "parent { id }", "parent")),
