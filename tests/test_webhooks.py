@@ -30,7 +30,7 @@ from runwatch.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from runwatch.resolvers import dbfaults, elt_runs, pipelines, queue, signals, webhooks
+from runwatch.resolvers import dbfaults, elt_runs, pipelines, queue, signals, sql, webhooks
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import iso as clock_iso
 from runwatch.resolvers.clock import utcnow
@@ -754,7 +754,7 @@ async def test_a_summary_after_the_first_attempt_leaves_the_body_as_sent(caller,
         await elt_runs.update_run(caller=caller, run_id=run.id,
                                   change=RunChange(error_summary="late"))
         stored = await one_delivery(run_id=run.id)
-        assert sql_json(stored.payload)["errorSummary"] is None
+        assert sql.as_json(stored.payload)["errorSummary"] is None
     # the retry sends the first attempt's body again
     assert await sender.deliver_due(now=later(minutes=10)) == 1
     first, again = (verify(endpoint.secret, r) for r in receiver.requests)
@@ -773,7 +773,7 @@ async def test_a_delivery_given_back_at_shutdown_keeps_its_body(caller, receiver
                               change=RunChange(error_summary="late"))
     stored = await one_delivery(run_id=run.id)
     assert (stored.attempts, stored.claim) == (0, None)
-    assert sql_json(stored.payload)["errorSummary"] is None
+    assert sql.as_json(stored.payload)["errorSummary"] is None
 
 
 async def test_a_changed_endpoint_keeps_its_events_when_none_are_named(
@@ -792,10 +792,6 @@ async def test_a_changed_endpoint_keeps_its_events_when_none_are_named(
     r = await client.put(hook, headers=tenant.headers("write"),
                          json={"url": receiver.url, "eventTypes": ["run.failed"]})
     assert r.json()["webhook"]["eventTypes"] == ["run.failed"]
-
-
-def sql_json(value):
-    return json.loads(value) if isinstance(value, str) else value
 
 
 # ----------------------------------------------------------------------------------------------
