@@ -273,9 +273,9 @@ def parse_append(body: Any, now: datetime) -> tuple[str, list[Any]] | None:
 # `runwatch.resolvers.executions`, `runwatch.resolvers.lifecycle.on_terminal`), in the same
 # transactions: a statement runwatch issues outside a transaction runs here on a connection of
 # its own from the pool (as Tortoise's do), the others in one transaction on one connection.
-# The ORM's statements that remain (the run's INSERT, the pipeline's UPDATE) name their
-# columns (`bench/sqlcheck.py` compares the lists as sets, so a column added to runwatch's
-# models shows up as a difference).
+# The run's INSERT and the pipeline's UPDATE (`runwatch.resolvers.sql.insert` / `update`) name
+# their columns (`bench/sqlcheck.py` compares the lists as sets, so a column added to
+# runwatch's models shows up as a difference).
 
 def _quoted(columns: tuple[str, ...]) -> str:
     return ",".join(f'"{c}"' for c in columns)
@@ -287,11 +287,14 @@ SELECT_TYPE_BY_NAME = ('SELECT * FROM "pipeline_type" WHERE organisation_id = $1
                        'LIMIT 1')
 SELECT_PIPELINE_BY_NAME = ('SELECT * FROM "pipeline" WHERE organisation_id = $1 AND name = $2 '
                            'LIMIT 1 FOR UPDATE')
-# executions.start_execution: the pipeline, the parent execution, then the run and the
+# executions.start_execution: the pipeline, the parent execution's id, then the run and the
 # pipeline's revision (rollups.touch_pipeline) in one transaction.
 SELECT_PIPELINE_BY_ID = 'SELECT * FROM "pipeline" WHERE id = $1 AND organisation_id = $2 LIMIT 1'
 SELECT_RUN_BY_ID = 'SELECT * FROM "run" WHERE id = $1 AND organisation_id = $2 LIMIT 1'
-# What Tortoise's `Run.create` inserts: every column but the id, in the model's order.
+SELECT_RUN_ID = "SELECT id FROM run WHERE id = $1 AND organisation_id = $2 LIMIT 1"
+# executions.end_execution: the start of the execution.
+SELECT_RUN_START = "SELECT started_at FROM run WHERE id = $1 AND organisation_id = $2 LIMIT 1"
+# What `sql.insert(Run, …)` inserts: every column but the id, in the model's order.
 INSERT_RUN_COLUMNS = (
     "status", "created_at", "updated_at", "started_at", "finished_at", "events_delivered",
     "events_evaluations", "events_custom", "dlq_batches", "rows_total", "rows_inserted",
@@ -306,7 +309,7 @@ INSERT_RUN_COLUMNS = (
 INSERT_RUN = (
     f'INSERT INTO "run" ({_quoted(INSERT_RUN_COLUMNS)}) '
     f'VALUES ({",".join(f"${n}" for n in range(1, len(INSERT_RUN_COLUMNS) + 1))}) '
-    'RETURNING "id"'
+    'RETURNING *'
 )
 TOUCH_PIPELINE = "UPDATE pipeline SET revision = revision + 1 WHERE id = $1"
 # executions._END: the conditional UPDATE that ends a running execution.
@@ -326,7 +329,6 @@ WATCHER_COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted",
 DEFINITION = ("pipeline_type_name", "pipeline_metadata", "freshness_number",
               "freshness_datepart", "timeliness_number", "timeliness_datepart")
 KEEP_CASE = {"watermark", "next_watermark"}
-MAX_TREE_DEPTH = 100  # executions.MAX_DEPTH
 
 
 class Fail(Exception):
@@ -430,8 +432,8 @@ async def watcher_pipeline(db: Db, organisation_id: int, raw: Any,
             changes["pipeline_type_id"] = types[0]["id"]
         if changes:
             changes["updated_at"] = now
-            sets = ",".join(f'"{column}"=${n}' for n, column in enumerate(changes, 1))
-            await tx.execute(f'UPDATE "pipeline" SET {sets} WHERE "id"=${len(changes) + 1}',
+            sets = ", ".join(f'"{column}" = ${n}' for n, column in enumerate(changes, 1))
+            await tx.execute(f'UPDATE "pipeline" SET {sets} WHERE "id" = ${len(changes) + 1}',
                              *changes.values(), pipeline["id"])
     answer = {"id": pipeline["id"], "active": pipeline["active"],
               "load_lineage": pipeline["load_lineage"]}
@@ -441,7 +443,7 @@ async def watcher_pipeline(db: Db, organisation_id: int, raw: Any,
 
 
 async def watcher_start(db: Db, organisation_id: int, token_id: int | None, raw: Any,
-                        now: datetime, default_max_runtime: timedelta) -> tuple[int, dict]:
+                        now: datetime) -> tuple[int, dict]:
     """POST /start_pipeline_execution: a running run of the pipeline (a child of `parent_id`
     when sent). 201 {"id"}."""
     body = watcher_body(raw)
@@ -451,14 +453,14 @@ async def watcher_start(db: Db, organisation_id: int, token_id: int | None, raw:
     rows = await db.fetch(SELECT_PIPELINE_BY_ID, pipeline_id, organisation_id)
     if not rows:
         raise Fail(404, "pipeline not found")
-    if parent_id is not None and not await db.fetch(SELECT_RUN_BY_ID, parent_id,
-                                                    organisation_id):
+    if parent_id is not None and not await db.fetch(SELECT_RUN_ID, parent_id, organisation_id):
         raise Fail(404, "parent execution not found")
     runtime = rows[0]["max_runtime_seconds"]
     values = dict.fromkeys(INSERT_RUN_COLUMNS)
     values.update(
         status="running", created_at=now, updated_at=now, started_at=started,
-        deadline_at=started + (timedelta(seconds=runtime) if runtime else default_max_runtime),
+        # A Watcher execution has no default deadline: only its pipeline's maximum runtime.
+        deadline_at=started + timedelta(seconds=runtime) if runtime else None,
         environment="default", claimed_by_token_id=token_id, hour_recorded=started.hour,
         date_recorded=started.date(), watermark=_mark(body.get("watermark")),
         next_watermark=_mark(body.get("next_watermark")), log_seq=0, log_base=0, sample_seq=0,
@@ -485,13 +487,10 @@ async def watcher_end(db: Db, organisation_id: int, raw: Any, now: datetime) -> 
     counts = {k: _int_field(body, k, required=False) for k in WATCHER_COUNTS}
     if body.get("execution_metadata") is not None:
         raise Fail(422, "the baseline does not store execution_metadata")
-    rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id)
+    rows = await db.fetch(SELECT_RUN_START, run_id, organisation_id)
     if not rows:
         raise Fail(404, "pipeline execution not found")
-    run = rows[0]
-    if run["status"] == "pending":
-        raise Fail(409, "pipeline execution has not started (pending)")
-    started = run["started_at"]
+    started = rows[0]["started_at"]
     if started is not None and end_date <= started:
         raise Fail(400, "end_date must be greater than start_date")
     duration = round((end_date - (started or end_date)).total_seconds())
@@ -565,29 +564,16 @@ def execution_json(row: Any, children: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def watcher_execution(db: Db, organisation_id: int,
                             run_id: int) -> tuple[int, dict[str, Any]]:
-    """GET /pipeline_execution/{id}: the execution and its children at any depth, one
-    statement per level (executions.execution_tree). 200."""
+    """GET /pipeline_execution/{id}: the execution and its direct children, theirs not read
+    (executions.execution_tree). 200."""
     rows = await db.fetch(SELECT_RUN_BY_ID, run_id, organisation_id)
     if not rows:
         raise Fail(404, "pipeline execution not found")
     root = rows[0]
-    children: dict[int, list[dict[str, Any]]] = {root["id"]: []}
-    frontier = [root["id"]]
-    for _ in range(MAX_TREE_DEPTH):
-        marks = ",".join(f"${n}" for n in range(2, len(frontier) + 2))
-        level = await db.fetch(
-            f'SELECT * FROM "run" WHERE organisation_id = $1 AND parent_id IN ({marks}) '
-            'ORDER BY id', organisation_id, *frontier)
-        frontier = []
-        for child in level:
-            if child["id"] in children:
-                continue
-            children[child["id"]] = []
-            children[child["parent_id"]].append(execution_json(child, children[child["id"]]))
-            frontier.append(child["id"])
-        if not frontier:
-            break
-    return 200, execution_json(root, children[root["id"]])
+    level = await db.fetch('SELECT * FROM "run" WHERE organisation_id = $1 AND parent_id = $2 '
+                           'ORDER BY id', organisation_id, root["id"])
+    children = [execution_json(child, []) for child in level if child["id"] != root["id"]]
+    return 200, execution_json(root, children)
 
 
 def _jsonable(value: Any) -> Any:
@@ -603,7 +589,6 @@ def create_app() -> Starlette:
     watcher_organisation = int(os.environ.get("BASELINE_WATCHER_ORGANISATION_ID", "0"))
     watcher_auth = "Bearer " + os.environ.get("BASELINE_WATCHER_TOKEN", "")
     watcher_token_id = int(os.environ.get("BASELINE_WATCHER_TOKEN_ID", "0")) or None
-    max_runtime = timedelta(seconds=int(os.environ.get("BASELINE_MAX_RUNTIME_SECONDS", "7200")))
     # Unique (run_id, seq) whatever the run: one counter for every append of this process.
     seq = itertools.count(int(os.environ.get("BASELINE_SEQ_START", "1")))
     pool: asyncpg.Pool | None = None
@@ -711,7 +696,7 @@ def create_app() -> Starlette:
 
     async def start_execution(request: Request) -> Response:
         return await watcher(request, lambda db, body: watcher_start(
-            db, watcher_organisation, watcher_token_id, body, datetime.now(UTC), max_runtime))
+            db, watcher_organisation, watcher_token_id, body, datetime.now(UTC)))
 
     async def end_execution(request: Request) -> Response:
         return await watcher(request, lambda db, body: watcher_end(

@@ -1068,15 +1068,6 @@ async def prepare(opts: Options) -> Prepared:
     return await asyncio.wait_for(run(), SETUP_TIMEOUT)
 
 
-def _default_orphan_window() -> int:
-    from runwatch.settings import Settings
-
-    return Settings.from_env({}).orphan_window_seconds
-
-
-WATCHER_MAX_RUNTIME_SECONDS = _default_orphan_window()
-
-
 def base_env() -> dict[str, str]:
     """The environment for servers: runwatch's settings left at their defaults."""
     return {k: v for k, v in os.environ.items()
@@ -1212,8 +1203,6 @@ def main(argv: list[str] | None = None) -> int:
                 "BASELINE_WATCHER_ORGANISATION_ID": str(watcher.organisation_id),
                 "BASELINE_WATCHER_TOKEN": watcher.token,
                 "BASELINE_WATCHER_TOKEN_ID": str(watcher.token_id),
-                # runwatch's default maximum runtime of an execution (its deadline)
-                "BASELINE_MAX_RUNTIME_SECONDS": str(WATCHER_MAX_RUNTIME_SECONDS),
             }, log_dir)
         if "cost" in groups:
             by_name["nocost"] = Server("nocost", "runwatch.app:create_app",

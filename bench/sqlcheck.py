@@ -264,11 +264,7 @@ async def watcher_rounds(client: httpx.AsyncClient, fixture: Fixture,
     recorded: dict[str, Statements] = {}
     bl_id = 0
     bl_mark = "sqlcheck-baseline"
-    max_runtime = timedelta(seconds=7200)
     try:
-        from runwatch.settings import Settings
-
-        max_runtime = timedelta(seconds=Settings.from_env({}).orphan_window_seconds)
         org = w.organisation_id
         for step in WATCHER_STEPS:
             log: Statements = []
@@ -280,7 +276,7 @@ async def watcher_rounds(client: httpx.AsyncClient, fixture: Fixture,
                         db, org, {**pipeline_body, "next_watermark": bl_mark}, now)
                 elif step == "start":
                     _, answer = await baseline.watcher_start(db, org, w.token_id, start_body,
-                                                             now, max_runtime)
+                                                             now)
                     bl_id = int(answer["id"])
                 elif step == "end":
                     await baseline.watcher_end(db, org, end_body(bl_id), now)

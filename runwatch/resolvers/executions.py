@@ -21,13 +21,28 @@ COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted", "updates": "ro
           "soft_deletes": "rows_deleted"}
 
 
+def _storable(run_id: int | None) -> bool:
+    return run_id is not None and 0 < run_id < 2**63
+
+
 async def _run_of(caller: Caller, run_id: int | None, kind: str = "pipeline execution") -> Run:
     run = await sql.first(Run, "id = ? AND organisation_id = ? LIMIT 1",
-                          [run_id, caller.organisation_id]) \
-        if run_id is not None and 0 < run_id < 2**63 else None
+                          [run_id, caller.organisation_id]) if _storable(run_id) else None
     if run is None:
         raise NotFound(kind, run_id)
     return run
+
+
+async def _column_of(caller: Caller, run_id: int | None, column: str,
+                     kind: str = "pipeline execution") -> Any:
+    """One column of the organisation's run (where a check needs no more than that), or
+    NotFound."""
+    rows = await sql.fetch(f"SELECT {column} FROM run WHERE id = ? AND organisation_id = ? "
+                           "LIMIT 1", [run_id, caller.organisation_id]) \
+        if _storable(run_id) else []
+    if not rows:
+        raise NotFound(kind, run_id)
+    return rows[0][column]
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,7 @@ async def start_execution(
     if pipeline is None:
         raise NotFound("pipeline", start.pipeline_id)
     if start.parent_id is not None:
-        await _run_of(caller, start.parent_id, "parent execution")
+        await _column_of(caller, start.parent_id, "id", "parent execution")
     async with lifecycle.transaction() as (conn, effects):
         run = await lifecycle.open_run(
             conn, effects, caller=caller, pipeline=pipeline, status=RunStatus.RUNNING,
@@ -125,12 +140,12 @@ async def end_execution(
     none of these."""
     require_writer(caller)
     end = _check_end(end)
-    run = await _run_of(caller, end.run_id)
-    if run.started_at is not None and end.end_date <= run.started_at:
+    started_at = sql.as_datetime(await _column_of(caller, end.run_id, "started_at"))
+    if started_at is not None and end.end_date <= started_at:
         raise InvalidRange.one("end_date", "end_date must be greater than start_date")
     status = RunStatus.SUCCEEDED if end.succeeded else RunStatus.FAILED
     duration, throughput = duration_and_throughput(
-        run.started_at or end.end_date, end.end_date, end.counts["total_rows"])
+        started_at or end.end_date, end.end_date, end.counts["total_rows"])
     stamp = now or utcnow()
     columns = {
         "finished_at": end.end_date, "duration_seconds": duration, "throughput": throughput,
@@ -140,7 +155,7 @@ async def end_execution(
     }
     async with lifecycle.transaction() as (conn, effects):
         ended = await lifecycle.move(
-            conn, effects, run_id=run.id, organisation_id=caller.organisation_id,
+            conn, effects, run_id=end.run_id, organisation_id=caller.organisation_id,
             target=status, columns=columns, from_statuses=(RunStatus.RUNNING,), caller=caller,
             now=stamp, pipeline_change=_advance_pipeline(end, stamp) if end.succeeded else None,
             clock_field="end_date")

@@ -255,13 +255,13 @@ async def open_run(
     running = status == RunStatus.RUNNING
     if running and started_at is None:
         started_at = now
-    run = await Run.create(
-        organisation_id=caller.organisation_id, pipeline_id=pipeline.id, status=status,
-        started_at=started_at,
-        deadline_at=deadline_for(started_at, pipeline.max_runtime_seconds, default_max_runtime)
+    run = await sql.insert(Run, {
+        "organisation_id": caller.organisation_id, "pipeline_id": pipeline.id,
+        "status": status, "started_at": started_at,
+        "deadline_at": deadline_for(started_at, pipeline.max_runtime_seconds,
+                                    default_max_runtime)
         if running and started_at is not None else None,
-        claimed_by_token_id=caller.token_id if running else None,
-        using_db=conn, **columns)
+        "claimed_by_token_id": caller.token_id if running else None, **columns}, conn)
     await touch_pipeline(conn, pipeline.id)
     effects.runs.add((run.organisation_id, run.id))  # type: ignore[attr-defined]
     effects.moves.append((None, status.value, caller.organisation_id))

@@ -351,7 +351,7 @@ async def _upsert(
         pipelines.check_pipeline_change(caller, pipeline, set(changes))
         if changes:
             changes["updated_at"] = utcnow()
-            await Pipeline.filter(id=pipeline.id).using_db(conn).update(**changes)
+            await sql.update(Pipeline, pipeline.id, changes, conn)
             for key, value in changes.items():
                 setattr(pipeline, key, value)
     return pipeline, False
