@@ -112,7 +112,9 @@ class _Column:
 
 
 @lru_cache(maxsize=64)
-def _insert_plan(model: type[Model]) -> tuple[tuple[_Column, ...], frozenset[str]]:
+def _insert_plan(model: type[Model]) -> tuple[tuple[_Column, ...], frozenset[str], str]:
+    """The columns of `model`'s INSERT (every one but the generated id), their names, and the
+    statement with `?` placeholders."""
     meta = model._meta
     columns = []
     for name, column in meta.fields_db_projection.items():
@@ -129,20 +131,14 @@ def _insert_plan(model: type[Model]) -> tuple[tuple[_Column, ...], frozenset[str
         elif callable(default):
             columns.append(_Column(column, field, make=default))
         elif default is None or isinstance(default, int | float | str | bool | bytes):
-            stored = None if default is None else field.to_db_value(
-                field.to_python_value(default), None)
+            stored = None if default is None else field.to_db_value(default, None)
             columns.append(_Column(column, field, stored=stored))
         else:
             columns.append(_Column(column, field, copy=default))
-    return tuple(columns), frozenset(c.name for c in columns)
-
-
-@lru_cache(maxsize=64)
-def _insert_statement(table: str, names: tuple[str, ...], postgres: bool) -> str:
-    quoted = ", ".join(f'"{name}"' for name in names)
-    statement = (f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders(len(names))}) '
-                 "RETURNING *")
-    return _numbered(statement) if postgres else statement
+    quoted = ", ".join(f'"{c.name}"' for c in columns)
+    statement = (f'INSERT INTO "{meta.db_table}" ({quoted}) '
+                 f"VALUES ({placeholders(len(columns))}) RETURNING *")
+    return tuple(columns), frozenset(c.name for c in columns), statement
 
 
 async def insert(model: type[M], values: dict[str, Any], conn: BaseDBAsyncClient) -> M:
@@ -154,12 +150,12 @@ async def insert(model: type[M], values: dict[str, Any], conn: BaseDBAsyncClient
     `values` are keyed by column (`pipeline_id`, not `pipeline`). For the hot creates (a run's
     start): `Model.create` builds the instance and converts each of its ~40 fields before the
     INSERT; here only the values given are converted."""
-    columns, known = _insert_plan(model)
+    columns, known, statement = _insert_plan(model)
     unknown = values.keys() - known
     if unknown:
         raise TypeError(f"{model.__name__} has no column {sorted(unknown)}")
     now = None
-    names, params = [], []
+    params = []
     for c in columns:
         if c.stamp and (c.always or values.get(c.name) is None):
             now = now or timezone.localtime()
@@ -172,15 +168,13 @@ async def insert(model: type[M], values: dict[str, Any], conn: BaseDBAsyncClient
             else:
                 value = c.field.to_db_value(c.field.to_python_value(value), None)
         elif c.make is not None:
-            value = c.field.to_db_value(c.field.to_python_value(c.make()), None)
+            value = c.field.to_db_value(c.make(), None)
         elif c.copy is not None:
             value = c.field.to_db_value(deepcopy(c.copy), None)
         else:
             value = c.stored
-        names.append(c.name)
         params.append(value)
-    rows = await conn.execute_query_dict(
-        _insert_statement(model._meta.db_table, tuple(names), is_postgres(conn)), params)
+    rows = await conn.execute_query_dict(render(conn, statement), params)
     return model_from_row(model, rows[0])
 
 
