@@ -282,14 +282,15 @@ def _quoted(columns: tuple[str, ...]) -> str:
 
 
 # The look-ups runwatch makes with `runwatch.resolvers.sql.first` / `select`: `SELECT *`.
-# watcher_pipelines._upsert: the type found by name, then the pipeline by name, locked.
-SELECT_TYPE_BY_NAME = ('SELECT * FROM "pipeline_type" WHERE organisation_id = $1 AND name = $2 '
-                       'LIMIT 1')
+# watcher_pipelines._upsert: the type's id found by name, then the pipeline by name, locked.
+SELECT_TYPE_BY_NAME = ("SELECT id FROM pipeline_type WHERE organisation_id = $1 AND name = $2 "
+                       "LIMIT 1")
 SELECT_PIPELINE_BY_NAME = ('SELECT * FROM "pipeline" WHERE organisation_id = $1 AND name = $2 '
                            'LIMIT 1 FOR UPDATE')
-# executions.start_execution: the pipeline, the parent execution's id, then the run and the
-# pipeline's revision (rollups.touch_pipeline) in one transaction.
-SELECT_PIPELINE_BY_ID = 'SELECT * FROM "pipeline" WHERE id = $1 AND organisation_id = $2 LIMIT 1'
+# executions.start_execution: the pipeline's maximum runtime, the parent execution's id, then
+# the run and the pipeline's revision (rollups.touch_pipeline) in one transaction.
+SELECT_PIPELINE_BY_ID = ("SELECT id, max_runtime_seconds FROM pipeline WHERE id = $1 AND "
+                         "organisation_id = $2 LIMIT 1")
 SELECT_RUN_BY_ID = 'SELECT * FROM "run" WHERE id = $1 AND organisation_id = $2 LIMIT 1'
 SELECT_RUN_ID = "SELECT id FROM run WHERE id = $1 AND organisation_id = $2 LIMIT 1"
 # executions.end_execution: the start of the execution.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from runwatch.models import Pipeline, Run, RunStatus
+from runwatch.models import Run, RunStatus
 from runwatch.resolvers import lifecycle, rollups, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import to_utc, utcnow
@@ -58,6 +58,14 @@ class ExecutionStart:
 
 
 @dataclass(frozen=True)
+class PipelineLimits:
+    """The pipeline of a start: all `lifecycle.open_run` reads of it."""
+
+    id: int
+    max_runtime_seconds: int | None
+
+
+@dataclass(frozen=True)
 class End:
     """`POST /end_pipeline_execution`, typed; `counts` by the Watcher's names (`COUNTS`)."""
 
@@ -83,11 +91,13 @@ async def start_execution(
     marks = {k: watermark(getattr(start, k), k, errors) for k in ("watermark", "next_watermark")}
     errors.raise_any()
     started = to_utc(start.start_date, "start_date") if start.start_date else now or utcnow()
-    pipeline = await sql.first(Pipeline, "id = ? AND organisation_id = ? LIMIT 1",
-                               [start.pipeline_id, caller.organisation_id]) \
-        if 0 < start.pipeline_id < 2**31 else None
-    if pipeline is None:
+    rows = await sql.fetch(
+        "SELECT id, max_runtime_seconds FROM pipeline WHERE id = ? AND organisation_id = ? "
+        "LIMIT 1", [start.pipeline_id, caller.organisation_id]) \
+        if 0 < start.pipeline_id < 2**31 else []
+    if not rows:
         raise NotFound("pipeline", start.pipeline_id)
+    pipeline = PipelineLimits(**rows[0])
     if start.parent_id is not None:
         await _column_of(caller, start.parent_id, "id", "parent execution")
     async with lifecycle.transaction() as (conn, effects):

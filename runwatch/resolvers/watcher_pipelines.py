@@ -314,6 +314,18 @@ async def get_or_create_pipeline(
         return await _upsert(caller, given, name, type_name, next_mark, meta, config, new_digest)
 
 
+async def _type_id(caller: Caller, name: str | None, conn: Any) -> int:
+    """The id of the organisation's pipeline type `name`, created when there is none (as
+    `POST /pipeline_type` creates it), in the caller's transaction."""
+    rows = await sql.fetch("SELECT id FROM pipeline_type WHERE organisation_id = ? AND name = ? "
+                           "LIMIT 1", [caller.organisation_id, name], conn)
+    if rows:
+        return int(rows[0]["id"])
+    created, _ = await get_or_create_type(caller=caller, given=PipelineTypeInput(name=name),
+                                          conn=conn)
+    return created.id
+
+
 def _or_none(value: Any) -> Any:
     return None if value is UNSET else value
 
@@ -324,15 +336,14 @@ async def _upsert(
     new_digest: str,
 ) -> tuple[Pipeline, bool]:
     async with in_transaction() as conn:
-        pipeline_type, _ = await get_or_create_type(
-            caller=caller, given=PipelineTypeInput(name=type_name), conn=conn)
+        type_id = await _type_id(caller, type_name, conn)
         pipeline = await sql.first(
             Pipeline, "organisation_id = ? AND name = ? LIMIT 1 FOR UPDATE",
             [caller.organisation_id, name], conn)
         if pipeline is None:
             created = await Pipeline.create(
                 organisation_id=caller.organisation_id, name=name, kind="watcher",
-                pipeline_type_id=pipeline_type.id, next_watermark=next_mark,
+                pipeline_type_id=type_id, next_watermark=next_mark,
                 pipeline_metadata=meta, input_digest=new_digest, **config, using_db=conn)
             return created, True
         changes: dict[str, Any] = {}
@@ -342,7 +353,7 @@ async def _upsert(
             changes["next_watermark"] = next_mark
         if new_digest != pipeline.input_digest:
             changes["input_digest"] = new_digest
-            changes["pipeline_type_id"] = pipeline_type.id  # the type is required
+            changes["pipeline_type_id"] = type_id  # the type is required
             if given.pipeline_metadata is not UNSET:
                 changes["pipeline_metadata"] = meta
             changes.update(config)
