@@ -58,14 +58,6 @@ class ExecutionStart:
 
 
 @dataclass(frozen=True)
-class PipelineLimits:
-    """The pipeline of a start: all `lifecycle.open_run` reads of it."""
-
-    id: int
-    max_runtime_seconds: int | None
-
-
-@dataclass(frozen=True)
 class End:
     """`POST /end_pipeline_execution`, typed; `counts` by the Watcher's names (`COUNTS`)."""
 
@@ -97,7 +89,7 @@ async def start_execution(
         if 0 < start.pipeline_id < 2**31 else []
     if not rows:
         raise NotFound("pipeline", start.pipeline_id)
-    pipeline = PipelineLimits(**rows[0])
+    pipeline = lifecycle.PipelineLimits(**rows[0])
     if start.parent_id is not None:
         await _column_of(caller, start.parent_id, "id", "parent execution")
     async with lifecycle.transaction() as (conn, effects):

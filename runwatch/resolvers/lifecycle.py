@@ -34,7 +34,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -239,20 +239,18 @@ def run_from_row(row: dict[str, Any]) -> Run:
 # --- the moves -------------------------------------------------------------------------------
 
 
-class RunsOf(Protocol):
-    """What opening a run needs of its pipeline: a `Pipeline`, or its two columns alone
-    (`executions.start_execution` reads no more)."""
+@dataclass(frozen=True)
+class PipelineLimits:
+    """All that opening a run reads of its pipeline, for a caller that has not loaded the
+    whole row (`executions.start_execution`)."""
 
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def max_runtime_seconds(self) -> int | None: ...
+    id: int
+    max_runtime_seconds: int | None
 
 
 async def open_run(
-    conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller, pipeline: RunsOf,
-    status: RunStatus, started_at: datetime | None,
+    conn: BaseDBAsyncClient, effects: Effects, *, caller: Caller,
+    pipeline: Pipeline | PipelineLimits, status: RunStatus, started_at: datetime | None,
     default_max_runtime: timedelta | None = DEFAULT_MAX_RUNTIME, now: datetime | None = None,
     clock_field: str = "started_at", clock_label: str | None = None, **columns: Any,
 ) -> Run:
