@@ -538,6 +538,47 @@ async def test_an_empty_organisation_gets_empty_states(ui: Browser) -> None:
 
 
 @screenshot_on_failure
+async def test_a_screen_still_loading_does_not_draw_over_the_next_one(ui: Browser) -> None:
+    """A person who moves on while a screen's query is slow stays on the screen they went
+    to: the board's answer, held back until the webhooks page is shown, arrives and is
+    dropped (before, the board drew over the webhooks page)."""
+    page = ui.page
+    await ui.sign_in()
+    await expect(page.locator("h1")).to_have_text("Board")
+    await page.click("nav a[data-screen=webhooks]")
+    await expect(page.locator("h1")).to_have_text("Webhooks")
+
+    release = asyncio.Event()
+    held: list[Any] = []
+
+    async def hold_the_board(route: Any) -> None:
+        if "query Board" in (route.request.post_data or ""):
+            held.append(route.request)
+            await release.wait()
+        await route.fallback()  # on to the origin guard
+
+    await page.route("**/graphql", hold_the_board)
+    try:
+        await page.click("nav a[data-screen=board]")
+        await expect(page.locator("main .loading")).to_be_visible()
+        await page.click("nav a[data-screen=webhooks]")
+        await expect(page.locator("h1")).to_have_text("Webhooks")
+        assert len(held) == 1
+        release.set()
+        answer = await held[0].response()
+        assert answer is not None and answer.ok
+        await answer.finished()
+        # The board's code runs once its answer is read: give it two turns of the page's
+        # event loop, then the page must still be the webhooks page.
+        await page.evaluate("() => new Promise((done) => setTimeout(() => setTimeout(done)))")
+        await expect(page.locator("h1")).to_have_text("Webhooks")
+        await expect(page.locator("nav a.current")).to_have_text("Webhooks")
+    finally:
+        release.set()
+        await page.unroute("**/graphql", hold_the_board)
+
+
+@screenshot_on_failure
 async def test_redeliver_a_failed_webhook(ui: Browser) -> None:
     page = ui.page
     query = "{ webhookDeliveries { nodes { id eventType attemptCount } } }"

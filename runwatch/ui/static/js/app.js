@@ -20,6 +20,18 @@ const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 let cleanup = null;
 let signInNote = null;
+// Each navigation's number: a screen still loading when the person moves on (its query slow)
+// must not draw over the screen they went to, nor leave its live updates running.
+let navigation = 0;
+
+/** What a screen draws into: `main` while its navigation is the current one, nothing after. */
+function target(number) {
+  return {
+    replaceChildren(...nodes) {
+      if (number === navigation) main.replaceChildren(...nodes);
+    },
+  };
+}
 
 function signIn(note) {
   nav.hidden = true;
@@ -58,6 +70,7 @@ function signIn(note) {
 }
 
 export async function route() {
+  const number = ++navigation;
   if (cleanup) {
     cleanup();
     cleanup = null;
@@ -80,8 +93,11 @@ export async function route() {
   const [groups, view] = match;
   main.replaceChildren(h("p.loading", "Loading…"));
   try {
-    cleanup = (await view(main, ...groups.slice(1))) || null;
+    const stop = (await view(target(number), ...groups.slice(1))) || null;
+    if (number === navigation) cleanup = stop;
+    else if (stop) stop();  // the person moved on while it loaded
   } catch (err) {
+    if (number !== navigation) return;
     if (err instanceof ApiError && err.kind === "auth") {
       setToken(null);
       signInNote = `Signed out: ${err.message}`;
