@@ -527,9 +527,13 @@ async def test_an_empty_organisation_gets_empty_states(ui: Browser) -> None:
     await expect(page.locator("h1")).to_have_text("Board")
     await expect(page.locator("#connections .empty")).to_contain_text("No connections yet")
     await expect(page.locator("#pipelines .empty")).to_have_text("No pipelines yet.")
+    # Each screen's heading first: until the click's navigation has run, `main .empty` is
+    # still the board's two, and a locator that resolves to two fails at once (strict mode).
     await page.click("nav a[data-screen=webhooks]")
+    await expect(page.locator("h1")).to_have_text("Webhooks")
     await expect(page.locator("main .empty")).to_contain_text("No webhook endpoints")
     await page.click("nav a[data-screen=alerts]")
+    await expect(page.locator("h1")).to_have_text("Alert channels")
     await expect(page.locator("main .empty")).to_contain_text("No alert channels")
     await page.goto(f"{ui.server.base}/#/run/{ui.server.ids['live_run']}")  # another org's
     await expect(page.locator(".message.error")).to_contain_text("was not found")
