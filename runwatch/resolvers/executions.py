@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from runwatch.models import Run, RunStatus
-from runwatch.resolvers import lifecycle, rollups, sql
+from runwatch.resolvers import inputs, lifecycle, rollups, sql
 from runwatch.resolvers.caller import Caller, Scope
 from runwatch.resolvers.clock import to_utc, utcnow
 from runwatch.resolvers.errors import InvalidRange, NotFound
@@ -21,13 +21,10 @@ COUNTS = {"total_rows": "rows_total", "inserts": "rows_inserted", "updates": "ro
           "soft_deletes": "rows_deleted"}
 
 
-def _storable(run_id: int | None) -> bool:
-    return run_id is not None and 0 < run_id < 2**63
-
-
 async def _run_of(caller: Caller, run_id: int | None, kind: str = "pipeline execution") -> Run:
     run = await sql.first(Run, "id = ? AND organisation_id = ? LIMIT 1",
-                          [run_id, caller.organisation_id]) if _storable(run_id) else None
+                          [run_id, caller.organisation_id]) \
+        if inputs.storable(run_id, "run") else None
     if run is None:
         raise NotFound(kind, run_id)
     return run
@@ -39,7 +36,7 @@ async def _column_of(caller: Caller, run_id: int | None, column: str,
     NotFound."""
     rows = await sql.fetch(f"SELECT {column} FROM run WHERE id = ? AND organisation_id = ? "
                            "LIMIT 1", [run_id, caller.organisation_id]) \
-        if _storable(run_id) else []
+        if inputs.storable(run_id, "run") else []
     if not rows:
         raise NotFound(kind, run_id)
     return rows[0][column]
@@ -86,7 +83,7 @@ async def start_execution(
     rows = await sql.fetch(
         "SELECT id, max_runtime_seconds FROM pipeline WHERE id = ? AND organisation_id = ? "
         "LIMIT 1", [start.pipeline_id, caller.organisation_id]) \
-        if 0 < start.pipeline_id < 2**31 else []
+        if inputs.storable(start.pipeline_id, "pipeline") else []
     if not rows:
         raise NotFound("pipeline", start.pipeline_id)
     pipeline = lifecycle.PipelineLimits(**rows[0])

@@ -1,7 +1,8 @@
 """Portable raw SQL for the few statements the ORM cannot express (additive upserts,
 windowed aggregates), and for the hot reads and writes of the REST paths where the ORM's
-per-call work showed in the profile (`select`, `insert`). Write `?` placeholders; asyncpg gets
-`$1..$n`. (The statements here never hold a literal `?`, so a plain substitution is enough.)"""
+per-call work showed in the profile (`select`, `insert`, `update`). Write `?` placeholders;
+asyncpg gets `$1..$n`. (The statements here never hold a literal `?`, so a plain substitution
+is enough.)"""
 
 from __future__ import annotations
 

@@ -95,7 +95,6 @@ class SharedExecutor(StrawberryGraphQLCoreExecutionContext):
         results[key] = (self.operation, result)
         return _shared(result)
 
-
     def build_response(self, data: dict[str, Any] | None) -> Any:
         response = super().build_response(data)
         if self.operation.operation is not OperationType.SUBSCRIPTION and isinstance(
