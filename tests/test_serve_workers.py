@@ -106,7 +106,10 @@ def test_worker_count_defaults():
 async def test_two_processes_serve_and_stop_gracefully(database_url, tenant: Tenant):
     async with serving(database_url, "--workers", "2", "--graceful-timeout", "8") as (proc, url):
         pids: set[str] = set()
-        async with httpx.AsyncClient(timeout=5) as client:
+        # A new connection per request: kept-alive ones, all made while one process was the
+        # first to accept, would keep asking that process alone.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=5, limits=fresh) as client:
             deadline = time.monotonic() + 20
             while len(pids) < 2 and time.monotonic() < deadline:
                 answers = await asyncio.gather(*(client.get(url + "/health") for _ in range(16)))
