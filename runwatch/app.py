@@ -436,8 +436,9 @@ def create_app(
             worker = asyncio.create_task(run_workers(settings, stop)) if background else None
             app.state.workers = worker  # for /ready
             try:
-                async with malloc.trimming():
-                    yield
+                with malloc.startup_frozen():
+                    async with malloc.trimming():
+                        yield
             finally:
                 stop.set()
                 if worker is not None:

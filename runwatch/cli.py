@@ -206,8 +206,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         print(f"runwatch worker on {_describe_db(settings)}", flush=True)
         metrics.configure(settings)  # counts into PROMETHEUS_MULTIPROC_DIR (RUNWATCH_METRICS)
-        async with malloc.trimming():  # see runwatch.malloc
-            await _with_orm(settings, lambda: run_workers(settings, stop))
+        with malloc.startup_frozen():
+            async with malloc.trimming():  # see runwatch.malloc
+                await _with_orm(settings, lambda: run_workers(settings, stop))
 
     asyncio.run(main())
     return 0

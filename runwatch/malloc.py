@@ -1,4 +1,5 @@
-"""The C allocator of long-lived runwatch processes (`serve`, `worker`).
+"""The memory of long-lived runwatch processes (`serve`, `worker`): the C allocator's arenas
+and heap, and the cyclic garbage collector's view of what start-up built.
 
 glibc's malloc gives every thread that allocates its own arena, up to eight per core, and
 memory freed in one arena is reused only by allocations made there. runwatch serves from one
@@ -20,6 +21,16 @@ middle of the heap, which glibc gives back only from its top. `trim_periodically
 `malloc_trim(0)` every `TRIM_SECONDS`, which hands every free page inside the heap back to the
 system; `serve` (each serving process) and `worker` run it. Without glibc (musl, macOS)
 neither does anything.
+
+Start-up builds hundreds of thousands of objects that live as long as the process (the
+GraphQL schema and its graphql-core types, the ORM's models, every module imported). The
+cyclic collector walks all of them at each full collection, which under load came every few
+seconds and took tens of milliseconds: 23 µs per GraphQL request, measured with
+`gc.callbacks` in a serving process under wrk (bench/README.md). `startup_frozen` collects
+once and moves what survives out of the collector's reach (`gc.freeze`, Python's own answer
+for such processes), after which the same load spent 5 µs per request in collections. What
+start-up built is still freed by reference counting when dropped; only cycles among it would
+stay while serving, and start-up builds none that it later drops.
 """
 
 from __future__ import annotations
@@ -29,9 +40,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 ARENAS = 2
@@ -67,6 +79,20 @@ def cap_arenas(env: MutableMapping[str, str] | None = None) -> int | None:
         return None
     env["MALLOC_ARENA_MAX"] = str(ARENAS)  # for the processes this one starts
     return ARENAS
+
+
+@contextlib.contextmanager
+def startup_frozen() -> Iterator[int]:
+    """Collect once, then leave every object alive now out of the collections made while
+    the block runs (enter it when start-up is over); yields how many were frozen. On exit
+    they are collectable again, so that a process that builds several apps in turn (the
+    test suite) does not keep the cycles of the ones it dropped."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
 
 
 def trim() -> bool:

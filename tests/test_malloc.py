@@ -1,8 +1,10 @@
-"""The malloc arena cap of long-lived processes (`runwatch.malloc`)."""
+"""The memory of long-lived processes (`runwatch.malloc`): the malloc arena cap, the heap's
+trimming, start-up kept out of the cyclic collector."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -88,3 +90,20 @@ async def test_trimming_runs_until_the_block_ends(monkeypatch):
     assert done >= 3
     await asyncio.sleep(0.05)
     assert len(calls) == done  # stopped with the block
+
+
+async def test_a_serving_app_keeps_what_start_up_built_out_of_the_collector(app):
+    # `app` is the suite's app with its lifespan running, as under `runwatch serve`.
+    assert gc.get_freeze_count() > 10_000  # the schema, the models, the modules
+
+
+def test_start_up_is_thawed_when_the_block_ends():
+    before = gc.get_freeze_count()
+    try:
+        with malloc.startup_frozen() as frozen:
+            assert frozen > 10_000
+            assert gc.get_freeze_count() > 10_000
+        assert gc.get_freeze_count() == 0
+    finally:
+        if before:  # the suite's app is serving: leave its start-up frozen again
+            gc.freeze()
