@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tortoise import connections
 
 from runwatch.models import Connection, Gateway, Pipeline
@@ -155,6 +157,43 @@ def test_the_rule_itself():
     for text in NOT_STRICT.values():
         with pytest.raises(strict_json.NotStrictJSON):
             strict_json.loads(text)
+
+
+# Characters JSON writes as they are, lone surrogates (hypothesis draws them rarely on its own)
+# and a few it escapes (`\u0000`), each often enough to meet the others.
+CHARACTERS = (st.characters(exclude_categories=("Cc", "Cs"))
+              | st.sampled_from("\ud800\udbff\udc00\udfff") | st.sampled_from("\x00\n\x7f"))
+
+
+def texts(max_size: int) -> st.SearchStrategy[str]:
+    """Strings of `CHARACTERS` (`st.text` leaves lone surrogates out whatever its alphabet)."""
+    return st.lists(CHARACTERS, max_size=max_size).map("".join)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | texts(6),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(texts(4), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=JSON_VALUES, ascii_only=st.booleans(),
+       encoding=st.sampled_from(["str", "utf-8", "utf-16", "utf-16-le", "utf-32"]))
+def test_loads_refuses_a_body_exactly_when_its_value_breaks_the_rule(
+        value: object, ascii_only: bool, encoding: str) -> None:
+    # `loads` skips the surrogate check for bodies that cannot hold one (`_may_hold_surrogates`):
+    # whatever the encoding and escaping, it refuses what `problem` refuses, no more, no less.
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    raw = text if encoding == "str" else text.encode(encoding, "surrogatepass")
+    expected = strict_json.problem(json.loads(raw))  # what the text holds once decoded
+    try:
+        strict_json.loads(raw)
+    except strict_json.NotStrictJSON as exc:
+        assert expected is not None, (raw, exc.reason)
+    else:
+        assert expected is None, raw
 
 
 async def test_migration_repairs_stored_nan(tenant: Tenant, cid: int):

@@ -95,11 +95,23 @@ def _shape_problem(value: Any, raw: bytes | str) -> str | None:
         b"{" if isinstance(raw, bytes) else "{")
     if brackets > MAX_DEPTH:
         return problem(value)
+    if not _may_hold_surrogates(raw):
+        return None
     try:
         json.dumps(value, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         return "a string holds a lone surrogate (not valid Unicode)"
     return None
+
+
+def _may_hold_surrogates(raw: bytes | str) -> bool:
+    """Whether a parsed text can hold a lone surrogate at all: only through a `\\u` escape or,
+    in bytes (which `json.loads` decodes with `surrogatepass`), an encoded surrogate: its
+    first byte is 0xED in UTF-8, and UTF-16 or UTF-32 text (which `json.loads` detects) has
+    NUL bytes. Most bodies have none of these, and skip re-encoding the whole value."""
+    if isinstance(raw, bytes):
+        return b"\\u" in raw or b"\xed" in raw or b"\x00" in raw
+    return "\\u" in raw or not _is_unicode(raw)
 
 
 def _is_unicode(text: str) -> bool:
