@@ -27,10 +27,10 @@ GraphQL schema and its graphql-core types, the ORM's models, every module import
 cyclic collector walks all of them at each full collection, which under load came every few
 seconds and took tens of milliseconds: 23 µs per GraphQL request, measured with
 `gc.callbacks` in a serving process under wrk (bench/README.md). `startup_frozen` collects
-once and moves what survives out of the collector's reach (`gc.freeze`, Python's own answer
-for such processes), after which the same load spent 5 µs per request in collections. What
-start-up built is still freed by reference counting when dropped; only cycles among it would
-stay while serving, and start-up builds none that it later drops.
+once and moves what survives out of the collector's reach (`gc.freeze`), after which the same
+load spent 5 µs per request in collections. What start-up built is still freed by reference
+counting when dropped; a cycle among those objects dropped while serving would stay until
+shutdown (none is known: they are the process's own fixtures).
 """
 
 from __future__ import annotations
