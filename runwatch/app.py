@@ -62,6 +62,9 @@ ALL_OPERATION_TYPES = frozenset(OperationType)
 POST_OPERATION_TYPES = OperationType.from_http("POST")
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def strict_json(data: str | bytes) -> Any:
     """The JSON of `/graphql` bodies and socket messages: the one strict rule of every body
     (`runwatch.resolvers.strict_json`: no NaN/Infinity, numbers too large or of thousands of
@@ -163,6 +166,11 @@ class RunwatchGraphQL(GraphQL):
             metrics.graphql_operation(request_data, time.perf_counter() - started)
         response_data = await self.process_result(request=request, result=result)
         return self.create_response(response_data=response_data, sub_response=sub_response)
+
+    def encode_json(self, data: object) -> str:
+        """strawberry's encoding (`json.dumps(data, separators=(",", ":"))`), by one encoder
+        built once: `json.dumps` with a keyword argument builds an encoder on every call."""
+        return _COMPACT_JSON(data)
 
     def decode_json(self, data: str | bytes) -> object:
         """The strict JSON rule; a body the prepared lane decoded and declined a moment ago

@@ -311,3 +311,20 @@ async def test_a_request_leaves_no_cycle_behind(settings, tenant: Tenant, query)
             gc.garbage.clear()
             gc.enable()
     assert left == []
+
+
+def test_answers_are_encoded_as_strawberry_encodes_them():
+    # The view encodes with one compact encoder built once (`runwatch.app._COMPACT_JSON`):
+    # the same text as strawberry's `json.dumps(data, separators=(",", ":"))`.
+    import json
+
+    from strawberry.http.base import BaseView
+
+    view = RunwatchGraphQL.__new__(RunwatchGraphQL)
+    for data in ({"data": {"reportRun": {"__typename": "ReportRunSuccess"}}},
+                 {"data": None, "errors": [{"message": "é \u2028 😀 \"q\"", "path": ["a", 0],
+                                            "extensions": {"code": "NOT_FOUND"}}]},
+                 [1.5, 1e300, -0.0, float("nan"), None, True, "\x00"], {"a": {"b": []}}, []):
+        expected = BaseView.encode_json(view, data)
+        assert expected == json.dumps(data, separators=(",", ":"))
+        assert view.encode_json(data) == expected

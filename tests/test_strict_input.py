@@ -196,6 +196,39 @@ def test_loads_refuses_a_body_exactly_when_its_value_breaks_the_rule(
         assert expected is None, raw
 
 
+def _stdlib_or_error(raw: object) -> tuple[str, object]:
+    try:
+        return "value", json.loads(raw, parse_constant=strict_json._constant,  # type: ignore[arg-type]
+                                   parse_float=strict_json.finite_float)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _ours_or_error(raw: object) -> tuple[str, object]:
+    try:
+        return "value", strict_json._decode(raw)  # type: ignore[arg-type]
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=st.binary(max_size=40) | texts(20)
+       | JSON_VALUES.map(json.dumps).flatmap(lambda text: st.sampled_from(
+           [text, "\ufeff" + text, text.encode(), text.encode("utf-16"),
+            text.encode("utf-32-be", "surrogatepass"), "\ufeff".encode() + text.encode(),
+            bytearray(text.encode())])))
+def test_the_shared_decoder_reads_as_json_loads(raw: object) -> None:
+    # `loads` reads through one decoder built once: whatever it is given (any bytes, any
+    # encoding, a byte order mark), the value or the error `json.loads` with the same hooks
+    # gives.
+    assert _ours_or_error(raw) == _stdlib_or_error(raw)
+
+
+def test_the_shared_decoder_refuses_what_is_not_text_as_json_loads():
+    for raw in (None, 1, ["[]"], memoryview(b"[]")):
+        assert _ours_or_error(raw) == _stdlib_or_error(raw), raw
+
+
 async def test_migration_repairs_stored_nan(tenant: Tenant, cid: int):
     """Rows stored before the rule (only SQLite could store them) get null for each
     non-finite number; strings that merely contain the word stay as they were."""

@@ -42,10 +42,29 @@ def finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every body: `json.loads` with these hooks builds a decoder (and its scanner)
+# on every call, a few µs of each request.
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=finite_float)
+
+
+def _decode(raw: bytes | bytearray | str) -> Any:
+    """`json.loads(raw, parse_constant=_constant, parse_float=finite_float)`, through the one
+    decoder: the same text read from bytes (UTF-8, 16 or 32 detected, surrogates passed),
+    the same errors."""
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        return _DECODER.decode(raw)
+    if not isinstance(raw, bytes | bytearray):
+        raise TypeError("the JSON object must be str, bytes or bytearray, not "
+                        f"{raw.__class__.__name__}")
+    return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse strict JSON, or raise `NotStrictJSON` (also for input that is not JSON at all)."""
     try:
-        value = json.loads(raw, parse_constant=_constant, parse_float=finite_float)
+        value = _decode(raw)
     except NotStrictJSON:
         raise
     except RecursionError:
