@@ -3,6 +3,7 @@ doing the same domain call, and the Watcher round's requests, on PostgreSQL.
 
     python -m bench.perf                    # ABAB rounds, the table, bench/results/perf.json
     python -m bench.perf --profile gql      # cProfile of GraphQL reportRun (or rest, watcher)
+    python -m bench.perf --layers           # the layers alone: the domain's report_run stubbed
 
 runwatch runs in-process (its ASGI app over httpx's ASGITransport: no HTTP server, no wrk),
 sequentially and warm, on a database of its own (`runwatch_bench_perf`, dropped at the end).
@@ -46,6 +47,7 @@ class World:
 
     def __init__(self, client: httpx.AsyncClient, token: str, prefix: str, cid: int) -> None:
         self.client = client
+        self.app: Any = None  # the ASGI app itself (`--layers` calls it without a client)
         self.auth = {"Authorization": f"Bearer {token}"}
         self.json_auth = {**self.auth, "content-type": "application/json"}
         self.prefix = prefix
@@ -136,6 +138,7 @@ async def _world(stack: Any) -> World:
                           headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 201, r.text
     world = World(client, token, prefix, r.json()["id"])
+    world.app = app.app
     r = await client.post("/pipeline", headers=world.auth, json={
         "name": "perf-watcher", "pipeline_type_name": "extraction"})
     assert r.status_code in (200, 201), r.text
@@ -155,6 +158,98 @@ async def _drop() -> None:
         await admin.close()
 
 
+class _Call:
+    """One request to the ASGI app itself, no client: the scope built once, the body given
+    in one message; `__call__` answers the response's status."""
+
+    def __init__(self, app: Any, method: str, path: str, body: bytes, token: str) -> None:
+        self.app, self.body = app, body
+        self.scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+            "headers": [(b"host", b"runwatch.bench"), (b"authorization", token.encode()),
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())]}
+        self.answer = b""
+
+    async def __call__(self) -> int:
+        status = 0
+        sent = False
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:  # the app only asks again to see a disconnect: there is none
+                await asyncio.Event().wait()
+            sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(dict(self.scope), receive, send)
+        self.answer = b"".join(chunks)
+        return status
+
+
+async def layers(world: World, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """What the HTTP and GraphQL layers cost without the domain: the domain's `report_run`
+    (which both surfaces call) answers at once, and the app is called as ASGI, so that each
+    figure is the middleware, the surface and nothing else. CPU µs per request, ABAB rounds;
+    the rows: each side's CPU and GraphQL's extra over REST's."""
+    from runwatch.models import Run
+    from runwatch.resolvers import runs as runs_api
+
+    run_id = world.runs[-1]
+    stored = await Run.get(id=run_id)
+
+    async def answered_at_once(**_: Any) -> tuple[Run, bool]:
+        return stored, True
+
+    gql = _Call(world.app, "POST", "/graphql", json.dumps({"query": REPORT, "variables": {"i": {
+        "runId": str(run_id), "completedAt": now(), "eventsDelivered": 1234}}}).encode(),
+        world.auth["Authorization"])
+    rest = _Call(world.app, "PATCH", f"{world.prefix}/{world.cid}/metrics/{run_id}/",
+                 json.dumps({"completed_at": now(), "events_delivered": 1234}).encode(),
+                 world.auth["Authorization"])
+    original = runs_api.report_run
+    runs_api.report_run = answered_at_once  # type: ignore[assignment]
+    try:
+        if await gql() != 200 or b'"ReportRunSuccess"' not in gql.answer:
+            raise RuntimeError(f"GraphQL reportRun answered {gql.answer[:300]!r}")
+        if await rest() != 204:
+            raise RuntimeError(f"the REST report answered {rest.answer[:300]!r}")
+        n = args.requests * 10
+        for _ in range(n):  # warm: the document prepared, the caches filled
+            await gql()
+            await rest()
+        cpu: dict[str, list[float]] = {"gql": [], "rest": []}
+        for k in range(args.rounds):
+            sides = [("gql", gql), ("rest", rest)]
+            for name, call in (sides if k % 2 == 0 else sides[::-1]):
+                started = time.process_time()
+                for _ in range(n):
+                    await call()
+                cpu[name].append((time.process_time() - started) * 1e6 / n)
+    finally:
+        runs_api.report_run = original  # type: ignore[assignment]
+    extra = [g - r for g, r in zip(cpu["gql"], cpu["rest"], strict=True)]
+    return [
+        row("layers: GraphQL reportRun, CPU µs per request (domain stubbed)", "info",
+            of_ratios(cpu["gql"], goal=None, higher_is_better=False), "µs"),
+        row("layers: REST report, CPU µs per request (domain stubbed)", "info",
+            of_ratios(cpu["rest"], goal=None, higher_is_better=False), "µs"),
+        row("layers: GraphQL's extra over REST, CPU µs per request", "info",
+            of_ratios(extra, goal=None, higher_is_better=False), "µs"),
+    ]
+
+
 def row(measure: str, goal: str, comparison: Comparison, unit: str) -> dict[str, Any]:
     return {"measure": measure, "goal": goal, "median": comparison.median,
             "spread": comparison.spread, "verdict": comparison.verdict,
@@ -168,6 +263,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         stack.push_async_callback(_drop)
         world = await _world(stack)
         n = args.requests
+        if args.layers:
+            await world.more_runs(1)
+            return await layers(world, args)
         await world.more_runs(2 * n * args.rounds + 2 * args.warmup + 2 * n)
         for _ in range(args.warmup):
             await world.graphql_report()
@@ -216,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100, help="requests per side a round")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--profile", choices=("gql", "rest", "watcher"))
+    parser.add_argument("--layers", action="store_true",
+                        help="the middleware and surfaces alone: the domain's report_run "
+                        "stubbed, the app called as ASGI (--requests × 10 a side a round)")
     parser.add_argument("--time-limit", type=float, default=240)
     args = parser.parse_args(argv)
     try:
@@ -230,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         rounds = " ".join(f"{x:.2f}" for x in r["rounds"])
         print(f"{r['measure']:<68} {r['median']:>8.3f} {r['spread'] * 100:>7.1f}%  "
               f"{r['verdict']:<8} {rounds}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows}, indent=2))
-    print(f"written to {RESULTS}")
+    results = RESULTS.with_name("perf-layers.json") if args.layers else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"rows": rows}, indent=2))
+    print(f"written to {results}")
     return 0
 
 
